@@ -1,0 +1,168 @@
+//! The seams the service runtimes are written against: a log-structured [`Bus`] (Kafka in production, memory in
+//! the one-process demo) and a [`SnapshotStore`] (Redis in production).
+//!
+//! The traits are deliberately small: what the runtimes need of Kafka is to create topics, learn partition counts,
+//! append a record to a chosen partition and wait for the acknowledgement, and read chosen partitions from chosen
+//! positions, committing how far they got. Anything richer stays inside the adapters.
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Why a bus or store operation failed. Every variant is transient from the runtime's point of view: it retries
+/// with backoff and reports, it never unwinds.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The broker or store could not be reached or did not answer in time.
+    #[error("{what} is unreachable: {detail}")]
+    Unreachable {
+        /// What could not be reached (for example `kafka 127.0.0.1:9092`).
+        what: String,
+        /// The client's own message.
+        detail: String,
+    },
+    /// The broker or store answered with an error.
+    #[error("{operation} failed: {detail}")]
+    Failed {
+        /// What was attempted.
+        operation: String,
+        /// The client's own message.
+        detail: String,
+    },
+}
+
+impl TransportError {
+    /// Shorthand for [`TransportError::Failed`].
+    pub fn failed(operation: impl Into<String>, detail: impl ToString) -> Self {
+        TransportError::Failed { operation: operation.into(), detail: detail.to_string() }
+    }
+}
+
+/// How a topic is created if missing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    /// Full topic name (prefix included).
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Keep only the latest record per key (membership, decisions).
+    pub compacted: bool,
+    /// How long records are kept, if limited (heartbeats).
+    pub retention: Option<Duration>,
+}
+
+/// Where reading a partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// The oldest record still in the partition.
+    Beginning,
+    /// Only records appended from now on.
+    End,
+    /// This exact offset (the next record to read), for example from a snapshot.
+    Offset(i64),
+    /// The offset committed by the consumer's group, or the oldest record if none was committed.
+    CommittedOrBeginning,
+}
+
+/// One partition to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Where to start.
+    pub start: StartAt,
+}
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutRecord {
+    /// Topic name.
+    pub topic: String,
+    /// Partition, chosen by the caller (the wire contract fixes the partitioner).
+    pub partition: i32,
+    /// Record key.
+    pub key: Vec<u8>,
+    /// Record value.
+    pub payload: Vec<u8>,
+}
+
+/// A record read from the bus, with where it came from (for dead-lettering and snapshots).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InRecord {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Offset within the partition.
+    pub offset: i64,
+    /// Record key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Record value, if any (a tombstone has none).
+    pub payload: Option<Vec<u8>>,
+    /// Record timestamp in ms since the Unix epoch, as the broker reports it.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// A committed position: the next offset to read in a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// Topic name.
+    pub topic: String,
+    /// Partition number.
+    pub partition: i32,
+    /// Next offset to read.
+    pub next_offset: i64,
+}
+
+/// An append-only, partitioned log: what the runtimes need of Kafka.
+pub trait Bus: Clone + Send + Sync + 'static {
+    /// A reader of assigned partitions.
+    type Reader: Reader;
+
+    /// Creates the topics that are missing; existing topics are left as they are.
+    fn ensure_topics(&self, specs: &[TopicSpec]) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// The number of partitions of `topic`.
+    fn partition_count(&self, topic: &str) -> impl Future<Output = Result<u32, TransportError>> + Send;
+
+    /// Appends a record and waits until the broker acknowledged it; returns its offset.
+    fn publish(&self, record: OutRecord) -> impl Future<Output = Result<i64, TransportError>> + Send;
+
+    /// Waits until every record published so far is acknowledged (or `timeout` passes).
+    fn flush(&self, timeout: Duration) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// A reader of exactly these partitions; `group` names whose committed offsets it reads and writes.
+    fn reader(
+        &self,
+        group: &str,
+        assignments: Vec<Assignment>,
+    ) -> impl Future<Output = Result<Self::Reader, TransportError>> + Send;
+}
+
+/// Reads assigned partitions in order (per partition).
+pub trait Reader: Send + 'static {
+    /// The next record, waiting for one.
+    fn next(&mut self) -> impl Future<Output = Result<InRecord, TransportError>> + Send;
+
+    /// Records how far the group got, synchronously with the broker.
+    fn commit(&mut self, positions: &[Position]) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+}
+
+/// A small key-value store for snapshots and read models: what the runtimes need of Redis.
+pub trait SnapshotStore: Clone + Send + Sync + 'static {
+    /// The value at `key`, if any.
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<Vec<u8>>, TransportError>> + Send;
+    /// Sets `key` to `value`, atomically.
+    fn set(&self, key: &str, value: &[u8]) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Sets several hash fields of `key` in one round trip.
+    fn hset(&self, key: &str, fields: &[(String, String)]) -> impl Future<Output = Result<(), TransportError>> + Send;
+    /// Sets a hash field only if absent; returns whether it was set (false: it already held a value).
+    fn hset_nx(&self, key: &str, field: &str, value: &str) -> impl Future<Output = Result<bool, TransportError>> + Send;
+    /// One hash field.
+    fn hget(&self, key: &str, field: &str) -> impl Future<Output = Result<Option<String>, TransportError>> + Send;
+    /// Every field of a hash.
+    fn hgetall(&self, key: &str) -> impl Future<Output = Result<Vec<(String, String)>, TransportError>> + Send;
+}
