@@ -1,1 +1,17 @@
-//! (being written)
+//! The three service runtimes of the mesh (agent, topology manager, consensus manager) on tokio.
+//!
+//! Each runtime is one dispatcher loop (`tokio::select!` over its readers, timers and shutdown) that decodes records
+//! with `mesh-proto`, feeds them to a pure state machine from `mesh-core`, and carries out what the machine returns
+//! through the [`mesh_transport::Bus`] and [`mesh_transport::SnapshotStore`] seams. No state is shared between
+//! runtimes: in production each runs in its own OS process and they meet only on Kafka and Redis.
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod config;
+pub mod consensus;
+mod runtime;
+pub mod scenario;
+pub mod topology;
+
+pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
+pub use runtime::{NodeError, Readiness, Shutdown, redis_keys};

@@ -62,6 +62,8 @@ pub enum StartAt {
     Offset(i64),
     /// The offset committed by the consumer's group, or the oldest record if none was committed.
     CommittedOrBeginning,
+    /// The offset committed by the consumer's group, or only new records if none was committed.
+    CommittedOrEnd,
 }
 
 /// One partition to read.

@@ -1,1 +1,147 @@
-fn main() {}
+//! The `mesh` binary: parses flags, environment and config file, installs logging and signal handling, and runs
+//! one of the services (or a tool) from `mesh-node`. Thin on purpose: logic lives in the libraries.
+//!
+//! Exit codes: 0 success (including a clean stop on SIGTERM/SIGINT), 1 runtime failure, 2 bad usage or settings.
+
+mod cli;
+mod inspect;
+mod notify;
+mod settings;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use mesh_kafka::{KafkaBus, KafkaConfig};
+use mesh_node::Shutdown;
+use mesh_redis::RedisStore;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::notify::Notifier;
+use crate::settings::FileConfig;
+
+/// Exit code for settings and usage errors (clap uses 2 for its own).
+const EXIT_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let file = match FileConfig::load(cli.config.as_deref()) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, file)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Runtime(e)) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum Failure {
+    Usage(anyhow::Error),
+    Runtime(anyhow::Error),
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Flips the shutdown switch on the first SIGTERM or SIGINT; a second one exits at once.
+fn shutdown_on_signals() -> Result<Shutdown> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, shutdown) = Shutdown::new();
+    let mut term = signal(SignalKind::terminate()).context("failed to install the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("failed to install the SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("stop requested; a second signal exits at once");
+        let _ = tx.send(true);
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        std::process::exit(130);
+    });
+    Ok(shutdown)
+}
+
+async fn connect(infra: &settings::Infra, client: &str, shutdown: &Shutdown) -> Result<(KafkaBus, RedisStore)> {
+    let bus = KafkaBus::new(KafkaConfig::new(&infra.kafka, client)).context("failed to set up the kafka client")?;
+    let mut delay = std::time::Duration::from_millis(100);
+    let store = loop {
+        match RedisStore::connect(&infra.redis).await {
+            Ok(s) => break s,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unreachable, retrying");
+                let mut wait = shutdown.clone();
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = wait.wait() => anyhow::bail!("stopped before redis was reachable"),
+                }
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    };
+    Ok((bus, store))
+}
+
+async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
+    let usage = Failure::Usage;
+    let runtime = Failure::Runtime;
+    match command {
+        Command::Agent(args) => {
+            let infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            let config = settings::agent(&args, &file).map_err(usage)?;
+            let shutdown = shutdown_on_signals().map_err(runtime)?;
+            let (bus, store) = connect(&infra, &format!("mesh-agent-{}", config.id), &shutdown).await.map_err(runtime)?;
+            mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
+                .await
+                .context("agent failed")
+                .map_err(runtime)
+        }
+        Command::Topology(args) => {
+            let infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            let config = settings::topology(&args, &file).map_err(usage)?;
+            let shutdown = shutdown_on_signals().map_err(runtime)?;
+            let (bus, store) = connect(&infra, "mesh-topology", &shutdown).await.map_err(runtime)?;
+            mesh_node::topology::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
+                .await
+                .context("topology manager failed")
+                .map_err(runtime)
+        }
+        Command::Consensus(args) => {
+            let infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            let config = settings::consensus(&args, &file).map_err(usage)?;
+            let shutdown = shutdown_on_signals().map_err(runtime)?;
+            let (bus, store) = connect(&infra, "mesh-consensus", &shutdown).await.map_err(runtime)?;
+            mesh_node::consensus::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
+                .await
+                .context("consensus manager failed")
+                .map_err(runtime)
+        }
+        Command::Inspect(args) => {
+            let infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            inspect::run(&infra, args.json).await.map_err(runtime)
+        }
+    }
+}

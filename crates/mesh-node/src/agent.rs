@@ -1,0 +1,402 @@
+//! An agent: joins the mesh, beats, reads only its own partition of the messages topic, answers tasks, starts the
+//! scenario's tasks, makes proposals and votes.
+//!
+//! Delivery is at least once: offsets are committed only after a message was handled and its answer acknowledged,
+//! so a crash re-delivers; handling is idempotent because a message's id is remembered and an answer's id is
+//! derived from the task's (`{task id}.r`), so a repeated answer is recognisable downstream.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::time::Duration;
+
+use mesh_core::consensus::Proposal;
+use mesh_core::membership::{AgentProfile, Member, MemberStatus};
+use mesh_core::waggle::WaggleDance;
+use mesh_core::{AgentId, MessageId, ProposalId};
+use mesh_proto::records::{
+    HeartbeatBody, JoinBody, LeaveBody, ProposalBody, Record, ResponseBody, ResponseStatus, TaskBody, VoteBody,
+};
+use mesh_proto::{Envelope, Header, TopicKind, decode, partition_for};
+use mesh_transport::{Assignment, Bus, InRecord, Position, Reader, SnapshotStore, StartAt};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::{AgentConfig, MeshConfig};
+use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry};
+use crate::scenario::Scenario;
+
+/// Remembers the last `capacity` message ids, to drop re-deliveries.
+struct SeenIds {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+    capacity: usize,
+}
+
+impl SeenIds {
+    fn new(capacity: usize) -> Self {
+        Self { ids: HashSet::new(), order: VecDeque::new(), capacity }
+    }
+
+    /// True the first time an id is offered.
+    fn first_time(&mut self, id: &str) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if self.order.len() == self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        self.ids.insert(id.to_owned());
+        self.order.push_back(id.to_owned());
+        true
+    }
+}
+
+/// The agent's counters, published to Redis for `mesh status`, tests and chaos checkers.
+#[derive(Debug, Default)]
+struct Counters {
+    tasks_sent: u64,
+    tasks_handled: u64,
+    responses_sent: u64,
+    responses_received: u64,
+    duplicates: u64,
+    proposals: u64,
+    votes: u64,
+    no_recipient: u64,
+}
+
+struct Agent<B: Bus> {
+    config: AgentConfig,
+    publisher: Publisher<B>,
+    roster: BTreeMap<AgentId, Member>,
+    scenario: Scenario,
+    rng: StdRng,
+    seen: SeenIds,
+    /// Subject → the proposal this agent supports on it: one support per subject, so exclusive proposals cannot
+    /// both reach a quorum above one half.
+    supporting: BTreeMap<String, ProposalId>,
+    voted: SeenIds,
+    counters: Counters,
+    positions: BTreeMap<(String, i32), i64>,
+    last_join_ms: u64,
+}
+
+/// Runs one agent until shutdown; on shutdown publishes `leave`, commits its offsets and flushes.
+pub async fn run<B: Bus, S: SnapshotStore>(
+    bus: B,
+    store: S,
+    mesh: MeshConfig,
+    config: AgentConfig,
+    shutdown: Shutdown,
+    readiness: impl Readiness,
+) -> Result<(), NodeError> {
+    let prefix = mesh.topics.prefix().to_owned();
+    let id = config.id.clone();
+    ensure_topics(&bus, &mesh, &shutdown).await?;
+    let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), &format!("agent-{id}"), &shutdown).await?;
+    let my_partition = partition_for(id.as_str().as_bytes(), publisher.partitions(TopicKind::Messages));
+
+    let group = format!("{prefix}-agent-{id}");
+    let work = vec![Assignment {
+        topic: mesh.topics.name(TopicKind::Messages),
+        partition: my_partition,
+        start: StartAt::CommittedOrBeginning,
+    }];
+    let mut work_reader = retry("opening the message reader", &shutdown, || bus.reader(&group, work.clone())).await?;
+    let proposals = partitions_of(&publisher, TopicKind::Proposals, StartAt::CommittedOrEnd);
+    let mut proposal_reader =
+        retry("opening the proposal reader", &shutdown, || bus.reader(&group, proposals.clone())).await?;
+    let membership = partitions_of(&publisher, TopicKind::Membership, StartAt::Beginning);
+    let membership_group = format!("{prefix}-agent-{id}-membership");
+    let mut membership_reader =
+        retry("opening the membership reader", &shutdown, || bus.reader(&membership_group, membership.clone())).await?;
+    let stats_key = redis_keys::agent_stats(&prefix, id.as_str());
+    let started = [("started_at_ms".to_owned(), now_ms().to_string())];
+    retry("reaching redis", &shutdown, || store.hset(&stats_key, &started)).await?;
+
+    let mut agent = Agent {
+        scenario: Scenario::new(config.role.as_str(), config.seed, config.proposal_every),
+        rng: StdRng::seed_from_u64(config.seed ^ 0x5eed),
+        config,
+        publisher,
+        roster: BTreeMap::new(),
+        seen: SeenIds::new(100_000),
+        supporting: BTreeMap::new(),
+        voted: SeenIds::new(100_000),
+        counters: Counters::default(),
+        positions: BTreeMap::new(),
+        last_join_ms: 0,
+    };
+    agent.join(&shutdown).await?;
+    tracing::info!(agent = %id, partition = my_partition, "agent joined");
+    readiness.ready();
+
+    let mut heartbeat = tokio::time::interval(agent.config.heartbeat_interval);
+    let pace = if agent.config.rate > 0.0 { Duration::from_secs_f64(1.0 / agent.config.rate) } else { Duration::from_secs(3600) };
+    let mut scenario_timer = tokio::time::interval_at(tokio::time::Instant::now() + pace, pace);
+    scenario_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    let mut hb_seq = 0u64;
+    let mut shutdown_wait = shutdown.clone();
+    loop {
+        tokio::select! {
+            () = shutdown_wait.wait() => break,
+            _ = heartbeat.tick() => {
+                hb_seq += 1;
+                let env = agent.publisher.envelope(Record::Heartbeat(HeartbeatBody { agent: id.clone(), seq: hb_seq }));
+                agent.publisher.send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown).await?;
+            }
+            _ = scenario_timer.tick(), if agent.config.rate > 0.0 => agent.start_work(&shutdown).await?,
+            _ = housekeeping.tick() => {
+                agent.commit(&mut work_reader, &mut proposal_reader).await;
+                agent.publish_stats(&store, &stats_key).await;
+                readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));
+            }
+            r = work_reader.next() => match r {
+                Ok(record) => agent.on_message(record, &shutdown).await?,
+                Err(e) => { tracing::warn!(error = %e, "reading messages failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
+            },
+            r = proposal_reader.next() => match r {
+                Ok(record) => agent.on_proposal(record, &shutdown).await?,
+                Err(e) => { tracing::warn!(error = %e, "reading proposals failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
+            },
+            r = membership_reader.next() => match r {
+                Ok(record) => agent.on_member(record, &shutdown).await?,
+                Err(e) => { tracing::warn!(error = %e, "reading membership failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
+            },
+        }
+    }
+    tracing::info!(agent = %id, "leaving: publishing leave, committing offsets, flushing");
+    let (_tx, no_shutdown) = Shutdown::new();
+    let leave = agent.publisher.envelope(Record::Leave(LeaveBody { agent: id.clone(), reason: "shutdown".into() }));
+    let left = tokio::time::timeout(Duration::from_secs(5), agent.publisher.send(TopicKind::Topology, id.as_str(), &leave, &no_shutdown)).await;
+    if left.is_err() {
+        tracing::warn!("could not publish leave within 5 s; the failure detector will declare this agent dead");
+    }
+    agent.commit(&mut work_reader, &mut proposal_reader).await;
+    agent.publish_stats(&store, &stats_key).await;
+    bus.flush(Duration::from_secs(5)).await?;
+    Ok(())
+}
+
+fn partitions_of<B: Bus>(publisher: &Publisher<B>, kind: TopicKind, start: StartAt) -> Vec<Assignment> {
+    (0..publisher.partitions(kind))
+        .map(|p| Assignment {
+            topic: publisher.topics.name(kind),
+            #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
+            partition: p as i32,
+            start,
+        })
+        .collect()
+}
+
+impl<B: Bus> Agent<B> {
+    fn profile(&self) -> AgentProfile {
+        AgentProfile {
+            id: self.config.id.clone(),
+            name: self.config.name.clone(),
+            role: self.config.role.clone(),
+            capabilities: self.config.capabilities.clone(),
+            metadata: self.config.metadata.clone(),
+        }
+    }
+
+    async fn join(&mut self, shutdown: &Shutdown) -> Result<(), NodeError> {
+        let env = self.publisher.envelope(Record::Join(JoinBody { agent: self.profile() }));
+        self.publisher.send(TopicKind::Topology, self.config.id.as_str(), &env, shutdown).await?;
+        self.last_join_ms = now_ms();
+        Ok(())
+    }
+
+    fn live_peers(&self) -> usize {
+        self.roster.values().filter(|m| m.status == MemberStatus::Live && m.profile.id != self.config.id).count()
+    }
+
+    fn pick(&mut self, role: &str) -> Option<AgentId> {
+        let candidates: Vec<&AgentId> = self
+            .roster
+            .values()
+            .filter(|m| m.status == MemberStatus::Live && m.profile.role.as_str() == role && m.profile.id != self.config.id)
+            .map(|m| &m.profile.id)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let i = self.rng.random_range(0..candidates.len());
+        Some(candidates[i].clone())
+    }
+
+    async fn start_work(&mut self, shutdown: &Shutdown) -> Result<(), NodeError> {
+        if let Some(draft) = self.scenario.next_task() {
+            match self.pick(draft.to_role) {
+                Some(to) => {
+                    let body = TaskBody { from: self.config.id.clone(), to: to.clone(), task: draft.task.to_owned(), payload: draft.payload };
+                    let env = self.publisher.envelope(Record::Task(body));
+                    self.publisher.send(TopicKind::Messages, to.as_str(), &env, shutdown).await?;
+                    self.counters.tasks_sent += 1;
+                }
+                None => self.counters.no_recipient += 1,
+            }
+        }
+        if let Some(draft) = self.scenario.next_proposal() {
+            self.propose(draft, shutdown).await?;
+        }
+        Ok(())
+    }
+
+    async fn propose(&mut self, draft: crate::scenario::ProposalDraft, shutdown: &Shutdown) -> Result<(), NodeError> {
+        let voters: std::collections::BTreeSet<AgentId> =
+            self.roster.values().filter(|m| m.status == MemberStatus::Live).map(|m| m.profile.id.clone()).collect();
+        if voters.is_empty() {
+            return Ok(());
+        }
+        let epoch = self.roster.values().map(|m| m.epoch).max().unwrap_or(0);
+        let Ok(id) = ProposalId::new(self.publisher.next_id()) else { return Ok(()) };
+        let proposal = Proposal {
+            id: id.clone(),
+            proposer: self.config.id.clone(),
+            dance: WaggleDance::perform(draft.inputs, &draft.subject),
+            subject: draft.subject,
+            action: draft.action.to_owned(),
+            voters,
+            epoch,
+            created_at_ms: now_ms(),
+        };
+        tracing::info!(proposal = %id, subject = %proposal.subject, action = %proposal.action,
+            intensity = proposal.dance.intensity.0, voters = proposal.voters.len(), "proposing");
+        let env = Envelope {
+            header: Header { id: id.to_string(), ts: proposal.created_at_ms },
+            record: Record::Proposal(ProposalBody { proposal, inputs: draft.inputs, payload: draft.payload }),
+        };
+        self.publisher.send(TopicKind::Proposals, id.as_str(), &env, shutdown).await?;
+        self.counters.proposals += 1;
+        Ok(())
+    }
+
+    async fn on_message(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
+        self.positions.insert((record.topic.clone(), record.partition), record.offset + 1);
+        // The partition is shared with agents whose ids hash alike: only records keyed to us are ours.
+        if key_text(&record) != Some(self.config.id.as_str()) {
+            return Ok(());
+        }
+        // Undecodable records are dead-lettered by the topology manager, the one reader of every partition.
+        let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Messages)) else { return Ok(()) };
+        if !self.seen.first_time(&env.header.id) {
+            self.counters.duplicates += 1;
+            return Ok(());
+        }
+        match env.record {
+            Record::Task(task) if task.to == self.config.id => {
+                let (status, payload) = self.scenario.handle_task(&task.task, &task.payload);
+                if status == ResponseStatus::Error {
+                    tracing::info!(task = %task.task, from = %task.from, "answering an unknown task with an error");
+                }
+                let Ok(in_reply_to) = MessageId::new(env.header.id.clone()) else {
+                    tracing::warn!(id = %env.header.id, "task id is not a valid message id; answering is impossible");
+                    return Ok(());
+                };
+                let body = ResponseBody { from: self.config.id.clone(), to: task.from.clone(), in_reply_to, status, payload };
+                let reply = Envelope {
+                    header: Header { id: format!("{}.r", env.header.id), ts: now_ms() },
+                    record: Record::Response(body),
+                };
+                self.publisher.send(TopicKind::Messages, task.from.as_str(), &reply, shutdown).await?;
+                self.counters.tasks_handled += 1;
+                self.counters.responses_sent += 1;
+            }
+            Record::Response(response) if response.to == self.config.id => {
+                self.counters.responses_received += 1;
+                tracing::debug!(from = %response.from, in_reply_to = %response.in_reply_to, "response");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn on_proposal(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
+        self.positions.insert((record.topic.clone(), record.partition), record.offset + 1);
+        let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Proposals)) else { return Ok(()) };
+        let Record::Proposal(body) = env.record else { return Ok(()) };
+        let proposal = body.proposal;
+        if !proposal.voters.contains(&self.config.id) || !self.voted.first_time(proposal.id.as_str()) {
+            return Ok(());
+        }
+        let (mut support, intensity) = if proposal.proposer == self.config.id {
+            (true, proposal.dance.intensity)
+        } else {
+            self.scenario.vote(&proposal)
+        };
+        if support {
+            match self.supporting.get(&proposal.subject) {
+                Some(other) if *other != proposal.id => support = false,
+                _ => {
+                    self.supporting.insert(proposal.subject.clone(), proposal.id.clone());
+                }
+            }
+        }
+        let vote = mesh_core::consensus::Vote { proposal: proposal.id.clone(), voter: self.config.id.clone(), support, intensity };
+        let env = self.publisher.envelope(Record::Vote(VoteBody { vote }));
+        self.publisher.send(TopicKind::Votes, proposal.id.as_str(), &env, shutdown).await?;
+        self.counters.votes += 1;
+        Ok(())
+    }
+
+    async fn on_member(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
+        let env = match decode(record.payload.as_deref(), Some(TopicKind::Membership)) {
+            Ok(env) => env,
+            Err(e) => {
+                // Only the topology manager writes here; each agent dead-letters what it cannot read.
+                return self.publisher.dead_letter(&record, &e.to_string(), shutdown).await;
+            }
+        };
+        let Record::Member(body) = env.record else { return Ok(()) };
+        let member = body.member;
+        let me = member.profile.id == self.config.id;
+        let gone = member.status != MemberStatus::Live;
+        self.roster.insert(member.profile.id.clone(), member);
+        // Declared dead while alive (a pause, a partition) or an old `left` entry: join again, as ourselves.
+        if me && gone && now_ms().saturating_sub(self.last_join_ms) > 1_000 {
+            tracing::info!("the roster says this agent is gone: joining again");
+            self.join(shutdown).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit<R1: Reader, R2: Reader>(&mut self, work: &mut R1, proposals: &mut R2) {
+        let (mut w, mut p) = (Vec::new(), Vec::new());
+        for ((topic, partition), next_offset) in &self.positions {
+            let pos = Position { topic: topic.clone(), partition: *partition, next_offset: *next_offset };
+            if self.publisher.topics.kind_of(topic) == Some(TopicKind::Messages) { w.push(pos) } else { p.push(pos) }
+        }
+        if !w.is_empty() {
+            if let Err(e) = work.commit(&w).await {
+                tracing::warn!(error = %e, "committing message offsets failed; they will be re-delivered and deduplicated");
+            }
+        }
+        if !p.is_empty() {
+            if let Err(e) = proposals.commit(&p).await {
+                tracing::warn!(error = %e, "committing proposal offsets failed");
+            }
+        }
+    }
+
+    async fn publish_stats<S: SnapshotStore>(&self, store: &S, key: &str) {
+        let c = &self.counters;
+        let fields = vec![
+            ("role".to_owned(), self.config.role.to_string()),
+            ("tasks_sent".to_owned(), c.tasks_sent.to_string()),
+            ("tasks_handled".to_owned(), c.tasks_handled.to_string()),
+            ("responses_sent".to_owned(), c.responses_sent.to_string()),
+            ("responses_received".to_owned(), c.responses_received.to_string()),
+            ("duplicates".to_owned(), c.duplicates.to_string()),
+            ("proposals".to_owned(), c.proposals.to_string()),
+            ("votes".to_owned(), c.votes.to_string()),
+            ("no_recipient".to_owned(), c.no_recipient.to_string()),
+            ("live_peers".to_owned(), self.live_peers().to_string()),
+            ("updated_at_ms".to_owned(), now_ms().to_string()),
+        ];
+        if let Err(e) = store.hset(key, &fields).await {
+            tracing::warn!(error = %e, "writing agent stats to redis failed");
+        }
+    }
+}

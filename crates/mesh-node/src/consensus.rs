@@ -1,0 +1,267 @@
+//! The consensus manager: owns proposals and decides each exactly once.
+//!
+//! Inputs are the proposals topic and the votes topic. A proposal's votes, and the manager's own `expire` and
+//! `inhibit` markers, are keyed by proposal id, so they sit in one partition in one order; [`BeeConsensus`] makes
+//! each outcome a pure function of the proposal and that sequence. Clock-driven judgements (the deadline passed, a
+//! stronger dance appeared) are appended to the log as markers and only take effect when read back. Replaying from
+//! the snapshot's offsets after a crash therefore reaches the same decisions, and Redis keeps the first decision
+//! stored per proposal as a guard: a decision is published only if it equals the stored one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mesh_core::consensus::{BeeConsensus, ConsensusCommand, ConsensusInput, Decision, Ignored, Outcome};
+use mesh_core::ProposalId;
+use mesh_proto::records::{DecisionBody, ExpireBody, InhibitBody, Record};
+use mesh_proto::{TopicKind, decode};
+use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConsensusConfig, MeshConfig};
+use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, now_ms, redis_keys, retry};
+
+const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ConsensusSnapshot {
+    format: u32,
+    machine: BeeConsensus,
+    /// (topic, partition) → next offset to read.
+    positions: Vec<(String, i32, i64)>,
+    taken_at_ms: u64,
+}
+
+/// Counters for `mesh status` and the stats hash.
+#[derive(Debug, Default, Clone)]
+struct Counters {
+    accepted: u64,
+    rejected: u64,
+    expired: u64,
+    inhibited: u64,
+    ignored: u64,
+    dead_lettered: u64,
+}
+
+/// Runs the consensus manager until shutdown. Waits (with backoff, reporting) for Kafka and Redis as long as needed.
+pub async fn run<B: Bus, S: SnapshotStore>(
+    bus: B,
+    store: S,
+    mesh: MeshConfig,
+    config: ConsensusConfig,
+    shutdown: Shutdown,
+    readiness: impl Readiness,
+) -> Result<(), NodeError> {
+    let prefix = mesh.topics.prefix().to_owned();
+    ensure_topics(&bus, &mesh, &shutdown).await?;
+    let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), "consensus", &shutdown).await?;
+    let snapshot_key = redis_keys::consensus_snapshot(&prefix);
+    let decisions_key = redis_keys::decisions(&prefix);
+
+    let loaded = retry("loading the consensus snapshot", &shutdown, || store.get(&snapshot_key)).await?;
+    let (mut machine, mut positions) = match loaded.map(|b| restore(&b, &config)) {
+        None => (BeeConsensus::new(config.params), BTreeMap::new()),
+        Some(Ok(s)) => s,
+        Some(Err(reason)) => {
+            tracing::warn!(key = %snapshot_key, "snapshot unusable ({reason}): rebuilding from the log");
+            (BeeConsensus::new(config.params), BTreeMap::new())
+        }
+    };
+    // Markers requested before a crash may never have been written: ask again (duplicates are ignored).
+    machine.reset_expiry_requests();
+
+    let mut assignments = Vec::new();
+    for kind in [TopicKind::Proposals, TopicKind::Votes] {
+        for p in 0..publisher.partitions(kind) {
+            #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
+            let partition = p as i32;
+            let topic = mesh.topics.name(kind);
+            let start = positions.get(&(topic.clone(), partition)).map_or(StartAt::Beginning, |o| StartAt::Offset(*o));
+            assignments.push(Assignment { topic, partition, start });
+        }
+    }
+    tracing::info!(pending = machine.pending(), decided = machine.decided(), "consensus manager starting");
+    let group = format!("{prefix}-consensus");
+    let mut reader = retry("opening the input reader", &shutdown, || bus.reader(&group, assignments.clone())).await?;
+    readiness.ready();
+
+    let mut counters = Counters::default();
+    let mut last_snapshot = now_ms();
+    let mut last_stats = 0;
+    let mut shutdown_wait = shutdown.clone();
+    let mut expiry_timer = tokio::time::interval(Duration::from_millis(100));
+    expiry_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown_wait.wait() => break,
+            r = reader.next() => match r {
+                Ok(record) => {
+                    positions.insert((record.topic.clone(), record.partition), record.offset + 1);
+                    handle_record(&mut machine, &publisher, &store, &decisions_key, &record, &mut counters, &shutdown).await?;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading inputs failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            },
+            _ = expiry_timer.tick() => {
+                let now = now_ms();
+                for id in machine.due_expiries(now) {
+                    let deadline = now;
+                    let env = publisher.envelope(Record::Expire(ExpireBody { proposal: id.clone(), deadline_ms: deadline }));
+                    publisher.send(TopicKind::Votes, id.as_str(), &env, &shutdown).await?;
+                }
+                if now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
+                    save_snapshot(&store, &snapshot_key, &machine, &positions, &shutdown).await?;
+                    last_snapshot = now;
+                }
+                if now.saturating_sub(last_stats) >= 1000 {
+                    write_stats(&store, &prefix, &machine, &counters, &shutdown).await?;
+                    readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
+                    last_stats = now;
+                }
+            }
+        }
+    }
+    tracing::info!("consensus manager stopping: saving a final snapshot");
+    let (_tx, no_shutdown) = Shutdown::new();
+    save_snapshot(&store, &snapshot_key, &machine, &positions, &no_shutdown).await?;
+    write_stats(&store, &prefix, &machine, &counters, &no_shutdown).await?;
+    Ok(())
+}
+
+type Restored = (BeeConsensus, BTreeMap<(String, i32), i64>);
+
+fn restore(bytes: &[u8], config: &ConsensusConfig) -> Result<Restored, String> {
+    let snap: ConsensusSnapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    if snap.format != SNAPSHOT_FORMAT {
+        return Err(format!("format {} is not {SNAPSHOT_FORMAT}", snap.format));
+    }
+    if snap.machine.params() != config.params {
+        return Err("the consensus parameters changed since it was taken".to_owned());
+    }
+    let positions = snap.positions.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
+    Ok((snap.machine, positions))
+}
+
+fn to_input(record: Record) -> Option<ConsensusInput> {
+    match record {
+        Record::Proposal(b) => Some(ConsensusInput::Propose(b.proposal)),
+        Record::Vote(b) => Some(ConsensusInput::Vote(b.vote)),
+        Record::Expire(b) => Some(ConsensusInput::Expire(b.proposal)),
+        Record::Inhibit(b) => Some(ConsensusInput::Inhibit { proposal: b.proposal, by: b.by }),
+        _ => None,
+    }
+}
+
+async fn handle_record<B: Bus, S: SnapshotStore>(
+    machine: &mut BeeConsensus,
+    publisher: &Publisher<B>,
+    store: &S,
+    decisions_key: &str,
+    record: &InRecord,
+    counters: &mut Counters,
+    shutdown: &Shutdown,
+) -> Result<(), NodeError> {
+    let kind = publisher.topics.kind_of(&record.topic);
+    let input = match decode(record.payload.as_deref(), kind) {
+        Ok(env) => to_input(env.record),
+        Err(e) => {
+            counters.dead_lettered += 1;
+            return publisher.dead_letter(record, &e.to_string(), shutdown).await;
+        }
+    };
+    let Some(input) = input else { return Ok(()) };
+    let out = machine.step(input);
+    for ignored in &out.ignored {
+        counters.ignored += 1;
+        match ignored {
+            Ignored::DuplicateVote { .. } | Ignored::AlreadyDecided(_) => tracing::debug!(?ignored, "input ignored"),
+            _ => tracing::info!(?ignored, "input ignored"),
+        }
+    }
+    for command in out.commands {
+        match command {
+            ConsensusCommand::Publish(decision) => {
+                publish_decision(publisher, store, decisions_key, decision, counters, shutdown).await?;
+            }
+            ConsensusCommand::AppendInhibit { proposal, by } => {
+                let env = publisher.envelope(Record::Inhibit(InhibitBody { proposal: proposal.clone(), by }));
+                publisher.send(TopicKind::Votes, proposal.as_str(), &env, shutdown).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores the decision in Redis unless one is stored already, and publishes it only if it equals the stored one:
+/// a published decision is never contradicted, even by a manager that replayed a different log.
+async fn publish_decision<B: Bus, S: SnapshotStore>(
+    publisher: &Publisher<B>,
+    store: &S,
+    decisions_key: &str,
+    decision: Decision,
+    counters: &mut Counters,
+    shutdown: &Shutdown,
+) -> Result<(), NodeError> {
+    let id: ProposalId = decision.proposal.clone();
+    let json = serde_json::to_string(&decision).map_err(|e| NodeError::Snapshot { key: decisions_key.to_owned(), detail: e.to_string() })?;
+    let fresh = retry("storing a decision", shutdown, || store.hset_nx(decisions_key, id.as_str(), &json)).await?;
+    if !fresh {
+        let stored = retry("reading a stored decision", shutdown, || store.hget(decisions_key, id.as_str())).await?;
+        let stored: Option<Decision> = stored.and_then(|s| serde_json::from_str(&s).ok());
+        if stored.as_ref() != Some(&decision) {
+            tracing::error!(proposal = %id, ?stored, computed = ?decision,
+                "computed decision differs from the stored one: keeping the stored one, not publishing");
+            return Ok(());
+        }
+    }
+    match &decision.outcome {
+        Outcome::Accepted => counters.accepted += 1,
+        Outcome::Rejected => counters.rejected += 1,
+        Outcome::Expired => counters.expired += 1,
+        Outcome::Inhibited { .. } => counters.inhibited += 1,
+    }
+    tracing::info!(proposal = %id, outcome = ?decision.outcome, supports = decision.supports,
+        against = decision.against, voters = decision.voters, "decided");
+    let env = publisher.envelope(Record::Decision(DecisionBody { decision }));
+    publisher.send(TopicKind::Decisions, id.as_str(), &env, shutdown).await.map(|_| ())
+}
+
+async fn save_snapshot<S: SnapshotStore>(
+    store: &S,
+    key: &str,
+    machine: &BeeConsensus,
+    positions: &BTreeMap<(String, i32), i64>,
+    shutdown: &Shutdown,
+) -> Result<(), NodeError> {
+    let snap = ConsensusSnapshot {
+        format: SNAPSHOT_FORMAT,
+        machine: machine.clone(),
+        positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+        taken_at_ms: now_ms(),
+    };
+    let bytes = serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })?;
+    retry("saving the consensus snapshot", shutdown, || store.set(key, &bytes)).await
+}
+
+async fn write_stats<S: SnapshotStore>(
+    store: &S,
+    prefix: &str,
+    machine: &BeeConsensus,
+    c: &Counters,
+    shutdown: &Shutdown,
+) -> Result<(), NodeError> {
+    let fields: Vec<(String, String)> = vec![
+        ("pending".into(), machine.pending().to_string()),
+        ("decided".into(), machine.decided().to_string()),
+        ("accepted".into(), c.accepted.to_string()),
+        ("rejected".into(), c.rejected.to_string()),
+        ("expired".into(), c.expired.to_string()),
+        ("inhibited".into(), c.inhibited.to_string()),
+        ("ignored_inputs".into(), c.ignored.to_string()),
+        ("dead_lettered".into(), c.dead_lettered.to_string()),
+        ("updated_at_ms".into(), now_ms().to_string()),
+    ];
+    let key = redis_keys::consensus_stats(prefix);
+    retry("writing consensus stats", shutdown, || store.hset(&key, &fields)).await
+}

@@ -1,0 +1,266 @@
+//! What every runtime needs around its state machine: the clock, retries with backoff, publishing envelopes,
+//! dead-lettering, topic layout, shutdown and readiness.
+
+use std::future::Future;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use backon::{ExponentialBuilder, Retryable};
+use mesh_core::UnixMillis;
+use mesh_proto::records::{DeadLetterBody, Record, SourcePosition};
+use mesh_proto::{Envelope, Header, TopicKind, TopicNames, encode, partition_for};
+use mesh_transport::{Bus, InRecord, OutRecord, TopicSpec, TransportError};
+use tokio::sync::watch;
+
+use crate::config::MeshConfig;
+
+/// Why a runtime stopped with an error. Transport trouble is retried inside the runtime and only surfaces here when
+/// it happens during shutdown or at a point where going on would lose data.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// Kafka or Redis failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// A snapshot in Redis could not be used.
+    #[error("snapshot at {key} is unusable: {detail}")]
+    Snapshot {
+        /// The Redis key.
+        key: String,
+        /// What is wrong and how to fix it.
+        detail: String,
+    },
+    /// Shutdown was requested before the runtime was up.
+    #[error("shutdown requested while starting")]
+    ShutdownWhileStarting,
+}
+
+/// The Redis keys the runtimes write, under the mesh's prefix. Documented in `docs/protocol.md`.
+pub mod redis_keys {
+    /// JSON snapshot of the topology manager (graph, roster, aligner positions).
+    pub fn topology_snapshot(prefix: &str) -> String {
+        format!("{prefix}:topology:snapshot")
+    }
+    /// Hash of graph statistics, refreshed at every tick.
+    pub fn topology_stats(prefix: &str) -> String {
+        format!("{prefix}:topology:stats")
+    }
+    /// JSON snapshot of the consensus manager (state machine and offsets).
+    pub fn consensus_snapshot(prefix: &str) -> String {
+        format!("{prefix}:consensus:snapshot")
+    }
+    /// Hash of consensus statistics.
+    pub fn consensus_stats(prefix: &str) -> String {
+        format!("{prefix}:consensus:stats")
+    }
+    /// Hash of one agent's counters (tasks sent, answered, duplicates...), refreshed every second.
+    pub fn agent_stats(prefix: &str, agent: &str) -> String {
+        format!("{prefix}:agent:{agent}")
+    }
+    /// Hash proposal id → decision JSON: the first decision stored for a proposal is final.
+    pub fn decisions(prefix: &str) -> String {
+        format!("{prefix}:decisions")
+    }
+}
+
+/// Asks a runtime to stop: the binary flips it on SIGTERM/SIGINT.
+#[derive(Debug, Clone)]
+pub struct Shutdown(watch::Receiver<bool>);
+
+impl Shutdown {
+    /// A shutdown signal and the switch that triggers it.
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown(rx))
+    }
+
+    /// Whether shutdown was requested.
+    pub fn requested(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves when shutdown is requested (or the switch is dropped).
+    pub async fn wait(&mut self) {
+        while !*self.0.borrow_and_update() {
+            if self.0.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Told when the runtime is connected and serving, and what it is doing (sd_notify `READY=1` / `STATUS=` in the
+/// binary; a no-op in tests).
+pub trait Readiness: Send + Sync + 'static {
+    /// Connected to Kafka and Redis and serving.
+    fn ready(&self);
+    /// A one-line status.
+    fn status(&self, line: &str);
+}
+
+impl Readiness for () {
+    fn ready(&self) {}
+    fn status(&self, _line: &str) {}
+}
+
+/// Wall-clock time in ms since the Unix epoch: the only clock reading of the runtimes, passed into the core.
+pub(crate) fn now_ms() -> UnixMillis {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Retries `op` with exponential backoff and jitter (100 ms up to 5 s) until it succeeds or shutdown is requested,
+/// logging every failure: a dead broker is waited for and reported, never a reason to crash.
+pub(crate) async fn retry<T, F, Fut>(what: &str, shutdown: &Shutdown, op: F) -> Result<T, NodeError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, TransportError>>,
+{
+    let backoff = ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times();
+    let attempt = op.retry(backoff).notify(|e: &TransportError, delay: Duration| {
+        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
+    });
+    let mut shutdown = shutdown.clone();
+    tokio::select! {
+        r = attempt => r.map_err(NodeError::from),
+        () = shutdown.wait() => Err(NodeError::ShutdownWhileStarting),
+    }
+}
+
+/// Topic specs of the whole mesh under `config`.
+pub(crate) fn topic_specs(config: &MeshConfig) -> Vec<TopicSpec> {
+    TopicKind::ALL
+        .into_iter()
+        .map(|kind| {
+            let (partitions, compacted, retention) = match kind {
+                TopicKind::Messages => (config.messages_partitions, false, None),
+                TopicKind::Proposals | TopicKind::Votes => (config.consensus_partitions, false, None),
+                TopicKind::Membership | TopicKind::Decisions => (1, true, None),
+                TopicKind::Heartbeats => (1, false, Some(Duration::from_secs(3600))),
+                TopicKind::Topology | TopicKind::Deadletter => (1, false, None),
+            };
+            TopicSpec { name: config.topics.name(kind), partitions, compacted, retention }
+        })
+        .collect()
+}
+
+/// Makes sure every topic exists, waiting for the broker as long as it takes.
+pub(crate) async fn ensure_topics<B: Bus>(bus: &B, config: &MeshConfig, shutdown: &Shutdown) -> Result<(), NodeError> {
+    let specs = topic_specs(config);
+    retry("creating topics", shutdown, || bus.ensure_topics(&specs)).await
+}
+
+/// Publishes envelopes, choosing partitions by the wire contract's murmur2 of the key.
+#[derive(Clone)]
+pub(crate) struct Publisher<B> {
+    pub(crate) bus: B,
+    pub(crate) topics: TopicNames,
+    partitions: std::collections::BTreeMap<TopicKind, u32>,
+    consumer: String,
+    seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<B: Bus> Publisher<B> {
+    /// Learns the partition count of every topic (waiting for the broker as long as it takes).
+    pub(crate) async fn connect(
+        bus: B,
+        topics: TopicNames,
+        consumer: &str,
+        shutdown: &Shutdown,
+    ) -> Result<Self, NodeError> {
+        let mut partitions = std::collections::BTreeMap::new();
+        for kind in TopicKind::ALL {
+            let name = topics.name(kind);
+            let n = retry(&format!("reading partitions of {name}"), shutdown, || bus.partition_count(&name)).await?;
+            partitions.insert(kind, n);
+        }
+        Ok(Self {
+            bus,
+            topics,
+            partitions,
+            consumer: consumer.to_owned(),
+            seq: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        })
+    }
+
+    /// Partition count of a topic.
+    pub(crate) fn partitions(&self, kind: TopicKind) -> u32 {
+        self.partitions.get(&kind).copied().unwrap_or(1)
+    }
+
+    /// A fresh record id, unique per process run: `{consumer}-{start ms}-{seq}`.
+    pub(crate) fn next_id(&self) -> String {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{}-{n}", self.consumer, process_start_ms())
+    }
+
+    /// Wraps `record` in an envelope with a fresh id and the current time.
+    pub(crate) fn envelope(&self, record: Record) -> Envelope {
+        Envelope { header: Header { id: self.next_id(), ts: now_ms() }, record }
+    }
+
+    /// Publishes to the partition the key hashes to; retried until acknowledged.
+    pub(crate) async fn send(
+        &self,
+        kind: TopicKind,
+        key: &str,
+        envelope: &Envelope,
+        shutdown: &Shutdown,
+    ) -> Result<i64, NodeError> {
+        let partition = partition_for(key.as_bytes(), self.partitions(kind));
+        self.send_to(kind, partition, key, envelope, shutdown).await
+    }
+
+    /// Publishes to an explicit partition (tick markers go to every partition).
+    pub(crate) async fn send_to(
+        &self,
+        kind: TopicKind,
+        partition: i32,
+        key: &str,
+        envelope: &Envelope,
+        shutdown: &Shutdown,
+    ) -> Result<i64, NodeError> {
+        let record = OutRecord {
+            topic: self.topics.name(kind),
+            partition,
+            key: key.as_bytes().to_vec(),
+            payload: encode(envelope),
+        };
+        retry(&format!("publishing {} to {}", envelope.record.kind(), record.topic), shutdown, || {
+            self.bus.publish(record.clone())
+        })
+        .await
+    }
+
+    /// Sends an unusable record to the dead-letter topic with the reason, keeping its bytes and origin.
+    pub(crate) async fn dead_letter(
+        &self,
+        record: &InRecord,
+        reason: &str,
+        shutdown: &Shutdown,
+    ) -> Result<(), NodeError> {
+        tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, reason,
+            "dead-lettering an unusable record");
+        let body = DeadLetterBody::new(
+            reason,
+            SourcePosition { topic: record.topic.clone(), partition: record.partition, offset: record.offset },
+            self.consumer.clone(),
+            record.key.as_deref(),
+            record.payload.as_deref(),
+        );
+        let key = body.key.clone().unwrap_or_default();
+        let env = self.envelope(Record::DeadLetter(body));
+        self.send_to(TopicKind::Deadletter, 0, &key, &env, shutdown).await.map(|_| ())
+    }
+}
+
+fn process_start_ms() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(now_ms)
+}
+
+/// The key of a record as text (keys of our records are ids).
+pub(crate) fn key_text(record: &InRecord) -> Option<&str> {
+    record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+}

@@ -1,0 +1,330 @@
+//! The body of every record kind. Field names are the JSON names; `docs/protocol.md` shows one example of each.
+
+use std::collections::BTreeMap;
+
+use mesh_core::consensus::{Decision, Proposal, Vote};
+use mesh_core::membership::{AgentProfile, Member};
+use mesh_core::waggle::DanceInputs;
+use mesh_core::{AgentId, MessageId, Milli, ProposalId, UnixMillis};
+use serde::{Deserialize, Serialize};
+
+use crate::topics::TopicKind;
+
+/// A decoded record: its kind and typed body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Record {
+    /// An agent joins (topology topic).
+    Join(JoinBody),
+    /// An agent leaves on its own (topology topic).
+    Leave(LeaveBody),
+    /// The topology manager declares a silent agent dead (topology topic).
+    Dead(DeadBody),
+    /// The topology manager's tick marker (topology and messages topics).
+    Tick(TickBody),
+    /// An edge changed (topology topic, informational).
+    Edge(EdgeBody),
+    /// An agent is alive (heartbeats topic).
+    Heartbeat(HeartbeatBody),
+    /// Work for an agent (messages topic).
+    Task(TaskBody),
+    /// The answer to a task (messages topic).
+    Response(ResponseBody),
+    /// A roster entry (membership topic).
+    Member(MemberBody),
+    /// A proposal (proposals topic).
+    Proposal(ProposalBody),
+    /// A vote (votes topic).
+    Vote(VoteBody),
+    /// The consensus manager's expiry marker (votes topic).
+    Expire(ExpireBody),
+    /// The consensus manager's inhibition marker (votes topic).
+    Inhibit(InhibitBody),
+    /// A decision (decisions topic).
+    Decision(DecisionBody),
+    /// A record that could not be decoded (deadletter topic).
+    DeadLetter(DeadLetterBody),
+}
+
+impl Record {
+    /// The `kind` field on the wire.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Record::Join(_) => "join",
+            Record::Leave(_) => "leave",
+            Record::Dead(_) => "dead",
+            Record::Tick(_) => "tick",
+            Record::Edge(_) => "edge",
+            Record::Heartbeat(_) => "heartbeat",
+            Record::Task(_) => "task",
+            Record::Response(_) => "response",
+            Record::Member(_) => "member",
+            Record::Proposal(_) => "proposal",
+            Record::Vote(_) => "vote",
+            Record::Expire(_) => "expire",
+            Record::Inhibit(_) => "inhibit",
+            Record::Decision(_) => "decision",
+            Record::DeadLetter(_) => "deadletter",
+        }
+    }
+
+    /// Every kind on the wire.
+    pub const KINDS: [&'static str; 15] = [
+        "join",
+        "leave",
+        "dead",
+        "tick",
+        "edge",
+        "heartbeat",
+        "task",
+        "response",
+        "member",
+        "proposal",
+        "vote",
+        "expire",
+        "inhibit",
+        "decision",
+        "deadletter",
+    ];
+
+    /// The topics a kind may appear on; a record of another kind on a topic is invalid and dead-lettered.
+    pub fn allowed_on(kind: &str) -> &'static [TopicKind] {
+        match kind {
+            "join" | "leave" | "dead" | "edge" => &[TopicKind::Topology],
+            "tick" => &[TopicKind::Topology, TopicKind::Messages],
+            "heartbeat" => &[TopicKind::Heartbeats],
+            "task" | "response" => &[TopicKind::Messages],
+            "member" => &[TopicKind::Membership],
+            "proposal" => &[TopicKind::Proposals],
+            "vote" | "expire" | "inhibit" => &[TopicKind::Votes],
+            "decision" => &[TopicKind::Decisions],
+            "deadletter" => &[TopicKind::Deadletter],
+            _ => &[],
+        }
+    }
+}
+
+/// `join`: the agent's profile. Key: agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    /// Who joins.
+    pub agent: AgentProfile,
+}
+
+/// `leave`: an agent stops on its own. Key: agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaveBody {
+    /// Who leaves.
+    pub agent: AgentId,
+    /// Why, for operators (for example `SIGTERM`).
+    pub reason: String,
+}
+
+/// `dead`: the failure detector's verdict, appended to the log so every replay agrees. Key: agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadBody {
+    /// Who was declared dead.
+    pub agent: AgentId,
+    /// When it was last heard from (ms since the Unix epoch).
+    pub last_heard_ms: UnixMillis,
+}
+
+/// `tick`: a decay tick marker, appended by the topology manager to every partition it reads. Key: `tick`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TickBody {
+    /// Tick number: `floor(unix_ms / interval_ms)`.
+    pub tick: u64,
+    /// The decay interval the tick number is counted in.
+    pub interval_ms: u64,
+}
+
+/// What happened to an edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EdgeChangeKind {
+    /// Created by a join (full mesh) or a message along a missing edge.
+    Created,
+    /// Strengthened by a message.
+    Reinforced,
+    /// Decayed below the prune threshold.
+    Pruned,
+    /// An end left or died.
+    Removed,
+}
+
+/// `edge`: an edge event from the topology manager, for observers. Key: the `from` agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeBody {
+    /// The window (tick) in which it happened.
+    pub tick: u64,
+    /// What happened.
+    pub change: EdgeChangeKind,
+    /// Edge source.
+    pub from: AgentId,
+    /// Edge target.
+    pub to: AgentId,
+    /// Weight after the change (absent when the edge is gone).
+    pub weight: Option<Milli>,
+}
+
+/// `heartbeat`: an agent is alive. Key: agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeartbeatBody {
+    /// Who beats.
+    pub agent: AgentId,
+    /// Counter since the agent process started.
+    pub seq: u64,
+}
+
+/// `task`: work for one agent. Key: the recipient's agent id (the partition is `partition_for(to)`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskBody {
+    /// Sender.
+    pub from: AgentId,
+    /// Recipient.
+    pub to: AgentId,
+    /// What to do (for example `check_stock`).
+    pub task: String,
+    /// Task arguments.
+    pub payload: BTreeMap<String, serde_json::Value>,
+}
+
+/// Whether a task succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseStatus {
+    /// Done.
+    Ok,
+    /// The recipient could not do it (unknown task, bad arguments).
+    Error,
+}
+
+/// `response`: the answer to a task. Key: the recipient's (the original sender's) agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseBody {
+    /// Who answers.
+    pub from: AgentId,
+    /// Who asked.
+    pub to: AgentId,
+    /// The task's envelope id.
+    pub in_reply_to: MessageId,
+    /// Outcome.
+    pub status: ResponseStatus,
+    /// Result data.
+    pub payload: BTreeMap<String, serde_json::Value>,
+}
+
+/// `member`: one roster entry; the membership topic is compacted, so the latest entry per agent is the roster. Key:
+/// agent id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberBody {
+    /// The entry.
+    pub member: Member,
+}
+
+/// `proposal`: a proposal with its waggle dance and fixed voter set. Key: proposal id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalBody {
+    /// The proposal (id, proposer, subject, action, dance, voters, epoch, created_at_ms).
+    pub proposal: Proposal,
+    /// What the dance was computed from, so any reader can check it.
+    pub inputs: DanceInputs,
+    /// Free-form details (for example the account to block).
+    pub payload: BTreeMap<String, serde_json::Value>,
+}
+
+/// `vote`. Key: proposal id (so a proposal's votes share one partition, in order).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VoteBody {
+    /// The vote.
+    pub vote: Vote,
+}
+
+/// `expire`: the consensus manager saw the deadline pass. Key: proposal id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpireBody {
+    /// The proposal.
+    pub proposal: ProposalId,
+    /// Its deadline.
+    pub deadline_ms: UnixMillis,
+}
+
+/// `inhibit`: a stronger competing dance suppresses this proposal. Key: proposal id (the suppressed one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitBody {
+    /// The suppressed proposal.
+    pub proposal: ProposalId,
+    /// The stronger one.
+    pub by: ProposalId,
+}
+
+/// `decision`: how a proposal ended; one per proposal, ever. Key: proposal id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionBody {
+    /// The decision.
+    pub decision: Decision,
+}
+
+/// Where a record was read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcePosition {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// `deadletter`: a record that could not be used, kept whole with the reason. Key: the original key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterBody {
+    /// Why it was refused.
+    pub reason: String,
+    /// Where it was read.
+    pub source: SourcePosition,
+    /// Which process refused it (for example `topology`).
+    pub consumer: String,
+    /// The original key, if it was UTF-8.
+    pub key: Option<String>,
+    /// The original value, if it was UTF-8.
+    pub payload_text: Option<String>,
+    /// The original value in hex, if it was not UTF-8.
+    pub payload_hex: Option<String>,
+}
+
+impl DeadLetterBody {
+    /// Wraps a refused record, losing nothing: text stays text, anything else becomes hex.
+    pub fn new(
+        reason: impl Into<String>,
+        source: SourcePosition,
+        consumer: impl Into<String>,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Self {
+        let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
+        let (payload_text, payload_hex) = match payload {
+            None => (None, None),
+            Some(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => (Some(text.to_owned()), None),
+                Err(_) => (None, Some(bytes.iter().map(|b| format!("{b:02x}")).collect())),
+            },
+        };
+        Self { reason: reason.into(), source, consumer: consumer.into(), key, payload_text, payload_hex }
+    }
+}

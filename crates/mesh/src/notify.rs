@@ -1,0 +1,42 @@
+//! The sd_notify protocol, client side: `READY=1` and `STATUS=...` datagrams to `$NOTIFY_SOCKET`, so the services
+//! run under systemd (`Type=notify`) or any supervisor speaking the same protocol. Without the variable it does
+//! nothing.
+
+use std::os::unix::net::UnixDatagram;
+
+/// Sends readiness and status to the supervisor named by `NOTIFY_SOCKET`.
+pub(crate) struct Notifier {
+    target: Option<String>,
+}
+
+impl Notifier {
+    pub(crate) fn from_env() -> Self {
+        Self { target: std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty()) }
+    }
+
+    fn send(&self, message: &str) {
+        let Some(target) = &self.target else { return };
+        let result = UnixDatagram::unbound().and_then(|socket| {
+            if let Some(name) = target.strip_prefix('@') {
+                use std::os::linux::net::SocketAddrExt;
+                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
+                socket.send_to_addr(message.as_bytes(), &addr)
+            } else {
+                socket.send_to(message.as_bytes(), target)
+            }
+        });
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "sd_notify failed");
+        }
+    }
+}
+
+impl mesh_node::Readiness for Notifier {
+    fn ready(&self) {
+        self.send("READY=1");
+    }
+
+    fn status(&self, line: &str) {
+        self.send(&format!("STATUS={}", line.replace('\n', " ")));
+    }
+}

@@ -1,0 +1,221 @@
+//! Settings from three layers: flag or environment variable (clap reads both), then the TOML file, then the seed's
+//! defaults. Every refusal names the field, where it came from and what would be accepted.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use mesh_core::consensus::{ConsensusParams, Quorum};
+use mesh_core::graph::GraphParams;
+use mesh_core::{AgentId, Milli, Role};
+use mesh_node::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
+use mesh_proto::TopicNames;
+use serde::Deserialize;
+
+use crate::cli::{AgentArgs, ConsensusArgs, InfraArgs, TopologyArgs};
+
+/// The TOML file: every field optional; unknown fields are refused so a typo is not silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FileConfig {
+    kafka: Option<String>,
+    redis: Option<String>,
+    topic_prefix: Option<String>,
+    messages_partitions: Option<u32>,
+    consensus_partitions: Option<u32>,
+    #[serde(default)]
+    topology: FileTopology,
+    #[serde(default)]
+    consensus: FileConsensus,
+    #[serde(default)]
+    agent: FileAgent,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTopology {
+    initial_weight: Option<f64>,
+    reinforcement: Option<f64>,
+    decay_rate: Option<f64>,
+    prune_threshold: Option<f64>,
+    decay_interval: Option<String>,
+    failure_timeout: Option<String>,
+    snapshot_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConsensus {
+    quorum: Option<f64>,
+    proposal_timeout: Option<String>,
+    snapshot_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAgent {
+    heartbeat_interval: Option<String>,
+    rate: Option<f64>,
+    proposal_every: Option<u32>,
+}
+
+impl FileConfig {
+    /// Reads the file if a path was given.
+    pub(crate) fn load(path: Option<&Path>) -> Result<FileConfig> {
+        let Some(path) = path else { return Ok(FileConfig::default()) };
+        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+/// Where Kafka and Redis are, resolved.
+pub(crate) struct Infra {
+    pub(crate) kafka: String,
+    pub(crate) redis: String,
+    pub(crate) mesh: MeshConfig,
+}
+
+pub(crate) const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
+pub(crate) const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+
+fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
+    flag.or(file).unwrap_or(default)
+}
+
+fn duration(field: &str, flag: &str, value: Option<String>, file: Option<String>, default: Duration) -> Result<Duration> {
+    let Some(text) = value.or(file) else { return Ok(default) };
+    let d = humantime::parse_duration(&text).map_err(|e| {
+        anyhow::anyhow!("invalid {field} ({flag}): {text:?} is not a duration ({e}); write for example \"5s\" or \"250ms\"")
+    })?;
+    if d.is_zero() {
+        bail!("invalid {field} ({flag}): it must be longer than zero");
+    }
+    Ok(d)
+}
+
+fn fraction(field: &str, flag: &str, value: Option<f64>, file: Option<f64>, default: Milli) -> Result<Milli> {
+    match value.or(file) {
+        None => Ok(default),
+        Some(v) => Milli::from_decimal(v, Milli::ONE)
+            .map_err(|e| anyhow::anyhow!("invalid {field} ({flag}): {e}; give a number from 0 to 1 with at most three decimals")),
+    }
+}
+
+pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
+    let kafka = pick(args.kafka.clone(), file.kafka.clone(), DEFAULT_KAFKA.to_owned());
+    if kafka.split(',').any(|b| b.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()) {
+        bail!("invalid kafka (--kafka, MESH_KAFKA): {kafka:?}; give HOST:PORT[,HOST:PORT...]");
+    }
+    let redis = pick(args.redis.clone(), file.redis.clone(), DEFAULT_REDIS.to_owned());
+    if !(redis.starts_with("redis://") || redis.starts_with("rediss://") || redis.starts_with("unix://")) {
+        bail!("invalid redis (--redis, MESH_REDIS): {redis:?}; give a URL such as redis://127.0.0.1:6379");
+    }
+    let prefix = pick(args.topic_prefix.clone(), file.topic_prefix.clone(), TopicNames::DEFAULT_PREFIX.to_owned());
+    if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
+        bail!("invalid topic_prefix (--topic-prefix, MESH_TOPIC_PREFIX): {prefix:?}; use letters, digits, '.', '_' and '-'");
+    }
+    let messages_partitions = pick(args.messages_partitions, file.messages_partitions, 8);
+    let consensus_partitions = pick(args.consensus_partitions, file.consensus_partitions, 4);
+    if messages_partitions == 0 || consensus_partitions == 0 {
+        bail!("invalid messages_partitions/consensus_partitions: a topic needs at least one partition");
+    }
+    Ok(Infra {
+        kafka,
+        redis,
+        mesh: MeshConfig { topics: TopicNames::new(prefix), messages_partitions, consensus_partitions },
+    })
+}
+
+pub(crate) fn topology(args: &TopologyArgs, file: &FileConfig) -> Result<TopologyConfig> {
+    let f = &file.topology;
+    let d = TopologyConfig::default();
+    let g = GraphParams::default();
+    Ok(TopologyConfig {
+        graph: GraphParams {
+            initial_weight: fraction("topology.initial_weight", "--initial-weight", args.initial_weight, f.initial_weight, g.initial_weight)?,
+            reinforcement: fraction("topology.reinforcement", "--reinforcement", args.reinforcement, f.reinforcement, g.reinforcement)?,
+            decay_rate: fraction("topology.decay_rate", "--decay-rate", args.decay_rate, f.decay_rate, g.decay_rate)?,
+            prune_threshold: fraction("topology.prune_threshold", "--prune-threshold", args.prune_threshold, f.prune_threshold, g.prune_threshold)?,
+        },
+        decay_interval: duration("topology.decay_interval", "--decay-interval", args.decay_interval.clone(), f.decay_interval.clone(), d.decay_interval)?,
+        failure_timeout: duration("topology.failure_timeout", "--failure-timeout", args.failure_timeout.clone(), f.failure_timeout.clone(), d.failure_timeout)?,
+        snapshot_interval: duration("topology.snapshot_interval", "--snapshot-interval", args.snapshot_interval.clone(), f.snapshot_interval.clone(), d.snapshot_interval)?,
+    })
+}
+
+pub(crate) fn consensus(args: &ConsensusArgs, file: &FileConfig) -> Result<ConsensusConfig> {
+    let f = &file.consensus;
+    let d = ConsensusConfig::default();
+    let q = fraction("consensus.quorum", "--quorum", args.quorum, f.quorum, d.params.quorum.fraction())?;
+    let quorum = Quorum::new(q).map_err(|e| anyhow::anyhow!("invalid consensus.quorum (--quorum): {e}"))?;
+    let timeout = duration(
+        "consensus.proposal_timeout",
+        "--proposal-timeout",
+        args.proposal_timeout.clone(),
+        f.proposal_timeout.clone(),
+        Duration::from_millis(d.params.proposal_timeout_ms),
+    )?;
+    Ok(ConsensusConfig {
+        params: ConsensusParams { quorum, proposal_timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) },
+        snapshot_interval: duration("consensus.snapshot_interval", "--snapshot-interval", args.snapshot_interval.clone(), f.snapshot_interval.clone(), d.snapshot_interval)?,
+    })
+}
+
+pub(crate) fn agent(args: &AgentArgs, file: &FileConfig) -> Result<AgentConfig> {
+    let f = &file.agent;
+    let id = AgentId::from_name(&args.name)
+        .map_err(|e| anyhow::anyhow!("invalid name (--name, MESH_AGENT_NAME): {e}"))?;
+    let role = Role::new(args.role.trim().to_ascii_lowercase())
+        .map_err(|e| anyhow::anyhow!("invalid role (--role, MESH_AGENT_ROLE): {e}"))?;
+    let mut metadata = BTreeMap::new();
+    for pair in args.metadata.iter().filter(|p| !p.is_empty()) {
+        let Some((k, v)) = pair.split_once('=') else {
+            bail!("invalid metadata (--metadata): {pair:?} is not KEY=VALUE");
+        };
+        metadata.insert(k.trim().to_owned(), v.trim().to_owned());
+    }
+    let rate = pick(args.rate, f.rate, 1.0);
+    if !rate.is_finite() || rate < 0.0 || rate > 10_000.0 {
+        bail!("invalid agent.rate (--rate, MESH_AGENT_RATE): {rate}; give tasks per second from 0 to 10000");
+    }
+    let seed = args.seed.unwrap_or_else(|| id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)));
+    Ok(AgentConfig {
+        name: args.name.clone(),
+        id,
+        role,
+        capabilities: args.capabilities.iter().filter(|c| !c.is_empty()).cloned().collect(),
+        metadata,
+        heartbeat_interval: duration("agent.heartbeat_interval", "--heartbeat-interval", args.heartbeat_interval.clone(), f.heartbeat_interval.clone(), Duration::from_secs(1))?,
+        rate,
+        proposal_every: pick(args.proposal_every, f.proposal_every, 5),
+        seed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_file_fields_are_named() {
+        let err = toml::from_str::<FileConfig>("[topology]\ndecay_rat = 0.1\n").expect_err("typo must be refused");
+        assert!(err.to_string().contains("decay_rat"), "{err}");
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        assert_eq!(pick(Some(1), Some(2), 3), 1);
+        assert_eq!(pick(None, Some(2), 3), 2);
+        assert_eq!(pick(None, None, 3), 3);
+    }
+
+    #[test]
+    fn bad_values_name_the_field_and_the_fix() {
+        let e = fraction("topology.decay_rate", "--decay-rate", Some(0.0005), None, Milli(20)).expect_err("too precise");
+        assert!(e.to_string().contains("topology.decay_rate (--decay-rate)"), "{e}");
+        let e = duration("topology.decay_interval", "--decay-interval", Some("soon".into()), None, Duration::ZERO)
+            .expect_err("not a duration");
+        assert!(e.to_string().contains("\"5s\""), "{e}");
+    }
+}
