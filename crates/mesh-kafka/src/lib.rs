@@ -89,6 +89,23 @@ impl KafkaBus {
     pub fn brokers(&self) -> &str {
         &self.inner.config.brokers
     }
+
+    /// The offset the next record appended to a partition will get (its high watermark): how far "everything so far"
+    /// reaches, for tools and tests that read a topic to its end.
+    pub async fn end_offset(&self, topic: &str, partition: i32) -> Result<i64, TransportError> {
+        let inner = Arc::clone(&self.inner);
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .producer
+                .client()
+                .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                .map(|(_, high)| high)
+                .map_err(|e| unreachable(&inner.config, &e))
+        })
+        .await
+        .map_err(|e| TransportError::failed("reading watermarks", e))?
+    }
 }
 
 impl Bus for KafkaBus {

@@ -35,7 +35,7 @@ pub struct TopologyConfig {
     pub decay_interval: Duration,
     /// An agent silent this long is declared dead (default 10 s).
     pub failure_timeout: Duration,
-    /// How often the graph and the offsets it reflects are saved to Redis (default 10 s).
+    /// How often the graph and the offsets it reflects are saved to Redis (default 5 s).
     pub snapshot_interval: Duration,
 }
 
@@ -45,7 +45,7 @@ impl Default for TopologyConfig {
             graph: GraphParams::default(),
             decay_interval: Duration::from_secs(5),
             failure_timeout: Duration::from_secs(10),
-            snapshot_interval: Duration::from_secs(10),
+            snapshot_interval: Duration::from_secs(5),
         }
     }
 }

@@ -56,6 +56,9 @@ struct TopologySnapshot {
 
 const SNAPSHOT_FORMAT: u32 = 1;
 
+/// How many missed ticks a late timer emits one by one.
+const MAX_CATCH_UP_TICKS: u64 = 100;
+
 /// The topology manager's whole state (apart from I/O handles).
 struct TopologyState {
     graph: SlimeGraph,
@@ -267,7 +270,10 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     readiness.ready();
 
     let mut last_emitted = start / interval_ms;
-    let mut last_snapshot = start;
+    // Zero: the first window closed after a start is snapshotted at once.
+    let mut last_snapshot = 0;
+    let mut detector_timer = tokio::time::interval(Duration::from_millis(100));
+    detector_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown_wait = shutdown.clone();
     loop {
         let next_tick_ms = (now_ms() / interval_ms + 1) * interval_ms;
@@ -305,10 +311,17 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             () = tokio::time::sleep(sleep_for) => {
                 let now = now_ms();
                 let tick = now / interval_ms;
+                // Every tick gets its own window, even when this loop was late: each missed tick is emitted (up to
+                // a bound, past which one marker stands for the whole gap and decays by its length).
                 if tick > last_emitted {
-                    emit_markers(&publisher, &state.sources, tick, interval_ms, &shutdown).await?;
+                    for t in (last_emitted + 1).max(tick.saturating_sub(MAX_CATCH_UP_TICKS))..=tick {
+                        emit_markers(&publisher, &state.sources, t, interval_ms, &shutdown).await?;
+                    }
                     last_emitted = tick;
                 }
+            }
+            _ = detector_timer.tick() => {
+                let now = now_ms();
                 for dead in detector.check(now) {
                     tracing::info!(agent = %dead, "no heartbeat for {failure_timeout_ms} ms: declaring dead");
                     let env = publisher.envelope(Record::Dead(DeadBody { agent: dead.clone(), last_heard_ms: now.saturating_sub(failure_timeout_ms) }));
@@ -525,18 +538,34 @@ pub async fn snapshot_edges<S: SnapshotStore>(
     Ok(Some(snap.graph.edges()))
 }
 
-/// Replays a whole log (in any per-partition-preserving interleaving) into a fresh graph: the reference a
-/// crash-recovered manager is checked against. `inputs` are (source index, offset, decoded record).
+/// The graph, roster and last closed tick of the latest topology snapshot in Redis, if any.
+pub async fn read_snapshot<S: SnapshotStore>(
+    store: &S,
+    prefix: &str,
+) -> Result<Option<(SlimeGraph, Roster, Option<u64>)>, NodeError> {
+    let key = redis_keys::topology_snapshot(prefix);
+    let Some(bytes) = store.get(&key).await? else { return Ok(None) };
+    let snap: TopologySnapshot =
+        serde_json::from_slice(&bytes).map_err(|e| NodeError::Snapshot { key: key.clone(), detail: e.to_string() })?;
+    Ok(Some((snap.graph, snap.roster, snap.last_closed)))
+}
+
+/// Replays a log into a fresh graph, closing windows up to and including tick `until` (all, if `None`): the
+/// reference a crash-recovered manager is checked against. `inputs` are (source index, offset, decoded record), in
+/// any interleaving that keeps each source's order; sources are numbered as the manager numbers them (the topology
+/// topic's partitions, then the messages topic's).
 pub fn replay_log(
     sources: usize,
     interval_ms: u64,
     config: &TopologyConfig,
+    until: Option<u64>,
     inputs: impl IntoIterator<Item = (usize, i64, Record)>,
 ) -> (SlimeGraph, Roster, Option<u64>) {
     let mut graph = SlimeGraph::new(config.graph);
     let mut roster = Roster::new();
     let mut aligner = TickAligner::new(sources, None);
     let mut fx = WindowEffects::default();
+    let mut last = None;
     for (source, offset, record) in inputs {
         let windows = match classify(record, interval_ms) {
             Item::Event(e) => aligner.push_event(source, offset, e),
@@ -544,8 +573,12 @@ pub fn replay_log(
             Item::Skip => Vec::new(),
         };
         for w in windows {
+            if until.is_some_and(|u| w.tick > u) {
+                continue;
+            }
+            last = Some(w.tick);
             apply_window(&mut graph, &mut roster, w, &mut fx);
         }
     }
-    (graph, roster, aligner.last_closed())
+    (graph, roster, last)
 }

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// Run AgentMesh Cortex for real: agents and the SlimeMold topology and Bee consensus managers as separate
 /// processes that meet only on Apache Kafka and Redis.
 #[derive(Debug, Parser)]
-#[command(name = "mesh", version, about, long_about = None, propagate_version = true)]
+#[command(name = "mesh", version, propagate_version = true)]
 pub(crate) struct Cli {
     /// TOML file with settings; flags and environment variables win over it.
     #[arg(long, global = true, env = "MESH_CONFIG", value_name = "FILE")]
@@ -115,7 +115,7 @@ pub(crate) struct TopologyArgs {
     /// An agent silent this long is declared dead [default: 10s].
     #[arg(long, env = "MESH_FAILURE_TIMEOUT", value_name = "DURATION")]
     pub(crate) failure_timeout: Option<String>,
-    /// How often the graph and its offsets are saved to Redis [default: 10s].
+    /// How often the graph and its offsets are saved to Redis [default: 5s].
     #[arg(long, env = "MESH_TOPOLOGY_SNAPSHOT_INTERVAL", value_name = "DURATION")]
     pub(crate) snapshot_interval: Option<String>,
 }

@@ -1,0 +1,231 @@
+//! A deployment of real `mesh` processes under a prefix of its own, and ways to read what they wrote.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use mesh_kafka::{KafkaBus, KafkaConfig};
+use mesh_node::redis_keys;
+use mesh_proto::{DecodeError, Envelope, TopicKind, TopicNames, decode};
+use mesh_redis::RedisStore;
+use mesh_transport::{Assignment, Bus, Reader, SnapshotStore, StartAt};
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// Timers scaled down so that a test sees many ticks in a few seconds.
+pub(crate) const FAST: &[(&str, &str)] = &[
+    ("MESH_DECAY_INTERVAL", "200ms"),
+    ("MESH_FAILURE_TIMEOUT", "2s"),
+    ("MESH_HEARTBEAT_INTERVAL", "250ms"),
+    ("MESH_TOPOLOGY_SNAPSHOT_INTERVAL", "500ms"),
+    ("MESH_CONSENSUS_SNAPSHOT_INTERVAL", "500ms"),
+    ("MESH_PROPOSAL_TIMEOUT", "5s"),
+];
+
+/// The four roles of the e-commerce scenario.
+pub(crate) const ROLES: [&str; 4] = ["sales", "support", "inventory", "fraud"];
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A record read back from a topic.
+pub(crate) struct Read {
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
+    pub(crate) key: Option<String>,
+    pub(crate) envelope: Result<Envelope, DecodeError>,
+}
+
+/// Processes of one test, all under one topic prefix; killed (whole process groups) when dropped.
+pub(crate) struct Mesh {
+    pub(crate) prefix: String,
+    pub(crate) kafka: String,
+    pub(crate) redis: String,
+    pub(crate) topics: TopicNames,
+    pub(crate) bus: KafkaBus,
+    pub(crate) store: RedisStore,
+    pub(crate) dir: tempfile::TempDir,
+    env: Vec<(String, String)>,
+    children: BTreeMap<String, Child>,
+}
+
+impl Mesh {
+    /// A mesh on the shared Kafka and Redis, with `settings` as environment for every process.
+    pub(crate) async fn new(test: &str, settings: &[(&str, &str)]) -> Mesh {
+        let infra = mesh_fixtures::shared()
+            .expect("Kafka and Redis for the tests could not be started; `cargo xtask test` installs what is missing");
+        let prefix = format!("t{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), test);
+        let bus = KafkaBus::new(KafkaConfig::new(infra.kafka.clone(), format!("test-{prefix}"))).expect("kafka client");
+        let store = RedisStore::connect(&infra.redis).await.expect("redis reachable");
+        let mut env: Vec<(String, String)> = vec![
+            ("MESH_KAFKA".into(), infra.kafka.clone()),
+            ("MESH_REDIS".into(), infra.redis.clone()),
+            ("MESH_TOPIC_PREFIX".into(), prefix.clone()),
+            ("RUST_LOG".into(), "info,rdkafka=warn".into()),
+        ];
+        env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        Mesh {
+            topics: TopicNames::new(prefix.clone()),
+            prefix,
+            kafka: infra.kafka.clone(),
+            redis: infra.redis.clone(),
+            bus,
+            store,
+            dir: tempfile::tempdir().expect("temp dir"),
+            env,
+            children: BTreeMap::new(),
+        }
+    }
+
+    /// Starts `mesh ARGS...` as process `name` in its own process group, logging to `<dir>/<name>.log`.
+    pub(crate) fn spawn(&mut self, name: &str, args: &[&str]) {
+        let log_path = self.dir.path().join(format!("{name}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("spawn mesh");
+        self.children.insert(name.to_owned(), child);
+    }
+
+    /// Both managers.
+    pub(crate) fn start_managers(&mut self) {
+        self.spawn("topology", &["topology"]);
+        self.spawn("consensus", &["consensus"]);
+    }
+
+    /// An agent named after its role, starting `rate` tasks per second.
+    pub(crate) fn start_agent(&mut self, role: &str, rate: &str, proposal_every: &str) {
+        self.spawn(role, &["agent", "--name", role, "--role", role, "--rate", rate, "--proposal-every", proposal_every]);
+    }
+
+    /// Sends `signal` to the process group of `name`.
+    pub(crate) fn signal(&self, name: &str, signal: Signal) {
+        let child = self.children.get(name).expect("known process");
+        let pid = i32::try_from(child.id()).expect("pid fits");
+        killpg(Pid::from_raw(pid), signal).expect("signal delivered");
+    }
+
+    /// Waits for `name` to exit (after a signal), up to `timeout`.
+    pub(crate) fn wait_exit(&mut self, name: &str, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        let child = self.children.get_mut(name).expect("known process");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "{name} did not exit within {timeout:?}\n{}", self.logs(name));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether `name` is still running.
+    pub(crate) fn running(&mut self, name: &str) -> bool {
+        self.children.get_mut(name).is_some_and(|c| c.try_wait().expect("wait").is_none())
+    }
+
+    /// The log of `name`.
+    pub(crate) fn logs(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// The last lines of every log, for failure messages.
+    pub(crate) fn all_logs_tail(&self) -> String {
+        let mut out = String::new();
+        for name in self.children.keys() {
+            let log = self.logs(name);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = lines[lines.len().saturating_sub(15)..].join("\n");
+            out.push_str(&format!("--- {name} ---\n{tail}\n"));
+        }
+        out
+    }
+
+    /// Every record of a topic so far (up to the high watermarks read at the call), in partition order.
+    pub(crate) async fn read_topic(&self, kind: TopicKind) -> Vec<Read> {
+        let topic = self.topics.name(kind);
+        let partitions = self.bus.partition_count(&topic).await.expect("topic exists");
+        let mut ends = BTreeMap::new();
+        let mut assignments = Vec::new();
+        for p in 0..partitions {
+            let p = i32::try_from(p).expect("small");
+            let end = self.bus.end_offset(&topic, p).await.expect("watermarks");
+            if end > 0 {
+                ends.insert(p, end);
+                assignments.push(Assignment { topic: topic.clone(), partition: p, start: StartAt::Beginning });
+            }
+        }
+        let mut out = Vec::new();
+        if assignments.is_empty() {
+            return out;
+        }
+        let group = format!("{}-reader-{}", self.prefix, NEXT.fetch_add(1, Ordering::Relaxed));
+        let mut reader = self.bus.reader(&group, assignments).await.expect("reader");
+        let mut done: BTreeMap<i32, bool> = ends.keys().map(|p| (*p, false)).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while done.values().any(|d| !d) {
+            assert!(Instant::now() < deadline, "reading {topic} to its end took too long");
+            let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(5), reader.next()).await else { continue };
+            let end = ends[&r.partition];
+            if r.offset >= end {
+                done.insert(r.partition, true);
+                continue;
+            }
+            if r.offset == end - 1 {
+                done.insert(r.partition, true);
+            }
+            out.push(Read {
+                partition: r.partition,
+                offset: r.offset,
+                key: r.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                envelope: decode(r.payload.as_deref(), Some(kind)),
+            });
+        }
+        out.sort_by_key(|r| (r.partition, r.offset));
+        out
+    }
+
+    /// A hash the processes wrote to Redis.
+    pub(crate) async fn hash(&self, key: &str) -> BTreeMap<String, String> {
+        self.store.hgetall(key).await.expect("redis").into_iter().collect()
+    }
+
+    /// One numeric field of the topology stats hash.
+    pub(crate) async fn topology_stat(&self, field: &str) -> Option<u64> {
+        self.hash(&redis_keys::topology_stats(&self.prefix)).await.get(field).and_then(|v| v.parse().ok())
+    }
+
+    /// One numeric field of an agent's counters.
+    pub(crate) async fn agent_stat(&self, agent: &str, field: &str) -> u64 {
+        self.hash(&redis_keys::agent_stats(&self.prefix, agent)).await.get(field).and_then(|v| v.parse().ok()).unwrap_or(0)
+    }
+
+    /// Polls `probe` every 100 ms until it yields a value, failing with every log's tail after `timeout`.
+    pub(crate) async fn eventually<T>(&self, what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = probe().await {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", self.all_logs_tail());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        for child in self.children.values_mut() {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            let _ = child.wait();
+        }
+    }
+}
