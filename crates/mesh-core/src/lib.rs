@@ -10,6 +10,7 @@ pub mod consensus;
 pub mod graph;
 pub mod ids;
 pub mod membership;
+pub mod restart;
 pub mod waggle;
 pub mod weight;
 

@@ -1,0 +1,15 @@
+//! Supervision of the mesh's processes, the way the best supervisors do it: each child in its own process group with
+//! a parent-death signal, readiness over the sd_notify protocol, restarts with exponential backoff and jitter under
+//! an intensity limit, ordered stops that wait for whole groups, a control socket, a state file and an event log.
+#![warn(missing_docs)]
+
+pub mod child;
+pub mod control;
+pub mod spec;
+pub mod state;
+pub mod supervisor;
+
+pub use control::{ControlError, Request, Response};
+pub use spec::{DeploymentSpec, ProcessSpec, SpecError};
+pub use state::{Event, EventLog, ProcState, ProcessStatus, StateDir, StateFile};
+pub use supervisor::{InstanceLock, Options, Output, SupervisorError, run};

@@ -1,0 +1,289 @@
+//! What to run: the deployment file (`mesh.toml`), or the built-in six-process default of the seed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use mesh_core::restart::{RestartMode, RestartPolicy};
+use serde::Deserialize;
+
+/// Why a deployment file was refused; each message names the process and field.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file could not be read.
+    #[error("failed to read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or has unknown fields.
+    #[error("invalid deployment file {path}: {detail}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A semantic problem.
+    #[error("invalid deployment: {0}")]
+    Invalid(String),
+}
+
+/// One supervised process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessSpec {
+    /// Unique name (`topology`, `agent-sales`...), used by `mesh kill NAME` and for the log file.
+    pub name: String,
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Extra environment.
+    pub env: BTreeMap<String, String>,
+    /// Processes that must be READY before this one starts (and that stop after it).
+    pub depends_on: Vec<String>,
+    /// When and how fast to restart.
+    pub restart: RestartPolicy,
+    /// Whether the process speaks sd_notify (`READY=1`); if not, it is READY as soon as it runs.
+    pub notify: bool,
+    /// A process not READY this long after spawning is killed and counted as a failure.
+    pub ready_timeout: Duration,
+    /// Grace between SIGTERM and SIGKILL when stopping.
+    pub stop_timeout: Duration,
+    /// If set, the process must send `WATCHDOG=1` at least this often once READY, or it is treated as hung.
+    pub watchdog: Option<Duration>,
+}
+
+/// The whole deployment, in a valid start order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeploymentSpec {
+    /// Processes, ordered so that each comes after everything it depends on.
+    pub processes: Vec<ProcessSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default, rename = "process")]
+    processes: Vec<FileProcess>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileProcess {
+    name: String,
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    depends_on: Vec<String>,
+    restart: Option<RestartMode>,
+    notify: Option<bool>,
+    ready_timeout: Option<String>,
+    stop_timeout: Option<String>,
+    watchdog: Option<String>,
+    initial_backoff: Option<String>,
+    max_backoff: Option<String>,
+    stable_after: Option<String>,
+    max_restarts: Option<u32>,
+    restart_window: Option<String>,
+}
+
+fn dur(process: &str, field: &str, text: Option<&String>, default: Duration) -> Result<Duration, SpecError> {
+    match text {
+        None => Ok(default),
+        Some(t) => humantime::parse_duration(t).map_err(|e| {
+            SpecError::Invalid(format!("process {process:?}: {field} = {t:?} is not a duration ({e}); write e.g. \"10s\""))
+        }),
+    }
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl DeploymentSpec {
+    /// Reads and validates a deployment file. `mesh` as the program means this very binary.
+    pub fn load(path: &Path, mesh_exe: &Path) -> Result<Self, SpecError> {
+        let text = std::fs::read_to_string(path).map_err(|source| SpecError::Read { path: path.to_owned(), source })?;
+        Self::parse(&text, mesh_exe).map_err(|e| match e {
+            SpecError::Parse { detail, .. } => SpecError::Parse { path: path.to_owned(), detail },
+            other => other,
+        })
+    }
+
+    /// Parses and validates deployment TOML.
+    pub fn parse(text: &str, mesh_exe: &Path) -> Result<Self, SpecError> {
+        let file: FileSpec =
+            toml::from_str(text).map_err(|e| SpecError::Parse { path: PathBuf::from("mesh.toml"), detail: e.to_string() })?;
+        let defaults = RestartPolicy::default();
+        let mut processes = Vec::new();
+        for p in file.processes {
+            let name = p.name.clone();
+            let mut command = p.command;
+            if command.is_empty() {
+                return Err(SpecError::Invalid(format!("process {name:?}: command is empty")));
+            }
+            if command[0] == "mesh" {
+                command[0] = mesh_exe.display().to_string();
+            }
+            let restart = RestartPolicy {
+                mode: p.restart.unwrap_or(defaults.mode),
+                initial_backoff_ms: ms(dur(&name, "initial_backoff", p.initial_backoff.as_ref(), Duration::from_millis(defaults.initial_backoff_ms))?),
+                max_backoff_ms: ms(dur(&name, "max_backoff", p.max_backoff.as_ref(), Duration::from_millis(defaults.max_backoff_ms))?),
+                stable_after_ms: ms(dur(&name, "stable_after", p.stable_after.as_ref(), Duration::from_millis(defaults.stable_after_ms))?),
+                max_restarts: p.max_restarts.unwrap_or(defaults.max_restarts),
+                within_ms: ms(dur(&name, "restart_window", p.restart_window.as_ref(), Duration::from_millis(defaults.within_ms))?),
+            };
+            processes.push(ProcessSpec {
+                command,
+                env: p.env,
+                depends_on: p.depends_on,
+                restart,
+                notify: p.notify.unwrap_or(true),
+                ready_timeout: dur(&name, "ready_timeout", p.ready_timeout.as_ref(), Duration::from_secs(60))?,
+                stop_timeout: dur(&name, "stop_timeout", p.stop_timeout.as_ref(), Duration::from_secs(10))?,
+                watchdog: p.watchdog.as_ref().map(|w| dur(&name, "watchdog", Some(w), Duration::ZERO)).transpose()?,
+                name,
+            });
+        }
+        Self::new(processes)
+    }
+
+    /// Validates names and dependencies and orders the processes.
+    pub fn new(processes: Vec<ProcessSpec>) -> Result<Self, SpecError> {
+        if processes.is_empty() {
+            return Err(SpecError::Invalid("no [[process]] given".into()));
+        }
+        let mut names = BTreeSet::new();
+        for p in &processes {
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+                return Err(SpecError::Invalid(format!("process name {:?}: use letters, digits, '-', '_', '.'", p.name)));
+            }
+            if !names.insert(p.name.clone()) {
+                return Err(SpecError::Invalid(format!("process {:?} is defined twice", p.name)));
+            }
+        }
+        for p in &processes {
+            for d in &p.depends_on {
+                if !names.contains(d) {
+                    return Err(SpecError::Invalid(format!("process {:?}: depends_on names unknown process {d:?}", p.name)));
+                }
+            }
+        }
+        // Kahn's algorithm, keeping the file's order among equals.
+        let mut ordered: Vec<ProcessSpec> = Vec::new();
+        let mut placed = BTreeSet::new();
+        let mut rest = processes;
+        while !rest.is_empty() {
+            let before = rest.len();
+            let mut next = Vec::new();
+            for p in rest {
+                if p.depends_on.iter().all(|d| placed.contains(d)) {
+                    ordered.push(p);
+                } else {
+                    next.push(p);
+                }
+            }
+            for p in &ordered {
+                placed.insert(p.name.clone());
+            }
+            if next.len() == before {
+                let stuck: Vec<&str> = next.iter().map(|p| p.name.as_str()).collect();
+                return Err(SpecError::Invalid(format!("dependency cycle among {stuck:?}")));
+            }
+            rest = next;
+        }
+        Ok(Self { processes: ordered })
+    }
+
+    /// The seed's deployment: the two managers, then the four e-commerce agents, all this binary.
+    pub fn seed_default(mesh_exe: &Path) -> Self {
+        let exe = mesh_exe.display().to_string();
+        let mut processes = vec![
+            Self::service("topology", vec![exe.clone(), "topology".into()], vec![]),
+            Self::service("consensus", vec![exe.clone(), "consensus".into()], vec![]),
+        ];
+        for role in ["sales", "support", "inventory", "fraud"] {
+            processes.push(Self::service(
+                &format!("agent-{role}"),
+                vec![exe.clone(), "agent".into(), "--name".into(), role.into(), "--role".into(), role.into()],
+                vec!["topology".into(), "consensus".into()],
+            ));
+        }
+        Self { processes }
+    }
+
+    fn service(name: &str, command: Vec<String>, depends_on: Vec<String>) -> ProcessSpec {
+        ProcessSpec {
+            name: name.to_owned(),
+            command,
+            env: BTreeMap::new(),
+            depends_on,
+            restart: RestartPolicy::default(),
+            notify: true,
+            ready_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(10),
+            watchdog: Some(Duration::from_secs(30)),
+        }
+    }
+
+    /// A process by name.
+    pub fn get(&self, name: &str) -> Option<&ProcessSpec> {
+        self.processes.iter().find(|p| p.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_default_is_six_processes_managers_first() {
+        let spec = DeploymentSpec::seed_default(Path::new("/bin/mesh"));
+        let names: Vec<&str> = spec.processes.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["topology", "consensus", "agent-sales", "agent-support", "agent-inventory", "agent-fraud"]);
+    }
+
+    #[test]
+    fn file_is_ordered_by_dependencies_and_mesh_means_this_binary() {
+        let spec = DeploymentSpec::parse(
+            r#"
+            [[process]]
+            name = "b"
+            command = ["mesh", "agent"]
+            depends_on = ["a"]
+            [[process]]
+            name = "a"
+            command = ["sleep", "1"]
+            notify = false
+            restart = "always"
+            max_restarts = 2
+            "#,
+            Path::new("/x/mesh"),
+        )
+        .expect("valid");
+        assert_eq!(spec.processes[0].name, "a");
+        assert_eq!(spec.processes[1].command[0], "/x/mesh");
+        assert_eq!(spec.processes[0].restart.mode, RestartMode::Always);
+        assert_eq!(spec.processes[0].restart.max_restarts, 2);
+    }
+
+    #[test]
+    fn errors_name_the_process_and_field() {
+        let cases = [
+            ("[[process]]\nname = \"a\"\ncommand = []\n", "process \"a\": command is empty"),
+            ("[[process]]\nname = \"a\"\ncommand = [\"x\"]\ndepends_on = [\"zz\"]\n", "unknown process \"zz\""),
+            ("[[process]]\nname = \"a\"\ncommand = [\"x\"]\nstop_timeout = \"soon\"\n", "stop_timeout"),
+            ("[[process]]\nname = \"a\"\ncommand = [\"x\"]\nrestrat = \"always\"\n", "restrat"),
+            (
+                "[[process]]\nname = \"a\"\ncommand = [\"x\"]\ndepends_on = [\"b\"]\n[[process]]\nname = \"b\"\ncommand = [\"x\"]\ndepends_on = [\"a\"]\n",
+                "dependency cycle",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = DeploymentSpec::parse(text, Path::new("mesh")).expect_err("invalid").to_string();
+            assert!(err.contains(expected), "{err:?} should contain {expected:?}");
+        }
+    }
+}

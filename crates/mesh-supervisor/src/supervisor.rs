@@ -1,0 +1,753 @@
+//! The supervisor's dispatcher: one loop over child exits (SIGCHLD), sd_notify datagrams, control requests,
+//! signals and a 100 ms housekeeping tick. It owns every process record; nothing else mutates them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mesh_core::restart::{ExitKind, RestartDecision, RestartTracker};
+use nix::sys::signal::Signal;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::net::{UnixDatagram, UnixListener};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::child::{self, Ended};
+use crate::control::{Request, Response};
+use crate::spec::{DeploymentSpec, ProcessSpec};
+use crate::state::{Event, EventLog, ExitInfo, ProcState, ProcessStatus, StateDir, StateFile};
+
+/// Where children's output goes besides their log files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Multiplexed to the terminal as `name | line`, coloured if `color`.
+    Terminal {
+        /// ANSI colours.
+        color: bool,
+    },
+    /// Only the log files (detached mode).
+    LogsOnly,
+}
+
+/// Everything the supervisor needs to run a deployment.
+pub struct Options {
+    /// State directory (`.mesh`).
+    pub state_dir: StateDir,
+    /// What to run.
+    pub spec: DeploymentSpec,
+    /// Environment given to every child (infrastructure addresses, topic prefix).
+    pub env: BTreeMap<String, String>,
+    /// `embedded` or `external`, recorded in the state file.
+    pub infra: String,
+    /// Kafka bootstrap servers, recorded in the state file.
+    pub kafka: String,
+    /// Redis URL, recorded in the state file.
+    pub redis: String,
+    /// Topic prefix, recorded in the state file.
+    pub topic_prefix: String,
+    /// Children's output.
+    pub output: Output,
+    /// Seed of the backoff jitter and of `kill --random`.
+    pub seed: u64,
+}
+
+/// Why the supervisor could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    /// Another supervisor holds the lock of this state directory.
+    #[error("a supervisor is already running on {dir} (pid {pid}); `mesh down` stops it")]
+    AlreadyRunning {
+        /// The state directory.
+        dir: String,
+        /// Its pid, as written in the lock file.
+        pid: String,
+    },
+    /// Files or sockets could not be set up.
+    #[error("failed to {what}: {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
+    let what = what.into();
+    move |source| SupervisorError::Io { what, source }
+}
+
+/// The single-instance lock on `.mesh/mesh.lock` (flock; released by the kernel when the supervisor dies, so a
+/// crash leaves nothing to clean by hand).
+pub struct InstanceLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl InstanceLock {
+    /// Takes the lock, or says who holds it.
+    pub fn acquire(dir: &StateDir) -> Result<InstanceLock, SupervisorError> {
+        std::fs::create_dir_all(dir.root()).map_err(io(format!("create {}", dir.root().display())))?;
+        let path = dir.lock();
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io(format!("open {}", path.display())))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                let _ = lock.set_len(0);
+                let _ = write!(lock, "{}", std::process::id());
+                Ok(InstanceLock { _lock: lock })
+            }
+            Err((_, _)) => Err(SupervisorError::AlreadyRunning {
+                dir: dir.root().display().to_string(),
+                pid: std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned(),
+            }),
+        }
+    }
+
+    /// Whether some process holds the lock now.
+    pub fn held(dir: &StateDir) -> bool {
+        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(dir.lock()) else { return false };
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
+    }
+}
+
+enum Msg {
+    Notify { name: String, text: String },
+    Control { request: Request, reply: oneshot::Sender<Response> },
+}
+
+struct Proc {
+    spec: ProcessSpec,
+    status: ProcessStatus,
+    tracker: RestartTracker,
+    pgid: Option<i32>,
+    /// Not spawned yet: waiting for its dependencies to be READY.
+    waiting: bool,
+    restart_at: Option<Instant>,
+    ready_deadline: Option<Instant>,
+    watchdog_deadline: Option<Instant>,
+    resume_at: Option<Instant>,
+    /// The next exit is not a crash to recover from (operator stop).
+    no_restart: bool,
+    /// Why the next exit happens, if the supervisor caused it.
+    kill_cause: Option<String>,
+    log: Arc<Mutex<std::fs::File>>,
+    color: usize,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+struct Supervisor {
+    opts: Options,
+    procs: Vec<Proc>,
+    events: EventLog,
+    rng: StdRng,
+    stopping: bool,
+    force: Arc<AtomicBool>,
+}
+
+const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
+
+/// Runs the deployment until SIGINT/SIGTERM or `mesh down`, then stops everything in reverse dependency order.
+/// Must run on a current-thread runtime: children's parent-death signal is tied to the thread that spawned them.
+pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorError> {
+    let dir = opts.state_dir.clone();
+    for d in [dir.logs(), dir.notify_dir()] {
+        std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
+    }
+    if let Err(e) = child::become_subreaper() {
+        tracing::warn!(error = %e, "could not become a child subreaper; orphaned grandchildren go to init");
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Msg>();
+
+    // The lock is ours, so any socket left behind belongs to a dead supervisor.
+    let socket = dir.socket();
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(io(format!("bind {}", socket.display())))?;
+    set_mode(&socket, 0o600).map_err(io("restrict the control socket"))?;
+    tokio::spawn(serve_control(listener, tx.clone()));
+
+    let mut procs = Vec::new();
+    for (i, spec) in opts.spec.processes.iter().enumerate() {
+        let notify = dir.notify_dir().join(format!("{}.sock", spec.name));
+        let _ = std::fs::remove_file(&notify);
+        let sock = UnixDatagram::bind(&notify).map_err(io(format!("bind {}", notify.display())))?;
+        tokio::spawn(read_notify(spec.name.clone(), sock, tx.clone()));
+        let log_path = dir.log(&spec.name);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(io(format!("open {}", log_path.display())))?;
+        procs.push(Proc {
+            status: ProcessStatus::new(&spec.name),
+            tracker: RestartTracker::new(spec.restart),
+            spec: spec.clone(),
+            pgid: None,
+            waiting: true,
+            restart_at: None,
+            ready_deadline: None,
+            watchdog_deadline: None,
+            resume_at: None,
+            no_restart: false,
+            kill_cause: None,
+            log: Arc::new(Mutex::new(log)),
+            color: i % COLORS.len(),
+        });
+    }
+    let mut sup = Supervisor {
+        events: EventLog::new(dir.events()),
+        rng: StdRng::seed_from_u64(opts.seed),
+        opts,
+        procs,
+        stopping: false,
+        force: Arc::new(AtomicBool::new(false)),
+    };
+    sup.event("supervisor", "started", json!({"pid": std::process::id(), "infra": sup.opts.infra, "kafka": sup.opts.kafka, "redis": sup.opts.redis}));
+
+    let mut sigchld = signal(SignalKind::child()).map_err(io("watch SIGCHLD"))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(io("watch SIGINT"))?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(io("watch SIGTERM"))?;
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut down_reply: Option<(oneshot::Sender<Response>, Option<f64>)> = None;
+    loop {
+        sup.start_waiting();
+        sup.write_state();
+        tokio::select! {
+            Some(msg) = rx.recv() => match msg {
+                Msg::Notify { name, text } => sup.on_notify(&name, &text),
+                Msg::Control { request: Request::Down { timeout_secs }, reply } => {
+                    down_reply = Some((reply, timeout_secs));
+                    break;
+                }
+                Msg::Control { request, reply } => {
+                    let _ = reply.send(sup.on_request(request));
+                }
+            },
+            _ = sigchld.recv() => sup.reap(),
+            _ = tick.tick() => { sup.reap(); sup.timers(); }
+            _ = sigint.recv() => { sup.say("stopping (Ctrl-C again to kill everything now)"); break; }
+            _ = sigterm.recv() => { sup.say("stopping on SIGTERM"); break; }
+        }
+    }
+    let force = Arc::clone(&sup.force);
+    tokio::spawn(async move {
+        tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} }
+        force.store(true, Ordering::SeqCst);
+    });
+    let timeout = down_reply.as_ref().and_then(|(_, t)| *t).map(Duration::from_secs_f64);
+    sup.stop_all(timeout).await;
+    sup.event("supervisor", "stopped", json!({}));
+    sup.write_state();
+    if let Some((reply, _)) = down_reply {
+        let _ = reply.send(Response::ok(sup.state_file(false)));
+    }
+    let _ = std::fs::remove_file(&socket);
+    // Give the control connection a moment to flush the last answer.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    Ok(())
+}
+
+fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(request) => {
+                        let (reply, answer) = oneshot::channel();
+                        if tx.send(Msg::Control { request, reply }).is_err() {
+                            break;
+                        }
+                        answer.await.unwrap_or_else(|_| Response::error("the supervisor is stopping"))
+                    }
+                    Err(e) => Response::error(format!("bad request: {e}")),
+                };
+                let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
+                text.push('\n');
+                if write.write_all(text.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+async fn read_notify(name: String, sock: UnixDatagram, tx: mpsc::UnboundedSender<Msg>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match sock.recv(&mut buf).await {
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if tx.send(Msg::Notify { name: name.clone(), text }).is_err() {
+                    return;
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Longest line kept whole in logs and on the terminal; longer lines are cut and say by how much.
+const MAX_LINE: usize = 64 * 1024;
+
+async fn pump_output(
+    name: String,
+    color: Option<u8>,
+    stream: impl AsyncRead + Unpin,
+    log: Arc<Mutex<std::fs::File>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]).into_owned();
+        if line.len() > MAX_LINE {
+            text.push_str(&format!(" …[{} more bytes cut]", line.len() - MAX_LINE));
+        }
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{stamp} {text}");
+        }
+        if let Some(c) = color {
+            let mut out = std::io::stdout().lock();
+            if c == 0 {
+                let _ = writeln!(out, "{name:>16} | {text}");
+            } else {
+                let _ = writeln!(out, "\x1b[{c}m{name:>16} |\x1b[0m {text}");
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    fn event(&self, process: &str, event: &str, detail: Value) {
+        let detail = match detail {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        };
+        self.events.append(&Event { at_ms: now_ms(), process: process.to_owned(), event: event.to_owned(), detail });
+    }
+
+    fn say(&self, text: &str) {
+        if let Output::Terminal { color } = self.opts.output {
+            let mut out = std::io::stdout().lock();
+            if color {
+                let _ = writeln!(out, "\x1b[1m{:>16} |\x1b[0m {text}", "mesh");
+            } else {
+                let _ = writeln!(out, "{:>16} | {text}", "mesh");
+            }
+        }
+        tracing::info!("{text}");
+    }
+
+    fn index(&self, name: &str) -> Option<usize> {
+        self.procs.iter().position(|p| p.spec.name == name)
+    }
+
+    fn state_file(&self, with_usage: bool) -> StateFile {
+        let processes = self
+            .procs
+            .iter()
+            .map(|p| {
+                let mut s = p.status.clone();
+                if with_usage {
+                    if let Some((cpu, rss)) = p.pgid.and_then(child::usage) {
+                        s.cpu_seconds = Some(cpu);
+                        s.rss_bytes = Some(rss);
+                    }
+                }
+                s
+            })
+            .collect();
+        let pid = i32::try_from(std::process::id()).unwrap_or(-1);
+        StateFile {
+            supervisor_pid: pid,
+            supervisor_start_ticks: child::start_ticks(pid),
+            infra: self.opts.infra.clone(),
+            kafka: self.opts.kafka.clone(),
+            redis: self.opts.redis.clone(),
+            topic_prefix: self.opts.topic_prefix.clone(),
+            processes,
+            updated_at_ms: now_ms(),
+        }
+    }
+
+    fn write_state(&self) {
+        if let Err(e) = self.state_file(false).write(&self.opts.state_dir.state()) {
+            tracing::warn!(error = %e, "could not write the state file");
+        }
+    }
+
+    fn set_state(&mut self, i: usize, state: ProcState) {
+        let p = &mut self.procs[i];
+        if p.status.state != state {
+            p.status.state = state;
+            let name = p.spec.name.clone();
+            self.say(&format!("{name} {state:?}").replace("Ready", "READY").replace("Starting", "STARTING")
+                .replace("Backoff", "BACKOFF").replace("Failed", "FAILED").replace("Stopping", "STOPPING")
+                .replace("Stopped", "STOPPED"));
+        }
+    }
+
+    /// Spawns every waiting process whose dependencies are all READY.
+    fn start_waiting(&mut self) {
+        if self.stopping {
+            return;
+        }
+        for i in 0..self.procs.len() {
+            let p = &self.procs[i];
+            if !p.waiting {
+                continue;
+            }
+            let deps_ready = p.spec.depends_on.iter().all(|d| {
+                self.procs.iter().any(|q| &q.spec.name == d && q.status.state == ProcState::Ready)
+            });
+            if deps_ready {
+                self.procs[i].waiting = false;
+                self.spawn(i);
+            }
+        }
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let notify = self.opts.state_dir.notify_dir().join(format!("{}.sock", self.procs[i].spec.name));
+        let name = self.procs[i].spec.name.clone();
+        match child::spawn(&self.procs[i].spec, &notify, &self.opts.env) {
+            Ok(spawned) => {
+                let color = match self.opts.output {
+                    Output::Terminal { color: true } => Some(COLORS[self.procs[i].color]),
+                    Output::Terminal { color: false } => Some(0),
+                    Output::LogsOnly => None,
+                };
+                let p = &mut self.procs[i];
+                tokio::spawn(pump_output(name.clone(), color, spawned.stdout, Arc::clone(&p.log)));
+                tokio::spawn(pump_output(name.clone(), color, spawned.stderr, Arc::clone(&p.log)));
+                p.pgid = Some(spawned.pid);
+                p.status.pid = Some(spawned.pid);
+                p.status.start_ticks = child::start_ticks(spawned.pid);
+                p.status.started_at_ms = Some(now_ms());
+                p.status.ready_at_ms = None;
+                p.status.status_line = None;
+                p.restart_at = None;
+                p.watchdog_deadline = None;
+                p.ready_deadline = Some(Instant::now() + p.spec.ready_timeout);
+                let notify_enabled = p.spec.notify;
+                self.event(&name, "spawned", json!({"pid": spawned.pid}));
+                self.set_state(i, ProcState::Starting);
+                if !notify_enabled {
+                    self.mark_ready(i);
+                }
+            }
+            Err(e) => {
+                self.event(&name, "spawn_failed", json!({"error": e.to_string()}));
+                self.say(&format!("{name} could not be started: {e}"));
+                self.after_exit(i, ExitKind::Failure);
+            }
+        }
+    }
+
+    fn mark_ready(&mut self, i: usize) {
+        let now = now_ms();
+        let p = &mut self.procs[i];
+        p.status.ready_at_ms = Some(now);
+        p.ready_deadline = None;
+        p.watchdog_deadline = p.spec.watchdog.map(|w| Instant::now() + w);
+        p.tracker.ready(now);
+        let name = p.spec.name.clone();
+        let pid = p.status.pid;
+        self.event(&name, "ready", json!({"pid": pid}));
+        self.set_state(i, ProcState::Ready);
+    }
+
+    fn on_notify(&mut self, name: &str, text: &str) {
+        let Some(i) = self.index(name) else { return };
+        if self.procs[i].pgid.is_none() {
+            return;
+        }
+        for line in text.lines() {
+            if line == "READY=1" && self.procs[i].status.state == ProcState::Starting {
+                self.mark_ready(i);
+            } else if let Some(status) = line.strip_prefix("STATUS=") {
+                self.procs[i].status.status_line = Some(status.to_owned());
+            } else if line == "WATCHDOG=1" {
+                let p = &mut self.procs[i];
+                p.watchdog_deadline = p.spec.watchdog.map(|w| Instant::now() + w);
+            }
+        }
+    }
+
+    fn reap(&mut self) {
+        for (pid, ended) in child::reap_all() {
+            match self.procs.iter().position(|p| p.pgid == Some(pid)) {
+                Some(i) => self.on_exit(i, ended),
+                None => self.event("supervisor", "reaped", json!({"pid": pid, "note": "adopted descendant"})),
+            }
+        }
+    }
+
+    fn on_exit(&mut self, i: usize, ended: Ended) {
+        let (code, sig) = match ended {
+            Ended::Code(c) => (Some(c), None),
+            Ended::Signal(s) => (None, Some(s.as_str().to_owned())),
+        };
+        let p = &mut self.procs[i];
+        let pgid = p.pgid.take();
+        p.status.pid = None;
+        p.status.start_ticks = None;
+        p.status.last_exit = Some(ExitInfo { code, signal: sig.clone(), at_ms: now_ms() });
+        p.ready_deadline = None;
+        p.watchdog_deadline = None;
+        p.resume_at = None;
+        let cause = p.kill_cause.take();
+        let name = p.spec.name.clone();
+        // What the leader left behind in its group goes with it.
+        if let Some(g) = pgid {
+            let _ = child::signal_group(g, Signal::SIGKILL);
+        }
+        self.event(&name, "exited", json!({"code": code, "signal": sig, "cause": cause}));
+        if self.stopping {
+            return;
+        }
+        if std::mem::take(&mut self.procs[i].no_restart) {
+            self.event(&name, "stopped", json!({"cause": "operator"}));
+            self.set_state(i, ProcState::Stopped);
+            return;
+        }
+        let kind = if code == Some(0) && cause.is_none() { ExitKind::Clean } else { ExitKind::Failure };
+        self.after_exit(i, kind);
+    }
+
+    fn after_exit(&mut self, i: usize, kind: ExitKind) {
+        let jitter: u32 = self.rng.random();
+        let name = self.procs[i].spec.name.clone();
+        match self.procs[i].tracker.exited(kind, now_ms(), jitter) {
+            RestartDecision::RestartAfter(delay) => {
+                self.procs[i].restart_at = Some(Instant::now() + Duration::from_millis(delay));
+                self.event(&name, "backoff", json!({"delay_ms": delay}));
+                self.set_state(i, ProcState::Backoff);
+            }
+            RestartDecision::Stay => {
+                self.event(&name, "stopped", json!({"cause": "exit"}));
+                self.set_state(i, ProcState::Stopped);
+            }
+            RestartDecision::Failed => {
+                let p = self.procs[i].tracker.policy();
+                self.event(&name, "failed", json!({"restarts": p.max_restarts, "within_ms": p.within_ms}));
+                self.set_state(i, ProcState::Failed);
+                self.say(&format!(
+                    "{name} FAILED: more than {} restarts within {} s; `mesh restart {name}` tries again",
+                    p.max_restarts,
+                    p.within_ms / 1000
+                ));
+            }
+        }
+    }
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        for i in 0..self.procs.len() {
+            let p = &self.procs[i];
+            if p.restart_at.is_some_and(|t| t <= now) && !self.stopping {
+                self.procs[i].status.restarts += 1;
+                self.spawn(i);
+                continue;
+            }
+            let p = &self.procs[i];
+            if let (Some(pgid), Some(t)) = (p.pgid, p.ready_deadline) {
+                if t <= now && p.status.state == ProcState::Starting {
+                    self.kill(i, pgid, Signal::SIGKILL, "ready-timeout");
+                    continue;
+                }
+            }
+            let p = &self.procs[i];
+            if let (Some(pgid), Some(t)) = (p.pgid, p.watchdog_deadline) {
+                if t <= now && p.status.state == ProcState::Ready && p.resume_at.is_none() {
+                    self.procs[i].watchdog_deadline = None;
+                    self.kill(i, pgid, Signal::SIGKILL, "watchdog");
+                    continue;
+                }
+            }
+            let p = &self.procs[i];
+            if let (Some(pgid), Some(t)) = (p.pgid, p.resume_at) {
+                if t <= now {
+                    self.procs[i].resume_at = None;
+                    let name = self.procs[i].spec.name.clone();
+                    let _ = child::signal_group(pgid, Signal::SIGCONT);
+                    let p = &mut self.procs[i];
+                    p.watchdog_deadline = p.spec.watchdog.map(|w| Instant::now() + w);
+                    self.event(&name, "resumed", json!({"pid": pgid}));
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self, i: usize, pgid: i32, signal: Signal, cause: &str) {
+        let name = self.procs[i].spec.name.clone();
+        if matches!(signal, Signal::SIGKILL | Signal::SIGTERM | Signal::SIGINT | Signal::SIGQUIT | Signal::SIGABRT) {
+            self.procs[i].kill_cause = Some(cause.to_owned());
+        }
+        let result = child::signal_group(pgid, signal);
+        self.event(&name, "killed", json!({"pid": pgid, "signal": signal.as_str(), "cause": cause}));
+        if let Err(e) = result {
+            tracing::warn!(process = %name, error = %e, "signal not delivered");
+        }
+    }
+
+    fn on_request(&mut self, request: Request) -> Response {
+        match request {
+            Request::Status => Response::ok(self.state_file(true)),
+            Request::Kill { name, random, signal, pause_secs, no_restart } => {
+                let Some(sig) = child::parse_signal(&signal) else {
+                    return Response::error(format!("unknown signal {signal:?}; use KILL, TERM, STOP, CONT or a number"));
+                };
+                let running: Vec<usize> = (0..self.procs.len()).filter(|i| self.procs[*i].pgid.is_some()).collect();
+                let i = match (name, random) {
+                    (Some(n), _) => match self.index(&n) {
+                        Some(i) => i,
+                        None => return Response::error(format!("no process named {n:?}")),
+                    },
+                    (None, true) if !running.is_empty() => running[self.rng.random_range(0..running.len())],
+                    (None, true) => return Response::error("no process is running"),
+                    (None, false) => return Response::error("name a process or pass --random"),
+                };
+                let Some(pgid) = self.procs[i].pgid else {
+                    return Response::error(format!("{} is not running", self.procs[i].spec.name));
+                };
+                if no_restart {
+                    self.procs[i].no_restart = true;
+                }
+                if sig == Signal::SIGSTOP {
+                    if let Some(secs) = pause_secs {
+                        self.procs[i].resume_at = Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
+                    }
+                }
+                self.kill(i, pgid, sig, "chaos");
+                let mut r = Response::ok(self.state_file(false));
+                r.target = Some(self.procs[i].spec.name.clone());
+                r
+            }
+            Request::Restart { name } => {
+                let Some(i) = self.index(&name) else { return Response::error(format!("no process named {name:?}")) };
+                if self.procs[i].pgid.is_some() {
+                    return Response::error(format!("{name} is running; `mesh kill {name}` restarts it under the policy"));
+                }
+                self.procs[i].tracker.reset();
+                self.procs[i].waiting = false;
+                self.event(&name, "restarted", json!({"cause": "operator"}));
+                self.spawn(i);
+                Response::ok(self.state_file(false))
+            }
+            Request::Down { .. } => Response::error("handled by the loop"),
+        }
+    }
+
+    /// Dependency depth: 0 for processes without dependencies.
+    fn depth(&self, i: usize) -> usize {
+        self.procs[i]
+            .spec
+            .depends_on
+            .iter()
+            .filter_map(|d| self.index(d))
+            .map(|j| self.depth(j) + 1)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Stops in reverse dependency order: SIGTERM to each group, then SIGKILL after its timeout, and waits until
+    /// the whole group is gone, not just its leader; finally stops and reaps adopted descendants.
+    async fn stop_all(&mut self, timeout: Option<Duration>) {
+        self.stopping = true;
+        for i in 0..self.procs.len() {
+            self.procs[i].restart_at = None;
+            if self.procs[i].pgid.is_none() && self.procs[i].status.state != ProcState::Failed {
+                self.set_state(i, ProcState::Stopped);
+            }
+        }
+        let max_depth = (0..self.procs.len()).map(|i| self.depth(i)).max().unwrap_or(0);
+        for level in (0..=max_depth).rev() {
+            let members: Vec<usize> = (0..self.procs.len()).filter(|i| self.depth(*i) == level).collect();
+            let mut pending: Vec<(usize, i32, Instant, bool)> = Vec::new();
+            for &i in &members {
+                // The leader may be gone while its group lives on: stop by group.
+                let Some(pgid) = self.procs[i].pgid.or(self.procs[i].status.pid) else { continue };
+                let grace = timeout.unwrap_or(self.procs[i].spec.stop_timeout);
+                let _ = child::signal_group(pgid, Signal::SIGCONT);
+                self.kill(i, pgid, Signal::SIGTERM, "stop");
+                self.set_state(i, ProcState::Stopping);
+                pending.push((i, pgid, Instant::now() + grace, false));
+            }
+            let level_deadline = Instant::now()
+                + pending.iter().map(|(i, ..)| timeout.unwrap_or(self.procs[*i].spec.stop_timeout)).max().unwrap_or_default()
+                + Duration::from_secs(5);
+            while !pending.is_empty() {
+                self.reap();
+                let now = Instant::now();
+                let force = self.force.load(Ordering::SeqCst);
+                let mut still = Vec::new();
+                for (i, pgid, deadline, killed) in pending {
+                    if !child::group_alive(pgid) {
+                        self.procs[i].pgid = None;
+                        self.event(&self.procs[i].spec.name.clone(), "stopped", json!({"cause": "down"}));
+                        self.set_state(i, ProcState::Stopped);
+                        continue;
+                    }
+                    if !killed && (now >= deadline || force) {
+                        self.kill(i, pgid, Signal::SIGKILL, if force { "forced" } else { "stop-timeout" });
+                        still.push((i, pgid, deadline, true));
+                    } else {
+                        still.push((i, pgid, deadline, killed));
+                    }
+                }
+                pending = still;
+                if !pending.is_empty() && now >= level_deadline {
+                    let names: Vec<String> = pending.iter().map(|(i, ..)| self.procs[*i].spec.name.clone()).collect();
+                    self.say(&format!("still not gone after SIGKILL: {}", names.join(", ")));
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            self.write_state();
+        }
+        // Descendants that escaped their group (setsid) were re-parented to us: stop and reap them too.
+        let me = i32::try_from(std::process::id()).unwrap_or(-1);
+        for _ in 0..40 {
+            let orphans = child::children_of(me);
+            if orphans.is_empty() {
+                break;
+            }
+            for pid in orphans {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                self.event("supervisor", "killed", json!({"pid": pid, "signal": "SIGKILL", "cause": "orphan"}));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            self.reap();
+        }
+    }
+}
