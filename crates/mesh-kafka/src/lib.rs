@@ -247,3 +247,31 @@ impl Reader for KafkaReader {
             .map_err(|e| TransportError::failed("committing offsets", e))
     }
 }
+
+/// A Kafka-protocol broker hosted in this process (librdkafka's mock cluster), serving other processes over TCP on
+/// 127.0.0.1. It is the zero-setup default of `mesh up`: not durable (it lives and dies with the supervisor), no log
+/// compaction, and not a substitute for Apache Kafka in tests.
+pub struct EmbeddedKafka {
+    cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+}
+
+impl EmbeddedKafka {
+    /// Starts a one-broker cluster and creates `topics` on it (the mock cluster's own call, so this does not depend
+    /// on its support for the admin API).
+    pub fn start(topics: &[TopicSpec]) -> Result<Self, TransportError> {
+        let cluster = rdkafka::mocking::MockCluster::new(1)
+            .map_err(|e| TransportError::failed("starting the embedded kafka broker", e))?;
+        for t in topics {
+            #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
+            cluster
+                .create_topic(&t.name, t.partitions as i32, 1)
+                .map_err(|e| TransportError::failed(format!("creating topic {} on the embedded broker", t.name), e))?;
+        }
+        Ok(Self { cluster })
+    }
+
+    /// `host:port` of the broker.
+    pub fn bootstrap(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+}

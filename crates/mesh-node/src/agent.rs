@@ -148,6 +148,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             }
             _ = scenario_timer.tick(), if agent.config.rate > 0.0 => agent.start_work(&shutdown).await?,
             _ = housekeeping.tick() => {
+                readiness.watchdog();
                 agent.commit(&mut work_reader, &mut proposal_reader).await;
                 agent.publish_stats(&store, &stats_key).await;
                 readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));

@@ -104,6 +104,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 }
             },
             _ = expiry_timer.tick() => {
+                readiness.watchdog();
                 let now = now_ms();
                 for id in machine.due_expiries(now) {
                     let deadline = now;

@@ -14,4 +14,4 @@ pub mod scenario;
 pub mod topology;
 
 pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
-pub use runtime::{NodeError, Readiness, Shutdown, redis_keys};
+pub use runtime::{NodeError, Readiness, Shutdown, redis_keys, topic_specs};

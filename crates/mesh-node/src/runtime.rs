@@ -94,6 +94,9 @@ pub trait Readiness: Send + Sync + 'static {
     fn ready(&self);
     /// A one-line status.
     fn status(&self, line: &str);
+    /// The dispatcher loop is alive (sd_notify `WATCHDOG=1`); called from each runtime's periodic timer, so a hung
+    /// loop stops the pings and the supervisor restarts the process.
+    fn watchdog(&self) {}
 }
 
 impl Readiness for () {
@@ -128,8 +131,8 @@ where
     }
 }
 
-/// Topic specs of the whole mesh under `config`.
-pub(crate) fn topic_specs(config: &MeshConfig) -> Vec<TopicSpec> {
+/// Topic specs of the whole mesh under `config` (also used to pre-create topics on the embedded broker).
+pub fn topic_specs(config: &MeshConfig) -> Vec<TopicSpec> {
     TopicKind::ALL
         .into_iter()
         .map(|kind| {

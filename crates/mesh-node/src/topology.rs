@@ -321,6 +321,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 }
             }
             _ = detector_timer.tick() => {
+                readiness.watchdog();
                 let now = now_ms();
                 for dead in detector.check(now) {
                     tracing::info!(agent = %dead, "no heartbeat for {failure_timeout_ms} ms: declaring dead");

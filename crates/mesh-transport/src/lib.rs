@@ -6,6 +6,8 @@
 //! positions, committing how far they got. Anything richer stays inside the adapters.
 #![warn(missing_docs)]
 
+pub mod file_store;
+
 use std::future::Future;
 use std::time::Duration;
 

@@ -41,6 +41,119 @@ pub(crate) enum Command {
     Consensus(ConsensusArgs),
     /// Print what the managers stored in Redis: graph statistics, edges, consensus counters, agent counters.
     Inspect(InspectArgs),
+    /// Start and supervise the deployment (the two managers, then the four agents) until Ctrl-C or `mesh down`.
+    Up(UpArgs),
+    /// Stop a running deployment in reverse dependency order.
+    Down(DownArgs),
+    /// Show each process's state, and the mesh's health; exits 0 only when every process is READY.
+    Status(StatusArgs),
+    /// Crash injection: signal a process group through the supervisor (recorded; the restart policy applies).
+    Kill(KillArgs),
+    /// Start a FAILED or STOPPED process again, forgetting its restart history.
+    Restart(RestartArgs),
+    /// Show the processes' logs.
+    Logs(LogsArgs),
+}
+
+/// Where the supervisor keeps its socket, state file, event log and logs.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct StateDirArgs {
+    /// State directory of the deployment.
+    #[arg(long, env = "MESH_STATE_DIR", default_value = ".mesh", value_name = "DIR")]
+    pub(crate) state_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    pub(crate) infra: InfraArgs,
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
+    /// Deployment file [default: ./mesh.toml if present, else the built-in six processes].
+    #[arg(long, short = 'f', env = "MESH_DEPLOYMENT", value_name = "FILE")]
+    pub(crate) file: Option<std::path::PathBuf>,
+    /// Detach: return once every process is READY (exit 0) or one FAILED (exit 1).
+    #[arg(long, short = 'd')]
+    pub(crate) detach: bool,
+    /// With --detach, how long to wait for readiness.
+    #[arg(long, default_value = "60s", value_name = "DURATION")]
+    pub(crate) wait_timeout: String,
+    /// Seed of the restart jitter and of `kill --random` [default: from the clock].
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Internal: this process is the detached supervisor.
+    #[arg(long, hide = true)]
+    pub(crate) detached_child: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DownArgs {
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
+    /// Per-process grace between SIGTERM and SIGKILL, in seconds [default: each process's stop_timeout, 10].
+    #[arg(long, value_name = "SECONDS")]
+    pub(crate) timeout: Option<f64>,
+    /// Without a supervisor, SIGKILL every process group recorded in the state file.
+    #[arg(long)]
+    pub(crate) force: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Wait until every process is READY (or the timeout passes).
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait, seconds to wait.
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    pub(crate) timeout: f64,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KillArgs {
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
+    /// Process name (for example agent-sales).
+    #[arg(required_unless_present = "random", conflicts_with = "random")]
+    pub(crate) name: Option<String>,
+    /// Pick a random running process.
+    #[arg(long)]
+    pub(crate) random: bool,
+    /// Signal: KILL, TERM, STOP, CONT, or a number.
+    #[arg(long, short = 's', default_value = "KILL")]
+    pub(crate) signal: String,
+    /// Pause: SIGSTOP now and SIGCONT after this many seconds.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "signal")]
+    pub(crate) pause: Option<f64>,
+    /// Do not restart it afterwards.
+    #[arg(long)]
+    pub(crate) no_restart: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestartArgs {
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
+    /// Process name.
+    pub(crate) name: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LogsArgs {
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
+    /// Processes to show [default: all].
+    pub(crate) names: Vec<String>,
+    /// Keep printing new lines.
+    #[arg(long, short = 'f')]
+    pub(crate) follow: bool,
+    /// Only lines newer than this (for example 5m).
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) since: Option<String>,
 }
 
 /// Where Kafka and Redis are; shared by every process kind.

@@ -2,14 +2,14 @@
 
 use anyhow::{Context, Result};
 use mesh_node::redis_keys;
-use mesh_redis::RedisStore;
 use mesh_transport::SnapshotStore;
 use serde_json::{Map, Value, json};
 
 use crate::settings::Infra;
+use crate::store::AnyStore;
 
 pub(crate) async fn run(infra: &Infra, as_json: bool) -> Result<()> {
-    let store = RedisStore::connect(&infra.redis).await.context("failed to reach redis")?;
+    let store = AnyStore::connect(&infra.redis).await.context("failed to reach the snapshot store")?;
     let prefix = infra.mesh.topics.prefix();
     let hash = |pairs: Vec<(String, String)>| -> Value {
         Value::Object(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<Map<_, _>>())

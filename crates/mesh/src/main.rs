@@ -1,12 +1,16 @@
 //! The `mesh` binary: parses flags, environment and config file, installs logging and signal handling, and runs
 //! one of the services (or a tool) from `mesh-node`. Thin on purpose: logic lives in the libraries.
 //!
-//! Exit codes: 0 success (including a clean stop on SIGTERM/SIGINT), 1 runtime failure, 2 bad usage or settings.
+//! Exit codes: 0 success (including a clean stop on SIGTERM/SIGINT), 1 runtime failure (for `status`: not every
+//! process READY), 2 bad usage or settings.
 
 mod cli;
 mod inspect;
 mod notify;
+mod ops;
 mod settings;
+mod store;
+mod up;
 
 use std::process::ExitCode;
 
@@ -14,12 +18,12 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::Shutdown;
-use mesh_redis::RedisStore;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::notify::Notifier;
 use crate::settings::FileConfig;
+use crate::store::AnyStore;
 
 /// Exit code for settings and usage errors (clap uses 2 for its own).
 const EXIT_USAGE: u8 = 2;
@@ -34,6 +38,25 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    // The supervisor and the synchronous tools run without the multi-threaded runtime.
+    let synchronous = match &cli.command {
+        Command::Up(args) if args.detach && !args.detached_child => Some(up::detach(args)),
+        Command::Up(args) => Some(up::supervise(args, &file, cli.config.as_deref())),
+        Command::Down(args) => Some(ops::down(args)),
+        Command::Kill(args) => Some(ops::kill(args)),
+        Command::Restart(args) => Some(ops::restart(args)),
+        Command::Logs(args) => Some(ops::logs(args)),
+        _ => None,
+    };
+    if let Some(result) = synchronous {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -52,12 +75,15 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+        Err(Failure::NotReady) => ExitCode::FAILURE,
     }
 }
 
 enum Failure {
     Usage(anyhow::Error),
     Runtime(anyhow::Error),
+    /// `mesh status`: not every process is READY (already reported on stdout).
+    NotReady,
 }
 
 fn init_logging(format: LogFormat) {
@@ -85,11 +111,11 @@ fn shutdown_on_signals() -> Result<Shutdown> {
     Ok(shutdown)
 }
 
-async fn connect(infra: &settings::Infra, client: &str, shutdown: &Shutdown) -> Result<(KafkaBus, RedisStore)> {
+async fn connect(infra: &settings::Infra, client: &str, shutdown: &Shutdown) -> Result<(KafkaBus, AnyStore)> {
     let bus = KafkaBus::new(KafkaConfig::new(&infra.kafka, client)).context("failed to set up the kafka client")?;
     let mut delay = std::time::Duration::from_millis(100);
     let store = loop {
-        match RedisStore::connect(&infra.redis).await {
+        match AnyStore::connect(&infra.redis).await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unreachable, retrying");
@@ -142,6 +168,14 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
         Command::Inspect(args) => {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             inspect::run(&infra, args.json).await.map_err(runtime)
+        }
+        Command::Status(args) => match ops::status(&args).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Failure::NotReady),
+            Err(e) => Err(runtime(e)),
+        },
+        Command::Up(_) | Command::Down(_) | Command::Kill(_) | Command::Restart(_) | Command::Logs(_) => {
+            unreachable!("handled synchronously in main")
         }
     }
 }

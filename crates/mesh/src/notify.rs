@@ -7,11 +7,23 @@ use std::os::unix::net::UnixDatagram;
 /// Sends readiness and status to the supervisor named by `NOTIFY_SOCKET`.
 pub(crate) struct Notifier {
     target: Option<String>,
+    /// Minimum time between `WATCHDOG=1` pings: a quarter of `WATCHDOG_USEC`, if the supervisor asked for them.
+    watchdog_every: Option<std::time::Duration>,
+    last_ping: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Notifier {
     pub(crate) fn from_env() -> Self {
-        Self { target: std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty()) }
+        let watchdog_every = std::env::var("WATCHDOG_USEC")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|us| *us > 0)
+            .map(|us| std::time::Duration::from_micros(us / 4));
+        Self {
+            target: std::env::var("NOTIFY_SOCKET").ok().filter(|s| !s.is_empty()),
+            watchdog_every,
+            last_ping: std::sync::Mutex::new(None),
+        }
     }
 
     fn send(&self, message: &str) {
@@ -38,5 +50,14 @@ impl mesh_node::Readiness for Notifier {
 
     fn status(&self, line: &str) {
         self.send(&format!("STATUS={}", line.replace('\n', " ")));
+    }
+
+    fn watchdog(&self) {
+        let Some(every) = self.watchdog_every else { return };
+        let Ok(mut last) = self.last_ping.lock() else { return };
+        if last.is_none_or(|t| t.elapsed() >= every) {
+            *last = Some(std::time::Instant::now());
+            self.send("WATCHDOG=1");
+        }
     }
 }

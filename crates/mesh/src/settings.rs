@@ -61,6 +61,16 @@ struct FileAgent {
 }
 
 impl FileConfig {
+    /// Whether the file names a Kafka (then `mesh up` uses it instead of the embedded broker).
+    pub(crate) fn kafka_given(&self) -> bool {
+        self.kafka.is_some()
+    }
+
+    /// Whether the file names a Redis.
+    pub(crate) fn redis_given(&self) -> bool {
+        self.redis.is_some()
+    }
+
     /// Reads the file if a path was given.
     pub(crate) fn load(path: Option<&Path>) -> Result<FileConfig> {
         let Some(path) = path else { return Ok(FileConfig::default()) };
@@ -108,7 +118,7 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         bail!("invalid kafka (--kafka, MESH_KAFKA): {kafka:?}; give HOST:PORT[,HOST:PORT...]");
     }
     let redis = pick(args.redis.clone(), file.redis.clone(), DEFAULT_REDIS.to_owned());
-    if !(redis.starts_with("redis://") || redis.starts_with("rediss://") || redis.starts_with("unix://")) {
+    if !["redis://", "rediss://", "unix://", "file://"].iter().any(|s| redis.starts_with(s)) {
         bail!("invalid redis (--redis, MESH_REDIS): {redis:?}; give a URL such as redis://127.0.0.1:6379");
     }
     let prefix = pick(args.topic_prefix.clone(), file.topic_prefix.clone(), TopicNames::DEFAULT_PREFIX.to_owned());

@@ -1,0 +1,62 @@
+//! The snapshot store named by a URL: `redis://` (and `rediss://`, `unix://`) is Redis, `file://DIR` is the local
+//! directory store that the zero-setup `mesh up` falls back to when no Redis is reachable.
+
+use mesh_redis::RedisStore;
+use mesh_transport::file_store::FileStore;
+use mesh_transport::{SnapshotStore, TransportError};
+
+/// Redis or the local file store, chosen by URL.
+#[derive(Clone)]
+pub(crate) enum AnyStore {
+    Redis(RedisStore),
+    File(FileStore),
+}
+
+impl AnyStore {
+    /// Connects to the store named by `url`.
+    pub(crate) async fn connect(url: &str) -> Result<Self, TransportError> {
+        match url.strip_prefix("file://") {
+            Some(dir) => FileStore::open(dir).map(AnyStore::File),
+            None => RedisStore::connect(url).await.map(AnyStore::Redis),
+        }
+    }
+}
+
+impl SnapshotStore for AnyStore {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, TransportError> {
+        match self {
+            AnyStore::Redis(s) => s.get(key).await,
+            AnyStore::File(s) => s.get(key).await,
+        }
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> Result<(), TransportError> {
+        match self {
+            AnyStore::Redis(s) => s.set(key, value).await,
+            AnyStore::File(s) => s.set(key, value).await,
+        }
+    }
+    async fn hset(&self, key: &str, fields: &[(String, String)]) -> Result<(), TransportError> {
+        match self {
+            AnyStore::Redis(s) => s.hset(key, fields).await,
+            AnyStore::File(s) => s.hset(key, fields).await,
+        }
+    }
+    async fn hset_nx(&self, key: &str, field: &str, value: &str) -> Result<bool, TransportError> {
+        match self {
+            AnyStore::Redis(s) => s.hset_nx(key, field, value).await,
+            AnyStore::File(s) => s.hset_nx(key, field, value).await,
+        }
+    }
+    async fn hget(&self, key: &str, field: &str) -> Result<Option<String>, TransportError> {
+        match self {
+            AnyStore::Redis(s) => s.hget(key, field).await,
+            AnyStore::File(s) => s.hget(key, field).await,
+        }
+    }
+    async fn hgetall(&self, key: &str) -> Result<Vec<(String, String)>, TransportError> {
+        match self {
+            AnyStore::Redis(s) => s.hgetall(key).await,
+            AnyStore::File(s) => s.hgetall(key).await,
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! `mesh up`: resolve the infrastructure (embedded default, or given services), then supervise the deployment in
+//! the foreground, or detached (`-d`: re-executed in a new session, returning once everything is READY).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use mesh_kafka::EmbeddedKafka;
+use mesh_supervisor::{DeploymentSpec, InstanceLock, Options, Output, ProcState, Request, StateDir};
+
+use crate::cli::UpArgs;
+use crate::settings::{self, FileConfig};
+
+/// Runs `mesh up` (foreground or the detached supervisor itself).
+pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&Path>) -> Result<()> {
+    let dir = StateDir::new(absolute(&args.dir.state_dir)?);
+    let lock = InstanceLock::acquire(&dir)?;
+    let infra = settings::infra(&args.infra, file)?;
+    let kafka_given = args.infra.kafka.is_some() || file.kafka_given();
+    let redis_given = args.infra.redis.is_some() || file.redis_given();
+    let mesh_exe = std::env::current_exe().context("failed to locate the mesh binary")?;
+    let spec = deployment(args.file.as_deref(), &mesh_exe)?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+    let embedded = if kafka_given {
+        None
+    } else {
+        Some(EmbeddedKafka::start(&mesh_node::topic_specs(&infra.mesh)).context("failed to start the embedded broker")?)
+    };
+    let kafka = embedded.as_ref().map_or_else(|| infra.kafka.clone(), EmbeddedKafka::bootstrap);
+    let (redis, redis_note) = if redis_given {
+        (infra.redis.clone(), None)
+    } else if redis_answers("127.0.0.1:6379") {
+        (settings::DEFAULT_REDIS.to_owned(), Some(format!("Redis found at {}", settings::DEFAULT_REDIS)))
+    } else {
+        let store = dir.root().join("store");
+        (format!("file://{}", store.display()), Some(format!("no Redis reachable at {}: snapshots go to {}", settings::DEFAULT_REDIS, store.display())))
+    };
+    let infra_label = if embedded.is_some() { "embedded" } else { "external" };
+    let mut banner = Vec::new();
+    if embedded.is_some() {
+        banner.push(format!(
+            "embedded default: a Kafka-protocol broker runs inside this supervisor at {kafka} (librdkafka's mock \
+             cluster: not durable, gone with `mesh down`)"
+        ));
+        if let Some(note) = &redis_note {
+            banner.push(note.clone());
+        }
+        banner.push("for real services: mesh up --kafka HOST:PORT --redis redis://HOST:PORT".to_owned());
+    } else {
+        banner.push(format!("using Kafka at {kafka} and {redis}"));
+    }
+
+    let mut env = BTreeMap::new();
+    env.insert("MESH_KAFKA".to_owned(), kafka.clone());
+    env.insert("MESH_REDIS".to_owned(), redis.clone());
+    env.insert("MESH_TOPIC_PREFIX".to_owned(), infra.mesh.topics.prefix().to_owned());
+    if let Some(path) = config_path {
+        env.insert("MESH_CONFIG".to_owned(), absolute(path)?.display().to_string());
+    }
+    let output = if args.detached_child {
+        Output::LogsOnly
+    } else {
+        Output::Terminal { color: std::io::IsTerminal::is_terminal(&std::io::stdout()) }
+    };
+    {
+        let mut out = std::io::stdout().lock();
+        for line in &banner {
+            writeln!(out, "{:>16} | {line}", "mesh")?;
+        }
+    }
+    let seed = args.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    });
+    let opts = Options {
+        state_dir: dir,
+        spec,
+        env,
+        infra: infra_label.to_owned(),
+        kafka,
+        redis,
+        topic_prefix: infra.mesh.topics.prefix().to_owned(),
+        output,
+        seed,
+    };
+    runtime.block_on(mesh_supervisor::run(opts, lock))?;
+    drop(embedded);
+    Ok(())
+}
+
+/// Re-executes `mesh up` in a new session with its output in `.mesh/supervisor.log`, then waits for readiness.
+pub(crate) fn detach(args: &UpArgs) -> Result<()> {
+    let dir = StateDir::new(absolute(&args.dir.state_dir)?);
+    if InstanceLock::held(&dir) {
+        bail!("a supervisor is already running on {}; `mesh status` shows it, `mesh down` stops it", dir.root().display());
+    }
+    std::fs::create_dir_all(dir.root()).with_context(|| format!("failed to create {}", dir.root().display()))?;
+    let log_path = dir.supervisor_log();
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let wait = humantime::parse_duration(&args.wait_timeout)
+        .map_err(|e| anyhow!("invalid --wait-timeout {:?}: {e}; write for example \"60s\"", args.wait_timeout))?;
+    let forwarded: Vec<String> =
+        std::env::args().skip(1).filter(|a| a != "-d" && a != "--detach").chain(["--detached-child".to_owned()]).collect();
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args(&forwarded).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    #[expect(unsafe_code, reason = "setsid must run in the child between fork and exec")]
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+    let mut child = cmd.spawn().context("failed to start the detached supervisor")?;
+    let deadline = Instant::now() + wait;
+    let mut out = std::io::stdout().lock();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the supervisor exited ({status}) before the deployment was ready:\n{}", tail(&log_path, 20));
+        }
+        if let Ok(r) = mesh_supervisor::control::call(&dir.socket(), &Request::Status, Duration::from_secs(2)) {
+            if let Some(state) = r.state {
+                if let Some(failed) = state.processes.iter().find(|p| p.state == ProcState::Failed) {
+                    bail!(
+                        "{} FAILED (the others keep running; `mesh down` stops them). Its log ends with:\n{}",
+                        failed.name,
+                        tail(&dir.log(&failed.name), 20)
+                    );
+                }
+                if state.processes.iter().all(|p| p.state == ProcState::Ready) {
+                    writeln!(out, "{} processes READY (supervisor pid {}, {} infrastructure)", state.processes.len(), state.supervisor_pid, state.infra)?;
+                    writeln!(out, "mesh status | mesh logs -f | mesh down")?;
+                    return Ok(());
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            bail!("not every process was READY within {:?}; `mesh status` shows which, `mesh logs NAME` why", wait);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn deployment(file: Option<&Path>, mesh_exe: &Path) -> Result<DeploymentSpec> {
+    let default_file = PathBuf::from("mesh.toml");
+    match file {
+        Some(f) => Ok(DeploymentSpec::load(f, mesh_exe)?),
+        None if default_file.exists() => Ok(DeploymentSpec::load(&default_file, mesh_exe)?),
+        None => Ok(DeploymentSpec::seed_default(mesh_exe)),
+    }
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        Ok(path.to_owned())
+    } else {
+        Ok(std::env::current_dir().context("failed to read the current directory")?.join(path))
+    }
+}
+
+/// Whether a Redis answers PING at `addr` within a short time.
+fn redis_answers(addr: &str) -> bool {
+    let Ok(addr) = addr.parse::<SocketAddr>() else { return false };
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// The last `n` lines of a file.
+pub(crate) fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
