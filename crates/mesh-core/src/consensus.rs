@@ -1,6 +1,10 @@
 //! Bee consensus: proposals advertised by waggle dances, one vote per voter, quorum, expiry and cross-inhibition.
 //!
-//! STUB: API fixed, bodies to be written (see the helper's task).
+//! Each proposal carries its voter set, fixed by the proposer at creation: the failure detector decides liveness,
+//! never the denominator, so two sides of a partition cannot each reach a quorum of what they see. A proposal's
+//! votes and the manager's `expire`/`inhibit` markers share one partition (keyed by proposal id) and one order, and
+//! the outcome is a pure function of the proposal and that sequence: inputs arriving before their proposal are
+//! buffered and applied in order when it arrives. Replays after a crash therefore decide exactly as the first run.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -35,7 +39,10 @@ impl Quorum {
     /// The fraction.
     pub fn fraction(self) -> Milli { self.0 }
     /// Supports needed among `voters`: ceil(fraction x voters), exactly.
-    pub fn needed(self, _voters: usize) -> usize { todo!() }
+    pub fn needed(self, voters: usize) -> usize {
+        let f = self.0.0 as usize;
+        (f * voters).div_ceil(1000)
+    }
 }
 
 impl TryFrom<Milli> for Quorum {
@@ -105,7 +112,12 @@ pub enum ConsensusInput {
     /// An expiry marker the manager appended after the proposal's deadline.
     Expire(ProposalId),
     /// An inhibition marker the manager appended: a stronger competing dance on the same subject suppresses this one.
-    Inhibit { proposal: ProposalId, by: ProposalId },
+    Inhibit {
+        /// The suppressed proposal.
+        proposal: ProposalId,
+        /// The stronger one.
+        by: ProposalId,
+    },
 }
 
 /// How a proposal ended.
@@ -154,7 +166,12 @@ pub enum ConsensusCommand {
     /// Publish this decision (to the compacted decisions topic and Redis).
     Publish(Decision),
     /// Append an inhibition marker for `proposal` to the log (the stronger `by` suppresses it).
-    AppendInhibit { proposal: ProposalId, by: ProposalId },
+    AppendInhibit {
+        /// The proposal to suppress.
+        proposal: ProposalId,
+        /// The stronger one.
+        by: ProposalId,
+    },
 }
 
 /// Why an input was not applied (the runtime logs it; duplicates are normal under at-least-once delivery).
@@ -165,19 +182,50 @@ pub enum Ignored {
     /// The proposal id was seen before with other content.
     DuplicateProposal(ProposalId),
     /// The voter already voted on this proposal; only the first vote counts.
-    DuplicateVote { proposal: ProposalId, voter: AgentId },
+    DuplicateVote {
+        /// The proposal.
+        proposal: ProposalId,
+        /// The voter.
+        voter: AgentId,
+    },
     /// The voter is not in the proposal's voter set.
-    NotAVoter { proposal: ProposalId, voter: AgentId },
+    NotAVoter {
+        /// The proposal.
+        proposal: ProposalId,
+        /// The voter.
+        voter: AgentId,
+    },
     /// The proposal has an empty voter set.
     NoVoters(ProposalId),
+}
+
+/// A buffered input for a proposal not seen yet, in log order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+enum Early {
+    Vote(Vote),
+    Expire,
+    Inhibit(ProposalId),
+}
+
+/// A proposal being voted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Pending {
+    proposal: Proposal,
+    votes: BTreeMap<AgentId, Vote>,
+    supports: usize,
+    against: usize,
+    support_intensity: u64,
 }
 
 /// The state machine. Serializable: the consensus manager snapshots it to Redis with the offsets it reflects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BeeConsensus {
     params: ConsensusParams,
-    // the helper decides the private fields
-    _todo: BTreeMap<ProposalId, ()>,
+    pending: BTreeMap<ProposalId, Pending>,
+    decided: BTreeMap<ProposalId, Outcome>,
+    early: BTreeMap<ProposalId, Vec<Early>>,
+    expiry_requested: BTreeSet<ProposalId>,
+    inhibit_requested: BTreeSet<(ProposalId, ProposalId)>,
 }
 
 /// The result of one step.
@@ -191,20 +239,441 @@ pub struct StepOutput {
 
 impl BeeConsensus {
     /// An empty state machine.
-    pub fn new(_params: ConsensusParams) -> Self { todo!() }
+    pub fn new(params: ConsensusParams) -> Self {
+        Self {
+            params,
+            pending: BTreeMap::new(),
+            decided: BTreeMap::new(),
+            early: BTreeMap::new(),
+            expiry_requested: BTreeSet::new(),
+            inhibit_requested: BTreeSet::new(),
+        }
+    }
+
     /// Applies one input from the log.
-    pub fn step(&mut self, _input: ConsensusInput) -> StepOutput { todo!() }
+    pub fn step(&mut self, input: ConsensusInput) -> StepOutput {
+        let mut out = StepOutput::default();
+        match input {
+            ConsensusInput::Propose(p) => self.propose(p, &mut out),
+            ConsensusInput::Vote(v) => {
+                let id = v.proposal.clone();
+                self.apply(&id, Early::Vote(v), &mut out);
+            }
+            ConsensusInput::Expire(id) => self.apply(&id, Early::Expire, &mut out),
+            ConsensusInput::Inhibit { proposal, by } => self.apply(&proposal, Early::Inhibit(by), &mut out),
+        }
+        out
+    }
+
+    fn propose(&mut self, proposal: Proposal, out: &mut StepOutput) {
+        let id = proposal.id.clone();
+        if self.decided.contains_key(&id) {
+            out.ignored.push(Ignored::AlreadyDecided(id));
+            return;
+        }
+        if let Some(p) = self.pending.get(&id) {
+            if p.proposal != proposal {
+                out.ignored.push(Ignored::DuplicateProposal(id));
+            }
+            return;
+        }
+        if proposal.voters.is_empty() {
+            out.ignored.push(Ignored::NoVoters(id.clone()));
+            self.early.remove(&id);
+            self.pending.insert(id.clone(), Pending::new(proposal));
+            self.decide(&id, Outcome::Rejected, out);
+            return;
+        }
+        self.pending.insert(id.clone(), Pending::new(proposal));
+        for early in self.early.remove(&id).unwrap_or_default() {
+            self.apply(&id, early, out);
+        }
+        // Cross-inhibition: of two pending proposals on one subject, the weaker dance is suppressed.
+        let Some(me) = self.pending.get(&id) else { return };
+        let (subject, dance) = (me.proposal.subject.clone(), me.proposal.dance);
+        let rivals: Vec<(ProposalId, bool)> = self
+            .pending
+            .values()
+            .filter(|o| o.proposal.id != id && o.proposal.subject == subject)
+            .map(|o| {
+                let i_win = dance.outranks(&o.proposal.dance).unwrap_or(id < o.proposal.id);
+                (o.proposal.id.clone(), i_win)
+            })
+            .collect();
+        for (rival, i_win) in rivals {
+            let (weaker, stronger) = if i_win { (rival, id.clone()) } else { (id.clone(), rival) };
+            self.request_inhibit(weaker, stronger, out);
+        }
+    }
+
+    fn request_inhibit(&mut self, proposal: ProposalId, by: ProposalId, out: &mut StepOutput) {
+        if self.inhibit_requested.insert((proposal.clone(), by.clone())) {
+            out.commands.push(ConsensusCommand::AppendInhibit { proposal, by });
+        }
+    }
+
+    fn apply(&mut self, id: &ProposalId, input: Early, out: &mut StepOutput) {
+        if self.decided.contains_key(id) {
+            out.ignored.push(Ignored::AlreadyDecided(id.clone()));
+            return;
+        }
+        let Some(p) = self.pending.get_mut(id) else {
+            self.early.entry(id.clone()).or_default().push(input);
+            return;
+        };
+        match input {
+            Early::Expire => self.decide(id, Outcome::Expired, out),
+            Early::Inhibit(by) => self.decide(id, Outcome::Inhibited { by }, out),
+            Early::Vote(vote) => {
+                if !p.proposal.voters.contains(&vote.voter) {
+                    out.ignored.push(Ignored::NotAVoter { proposal: id.clone(), voter: vote.voter });
+                    return;
+                }
+                if p.votes.contains_key(&vote.voter) {
+                    out.ignored.push(Ignored::DuplicateVote { proposal: id.clone(), voter: vote.voter });
+                    return;
+                }
+                if vote.support {
+                    p.supports += 1;
+                    p.support_intensity += u64::from(vote.intensity.0);
+                } else {
+                    p.against += 1;
+                }
+                p.votes.insert(vote.voter.clone(), vote);
+                let voters = p.proposal.voters.len();
+                let needed = self.params.quorum.needed(voters);
+                if p.supports >= needed {
+                    self.decide(id, Outcome::Accepted, out);
+                } else if p.against > voters - needed {
+                    self.decide(id, Outcome::Rejected, out);
+                }
+            }
+        }
+    }
+
+    fn decide(&mut self, id: &ProposalId, outcome: Outcome, out: &mut StepOutput) {
+        let Some(p) = self.pending.remove(id) else { return };
+        self.expiry_requested.remove(id);
+        let voters = p.proposal.voters.len();
+        out.commands.push(ConsensusCommand::Publish(Decision {
+            proposal: id.clone(),
+            subject: p.proposal.subject.clone(),
+            action: p.proposal.action.clone(),
+            outcome: outcome.clone(),
+            supports: p.supports,
+            against: p.against,
+            voters,
+            needed: self.params.quorum.needed(voters),
+            support_intensity: p.support_intensity,
+        }));
+        if outcome == Outcome::Accepted {
+            let rivals: Vec<ProposalId> = self
+                .pending
+                .values()
+                .filter(|o| o.proposal.subject == p.proposal.subject)
+                .map(|o| o.proposal.id.clone())
+                .collect();
+            for rival in rivals {
+                self.request_inhibit(rival, id.clone(), out);
+            }
+        }
+        self.decided.insert(id.clone(), outcome);
+    }
+
     /// Pending proposals whose deadline is at or before `now_ms` and for which no expiry was requested yet; the runtime
     /// appends an `expire` marker for each and the marker, once read back, decides them. Marks them as requested.
-    pub fn due_expiries(&mut self, _now_ms: u64) -> Vec<ProposalId> { todo!() }
-    /// Forgets which expiries were requested (after a restart, so markers lost in a crash are requested again).
-    pub fn reset_expiry_requests(&mut self) { todo!() }
+    pub fn due_expiries(&mut self, now_ms: u64) -> Vec<ProposalId> {
+        let timeout = self.params.proposal_timeout_ms;
+        let due: Vec<ProposalId> = self
+            .pending
+            .values()
+            .filter(|p| p.proposal.created_at_ms.saturating_add(timeout) <= now_ms)
+            .map(|p| p.proposal.id.clone())
+            .filter(|id| !self.expiry_requested.contains(id))
+            .collect();
+        self.expiry_requested.extend(due.iter().cloned());
+        due
+    }
+
+    /// Forgets which expiries and inhibitions were requested (after a restart, so markers lost in a crash are
+    /// requested again; duplicates are ignored when read back).
+    pub fn reset_expiry_requests(&mut self) {
+        self.expiry_requested.clear();
+        self.inhibit_requested.clear();
+    }
+
     /// The outcome, if decided.
-    pub fn outcome(&self, _id: &ProposalId) -> Option<&Outcome> { todo!() }
+    pub fn outcome(&self, id: &ProposalId) -> Option<&Outcome> {
+        self.decided.get(id)
+    }
+
     /// Number of pending proposals.
-    pub fn pending(&self) -> usize { todo!() }
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Number of decided proposals.
-    pub fn decided(&self) -> usize { todo!() }
+    pub fn decided(&self) -> usize {
+        self.decided.len()
+    }
+
     /// The parameters.
-    pub fn params(&self) -> ConsensusParams { self.params }
+    pub fn params(&self) -> ConsensusParams {
+        self.params
+    }
+}
+
+impl Pending {
+    fn new(proposal: Proposal) -> Self {
+        Self { proposal, votes: BTreeMap::new(), supports: 0, against: 0, support_intensity: 0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::waggle::{DanceInputs, WaggleDance};
+    use proptest::prelude::*;
+
+    fn id(s: &str) -> AgentId {
+        AgentId::new(s).expect("valid")
+    }
+
+    fn pid(s: &str) -> ProposalId {
+        ProposalId::new(s).expect("valid")
+    }
+
+    fn proposal(name: &str, subject: &str, strength: u32, voters: &[&str]) -> Proposal {
+        let inputs = DanceInputs { priority: Milli(strength), urgency: Milli(strength), confidence: Milli(strength), amount_cents: 0 };
+        Proposal {
+            id: pid(name),
+            proposer: id(voters.first().copied().unwrap_or("x")),
+            subject: subject.to_owned(),
+            action: "act".to_owned(),
+            dance: WaggleDance::perform(inputs, subject),
+            voters: voters.iter().map(|v| id(v)).collect(),
+            epoch: 1,
+            created_at_ms: 1_000,
+        }
+    }
+
+    fn vote(p: &str, voter: &str, support: bool) -> ConsensusInput {
+        ConsensusInput::Vote(Vote { proposal: pid(p), voter: id(voter), support, intensity: Milli(500) })
+    }
+
+    fn decisions(out: &StepOutput) -> Vec<(String, Outcome)> {
+        out.commands
+            .iter()
+            .filter_map(|c| match c {
+                ConsensusCommand::Publish(d) => Some((d.proposal.to_string(), d.outcome.clone())),
+                ConsensusCommand::AppendInhibit { .. } => None,
+            })
+            .collect()
+    }
+
+    const FOUR: [&str; 4] = ["a", "b", "c", "d"];
+
+    #[test]
+    fn quorum_is_the_exact_ceiling() {
+        let q = ConsensusParams::default().quorum;
+        assert_eq!([1, 4, 5, 10, 500].map(|n| q.needed(n)), [1, 3, 3, 6, 300]);
+        assert!(Quorum::new(Milli(500)).is_err());
+        assert!(Quorum::new(Milli(1001)).is_err());
+        assert_eq!(Quorum::new(Milli(1000)).map(|q| q.needed(3)), Ok(3));
+    }
+
+    #[test]
+    fn accepted_at_the_third_support_of_four_not_before() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        m.step(ConsensusInput::Propose(proposal("p", "s", 500, &FOUR)));
+        assert!(decisions(&m.step(vote("p", "a", true))).is_empty());
+        assert!(decisions(&m.step(vote("p", "b", true))).is_empty());
+        let out = m.step(vote("p", "c", true));
+        assert_eq!(decisions(&out), vec![("p".to_owned(), Outcome::Accepted)]);
+        let ConsensusCommand::Publish(d) = &out.commands[0] else { panic!("a decision") };
+        assert_eq!((d.supports, d.against, d.voters, d.needed, d.support_intensity), (3, 0, 4, 3, 1500));
+        assert_eq!(m.step(vote("p", "d", true)).ignored, vec![Ignored::AlreadyDecided(pid("p"))]);
+        assert_eq!((m.pending(), m.decided()), (0, 1));
+    }
+
+    #[test]
+    fn rejected_as_soon_as_acceptance_is_impossible() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        m.step(ConsensusInput::Propose(proposal("p", "s", 500, &FOUR)));
+        assert!(decisions(&m.step(vote("p", "a", false))).is_empty());
+        assert_eq!(decisions(&m.step(vote("p", "b", false))), vec![("p".to_owned(), Outcome::Rejected)]);
+    }
+
+    #[test]
+    fn strangers_and_second_votes_do_not_count() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        m.step(ConsensusInput::Propose(proposal("p", "s", 500, &FOUR)));
+        assert_eq!(m.step(vote("p", "zed", true)).ignored, vec![Ignored::NotAVoter { proposal: pid("p"), voter: id("zed") }]);
+        m.step(vote("p", "a", true));
+        assert_eq!(m.step(vote("p", "a", false)).ignored, vec![Ignored::DuplicateVote { proposal: pid("p"), voter: id("a") }]);
+        m.step(vote("p", "a", true));
+        m.step(vote("p", "b", true));
+        assert_eq!(m.pending(), 1, "a counted once: 2 supports of 3 needed");
+    }
+
+    #[test]
+    fn votes_before_their_proposal_are_kept_in_order() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        for v in ["a", "b", "c"] {
+            assert!(m.step(vote("p", v, true)).commands.is_empty());
+        }
+        let out = m.step(ConsensusInput::Propose(proposal("p", "s", 500, &FOUR)));
+        assert_eq!(decisions(&out), vec![("p".to_owned(), Outcome::Accepted)]);
+    }
+
+    #[test]
+    fn expiry_is_due_exactly_at_the_deadline_and_requested_once() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        m.step(ConsensusInput::Propose(proposal("p", "s", 500, &FOUR)));
+        assert!(m.due_expiries(30_999).is_empty());
+        assert_eq!(m.due_expiries(31_000), vec![pid("p")]);
+        assert!(m.due_expiries(40_000).is_empty());
+        assert_eq!(decisions(&m.step(ConsensusInput::Expire(pid("p")))), vec![("p".to_owned(), Outcome::Expired)]);
+        assert_eq!(m.step(vote("p", "a", true)).ignored, vec![Ignored::AlreadyDecided(pid("p"))]);
+        assert_eq!(m.step(ConsensusInput::Expire(pid("p"))).ignored, vec![Ignored::AlreadyDecided(pid("p"))]);
+    }
+
+    #[test]
+    fn the_weaker_of_two_competing_dances_is_inhibited_once() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        m.step(ConsensusInput::Propose(proposal("weak", "s", 200, &FOUR)));
+        let out = m.step(ConsensusInput::Propose(proposal("strong", "s", 900, &FOUR)));
+        assert_eq!(out.commands, vec![ConsensusCommand::AppendInhibit { proposal: pid("weak"), by: pid("strong") }]);
+        assert!(m.step(ConsensusInput::Propose(proposal("strong", "s", 900, &FOUR))).commands.is_empty(), "redelivery");
+        let out = m.step(ConsensusInput::Inhibit { proposal: pid("weak"), by: pid("strong") });
+        assert_eq!(decisions(&out), vec![("weak".to_owned(), Outcome::Inhibited { by: pid("strong") })]);
+        // Another subject is no competition.
+        assert!(m.step(ConsensusInput::Propose(proposal("other", "t", 100, &FOUR))).commands.is_empty());
+    }
+
+    #[test]
+    fn acceptance_inhibits_pending_rivals() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        m.step(ConsensusInput::Propose(proposal("x", "s", 900, &FOUR)));
+        m.step(ConsensusInput::Propose(proposal("y", "s", 900, &FOUR)));
+        m.reset_expiry_requests();
+        for v in ["a", "b"] {
+            m.step(vote("y", v, true));
+        }
+        let out = m.step(vote("y", "c", true));
+        assert!(out.commands.contains(&ConsensusCommand::AppendInhibit { proposal: pid("x"), by: pid("y") }));
+    }
+
+    #[test]
+    fn no_voters_is_rejected() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        let out = m.step(ConsensusInput::Propose(proposal("p", "s", 500, &[])));
+        assert_eq!(decisions(&out), vec![("p".to_owned(), Outcome::Rejected)]);
+        assert_eq!(out.ignored, vec![Ignored::NoVoters(pid("p"))]);
+    }
+
+    /// Inputs for up to 3 proposals on one subject: each proposal's own sequence (votes and markers) in order.
+    fn scenario() -> impl Strategy<Value = (Vec<u32>, Vec<Vec<(u8, u8, bool)>>)> {
+        (
+            proptest::collection::vec(0u32..1000, 1..4),
+            proptest::collection::vec(proptest::collection::vec((0u8..6, 0u8..8, any::<bool>()), 0..12), 3),
+        )
+    }
+
+    fn inputs_of(strengths: &[u32], seqs: &[Vec<(u8, u8, bool)>]) -> Vec<Vec<ConsensusInput>> {
+        let voters = ["a", "b", "c", "d", "e"];
+        strengths
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let name = format!("p{i}");
+                let mut seq = vec![ConsensusInput::Propose(proposal(&name, "s", *s, &voters))];
+                for (kind, who, support) in &seqs[i] {
+                    seq.push(match kind {
+                        0 => ConsensusInput::Expire(pid(&name)),
+                        1 => ConsensusInput::Inhibit { proposal: pid(&name), by: pid("p9") },
+                        _ => vote(&name, ["a", "b", "c", "d", "e", "f", "g", "h"][*who as usize], *support),
+                    });
+                }
+                seq
+            })
+            .collect()
+    }
+
+    /// Interleaves the per-proposal sequences; the proposal record itself may come at any point of its sequence
+    /// (it is on another topic), everything else keeps its order.
+    fn interleave(seqs: &[Vec<ConsensusInput>], picks: &[usize], propose_at: &[usize]) -> Vec<ConsensusInput> {
+        let mut streams: Vec<Vec<ConsensusInput>> = seqs
+            .iter()
+            .zip(propose_at.iter().cycle())
+            .map(|(s, at)| {
+                let mut rest = s[1..].to_vec();
+                let at = at % (rest.len() + 1);
+                rest.insert(at, s[0].clone());
+                rest
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut p = picks.iter().cycle();
+        while streams.iter().any(|s| !s.is_empty()) {
+            let start = p.next().copied().unwrap_or(0);
+            let n = streams.len();
+            if let Some(i) = (0..n).map(|k| (start + k) % n).find(|i| !streams[*i].is_empty()) {
+                out.push(streams[i].remove(0));
+            }
+        }
+        out
+    }
+
+    fn outcomes(inputs: Vec<ConsensusInput>) -> BTreeMap<ProposalId, Decision> {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        let mut out = BTreeMap::new();
+        for i in inputs {
+            for c in m.step(i).commands {
+                if let ConsensusCommand::Publish(d) = c {
+                    assert!(out.insert(d.proposal.clone(), d).is_none(), "decided twice");
+                }
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn outcomes_do_not_depend_on_how_proposals_interleave(
+            (strengths, seqs) in scenario(),
+            a in proptest::collection::vec(0usize..3, 1..20),
+            b in proptest::collection::vec(0usize..3, 1..20),
+            at_a in proptest::collection::vec(0usize..12, 3),
+            at_b in proptest::collection::vec(0usize..12, 3),
+        ) {
+            let seqs = inputs_of(&strengths, &seqs);
+            prop_assert_eq!(outcomes(interleave(&seqs, &a, &at_a)), outcomes(interleave(&seqs, &b, &at_b)));
+        }
+
+        #[test]
+        fn replay_and_snapshot_round_trip_give_the_same_result(
+            (strengths, seqs) in scenario(),
+            order in proptest::collection::vec(0usize..3, 1..20),
+            cut in 0usize..40,
+        ) {
+            let inputs = interleave(&inputs_of(&strengths, &seqs), &order, &[0]);
+            let mut straight = BeeConsensus::new(ConsensusParams::default());
+            let mut commands = Vec::new();
+            for i in &inputs {
+                commands.push(straight.step(i.clone()).commands);
+            }
+            let mut resumed = BeeConsensus::new(ConsensusParams::default());
+            let mut again = Vec::new();
+            for (n, i) in inputs.iter().enumerate() {
+                if n == cut {
+                    let json = serde_json::to_string(&resumed).expect("serialize");
+                    resumed = serde_json::from_str(&json).expect("deserialize");
+                }
+                again.push(resumed.step(i.clone()).commands);
+            }
+            prop_assert_eq!(commands, again);
+            prop_assert_eq!(straight, resumed);
+        }
+    }
 }

@@ -1,0 +1,3 @@
+//! Cross-cutting properties of the core, through its public API only.
+
+mod safety;
