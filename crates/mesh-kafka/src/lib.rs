@@ -112,6 +112,23 @@ impl Bus for KafkaBus {
     type Reader = KafkaReader;
 
     async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), TransportError> {
+        // Create only what is missing: existing topics need no admin rights (and the embedded broker, whose topics
+        // the supervisor creates, does not answer CreateTopics).
+        let inner = Arc::clone(&self.inner);
+        let existing: Vec<String> = tokio::task::spawn_blocking(move || {
+            inner
+                .producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|md| md.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name().to_owned()).collect())
+                .map_err(|e| unreachable(&inner.config, &e))
+        })
+        .await
+        .map_err(|e| TransportError::failed("reading metadata", e))??;
+        let specs: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains(&s.name)).collect();
+        if specs.is_empty() {
+            return Ok(());
+        }
         let retention: Vec<Option<String>> =
             specs.iter().map(|s| s.retention.map(|r| r.as_millis().to_string())).collect();
         let topics: Vec<NewTopic<'_>> = specs
@@ -130,8 +147,10 @@ impl Bus for KafkaBus {
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results =
-            self.inner.admin.create_topics(&topics, &opts).await.map_err(|e| unreachable(&self.inner.config, &e))?;
+        let results = tokio::time::timeout(Duration::from_secs(15), self.inner.admin.create_topics(&topics, &opts))
+            .await
+            .map_err(|_| TransportError::failed("creating topics", "the broker did not answer within 15 s"))?
+            .map_err(|e| unreachable(&self.inner.config, &e))?;
         for r in results {
             match r {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

@@ -356,15 +356,17 @@ impl Supervisor {
     }
 
     fn say(&self, text: &str) {
-        if let Output::Terminal { color } = self.opts.output {
-            let mut out = std::io::stdout().lock();
-            if color {
-                let _ = writeln!(out, "\x1b[1m{:>16} |\x1b[0m {text}", "mesh");
-            } else {
-                let _ = writeln!(out, "{:>16} | {text}", "mesh");
+        match self.opts.output {
+            Output::Terminal { color } => {
+                let mut out = std::io::stdout().lock();
+                if color {
+                    let _ = writeln!(out, "\x1b[1m{:>16} |\x1b[0m {text}", "mesh");
+                } else {
+                    let _ = writeln!(out, "{:>16} | {text}", "mesh");
+                }
             }
+            Output::LogsOnly => tracing::info!("{text}"),
         }
-        tracing::info!("{text}");
     }
 
     fn index(&self, name: &str) -> Option<usize> {

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
     if let Some(result) = synchronous {
         return match result {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(EXIT_USAGE)
         }
+        Err(Failure::Runtime(e)) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(Failure::Runtime(e)) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
@@ -77,6 +79,11 @@ fn main() -> ExitCode {
         }
         Err(Failure::NotReady) => ExitCode::FAILURE,
     }
+}
+
+/// Output cut short by a closed pipe (`mesh status | head`) is not a failure.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 enum Failure {
