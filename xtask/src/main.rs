@@ -1,1 +1,136 @@
-fn main() {}
+//! Project automation, in plain Rust: `cargo xtask test` provisions what the tests need and runs every check;
+//! `cargo xtask infra` runs a real Kafka and Redis for a hand-started deployment; `cargo xtask tidy` checks the
+//! repository's rules.
+
+mod tidy;
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use mesh_fixtures::{KafkaBroker, KafkaOptions, RedisOptions, RedisServer};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the tests need, start a real Kafka and Redis, and run fmt, clippy and every test.
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run a real Kafka and Redis on loopback in the foreground until Ctrl-C.
+    Infra {
+        /// Kafka client port [default: a free one].
+        #[arg(long)]
+        kafka_port: Option<u16>,
+        /// Redis port [default: a free one].
+        #[arg(long)]
+        redis_port: Option<u16>,
+    },
+    /// Check the repository's rules (also run by `cargo test`).
+    Tidy,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Cmd::Test { args } => test(&args),
+        Cmd::Infra { kafka_port, redis_port } => infra(kafka_port, redis_port),
+        Cmd::Tidy => {
+            let problems = tidy::check(&tidy::repo_root())?;
+            if problems.is_empty() {
+                println!("tidy: ok");
+                Ok(())
+            } else {
+                bail!("tidy found {} problem(s):\n{}", problems.len(), problems.join("\n"))
+            }
+        }
+    }
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(tidy::repo_root());
+    c
+}
+
+fn step(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("==> {name}");
+    let r = f().with_context(|| format!("step failed: {name}"));
+    eprintln!("<== {name}: {} in {:.1}s", if r.is_ok() { "ok" } else { "FAILED" }, start.elapsed().as_secs_f64());
+    r
+}
+
+fn status(what: &str, cmd: &mut Command) -> Result<()> {
+    let s = cmd.status().with_context(|| format!("failed to run {what}"))?;
+    if !s.success() {
+        bail!("{what} exited with {s}");
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    let total = Instant::now();
+    step("install system packages (redis-server, kcat, JDK, Maven) if missing", || {
+        Ok(mesh_fixtures::ensure_system_packages()?)
+    })?;
+    step("fetch Apache Kafka jars (cached)", || mesh_fixtures::ensure_kafka_jars().map(|_| ()).map_err(Into::into))?;
+    step("cargo fmt --check", || status("cargo fmt", cargo().args(["fmt", "--all", "--check"])))?;
+    step("cargo clippy -D warnings", || {
+        status("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    })?;
+    step("cargo build (tests)", || status("cargo build", cargo().args(["test", "--workspace", "--no-run"])))?;
+    let (kafka, redis) = {
+        let mut infra = None;
+        step("start Kafka and Redis on loopback", || {
+            let k = KafkaBroker::start(KafkaOptions::default())?;
+            let r = RedisServer::start(RedisOptions::default())?;
+            eprintln!("    kafka {} · redis {}", k.bootstrap(), r.url());
+            infra = Some((k, r));
+            Ok(())
+        })?;
+        infra.context("infrastructure missing")?
+    };
+    let result = step("cargo test --workspace", || {
+        status(
+            "cargo test",
+            cargo()
+                .args(["test", "--workspace"])
+                .args(extra)
+                .env("MESH_TEST_KAFKA", kafka.bootstrap())
+                .env("MESH_TEST_REDIS", redis.url()),
+        )
+    });
+    drop((kafka, redis));
+    eprintln!(
+        "cargo xtask test: {} in {:.0}s",
+        if result.is_ok() { "passed" } else { "FAILED" },
+        total.elapsed().as_secs_f64()
+    );
+    result
+}
+
+fn infra(kafka_port: Option<u16>, redis_port: Option<u16>) -> Result<()> {
+    mesh_fixtures::ensure_system_packages()?;
+    let kafka = KafkaBroker::start(KafkaOptions { port: kafka_port, controller_port: None })?;
+    let redis = RedisServer::start(RedisOptions { port: redis_port })?;
+    println!("Kafka {} and Redis {} are running on loopback.", kafka.bootstrap(), redis.url());
+    println!("export MESH_KAFKA={} MESH_REDIS={}", kafka.bootstrap(), redis.url());
+    println!("Ctrl-C stops both.");
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    signals.thread_block().context("failed to block signals")?;
+    let sig = signals.wait().context("failed to wait for a signal")?;
+    eprintln!("{sig:?}: stopping Kafka and Redis");
+    drop((kafka, redis));
+    Ok(())
+}

@@ -141,13 +141,7 @@ impl<E> TickAligner<E> {
     pub fn resume_positions(&self) -> Vec<Option<i64>> {
         self.sources
             .iter()
-            .map(|s| {
-                s.current
-                    .front()
-                    .map(|(p, _)| *p)
-                    .or(s.blocked.map(|(p, _)| p))
-                    .or(s.last.map(|p| p + 1))
-            })
+            .map(|s| s.current.front().map(|(p, _)| *p).or(s.blocked.map(|(p, _)| p)).or(s.last.map(|p| p + 1)))
             .collect()
     }
 

@@ -19,7 +19,11 @@ pub struct QuorumError(pub Milli);
 
 impl std::fmt::Display for QuorumError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "quorum {} is outside (0.5, 1]: at or below one half, two exclusive proposals could both pass", self.0)
+        write!(
+            f,
+            "quorum {} is outside (0.5, 1]: at or below one half, two exclusive proposals could both pass",
+            self.0
+        )
     }
 }
 
@@ -37,7 +41,9 @@ impl Quorum {
         if fraction.0 > 500 && fraction.0 <= 1000 { Ok(Quorum(fraction)) } else { Err(QuorumError(fraction)) }
     }
     /// The fraction.
-    pub fn fraction(self) -> Milli { self.0 }
+    pub fn fraction(self) -> Milli {
+        self.0
+    }
     /// Supports needed among `voters`: ceil(fraction x voters), exactly.
     pub fn needed(self, voters: usize) -> usize {
         let f = self.0.0 as usize;
@@ -47,10 +53,14 @@ impl Quorum {
 
 impl TryFrom<Milli> for Quorum {
     type Error = QuorumError;
-    fn try_from(m: Milli) -> Result<Self, QuorumError> { Quorum::new(m) }
+    fn try_from(m: Milli) -> Result<Self, QuorumError> {
+        Quorum::new(m)
+    }
 }
 impl From<Quorum> for Milli {
-    fn from(q: Quorum) -> Milli { q.0 }
+    fn from(q: Quorum) -> Milli {
+        q.0
+    }
 }
 
 /// Consensus parameters.
@@ -444,7 +454,12 @@ mod tests {
     }
 
     fn proposal(name: &str, subject: &str, strength: u32, voters: &[&str]) -> Proposal {
-        let inputs = DanceInputs { priority: Milli(strength), urgency: Milli(strength), confidence: Milli(strength), amount_cents: 0 };
+        let inputs = DanceInputs {
+            priority: Milli(strength),
+            urgency: Milli(strength),
+            confidence: Milli(strength),
+            amount_cents: 0,
+        };
         Proposal {
             id: pid(name),
             proposer: id(voters.first().copied().unwrap_or("x")),
@@ -508,9 +523,15 @@ mod tests {
     fn strangers_and_second_votes_do_not_count() {
         let mut m = BeeConsensus::new(ConsensusParams::default());
         m.step(ConsensusInput::Propose(proposal("p", "s", 500, &FOUR)));
-        assert_eq!(m.step(vote("p", "zed", true)).ignored, vec![Ignored::NotAVoter { proposal: pid("p"), voter: id("zed") }]);
+        assert_eq!(
+            m.step(vote("p", "zed", true)).ignored,
+            vec![Ignored::NotAVoter { proposal: pid("p"), voter: id("zed") }]
+        );
         m.step(vote("p", "a", true));
-        assert_eq!(m.step(vote("p", "a", false)).ignored, vec![Ignored::DuplicateVote { proposal: pid("p"), voter: id("a") }]);
+        assert_eq!(
+            m.step(vote("p", "a", false)).ignored,
+            vec![Ignored::DuplicateVote { proposal: pid("p"), voter: id("a") }]
+        );
         m.step(vote("p", "a", true));
         m.step(vote("p", "b", true));
         assert_eq!(m.pending(), 1, "a counted once: 2 supports of 3 needed");

@@ -26,7 +26,12 @@ pub struct GraphParams {
 
 impl Default for GraphParams {
     fn default() -> Self {
-        Self { initial_weight: Milli(500), reinforcement: Milli(100), decay_rate: Milli(20), prune_threshold: Milli(100) }
+        Self {
+            initial_weight: Milli(500),
+            reinforcement: Milli(100),
+            decay_rate: Milli(20),
+            prune_threshold: Milli(100),
+        }
     }
 }
 
@@ -102,7 +107,9 @@ impl SlimeGraph {
         Self { params, agents: BTreeSet::new(), edges: BTreeMap::new() }
     }
     /// The parameters the graph was built with.
-    pub fn params(&self) -> GraphParams { self.params }
+    pub fn params(&self) -> GraphParams {
+        self.params
+    }
     /// Adds an agent and edges both ways to every agent present at the initial weight; no-op if present.
     pub fn add_agent(&mut self, id: &AgentId) -> Vec<EdgeChange> {
         if self.agents.contains(id) {
@@ -290,10 +297,16 @@ mod tests {
             g.reinforce(&a, &b);
         }
         assert_eq!(g.weight(&a, &b), Some(Milli::ONE));
-        assert_eq!(g.reinforce(&a, &b), Some(EdgeChange::Reinforced { from: a.clone(), to: b.clone(), weight: Milli::ONE }));
+        assert_eq!(
+            g.reinforce(&a, &b),
+            Some(EdgeChange::Reinforced { from: a.clone(), to: b.clone(), weight: Milli::ONE })
+        );
         g.decay(21);
         assert_eq!(g.weight(&b, &a), None, "pruned");
-        assert_eq!(g.reinforce(&b, &a), Some(EdgeChange::Created { from: b.clone(), to: a.clone(), weight: Milli(100) }));
+        assert_eq!(
+            g.reinforce(&b, &a),
+            Some(EdgeChange::Created { from: b.clone(), to: a.clone(), weight: Milli(100) })
+        );
         assert_eq!(g.reinforce(&a, &a), None, "no self edges");
         assert_eq!(g.reinforce(&a, &id("ghost")), None, "no edges to absent agents");
     }

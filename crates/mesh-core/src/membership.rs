@@ -57,7 +57,9 @@ pub struct Roster {
 
 impl Roster {
     /// An empty roster at epoch 0.
-    pub fn new() -> Self { Self::default() }
+    pub fn new() -> Self {
+        Self::default()
+    }
     /// Records a join; returns the changed entry, or `None` if it was already live with the same profile.
     pub fn join(&mut self, profile: AgentProfile) -> Option<Member> {
         if let Some(m) = self.members.get(&profile.id) {
@@ -111,7 +113,9 @@ impl Roster {
     }
 
     /// The current epoch.
-    pub fn epoch(&self) -> u64 { self.epoch }
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
 }
 
 /// Declares an agent dead when no heartbeat came for `timeout_ms`. Driven by the wall clock, so its verdicts are
@@ -125,7 +129,9 @@ pub struct FailureDetector {
 
 impl FailureDetector {
     /// A detector with the given timeout.
-    pub fn new(timeout_ms: u64) -> Self { Self { timeout_ms, last_seen: BTreeMap::new(), reported: Default::default() } }
+    pub fn new(timeout_ms: u64) -> Self {
+        Self { timeout_ms, last_seen: BTreeMap::new(), reported: Default::default() }
+    }
     /// Starts watching `id` as if it had just been heard from (on join, or for every live member after a restart).
     pub fn watch(&mut self, id: &AgentId, now_ms: u64) {
         self.last_seen.insert(id.clone(), now_ms);

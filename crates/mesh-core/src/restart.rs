@@ -127,11 +127,8 @@ impl RestartTracker {
             return RestartDecision::Failed;
         }
         self.restarts.push_back(now_ms);
-        let ceiling = self
-            .policy
-            .initial_backoff_ms
-            .saturating_mul(1u64 << self.attempt.min(32))
-            .min(self.policy.max_backoff_ms);
+        let ceiling =
+            self.policy.initial_backoff_ms.saturating_mul(1u64 << self.attempt.min(32)).min(self.policy.max_backoff_ms);
         self.attempt = self.attempt.saturating_add(1);
         RestartDecision::RestartAfter(ceiling * u64::from(jitter) / u64::from(u32::MAX))
     }

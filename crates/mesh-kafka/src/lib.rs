@@ -35,7 +35,12 @@ pub struct KafkaConfig {
 impl KafkaConfig {
     /// Defaults for `brokers`.
     pub fn new(brokers: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), client_id: client_id.into(), send_timeout: Duration::from_secs(10), extra: Vec::new() }
+        Self {
+            brokers: brokers.into(),
+            client_id: client_id.into(),
+            send_timeout: Duration::from_secs(10),
+            extra: Vec::new(),
+        }
     }
 
     fn base(&self) -> ClientConfig {
@@ -251,7 +256,9 @@ impl Reader for KafkaReader {
                 payload: m.payload().map(<[u8]>::to_vec),
                 timestamp_ms: m.timestamp().to_millis(),
             }),
-            Err(e) => Err(TransportError::Unreachable { what: format!("kafka {}", self.brokers), detail: e.to_string() }),
+            Err(e) => {
+                Err(TransportError::Unreachable { what: format!("kafka {}", self.brokers), detail: e.to_string() })
+            }
         }
     }
 

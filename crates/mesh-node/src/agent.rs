@@ -132,7 +132,11 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     readiness.ready();
 
     let mut heartbeat = tokio::time::interval(agent.config.heartbeat_interval);
-    let pace = if agent.config.rate > 0.0 { Duration::from_secs_f64(1.0 / agent.config.rate) } else { Duration::from_secs(3600) };
+    let pace = if agent.config.rate > 0.0 {
+        Duration::from_secs_f64(1.0 / agent.config.rate)
+    } else {
+        Duration::from_secs(3600)
+    };
     let mut scenario_timer = tokio::time::interval_at(tokio::time::Instant::now() + pace, pace);
     scenario_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
@@ -170,7 +174,11 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     tracing::info!(agent = %id, "leaving: publishing leave, committing offsets, flushing");
     let (_tx, no_shutdown) = Shutdown::new();
     let leave = agent.publisher.envelope(Record::Leave(LeaveBody { agent: id.clone(), reason: "shutdown".into() }));
-    let left = tokio::time::timeout(Duration::from_secs(5), agent.publisher.send(TopicKind::Topology, id.as_str(), &leave, &no_shutdown)).await;
+    let left = tokio::time::timeout(
+        Duration::from_secs(5),
+        agent.publisher.send(TopicKind::Topology, id.as_str(), &leave, &no_shutdown),
+    )
+    .await;
     if left.is_err() {
         tracing::warn!("could not publish leave within 5 s; the failure detector will declare this agent dead");
     }
@@ -217,7 +225,9 @@ impl<B: Bus> Agent<B> {
         let candidates: Vec<&AgentId> = self
             .roster
             .values()
-            .filter(|m| m.status == MemberStatus::Live && m.profile.role.as_str() == role && m.profile.id != self.config.id)
+            .filter(|m| {
+                m.status == MemberStatus::Live && m.profile.role.as_str() == role && m.profile.id != self.config.id
+            })
             .map(|m| &m.profile.id)
             .collect();
         if candidates.is_empty() {
@@ -231,7 +241,12 @@ impl<B: Bus> Agent<B> {
         if let Some(draft) = self.scenario.next_task() {
             match self.pick(draft.to_role) {
                 Some(to) => {
-                    let body = TaskBody { from: self.config.id.clone(), to: to.clone(), task: draft.task.to_owned(), payload: draft.payload };
+                    let body = TaskBody {
+                        from: self.config.id.clone(),
+                        to: to.clone(),
+                        task: draft.task.to_owned(),
+                        payload: draft.payload,
+                    };
                     let env = self.publisher.envelope(Record::Task(body));
                     self.publisher.send(TopicKind::Messages, to.as_str(), &env, shutdown).await?;
                     self.counters.tasks_sent += 1;
@@ -296,7 +311,8 @@ impl<B: Bus> Agent<B> {
                     tracing::warn!(id = %env.header.id, "task id is not a valid message id; answering is impossible");
                     return Ok(());
                 };
-                let body = ResponseBody { from: self.config.id.clone(), to: task.from.clone(), in_reply_to, status, payload };
+                let body =
+                    ResponseBody { from: self.config.id.clone(), to: task.from.clone(), in_reply_to, status, payload };
                 let reply = Envelope {
                     header: Header { id: format!("{}.r", env.header.id), ts: now_ms() },
                     record: Record::Response(body),
@@ -335,7 +351,12 @@ impl<B: Bus> Agent<B> {
                 }
             }
         }
-        let vote = mesh_core::consensus::Vote { proposal: proposal.id.clone(), voter: self.config.id.clone(), support, intensity };
+        let vote = mesh_core::consensus::Vote {
+            proposal: proposal.id.clone(),
+            voter: self.config.id.clone(),
+            support,
+            intensity,
+        };
         let env = self.publisher.envelope(Record::Vote(VoteBody { vote }));
         self.publisher.send(TopicKind::Votes, proposal.id.as_str(), &env, shutdown).await?;
         self.counters.votes += 1;

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mesh_core::consensus::{BeeConsensus, ConsensusCommand, ConsensusInput, Decision, Ignored, Outcome};
 use mesh_core::ProposalId;
+use mesh_core::consensus::{BeeConsensus, ConsensusCommand, ConsensusInput, Decision, Ignored, Outcome};
 use mesh_proto::records::{DecisionBody, ExpireBody, InhibitBody, Record};
 use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
@@ -205,7 +205,8 @@ async fn publish_decision<B: Bus, S: SnapshotStore>(
     shutdown: &Shutdown,
 ) -> Result<(), NodeError> {
     let id: ProposalId = decision.proposal.clone();
-    let json = serde_json::to_string(&decision).map_err(|e| NodeError::Snapshot { key: decisions_key.to_owned(), detail: e.to_string() })?;
+    let json = serde_json::to_string(&decision)
+        .map_err(|e| NodeError::Snapshot { key: decisions_key.to_owned(), detail: e.to_string() })?;
     let fresh = retry("storing a decision", shutdown, || store.hset_nx(decisions_key, id.as_str(), &json)).await?;
     if !fresh {
         let stored = retry("reading a stored decision", shutdown, || store.hget(decisions_key, id.as_str())).await?;
@@ -241,7 +242,8 @@ async fn save_snapshot<S: SnapshotStore>(
         positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
         taken_at_ms: now_ms(),
     };
-    let bytes = serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })?;
+    let bytes =
+        serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })?;
     retry("saving the consensus snapshot", shutdown, || store.set(key, &bytes)).await
 }
 

@@ -63,20 +63,42 @@ impl Scenario {
         let draft = match self.role.as_str() {
             "sales" => {
                 if self.rng.random_bool(0.5) {
-                    TaskDraft { to_role: "inventory", task: "check_stock", payload: map(json!({"sku": format!("sku-{n}"), "quantity": n % 5 + 1})) }
+                    TaskDraft {
+                        to_role: "inventory",
+                        task: "check_stock",
+                        payload: map(json!({"sku": format!("sku-{n}"), "quantity": n % 5 + 1})),
+                    }
                 } else {
-                    TaskDraft { to_role: "fraud", task: "verify_transaction", payload: map(json!({"order_id": format!("order-{}", self.started), "amount_cents": u64::from(n) * 1_999})) }
+                    TaskDraft {
+                        to_role: "fraud",
+                        task: "verify_transaction",
+                        payload: map(
+                            json!({"order_id": format!("order-{}", self.started), "amount_cents": u64::from(n) * 1_999}),
+                        ),
+                    }
                 }
             }
             "support" => {
                 let to_role = ["sales", "inventory", "fraud"][self.rng.random_range(0..3)];
-                TaskDraft { to_role, task: "escalate", payload: map(json!({"ticket": format!("ticket-{}", self.started), "issue": "customer complaint"})) }
+                TaskDraft {
+                    to_role,
+                    task: "escalate",
+                    payload: map(json!({"ticket": format!("ticket-{}", self.started), "issue": "customer complaint"})),
+                }
             }
             "inventory" => {
                 if self.rng.random_bool(0.5) {
-                    TaskDraft { to_role: "sales", task: "stock_alert", payload: map(json!({"sku": format!("sku-{n}"), "level": n % 7})) }
+                    TaskDraft {
+                        to_role: "sales",
+                        task: "stock_alert",
+                        payload: map(json!({"sku": format!("sku-{n}"), "level": n % 7})),
+                    }
                 } else {
-                    TaskDraft { to_role: "support", task: "delivery_update", payload: map(json!({"order_id": format!("order-{n}"), "eta_days": n % 4 + 1})) }
+                    TaskDraft {
+                        to_role: "support",
+                        task: "delivery_update",
+                        payload: map(json!({"order_id": format!("order-{n}"), "eta_days": n % 4 + 1})),
+                    }
                 }
             }
             "fraud" => {
@@ -85,7 +107,11 @@ impl Scenario {
                     let to_role = if self.rng.random_bool(0.5) { "sales" } else { "support" };
                     TaskDraft { to_role, task: "fraud_alert", payload: map(json!({"account": account, "risk": n * 2})) }
                 } else {
-                    TaskDraft { to_role: "support", task: "account_suspension", payload: map(json!({"account": account})) }
+                    TaskDraft {
+                        to_role: "support",
+                        task: "account_suspension",
+                        payload: map(json!({"account": account})),
+                    }
                 }
             }
             _ => return None,
@@ -114,7 +140,11 @@ impl Scenario {
             }
             "sales" => {
                 inputs.amount_cents = u64::from(n + 1) * 10_000;
-                (format!("discount:sku-{n}"), "apply_discount", json!({"sku": format!("sku-{n}"), "percent": 5 + n * 5}))
+                (
+                    format!("discount:sku-{n}"),
+                    "apply_discount",
+                    json!({"sku": format!("sku-{n}"), "percent": 5 + n * 5}),
+                )
             }
             "inventory" => (format!("restock:sku-{n}"), "restock", json!({"sku": format!("sku-{n}"), "quantity": 100})),
             _ => return None,
@@ -123,7 +153,11 @@ impl Scenario {
     }
 
     /// Answers a task addressed to this agent.
-    pub fn handle_task(&self, task: &str, payload: &BTreeMap<String, Value>) -> (ResponseStatus, BTreeMap<String, Value>) {
+    pub fn handle_task(
+        &self,
+        task: &str,
+        payload: &BTreeMap<String, Value>,
+    ) -> (ResponseStatus, BTreeMap<String, Value>) {
         let text = |k: &str| payload.get(k).and_then(Value::as_str).unwrap_or("").to_owned();
         let stable = |s: &str| s.bytes().fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
         let body = match task {

@@ -257,7 +257,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         })
         .collect::<Vec<_>>();
     let hb_group = format!("{prefix}-topology-heartbeats");
-    let mut hb_reader = retry("opening the heartbeat reader", &shutdown, || bus.reader(&hb_group, heartbeats.clone())).await?;
+    let mut hb_reader =
+        retry("opening the heartbeat reader", &shutdown, || bus.reader(&hb_group, heartbeats.clone())).await?;
 
     let failure_timeout_ms = u64::try_from(config.failure_timeout.as_millis()).unwrap_or(u64::MAX);
     let mut detector = FailureDetector::new(failure_timeout_ms);
@@ -516,7 +517,8 @@ async fn save_snapshot<S: SnapshotStore>(
     shutdown: &Shutdown,
 ) -> Result<(), NodeError> {
     let snap = state.snapshot(interval_ms);
-    let bytes = serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })?;
+    let bytes =
+        serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })?;
     retry("saving the topology snapshot", shutdown, || store.set(key, &bytes)).await?;
     tracing::debug!(bytes = bytes.len(), "topology snapshot saved");
     Ok(())
@@ -524,7 +526,12 @@ async fn save_snapshot<S: SnapshotStore>(
 
 fn status_line(state: &TopologyState) -> String {
     let s = state.graph.stats();
-    format!("{} live agents, {} edges, reduction {:.0}%", state.roster.live().len(), s.edges, s.reduction_vs_full_mesh * 100.0)
+    format!(
+        "{} live agents, {} edges, reduction {:.0}%",
+        state.roster.live().len(),
+        s.edges,
+        s.reduction_vs_full_mesh * 100.0
+    )
 }
 
 /// Reads the edges of the latest topology snapshot in Redis: for tools and tests (`from`, `to`, weight).

@@ -112,13 +112,8 @@ fn body_value(record: &Record) -> Result<Value, serde_json::Error> {
 /// so the error is not part of the signature.
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
     let body = body_value(&envelope.record).expect("invariant: record bodies are plain data that always serialize");
-    let raw = RawOut {
-        v: WIRE_VERSION,
-        kind: envelope.record.kind(),
-        id: &envelope.header.id,
-        ts: envelope.header.ts,
-        body,
-    };
+    let raw =
+        RawOut { v: WIRE_VERSION, kind: envelope.record.kind(), id: &envelope.header.id, ts: envelope.header.ts, body };
     serde_json::to_vec(&raw).expect("invariant: a JSON value always serializes")
 }
 

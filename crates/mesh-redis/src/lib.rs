@@ -26,8 +26,8 @@ fn err(url: &str, e: &redis::RedisError) -> TransportError {
 impl RedisStore {
     /// Connects to `url` (`redis://host:port[/db]`); fails if Redis cannot be reached now.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| TransportError::failed(format!("parsing redis url {url:?}"), e))?;
+        let client =
+            redis::Client::open(url).map_err(|e| TransportError::failed(format!("parsing redis url {url:?}"), e))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(2)
             .set_connection_timeout(Some(std::time::Duration::from_secs(2)))

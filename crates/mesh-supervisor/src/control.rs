@@ -86,8 +86,7 @@ pub enum ControlError {
 
 /// Sends one request and waits for the answer (up to `timeout`).
 pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Response, ControlError> {
-    let mut stream =
-        UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(socket.display().to_string()))?;
+    let mut stream = UnixStream::connect(socket).map_err(|_| ControlError::NotRunning(socket.display().to_string()))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
     let mut line = serde_json::to_string(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
@@ -104,7 +103,13 @@ mod tests {
 
     #[test]
     fn requests_are_tagged_json() {
-        let r = Request::Kill { name: Some("agent-sales".into()), random: false, signal: "KILL".into(), pause_secs: None, no_restart: false };
+        let r = Request::Kill {
+            name: Some("agent-sales".into()),
+            random: false,
+            signal: "KILL".into(),
+            pause_secs: None,
+            no_restart: false,
+        };
         let text = serde_json::to_string(&r).expect("json");
         assert!(text.starts_with(r#"{"cmd":"kill","name":"agent-sales""#), "{text}");
         assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).expect("status"), Request::Status);

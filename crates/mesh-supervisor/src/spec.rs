@@ -93,7 +93,9 @@ fn dur(process: &str, field: &str, text: Option<&String>, default: Duration) -> 
     match text {
         None => Ok(default),
         Some(t) => humantime::parse_duration(t).map_err(|e| {
-            SpecError::Invalid(format!("process {process:?}: {field} = {t:?} is not a duration ({e}); write e.g. \"10s\""))
+            SpecError::Invalid(format!(
+                "process {process:?}: {field} = {t:?} is not a duration ({e}); write e.g. \"10s\""
+            ))
         }),
     }
 }
@@ -114,8 +116,8 @@ impl DeploymentSpec {
 
     /// Parses and validates deployment TOML.
     pub fn parse(text: &str, mesh_exe: &Path) -> Result<Self, SpecError> {
-        let file: FileSpec =
-            toml::from_str(text).map_err(|e| SpecError::Parse { path: PathBuf::from("mesh.toml"), detail: e.to_string() })?;
+        let file: FileSpec = toml::from_str(text)
+            .map_err(|e| SpecError::Parse { path: PathBuf::from("mesh.toml"), detail: e.to_string() })?;
         let defaults = RestartPolicy::default();
         let mut processes = Vec::new();
         for p in file.processes {
@@ -129,11 +131,31 @@ impl DeploymentSpec {
             }
             let restart = RestartPolicy {
                 mode: p.restart.unwrap_or(defaults.mode),
-                initial_backoff_ms: ms(dur(&name, "initial_backoff", p.initial_backoff.as_ref(), Duration::from_millis(defaults.initial_backoff_ms))?),
-                max_backoff_ms: ms(dur(&name, "max_backoff", p.max_backoff.as_ref(), Duration::from_millis(defaults.max_backoff_ms))?),
-                stable_after_ms: ms(dur(&name, "stable_after", p.stable_after.as_ref(), Duration::from_millis(defaults.stable_after_ms))?),
+                initial_backoff_ms: ms(dur(
+                    &name,
+                    "initial_backoff",
+                    p.initial_backoff.as_ref(),
+                    Duration::from_millis(defaults.initial_backoff_ms),
+                )?),
+                max_backoff_ms: ms(dur(
+                    &name,
+                    "max_backoff",
+                    p.max_backoff.as_ref(),
+                    Duration::from_millis(defaults.max_backoff_ms),
+                )?),
+                stable_after_ms: ms(dur(
+                    &name,
+                    "stable_after",
+                    p.stable_after.as_ref(),
+                    Duration::from_millis(defaults.stable_after_ms),
+                )?),
                 max_restarts: p.max_restarts.unwrap_or(defaults.max_restarts),
-                within_ms: ms(dur(&name, "restart_window", p.restart_window.as_ref(), Duration::from_millis(defaults.within_ms))?),
+                within_ms: ms(dur(
+                    &name,
+                    "restart_window",
+                    p.restart_window.as_ref(),
+                    Duration::from_millis(defaults.within_ms),
+                )?),
             };
             processes.push(ProcessSpec {
                 command,
@@ -158,7 +180,10 @@ impl DeploymentSpec {
         let mut names = BTreeSet::new();
         for p in &processes {
             if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-                return Err(SpecError::Invalid(format!("process name {:?}: use letters, digits, '-', '_', '.'", p.name)));
+                return Err(SpecError::Invalid(format!(
+                    "process name {:?}: use letters, digits, '-', '_', '.'",
+                    p.name
+                )));
             }
             if !names.insert(p.name.clone()) {
                 return Err(SpecError::Invalid(format!("process {:?} is defined twice", p.name)));
@@ -167,7 +192,10 @@ impl DeploymentSpec {
         for p in &processes {
             for d in &p.depends_on {
                 if !names.contains(d) {
-                    return Err(SpecError::Invalid(format!("process {:?}: depends_on names unknown process {d:?}", p.name)));
+                    return Err(SpecError::Invalid(format!(
+                        "process {:?}: depends_on names unknown process {d:?}",
+                        p.name
+                    )));
                 }
             }
         }

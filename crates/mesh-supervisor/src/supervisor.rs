@@ -214,7 +214,11 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         stopping: false,
         force: Arc::new(AtomicBool::new(false)),
     };
-    sup.event("supervisor", "started", json!({"pid": std::process::id(), "infra": sup.opts.infra, "kafka": sup.opts.kafka, "redis": sup.opts.redis}));
+    sup.event(
+        "supervisor",
+        "started",
+        json!({"pid": std::process::id(), "infra": sup.opts.infra, "kafka": sup.opts.kafka, "redis": sup.opts.redis}),
+    );
 
     let mut sigchld = signal(SignalKind::child()).map_err(io("watch SIGCHLD"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("watch SIGINT"))?;
@@ -310,12 +314,7 @@ async fn read_notify(name: String, sock: UnixDatagram, tx: mpsc::UnboundedSender
 /// Longest line kept whole in logs and on the terminal; longer lines are cut and say by how much.
 const MAX_LINE: usize = 64 * 1024;
 
-async fn pump_output(
-    name: String,
-    color: Option<u8>,
-    stream: impl AsyncRead + Unpin,
-    log: Arc<Mutex<std::fs::File>>,
-) {
+async fn pump_output(name: String, color: Option<u8>, stream: impl AsyncRead + Unpin, log: Arc<Mutex<std::fs::File>>) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -412,9 +411,15 @@ impl Supervisor {
         if p.status.state != state {
             p.status.state = state;
             let name = p.spec.name.clone();
-            self.say(&format!("{name} {state:?}").replace("Ready", "READY").replace("Starting", "STARTING")
-                .replace("Backoff", "BACKOFF").replace("Failed", "FAILED").replace("Stopping", "STOPPING")
-                .replace("Stopped", "STOPPED"));
+            self.say(
+                &format!("{name} {state:?}")
+                    .replace("Ready", "READY")
+                    .replace("Starting", "STARTING")
+                    .replace("Backoff", "BACKOFF")
+                    .replace("Failed", "FAILED")
+                    .replace("Stopping", "STOPPING")
+                    .replace("Stopped", "STOPPED"),
+            );
         }
     }
 
@@ -428,9 +433,11 @@ impl Supervisor {
             if !p.waiting {
                 continue;
             }
-            let deps_ready = p.spec.depends_on.iter().all(|d| {
-                self.procs.iter().any(|q| &q.spec.name == d && q.status.state == ProcState::Ready)
-            });
+            let deps_ready = p
+                .spec
+                .depends_on
+                .iter()
+                .all(|d| self.procs.iter().any(|q| &q.spec.name == d && q.status.state == ProcState::Ready));
             if deps_ready {
                 self.procs[i].waiting = false;
                 self.spawn(i);
@@ -627,7 +634,9 @@ impl Supervisor {
             Request::Status => Response::ok(self.state_file(true)),
             Request::Kill { name, random, signal, pause_secs, no_restart } => {
                 let Some(sig) = child::parse_signal(&signal) else {
-                    return Response::error(format!("unknown signal {signal:?}; use KILL, TERM, STOP, CONT or a number"));
+                    return Response::error(format!(
+                        "unknown signal {signal:?}; use KILL, TERM, STOP, CONT or a number"
+                    ));
                 };
                 let running: Vec<usize> = (0..self.procs.len()).filter(|i| self.procs[*i].pgid.is_some()).collect();
                 let i = match (name, random) {
@@ -658,7 +667,9 @@ impl Supervisor {
             Request::Restart { name } => {
                 let Some(i) = self.index(&name) else { return Response::error(format!("no process named {name:?}")) };
                 if self.procs[i].pgid.is_some() {
-                    return Response::error(format!("{name} is running; `mesh kill {name}` restarts it under the policy"));
+                    return Response::error(format!(
+                        "{name} is running; `mesh kill {name}` restarts it under the policy"
+                    ));
                 }
                 self.procs[i].tracker.reset();
                 self.procs[i].waiting = false;
@@ -672,14 +683,7 @@ impl Supervisor {
 
     /// Dependency depth: 0 for processes without dependencies.
     fn depth(&self, i: usize) -> usize {
-        self.procs[i]
-            .spec
-            .depends_on
-            .iter()
-            .filter_map(|d| self.index(d))
-            .map(|j| self.depth(j) + 1)
-            .max()
-            .unwrap_or(0)
+        self.procs[i].spec.depends_on.iter().filter_map(|d| self.index(d)).map(|j| self.depth(j) + 1).max().unwrap_or(0)
     }
 
     /// Stops in reverse dependency order: SIGTERM to each group, then SIGKILL after its timeout, and waits until
@@ -706,7 +710,11 @@ impl Supervisor {
                 pending.push((i, pgid, Instant::now() + grace, false));
             }
             let level_deadline = Instant::now()
-                + pending.iter().map(|(i, ..)| timeout.unwrap_or(self.procs[*i].spec.stop_timeout)).max().unwrap_or_default()
+                + pending
+                    .iter()
+                    .map(|(i, ..)| timeout.unwrap_or(self.procs[*i].spec.stop_timeout))
+                    .max()
+                    .unwrap_or_default()
                 + Duration::from_secs(5);
             while !pending.is_empty() {
                 self.reap();

@@ -35,8 +35,10 @@ impl FileStore {
 
     fn path(&self, key: &str) -> PathBuf {
         // Keys hold ':'; keep them readable but safe as file names.
-        let safe: String =
-            key.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '+' }).collect();
+        let safe: String = key
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '+' })
+            .collect();
         self.dir.join(safe)
     }
 
@@ -62,7 +64,12 @@ impl FileStore {
     ) -> Result<T, TransportError> {
         let path = self.path(key);
         let lock_path = path.with_extension("lock");
-        let lock = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| fail("locking the file store", e))?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| fail("locking the file store", e))?;
         lock.lock().map_err(|e| fail("locking the file store", e))?;
         let mut map: BTreeMap<String, String> = match Self::read(&path)? {
             Some(b) => serde_json::from_slice(&b).map_err(|e| fail("reading a hash from the file store", e))?,

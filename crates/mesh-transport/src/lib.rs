@@ -152,7 +152,6 @@ pub trait Reader: Send + 'static {
 
     /// Records how far the group got, synchronously with the broker.
     fn commit(&mut self, positions: &[Position]) -> impl Future<Output = Result<(), TransportError>> + Send;
-
 }
 
 /// A small key-value store for snapshots and read models: what the runtimes need of Redis.
@@ -164,7 +163,8 @@ pub trait SnapshotStore: Clone + Send + Sync + 'static {
     /// Sets several hash fields of `key` in one round trip.
     fn hset(&self, key: &str, fields: &[(String, String)]) -> impl Future<Output = Result<(), TransportError>> + Send;
     /// Sets a hash field only if absent; returns whether it was set (false: it already held a value).
-    fn hset_nx(&self, key: &str, field: &str, value: &str) -> impl Future<Output = Result<bool, TransportError>> + Send;
+    fn hset_nx(&self, key: &str, field: &str, value: &str)
+    -> impl Future<Output = Result<bool, TransportError>> + Send;
     /// One hash field.
     fn hget(&self, key: &str, field: &str) -> impl Future<Output = Result<Option<String>, TransportError>> + Send;
     /// Every field of a hash.

@@ -44,7 +44,9 @@ pub(crate) async fn run(infra: &Infra, as_json: bool) -> Result<()> {
 
 fn flat(v: &Value) -> String {
     match v.as_object() {
-        Some(m) if !m.is_empty() => m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" "),
+        Some(m) if !m.is_empty() => {
+            m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(""))).collect::<Vec<_>>().join(" ")
+        }
         _ => "(nothing stored yet)".to_owned(),
     }
 }

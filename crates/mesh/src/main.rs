@@ -146,7 +146,8 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             let config = settings::agent(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let (bus, store) = connect(&infra, &format!("mesh-agent-{}", config.id), &shutdown).await.map_err(runtime)?;
+            let (bus, store) =
+                connect(&infra, &format!("mesh-agent-{}", config.id), &shutdown).await.map_err(runtime)?;
             mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
                 .await
                 .context("agent failed")

@@ -35,7 +35,12 @@ pub(crate) fn down(args: &DownArgs) -> Result<()> {
     match call(&d, &request, Duration::from_secs(600)) {
         Ok(r) if r.ok => {
             let state = r.state.ok_or_else(|| anyhow!("the supervisor answered without a state"))?;
-            let left: Vec<&str> = state.processes.iter().filter(|p| p.pid.is_some_and(child::group_alive)).map(|p| p.name.as_str()).collect();
+            let left: Vec<&str> = state
+                .processes
+                .iter()
+                .filter(|p| p.pid.is_some_and(child::group_alive))
+                .map(|p| p.name.as_str())
+                .collect();
             if !left.is_empty() {
                 bail!("still running after down: {}", left.join(", "));
             }
@@ -56,7 +61,10 @@ pub(crate) fn down(args: &DownArgs) -> Result<()> {
             }
             if !args.force {
                 let names: Vec<&str> = alive.iter().map(|(n, _)| *n).collect();
-                bail!("no supervisor answers, but recorded processes still run: {}; `mesh down --force` kills them", names.join(", "));
+                bail!(
+                    "no supervisor answers, but recorded processes still run: {}; `mesh down --force` kills them",
+                    names.join(", ")
+                );
             }
             for (name, pid) in alive {
                 child::signal_group(pid, nix::sys::signal::Signal::SIGKILL)
@@ -90,7 +98,9 @@ async fn mesh_health(state: &StateFile) -> Value {
         let hash = |pairs: Vec<(String, String)>| -> BTreeMap<String, String> { pairs.into_iter().collect() };
         let topo = hash(store.hgetall(&redis_keys::topology_stats(&state.topic_prefix)).await.ok()?);
         let cons = hash(store.hgetall(&redis_keys::consensus_stats(&state.topic_prefix)).await.ok()?);
-        let num = |m: &BTreeMap<String, String>, k: &str| m.get(k).and_then(|v| v.parse::<f64>().ok()).map_or(Value::Null, |v| json!(v));
+        let num = |m: &BTreeMap<String, String>, k: &str| {
+            m.get(k).and_then(|v| v.parse::<f64>().ok()).map_or(Value::Null, |v| json!(v))
+        };
         Some(json!({
             "live_agents": num(&topo, "live_agents"),
             "edges": num(&topo, "edges"),
@@ -139,14 +149,29 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
     }
     let mut out = std::io::stdout().lock();
     if supervised {
-        writeln!(out, "supervisor pid {} · {} infrastructure · kafka {} · {}", state.supervisor_pid, state.infra, state.kafka, state.redis)?;
+        writeln!(
+            out,
+            "supervisor pid {} · {} infrastructure · kafka {} · {}",
+            state.supervisor_pid, state.infra, state.kafka, state.redis
+        )?;
     } else {
-        writeln!(out, "supervisor NOT RUNNING (last state written {} ago)", fmt_duration(now_ms().saturating_sub(state.updated_at_ms)))?;
+        writeln!(
+            out,
+            "supervisor NOT RUNNING (last state written {} ago)",
+            fmt_duration(now_ms().saturating_sub(state.updated_at_ms))
+        )?;
     }
-    writeln!(out, "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  STATUS", "NAME", "STATE", "PID", "RESTARTS", "UPTIME", "LAST EXIT", "CPU", "RSS")?;
+    writeln!(
+        out,
+        "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  STATUS",
+        "NAME", "STATE", "PID", "RESTARTS", "UPTIME", "LAST EXIT", "CPU", "RSS"
+    )?;
     for p in &state.processes {
         let state_text = format!("{:?}", p.state).to_uppercase();
-        let uptime = p.started_at_ms.filter(|_| p.pid.is_some()).map_or("-".to_owned(), |t| fmt_duration(now_ms().saturating_sub(t)));
+        let uptime = p
+            .started_at_ms
+            .filter(|_| p.pid.is_some())
+            .map_or("-".to_owned(), |t| fmt_duration(now_ms().saturating_sub(t)));
         let exit = p.last_exit.as_ref().map_or("-".to_owned(), |e| match (&e.code, &e.signal) {
             (Some(c), _) => format!("code {c}"),
             (None, Some(s)) => s.clone(),
@@ -155,14 +180,35 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
         let cpu = p.cpu_seconds.map_or("-".to_owned(), |c| format!("{c:.1}s"));
         let rss = p.rss_bytes.map_or("-".to_owned(), |r| format!("{:.1} MB", r as f64 / 1e6));
         let pid = p.pid.map_or("-".to_owned(), |p| p.to_string());
-        writeln!(out, "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  {}", p.name, state_text, pid, p.restarts, uptime, exit, cpu, rss, p.status_line.as_deref().unwrap_or(""))?;
+        writeln!(
+            out,
+            "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  {}",
+            p.name,
+            state_text,
+            pid,
+            p.restarts,
+            uptime,
+            exit,
+            cpu,
+            rss,
+            p.status_line.as_deref().unwrap_or("")
+        )?;
     }
     if health.is_null() {
         writeln!(out, "mesh: health unavailable (store {} not reachable or empty)", state.redis)?;
     } else {
         let f = |k: &str| health[k].as_f64().map_or("?".to_owned(), |v| format!("{v}"));
-        let reduction = health["reduction_vs_full_mesh"].as_f64().map_or("?".to_owned(), |v| format!("{:.0}%", v * 100.0));
-        writeln!(out, "mesh: {} live agents · {} edges · reduction vs full mesh {} · proposals {} pending, {} decided", f("live_agents"), f("edges"), reduction, f("pending_proposals"), f("decided_proposals"))?;
+        let reduction =
+            health["reduction_vs_full_mesh"].as_f64().map_or("?".to_owned(), |v| format!("{:.0}%", v * 100.0));
+        writeln!(
+            out,
+            "mesh: {} live agents · {} edges · reduction vs full mesh {} · proposals {} pending, {} decided",
+            f("live_agents"),
+            f("edges"),
+            reduction,
+            f("pending_proposals"),
+            f("decided_proposals")
+        )?;
     }
     Ok(all_ready)
 }
@@ -173,7 +219,13 @@ pub(crate) fn kill(args: &KillArgs) -> Result<()> {
         Some(secs) => ("STOP".to_owned(), Some(secs)),
         None => (args.signal.clone(), None),
     };
-    let request = Request::Kill { name: args.name.clone(), random: args.random, signal: signal.clone(), pause_secs: pause, no_restart: args.no_restart };
+    let request = Request::Kill {
+        name: args.name.clone(),
+        random: args.random,
+        signal: signal.clone(),
+        pause_secs: pause,
+        no_restart: args.no_restart,
+    };
     match call(&d, &request, Duration::from_secs(5)) {
         Ok(r) if r.ok => {
             println!("sent SIG{} to {}", signal.trim_start_matches("SIG").to_uppercase(), r.target.unwrap_or_default());
@@ -182,13 +234,19 @@ pub(crate) fn kill(args: &KillArgs) -> Result<()> {
         Ok(r) => bail!("{}", r.error.unwrap_or_default()),
         Err(ControlError::NotRunning(_)) => {
             // No supervisor: act on the state file, but only on the very process it recorded.
-            let state = StateFile::read(&d.state())?.ok_or_else(|| anyhow!("no supervisor and no state in {}", d.root().display()))?;
+            let state = StateFile::read(&d.state())?
+                .ok_or_else(|| anyhow!("no supervisor and no state in {}", d.root().display()))?;
             let name = args.name.as_deref().ok_or_else(|| anyhow!("--random needs a running supervisor"))?;
-            let p = state.processes.iter().find(|p| p.name == name).ok_or_else(|| anyhow!("no process named {name:?}"))?;
-            let pid = same_process(p).ok_or_else(|| anyhow!("{name} is not running (or its pid now belongs to another process)"))?;
+            let p =
+                state.processes.iter().find(|p| p.name == name).ok_or_else(|| anyhow!("no process named {name:?}"))?;
+            let pid = same_process(p)
+                .ok_or_else(|| anyhow!("{name} is not running (or its pid now belongs to another process)"))?;
             let sig = child::parse_signal(&signal).ok_or_else(|| anyhow!("unknown signal {signal:?}"))?;
             child::signal_group(pid, sig).map_err(|e| anyhow!("failed to signal {name}: {e}"))?;
-            println!("no supervisor: sent {} to {name} (process group {pid}) directly; nothing will restart it", sig.as_str());
+            println!(
+                "no supervisor: sent {} to {name} (process group {pid}) directly; nothing will restart it",
+                sig.as_str()
+            );
             Ok(())
         }
         Err(e) => Err(e.into()),
@@ -240,7 +298,11 @@ fn read_new(file: &mut LogFile, since: Option<SystemTime>) -> Vec<(String, Strin
 pub(crate) fn logs(args: &LogsArgs) -> Result<()> {
     let d = dir(&args.dir.state_dir);
     let since = match &args.since {
-        Some(s) => Some(SystemTime::now() - humantime::parse_duration(s).map_err(|e| anyhow!("invalid --since {s:?}: {e}; write for example \"5m\""))?),
+        Some(s) => Some(
+            SystemTime::now()
+                - humantime::parse_duration(s)
+                    .map_err(|e| anyhow!("invalid --since {s:?}: {e}; write for example \"5m\""))?,
+        ),
         None => None,
     };
     let mut files: Vec<LogFile> = Vec::new();

@@ -74,7 +74,8 @@ impl FileConfig {
     /// Reads the file if a path was given.
     pub(crate) fn load(path: Option<&Path>) -> Result<FileConfig> {
         let Some(path) = path else { return Ok(FileConfig::default()) };
-        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 }
@@ -93,10 +94,18 @@ fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
 }
 
-fn duration(field: &str, flag: &str, value: Option<String>, file: Option<String>, default: Duration) -> Result<Duration> {
+fn duration(
+    field: &str,
+    flag: &str,
+    value: Option<String>,
+    file: Option<String>,
+    default: Duration,
+) -> Result<Duration> {
     let Some(text) = value.or(file) else { return Ok(default) };
     let d = humantime::parse_duration(&text).map_err(|e| {
-        anyhow::anyhow!("invalid {field} ({flag}): {text:?} is not a duration ({e}); write for example \"5s\" or \"250ms\"")
+        anyhow::anyhow!(
+            "invalid {field} ({flag}): {text:?} is not a duration ({e}); write for example \"5s\" or \"250ms\""
+        )
     })?;
     if d.is_zero() {
         bail!("invalid {field} ({flag}): it must be longer than zero");
@@ -107,8 +116,9 @@ fn duration(field: &str, flag: &str, value: Option<String>, file: Option<String>
 fn fraction(field: &str, flag: &str, value: Option<f64>, file: Option<f64>, default: Milli) -> Result<Milli> {
     match value.or(file) {
         None => Ok(default),
-        Some(v) => Milli::from_decimal(v, Milli::ONE)
-            .map_err(|e| anyhow::anyhow!("invalid {field} ({flag}): {e}; give a number from 0 to 1 with at most three decimals")),
+        Some(v) => Milli::from_decimal(v, Milli::ONE).map_err(|e| {
+            anyhow::anyhow!("invalid {field} ({flag}): {e}; give a number from 0 to 1 with at most three decimals")
+        }),
     }
 }
 
@@ -123,7 +133,9 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
     }
     let prefix = pick(args.topic_prefix.clone(), file.topic_prefix.clone(), TopicNames::DEFAULT_PREFIX.to_owned());
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
-        bail!("invalid topic_prefix (--topic-prefix, MESH_TOPIC_PREFIX): {prefix:?}; use letters, digits, '.', '_' and '-'");
+        bail!(
+            "invalid topic_prefix (--topic-prefix, MESH_TOPIC_PREFIX): {prefix:?}; use letters, digits, '.', '_' and '-'"
+        );
     }
     let messages_partitions = pick(args.messages_partitions, file.messages_partitions, 8);
     let consensus_partitions = pick(args.consensus_partitions, file.consensus_partitions, 4);
@@ -143,14 +155,50 @@ pub(crate) fn topology(args: &TopologyArgs, file: &FileConfig) -> Result<Topolog
     let g = GraphParams::default();
     Ok(TopologyConfig {
         graph: GraphParams {
-            initial_weight: fraction("topology.initial_weight", "--initial-weight", args.initial_weight, f.initial_weight, g.initial_weight)?,
-            reinforcement: fraction("topology.reinforcement", "--reinforcement", args.reinforcement, f.reinforcement, g.reinforcement)?,
+            initial_weight: fraction(
+                "topology.initial_weight",
+                "--initial-weight",
+                args.initial_weight,
+                f.initial_weight,
+                g.initial_weight,
+            )?,
+            reinforcement: fraction(
+                "topology.reinforcement",
+                "--reinforcement",
+                args.reinforcement,
+                f.reinforcement,
+                g.reinforcement,
+            )?,
             decay_rate: fraction("topology.decay_rate", "--decay-rate", args.decay_rate, f.decay_rate, g.decay_rate)?,
-            prune_threshold: fraction("topology.prune_threshold", "--prune-threshold", args.prune_threshold, f.prune_threshold, g.prune_threshold)?,
+            prune_threshold: fraction(
+                "topology.prune_threshold",
+                "--prune-threshold",
+                args.prune_threshold,
+                f.prune_threshold,
+                g.prune_threshold,
+            )?,
         },
-        decay_interval: duration("topology.decay_interval", "--decay-interval", args.decay_interval.clone(), f.decay_interval.clone(), d.decay_interval)?,
-        failure_timeout: duration("topology.failure_timeout", "--failure-timeout", args.failure_timeout.clone(), f.failure_timeout.clone(), d.failure_timeout)?,
-        snapshot_interval: duration("topology.snapshot_interval", "--snapshot-interval", args.snapshot_interval.clone(), f.snapshot_interval.clone(), d.snapshot_interval)?,
+        decay_interval: duration(
+            "topology.decay_interval",
+            "--decay-interval",
+            args.decay_interval.clone(),
+            f.decay_interval.clone(),
+            d.decay_interval,
+        )?,
+        failure_timeout: duration(
+            "topology.failure_timeout",
+            "--failure-timeout",
+            args.failure_timeout.clone(),
+            f.failure_timeout.clone(),
+            d.failure_timeout,
+        )?,
+        snapshot_interval: duration(
+            "topology.snapshot_interval",
+            "--snapshot-interval",
+            args.snapshot_interval.clone(),
+            f.snapshot_interval.clone(),
+            d.snapshot_interval,
+        )?,
     })
 }
 
@@ -168,14 +216,20 @@ pub(crate) fn consensus(args: &ConsensusArgs, file: &FileConfig) -> Result<Conse
     )?;
     Ok(ConsensusConfig {
         params: ConsensusParams { quorum, proposal_timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX) },
-        snapshot_interval: duration("consensus.snapshot_interval", "--snapshot-interval", args.snapshot_interval.clone(), f.snapshot_interval.clone(), d.snapshot_interval)?,
+        snapshot_interval: duration(
+            "consensus.snapshot_interval",
+            "--snapshot-interval",
+            args.snapshot_interval.clone(),
+            f.snapshot_interval.clone(),
+            d.snapshot_interval,
+        )?,
     })
 }
 
 pub(crate) fn agent(args: &AgentArgs, file: &FileConfig) -> Result<AgentConfig> {
     let f = &file.agent;
-    let id = AgentId::from_name(&args.name)
-        .map_err(|e| anyhow::anyhow!("invalid name (--name, MESH_AGENT_NAME): {e}"))?;
+    let id =
+        AgentId::from_name(&args.name).map_err(|e| anyhow::anyhow!("invalid name (--name, MESH_AGENT_NAME): {e}"))?;
     let role = Role::new(args.role.trim().to_ascii_lowercase())
         .map_err(|e| anyhow::anyhow!("invalid role (--role, MESH_AGENT_ROLE): {e}"))?;
     let mut metadata = BTreeMap::new();
@@ -189,14 +243,22 @@ pub(crate) fn agent(args: &AgentArgs, file: &FileConfig) -> Result<AgentConfig> 
     if !rate.is_finite() || rate < 0.0 || rate > 10_000.0 {
         bail!("invalid agent.rate (--rate, MESH_AGENT_RATE): {rate}; give tasks per second from 0 to 10000");
     }
-    let seed = args.seed.unwrap_or_else(|| id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)));
+    let seed = args.seed.unwrap_or_else(|| {
+        id.as_str().bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+    });
     Ok(AgentConfig {
         name: args.name.clone(),
         id,
         role,
         capabilities: args.capabilities.iter().filter(|c| !c.is_empty()).cloned().collect(),
         metadata,
-        heartbeat_interval: duration("agent.heartbeat_interval", "--heartbeat-interval", args.heartbeat_interval.clone(), f.heartbeat_interval.clone(), Duration::from_secs(1))?,
+        heartbeat_interval: duration(
+            "agent.heartbeat_interval",
+            "--heartbeat-interval",
+            args.heartbeat_interval.clone(),
+            f.heartbeat_interval.clone(),
+            Duration::from_secs(1),
+        )?,
         rate,
         proposal_every: pick(args.proposal_every, f.proposal_every, 5),
         seed,
@@ -222,7 +284,8 @@ mod tests {
 
     #[test]
     fn bad_values_name_the_field_and_the_fix() {
-        let e = fraction("topology.decay_rate", "--decay-rate", Some(0.0005), None, Milli(20)).expect_err("too precise");
+        let e =
+            fraction("topology.decay_rate", "--decay-rate", Some(0.0005), None, Milli(20)).expect_err("too precise");
         assert!(e.to_string().contains("topology.decay_rate (--decay-rate)"), "{e}");
         let e = duration("topology.decay_interval", "--decay-interval", Some("soon".into()), None, Duration::ZERO)
             .expect_err("not a duration");

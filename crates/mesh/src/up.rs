@@ -33,7 +33,10 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     let embedded = if kafka_given {
         None
     } else {
-        Some(EmbeddedKafka::start(&mesh_node::topic_specs(&infra.mesh)).context("failed to start the embedded broker")?)
+        Some(
+            EmbeddedKafka::start(&mesh_node::topic_specs(&infra.mesh))
+                .context("failed to start the embedded broker")?,
+        )
     };
     let kafka = embedded.as_ref().map_or_else(|| infra.kafka.clone(), EmbeddedKafka::bootstrap);
     let (redis, redis_note) = if redis_given {
@@ -42,7 +45,10 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
         (settings::DEFAULT_REDIS.to_owned(), Some(format!("Redis found at {}", settings::DEFAULT_REDIS)))
     } else {
         let store = dir.root().join("store");
-        (format!("file://{}", store.display()), Some(format!("no Redis reachable at {}: snapshots go to {}", settings::DEFAULT_REDIS, store.display())))
+        (
+            format!("file://{}", store.display()),
+            Some(format!("no Redis reachable at {}: snapshots go to {}", settings::DEFAULT_REDIS, store.display())),
+        )
     };
     let infra_label = if embedded.is_some() { "embedded" } else { "external" };
     let mut banner = Vec::new();
@@ -100,15 +106,21 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
 pub(crate) fn detach(args: &UpArgs) -> Result<()> {
     let dir = StateDir::new(absolute(&args.dir.state_dir)?);
     if InstanceLock::held(&dir) {
-        bail!("a supervisor is already running on {}; `mesh status` shows it, `mesh down` stops it", dir.root().display());
+        bail!(
+            "a supervisor is already running on {}; `mesh status` shows it, `mesh down` stops it",
+            dir.root().display()
+        );
     }
     std::fs::create_dir_all(dir.root()).with_context(|| format!("failed to create {}", dir.root().display()))?;
     let log_path = dir.supervisor_log();
     let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
     let wait = humantime::parse_duration(&args.wait_timeout)
         .map_err(|e| anyhow!("invalid --wait-timeout {:?}: {e}; write for example \"60s\"", args.wait_timeout))?;
-    let forwarded: Vec<String> =
-        std::env::args().skip(1).filter(|a| a != "-d" && a != "--detach").chain(["--detached-child".to_owned()]).collect();
+    let forwarded: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "-d" && a != "--detach")
+        .chain(["--detached-child".to_owned()])
+        .collect();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(&forwarded).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     #[expect(unsafe_code, reason = "setsid must run in the child between fork and exec")]
@@ -133,7 +145,13 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
                     );
                 }
                 if state.processes.iter().all(|p| p.state == ProcState::Ready) {
-                    writeln!(out, "{} processes READY (supervisor pid {}, {} infrastructure)", state.processes.len(), state.supervisor_pid, state.infra)?;
+                    writeln!(
+                        out,
+                        "{} processes READY (supervisor pid {}, {} infrastructure)",
+                        state.processes.len(),
+                        state.supervisor_pid,
+                        state.infra
+                    )?;
                     writeln!(out, "mesh status | mesh logs -f | mesh down")?;
                     return Ok(());
                 }

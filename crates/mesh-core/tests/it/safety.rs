@@ -28,12 +28,20 @@ fn proposal(name: &str, voters: &BTreeSet<AgentId>) -> Proposal {
 }
 
 fn vote(p: &str, voter: &AgentId, support: bool) -> ConsensusInput {
-    ConsensusInput::Vote(Vote { proposal: ProposalId::new(p).expect("valid"), voter: voter.clone(), support, intensity: Milli(500) })
+    ConsensusInput::Vote(Vote {
+        proposal: ProposalId::new(p).expect("valid"),
+        voter: voter.clone(),
+        support,
+        intensity: Milli(500),
+    })
 }
 
 /// Accepted proposals when `inputs` are stepped in order.
 fn accepted(quorum: u32, inputs: Vec<ConsensusInput>) -> BTreeSet<String> {
-    let params = ConsensusParams { quorum: mesh_core::consensus::Quorum::new(Milli(quorum)).expect("quorum"), proposal_timeout_ms: 30_000 };
+    let params = ConsensusParams {
+        quorum: mesh_core::consensus::Quorum::new(Milli(quorum)).expect("quorum"),
+        proposal_timeout_ms: 30_000,
+    };
     let mut m = BeeConsensus::new(params);
     let mut out = BTreeSet::new();
     for i in inputs {
@@ -89,7 +97,8 @@ fn a_shrinking_denominator_fails_the_check_the_fixed_voter_set_passes() {
     assert!(broken_p && broken_q, "the broken variant accepts both exclusive proposals: the check catches it");
 
     let voters: BTreeSet<AgentId> = ["a", "b", "c", "d", "e"].into_iter().map(id).collect();
-    let mut inputs = vec![ConsensusInput::Propose(proposal("p", &voters)), ConsensusInput::Propose(proposal("q", &voters))];
+    let mut inputs =
+        vec![ConsensusInput::Propose(proposal("p", &voters)), ConsensusInput::Propose(proposal("q", &voters))];
     inputs.extend(p_supports.iter().map(|v| vote("p", &id(v), true)));
     inputs.extend(q_supports.iter().map(|v| vote("q", &id(v), true)));
     let accepted = accepted(quorum, inputs);

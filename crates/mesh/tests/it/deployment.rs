@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mesh_core::membership::MemberStatus;
-use mesh_proto::records::{EdgeChangeKind, Record};
 use mesh_proto::TopicKind;
+use mesh_proto::records::{EdgeChangeKind, Record};
 
 use crate::support::{FAST, Mesh, ROLES};
 

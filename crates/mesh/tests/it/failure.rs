@@ -38,10 +38,9 @@ async fn a_killed_agent_is_declared_dead_in_time_and_rejoins_as_itself() {
     .await;
     let (_, joined_epoch) = status_of(&mesh, "fraud").await.expect("fraud in membership");
 
-    let killed_at_ms = u64::try_from(
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis(),
-    )
-    .expect("ms");
+    let killed_at_ms =
+        u64::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis())
+            .expect("ms");
     let killed_at = Instant::now();
     mesh.signal("fraud", Signal::SIGKILL);
     mesh.wait_exit("fraud", Duration::from_secs(5));

@@ -119,10 +119,7 @@ async fn managers_killed_under_traffic_recover_exactly() {
         let s: Decision = serde_json::from_str(stored.get(id).expect("stored in redis")).expect("decision json");
         assert_eq!(&s, d, "seed {seed}: redis and kafka agree on {id}");
     }
-    let mut machine = BeeConsensus::new(ConsensusParams {
-        proposal_timeout_ms: 5_000,
-        ..ConsensusParams::default()
-    });
+    let mut machine = BeeConsensus::new(ConsensusParams { proposal_timeout_ms: 5_000, ..ConsensusParams::default() });
     let mut replayed_decisions = BTreeMap::new();
     let mut records: Vec<Record> = Vec::new();
     // Votes and markers first, then proposals: yet another interleaving.

@@ -102,7 +102,10 @@ impl Mesh {
 
     /// An agent named after its role, starting `rate` tasks per second.
     pub(crate) fn start_agent(&mut self, role: &str, rate: &str, proposal_every: &str) {
-        self.spawn(role, &["agent", "--name", role, "--role", role, "--rate", rate, "--proposal-every", proposal_every]);
+        self.spawn(
+            role,
+            &["agent", "--name", role, "--role", role, "--rate", rate, "--proposal-every", proposal_every],
+        );
     }
 
     /// Sends `signal` to the process group of `name`.
@@ -203,17 +206,30 @@ impl Mesh {
 
     /// One numeric field of an agent's counters.
     pub(crate) async fn agent_stat(&self, agent: &str, field: &str) -> u64 {
-        self.hash(&redis_keys::agent_stats(&self.prefix, agent)).await.get(field).and_then(|v| v.parse().ok()).unwrap_or(0)
+        self.hash(&redis_keys::agent_stats(&self.prefix, agent))
+            .await
+            .get(field)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Polls `probe` every 100 ms until it yields a value, failing with every log's tail after `timeout`.
-    pub(crate) async fn eventually<T>(&self, what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+    pub(crate) async fn eventually<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(v) = probe().await {
                 return v;
             }
-            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", self.all_logs_tail());
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                self.all_logs_tail()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

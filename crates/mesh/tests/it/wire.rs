@@ -64,7 +64,9 @@ async fn a_plain_kafka_client_gets_an_answer_and_garbage_is_dead_lettered() {
     produce(&mesh, &messages, "inventory", task_json("kcat-task-1").as_bytes());
     let answer = mesh
         .eventually("a response to kcat-task-1", Duration::from_secs(20), async || {
-            consume(&mesh, &messages, reply_partition).into_iter().find(|l| l.contains(r#""in_reply_to":"kcat-task-1""#))
+            consume(&mesh, &messages, reply_partition)
+                .into_iter()
+                .find(|l| l.contains(r#""in_reply_to":"kcat-task-1""#))
         })
         .await;
     assert!(answer.contains(r#""kind":"response""#) && answer.contains(r#""to":"kcat-client""#), "{answer}");
