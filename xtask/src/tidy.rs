@@ -32,12 +32,10 @@ fn dependencies(manifest: &str) -> Vec<String> {
             in_deps = t == "[dependencies]";
             continue;
         }
-        if in_deps {
-            if let Some((name, _)) = t.split_once('=') {
-                let name = name.trim();
-                if !name.is_empty() && !name.starts_with('#') {
-                    out.push(name.split('.').next().unwrap_or(name).to_owned());
-                }
+        if in_deps && let Some((name, _)) = t.split_once('=') {
+            let name = name.trim();
+            if !name.is_empty() && !name.starts_with('#') {
+                out.push(name.split('.').next().unwrap_or(name).to_owned());
             }
         }
     }

@@ -594,14 +594,17 @@ mod tests {
     }
 
     /// Inputs for up to 3 proposals on one subject: each proposal's own sequence (votes and markers) in order.
-    fn scenario() -> impl Strategy<Value = (Vec<u32>, Vec<Vec<(u8, u8, bool)>>)> {
+    /// (kind, voter index, support) of one input of a proposal's own sequence.
+    type Step = (u8, u8, bool);
+
+    fn scenario() -> impl Strategy<Value = (Vec<u32>, Vec<Vec<Step>>)> {
         (
             proptest::collection::vec(0u32..1000, 1..4),
             proptest::collection::vec(proptest::collection::vec((0u8..6, 0u8..8, any::<bool>()), 0..12), 3),
         )
     }
 
-    fn inputs_of(strengths: &[u32], seqs: &[Vec<(u8, u8, bool)>]) -> Vec<Vec<ConsensusInput>> {
+    fn inputs_of(strengths: &[u32], seqs: &[Vec<Step>]) -> Vec<Vec<ConsensusInput>> {
         let voters = ["a", "b", "c", "d", "e"];
         strengths
             .iter()

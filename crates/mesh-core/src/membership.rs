@@ -62,10 +62,11 @@ impl Roster {
     }
     /// Records a join; returns the changed entry, or `None` if it was already live with the same profile.
     pub fn join(&mut self, profile: AgentProfile) -> Option<Member> {
-        if let Some(m) = self.members.get(&profile.id) {
-            if m.status == MemberStatus::Live && m.profile == profile {
-                return None;
-            }
+        if let Some(m) = self.members.get(&profile.id)
+            && m.status == MemberStatus::Live
+            && m.profile == profile
+        {
+            return None;
         }
         self.epoch += 1;
         let member = Member { profile, status: MemberStatus::Live, epoch: self.epoch };

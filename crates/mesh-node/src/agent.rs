@@ -41,10 +41,10 @@ impl SeenIds {
         if self.ids.contains(id) {
             return false;
         }
-        if self.order.len() == self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.ids.remove(&old);
-            }
+        if self.order.len() == self.capacity
+            && let Some(old) = self.order.pop_front()
+        {
+            self.ids.remove(&old);
         }
         self.ids.insert(id.to_owned());
         self.order.push_back(id.to_owned());
@@ -390,15 +390,15 @@ impl<B: Bus> Agent<B> {
             let pos = Position { topic: topic.clone(), partition: *partition, next_offset: *next_offset };
             if self.publisher.topics.kind_of(topic) == Some(TopicKind::Messages) { w.push(pos) } else { p.push(pos) }
         }
-        if !w.is_empty() {
-            if let Err(e) = work.commit(&w).await {
-                tracing::warn!(error = %e, "committing message offsets failed; they will be re-delivered and deduplicated");
-            }
+        if !w.is_empty()
+            && let Err(e) = work.commit(&w).await
+        {
+            tracing::warn!(error = %e, "committing message offsets failed; they will be re-delivered and deduplicated");
         }
-        if !p.is_empty() {
-            if let Err(e) = proposals.commit(&p).await {
-                tracing::warn!(error = %e, "committing proposal offsets failed");
-            }
+        if !p.is_empty()
+            && let Err(e) = proposals.commit(&p).await
+        {
+            tracing::warn!(error = %e, "committing proposal offsets failed");
         }
     }
 

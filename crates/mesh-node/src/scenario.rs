@@ -123,7 +123,8 @@ impl Scenario {
     /// A proposal, every `proposal_every` started tasks, for the roles that propose (fraud blocks risky accounts,
     /// sales offers discounts and argues to keep accounts, inventory restocks).
     pub fn next_proposal(&mut self) -> Option<ProposalDraft> {
-        if self.proposal_every == 0 || self.started == 0 || self.started % u64::from(self.proposal_every) != 0 {
+        if self.proposal_every == 0 || self.started == 0 || !self.started.is_multiple_of(u64::from(self.proposal_every))
+        {
             return None;
         }
         let mut inputs = DanceInputs {

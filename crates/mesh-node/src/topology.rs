@@ -396,10 +396,10 @@ async fn handle_input<B: Bus>(
     };
     let windows = match classify(envelope.record, interval_ms) {
         Item::Event(event) => {
-            if let (TopoEvent::Message { to, .. }, Some(key)) = (&event, key_text(&record)) {
-                if key != to.as_str() {
-                    tracing::debug!(key, to = %to, "message keyed differently from its recipient");
-                }
+            if let (TopoEvent::Message { to, .. }, Some(key)) = (&event, key_text(&record))
+                && key != to.as_str()
+            {
+                tracing::debug!(key, to = %to, "message keyed differently from its recipient");
             }
             state.last_pushed[source] = Some(record.offset);
             state.aligner.push_event(source, record.offset, event)

@@ -378,11 +378,9 @@ impl Supervisor {
             .iter()
             .map(|p| {
                 let mut s = p.status.clone();
-                if with_usage {
-                    if let Some((cpu, rss)) = p.pgid.and_then(child::usage) {
-                        s.cpu_seconds = Some(cpu);
-                        s.rss_bytes = Some(rss);
-                    }
+                if with_usage && let Some((cpu, rss)) = p.pgid.and_then(child::usage) {
+                    s.cpu_seconds = Some(cpu);
+                    s.rss_bytes = Some(rss);
                 }
                 s
             })
@@ -589,30 +587,33 @@ impl Supervisor {
                 continue;
             }
             let p = &self.procs[i];
-            if let (Some(pgid), Some(t)) = (p.pgid, p.ready_deadline) {
-                if t <= now && p.status.state == ProcState::Starting {
-                    self.kill(i, pgid, Signal::SIGKILL, "ready-timeout");
-                    continue;
-                }
+            if let (Some(pgid), Some(t)) = (p.pgid, p.ready_deadline)
+                && t <= now
+                && p.status.state == ProcState::Starting
+            {
+                self.kill(i, pgid, Signal::SIGKILL, "ready-timeout");
+                continue;
             }
             let p = &self.procs[i];
-            if let (Some(pgid), Some(t)) = (p.pgid, p.watchdog_deadline) {
-                if t <= now && p.status.state == ProcState::Ready && p.resume_at.is_none() {
-                    self.procs[i].watchdog_deadline = None;
-                    self.kill(i, pgid, Signal::SIGKILL, "watchdog");
-                    continue;
-                }
+            if let (Some(pgid), Some(t)) = (p.pgid, p.watchdog_deadline)
+                && t <= now
+                && p.status.state == ProcState::Ready
+                && p.resume_at.is_none()
+            {
+                self.procs[i].watchdog_deadline = None;
+                self.kill(i, pgid, Signal::SIGKILL, "watchdog");
+                continue;
             }
             let p = &self.procs[i];
-            if let (Some(pgid), Some(t)) = (p.pgid, p.resume_at) {
-                if t <= now {
-                    self.procs[i].resume_at = None;
-                    let name = self.procs[i].spec.name.clone();
-                    let _ = child::signal_group(pgid, Signal::SIGCONT);
-                    let p = &mut self.procs[i];
-                    p.watchdog_deadline = p.spec.watchdog.map(|w| Instant::now() + w);
-                    self.event(&name, "resumed", json!({"pid": pgid}));
-                }
+            if let (Some(pgid), Some(t)) = (p.pgid, p.resume_at)
+                && t <= now
+            {
+                self.procs[i].resume_at = None;
+                let name = self.procs[i].spec.name.clone();
+                let _ = child::signal_group(pgid, Signal::SIGCONT);
+                let p = &mut self.procs[i];
+                p.watchdog_deadline = p.spec.watchdog.map(|w| Instant::now() + w);
+                self.event(&name, "resumed", json!({"pid": pgid}));
             }
         }
     }
@@ -654,10 +655,10 @@ impl Supervisor {
                 if no_restart {
                     self.procs[i].no_restart = true;
                 }
-                if sig == Signal::SIGSTOP {
-                    if let Some(secs) = pause_secs {
-                        self.procs[i].resume_at = Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
-                    }
+                if sig == Signal::SIGSTOP
+                    && let Some(secs) = pause_secs
+                {
+                    self.procs[i].resume_at = Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
                 }
                 self.kill(i, pgid, sig, "chaos");
                 let mut r = Response::ok(self.state_file(false));

@@ -285,10 +285,10 @@ fn read_new(file: &mut LogFile, since: Option<SystemTime>) -> Vec<(String, Strin
         let text = line.trim_end().to_owned();
         line.clear();
         let (stamp, rest) = text.split_once(' ').unwrap_or(("", text.as_str()));
-        if let (Some(since), Ok(at)) = (since, humantime::parse_rfc3339(stamp)) {
-            if at < since {
-                continue;
-            }
+        if let (Some(since), Ok(at)) = (since, humantime::parse_rfc3339(stamp))
+            && at < since
+        {
+            continue;
         }
         out.push((stamp.to_owned(), file.name.clone(), rest.to_owned()));
     }

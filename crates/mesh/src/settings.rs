@@ -240,7 +240,7 @@ pub(crate) fn agent(args: &AgentArgs, file: &FileConfig) -> Result<AgentConfig> 
         metadata.insert(k.trim().to_owned(), v.trim().to_owned());
     }
     let rate = pick(args.rate, f.rate, 1.0);
-    if !rate.is_finite() || rate < 0.0 || rate > 10_000.0 {
+    if !rate.is_finite() || !(0.0..=10_000.0).contains(&rate) {
         bail!("invalid agent.rate (--rate, MESH_AGENT_RATE): {rate}; give tasks per second from 0 to 10000");
     }
     let seed = args.seed.unwrap_or_else(|| {

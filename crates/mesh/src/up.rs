@@ -135,26 +135,26 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
         if let Some(status) = child.try_wait()? {
             bail!("the supervisor exited ({status}) before the deployment was ready:\n{}", tail(&log_path, 20));
         }
-        if let Ok(r) = mesh_supervisor::control::call(&dir.socket(), &Request::Status, Duration::from_secs(2)) {
-            if let Some(state) = r.state {
-                if let Some(failed) = state.processes.iter().find(|p| p.state == ProcState::Failed) {
-                    bail!(
-                        "{} FAILED (the others keep running; `mesh down` stops them). Its log ends with:\n{}",
-                        failed.name,
-                        tail(&dir.log(&failed.name), 20)
-                    );
-                }
-                if state.processes.iter().all(|p| p.state == ProcState::Ready) {
-                    writeln!(
-                        out,
-                        "{} processes READY (supervisor pid {}, {} infrastructure)",
-                        state.processes.len(),
-                        state.supervisor_pid,
-                        state.infra
-                    )?;
-                    writeln!(out, "mesh status | mesh logs -f | mesh down")?;
-                    return Ok(());
-                }
+        if let Ok(r) = mesh_supervisor::control::call(&dir.socket(), &Request::Status, Duration::from_secs(2))
+            && let Some(state) = r.state
+        {
+            if let Some(failed) = state.processes.iter().find(|p| p.state == ProcState::Failed) {
+                bail!(
+                    "{} FAILED (the others keep running; `mesh down` stops them). Its log ends with:\n{}",
+                    failed.name,
+                    tail(&dir.log(&failed.name), 20)
+                );
+            }
+            if state.processes.iter().all(|p| p.state == ProcState::Ready) {
+                writeln!(
+                    out,
+                    "{} processes READY (supervisor pid {}, {} infrastructure)",
+                    state.processes.len(),
+                    state.supervisor_pid,
+                    state.infra
+                )?;
+                writeln!(out, "mesh status | mesh logs -f | mesh down")?;
+                return Ok(());
             }
         }
         if Instant::now() >= deadline {

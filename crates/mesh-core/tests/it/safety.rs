@@ -46,10 +46,10 @@ fn accepted(quorum: u32, inputs: Vec<ConsensusInput>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for i in inputs {
         for c in m.step(i).commands {
-            if let ConsensusCommand::Publish(d) = c {
-                if d.outcome == Outcome::Accepted {
-                    out.insert(d.proposal.to_string());
-                }
+            if let ConsensusCommand::Publish(d) = c
+                && d.outcome == Outcome::Accepted
+            {
+                out.insert(d.proposal.to_string());
             }
         }
     }

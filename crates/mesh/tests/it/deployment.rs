@@ -70,10 +70,10 @@ async fn six_processes_converge_within_15_seconds() {
     mesh.eventually("4 live members on the membership topic", within, async || {
         let mut latest = BTreeMap::new();
         for read in mesh.read_topic(TopicKind::Membership).await {
-            if let Ok(env) = read.envelope {
-                if let Record::Member(m) = env.record {
-                    latest.insert(m.member.profile.id.clone(), m.member.status);
-                }
+            if let Ok(env) = read.envelope
+                && let Record::Member(m) = env.record
+            {
+                latest.insert(m.member.profile.id.clone(), m.member.status);
             }
         }
         (latest.values().filter(|s| **s == MemberStatus::Live).count() == 4).then_some(())

@@ -14,12 +14,11 @@ use crate::support::{FAST, Mesh, ROLES};
 async fn status_of(mesh: &Mesh, agent: &str) -> Option<(MemberStatus, u64)> {
     let mut latest = None;
     for read in mesh.read_topic(TopicKind::Membership).await {
-        if let Ok(env) = read.envelope {
-            if let Record::Member(m) = env.record {
-                if m.member.profile.id.as_str() == agent {
-                    latest = Some((m.member.status, m.member.epoch));
-                }
-            }
+        if let Ok(env) = read.envelope
+            && let Record::Member(m) = env.record
+            && m.member.profile.id.as_str() == agent
+        {
+            latest = Some((m.member.status, m.member.epoch));
         }
     }
     latest

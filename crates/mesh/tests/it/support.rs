@@ -33,7 +33,6 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub(crate) struct Read {
     pub(crate) partition: i32,
     pub(crate) offset: i64,
-    pub(crate) key: Option<String>,
     pub(crate) envelope: Result<Envelope, DecodeError>,
 }
 
@@ -41,7 +40,6 @@ pub(crate) struct Read {
 pub(crate) struct Mesh {
     pub(crate) prefix: String,
     pub(crate) kafka: String,
-    pub(crate) redis: String,
     pub(crate) topics: TopicNames,
     pub(crate) bus: KafkaBus,
     pub(crate) store: RedisStore,
@@ -69,7 +67,6 @@ impl Mesh {
             topics: TopicNames::new(prefix.clone()),
             prefix,
             kafka: infra.kafka.clone(),
-            redis: infra.redis.clone(),
             bus,
             store,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -186,7 +183,6 @@ impl Mesh {
             out.push(Read {
                 partition: r.partition,
                 offset: r.offset,
-                key: r.key.as_deref().map(|k| String::from_utf8_lossy(k).into_owned()),
                 envelope: decode(r.payload.as_deref(), Some(kind)),
             });
         }
