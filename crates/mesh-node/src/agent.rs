@@ -21,7 +21,9 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{AgentConfig, MeshConfig};
-use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry};
+use crate::runtime::{
+    NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, or_stop, redis_keys, retry,
+};
 use crate::scenario::Scenario;
 
 /// Remembers the last `capacity` message ids, to drop re-deliveries.
@@ -36,7 +38,17 @@ impl SeenIds {
         Self { ids: HashSet::new(), order: VecDeque::new(), capacity }
     }
 
-    /// True the first time an id is offered.
+    /// Whether the id was handled already.
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    /// Remembers a handled id.
+    fn insert(&mut self, id: &str) {
+        self.first_time(id);
+    }
+
+    /// True the first time an id is offered (and remembers it).
     fn first_time(&mut self, id: &str) -> bool {
         if self.ids.contains(id) {
             return false;
@@ -148,9 +160,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             _ = heartbeat.tick() => {
                 hb_seq += 1;
                 let env = agent.publisher.envelope(Record::Heartbeat(HeartbeatBody { agent: id.clone(), seq: hb_seq }));
-                agent.publisher.send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown).await?;
+                or_stop!(agent.publisher.send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown).await);
             }
-            _ = scenario_timer.tick(), if agent.config.rate > 0.0 => agent.start_work(&shutdown).await?,
+            _ = scenario_timer.tick(), if agent.config.rate > 0.0 => or_stop!(agent.start_work(&shutdown).await),
             _ = housekeeping.tick() => {
                 readiness.watchdog();
                 agent.commit(&mut work_reader, &mut proposal_reader).await;
@@ -158,15 +170,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));
             }
             r = work_reader.next() => match r {
-                Ok(record) => agent.on_message(record, &shutdown).await?,
+                Ok(record) => or_stop!(agent.on_message(record, &shutdown).await),
                 Err(e) => { tracing::warn!(error = %e, "reading messages failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
             },
             r = proposal_reader.next() => match r {
-                Ok(record) => agent.on_proposal(record, &shutdown).await?,
+                Ok(record) => or_stop!(agent.on_proposal(record, &shutdown).await),
                 Err(e) => { tracing::warn!(error = %e, "reading proposals failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
             },
             r = membership_reader.next() => match r {
-                Ok(record) => agent.on_member(record, &shutdown).await?,
+                Ok(record) => or_stop!(agent.on_member(record, &shutdown).await),
                 Err(e) => { tracing::warn!(error = %e, "reading membership failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
             },
         }
@@ -289,15 +301,21 @@ impl<B: Bus> Agent<B> {
         Ok(())
     }
 
+    /// Handles one record of this agent's partition; its offset is committed only once this returned `Ok`.
     async fn on_message(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
+        self.handle_message(&record, shutdown).await?;
         self.positions.insert((record.topic.clone(), record.partition), record.offset + 1);
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, record: &InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
         // The partition is shared with agents whose ids hash alike: only records keyed to us are ours.
-        if key_text(&record) != Some(self.config.id.as_str()) {
+        if key_text(record) != Some(self.config.id.as_str()) {
             return Ok(());
         }
         // Undecodable records are dead-lettered by the topology manager, the one reader of every partition.
         let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Messages)) else { return Ok(()) };
-        if !self.seen.first_time(&env.header.id) {
+        if self.seen.contains(&env.header.id) {
             self.counters.duplicates += 1;
             return Ok(());
         }
@@ -327,11 +345,18 @@ impl<B: Bus> Agent<B> {
             }
             _ => {}
         }
+        // Remembered only once handled: an interrupted answer is given again after a restart.
+        self.seen.insert(&env.header.id);
         Ok(())
     }
 
     async fn on_proposal(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
+        self.vote_on(&record, shutdown).await?;
         self.positions.insert((record.topic.clone(), record.partition), record.offset + 1);
+        Ok(())
+    }
+
+    async fn vote_on(&mut self, record: &InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
         let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Proposals)) else { return Ok(()) };
         let Record::Proposal(body) = env.record else { return Ok(()) };
         let proposal = body.proposal;

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use mesh_core::UnixMillis;
 use mesh_proto::records::{DeadLetterBody, Record, SourcePosition};
 use mesh_proto::{Envelope, Header, TopicKind, TopicNames, encode, partition_for};
@@ -28,9 +28,9 @@ pub enum NodeError {
         /// What is wrong and how to fix it.
         detail: String,
     },
-    /// Shutdown was requested before the runtime was up.
-    #[error("shutdown requested while starting")]
-    ShutdownWhileStarting,
+    /// Shutdown was requested while an operation was waiting for Kafka or Redis to come back.
+    #[error("stopped while waiting for kafka or redis")]
+    Interrupted,
 }
 
 /// The Redis keys the runtimes write, under the mesh's prefix. Documented in `docs/protocol.md`.
@@ -109,27 +109,50 @@ pub(crate) fn now_ms() -> UnixMillis {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Retries `op` with exponential backoff and jitter (100 ms up to 5 s) until it succeeds or shutdown is requested,
-/// logging every failure: a dead broker is waited for and reported, never a reason to crash.
-pub(crate) async fn retry<T, F, Fut>(what: &str, shutdown: &Shutdown, op: F) -> Result<T, NodeError>
+/// Retries `op` with exponential backoff and jitter (100 ms up to 5 s) until it succeeds, logging every failure: a
+/// dead broker is waited for and reported, never a reason to crash. A shutdown request ends the waiting between
+/// attempts (`NodeError::Interrupted`), never an attempt under way, so work in flight at SIGTERM still completes.
+pub(crate) async fn retry<T, F, Fut>(what: &str, shutdown: &Shutdown, mut op: F) -> Result<T, NodeError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, TransportError>>,
 {
-    let backoff = ExponentialBuilder::default()
+    let mut delays = ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
         .with_jitter()
-        .without_max_times();
-    let attempt = op.retry(backoff).notify(|e: &TransportError, delay: Duration| {
-        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
-    });
-    let mut shutdown = shutdown.clone();
-    tokio::select! {
-        r = attempt => r.map_err(NodeError::from),
-        () = shutdown.wait() => Err(NodeError::ShutdownWhileStarting),
+        .without_max_times()
+        .build();
+    loop {
+        let error = match op().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if shutdown.requested() {
+            return Err(NodeError::Interrupted);
+        }
+        let delay = delays.next().unwrap_or(Duration::from_secs(5));
+        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
+        let mut wait = shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = wait.wait() => return Err(NodeError::Interrupted),
+        }
     }
 }
+
+/// Inside a dispatcher loop: the value of an `Ok`; `break` out of the loop (to the orderly shutdown path) if the
+/// operation was interrupted by a shutdown; return any other error.
+macro_rules! or_stop {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err($crate::runtime::NodeError::Interrupted) => break,
+            Err(e) => return Err(e),
+        }
+    };
+}
+pub(crate) use or_stop;
 
 /// Topic specs of the whole mesh under `config` (also used to pre-create topics on the embedded broker).
 pub fn topic_specs(config: &MeshConfig) -> Vec<TopicSpec> {

@@ -72,6 +72,14 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Runtime(e)) if broken_pipe(&e) => ExitCode::SUCCESS,
+        // SIGTERM while still waiting for Kafka or Redis: a clean stop, not a failure.
+        Err(Failure::Runtime(e))
+            if e.chain().any(|c| {
+                matches!(c.downcast_ref::<mesh_node::NodeError>(), Some(mesh_node::NodeError::Interrupted))
+            }) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(Failure::Runtime(e)) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");

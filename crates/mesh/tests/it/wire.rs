@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use mesh_proto::records::Record;
+use mesh_proto::records::{Record, ResponseBody, ResponseStatus};
 use mesh_proto::{TopicKind, partition_for};
 
 use crate::support::{FAST, Mesh};
@@ -34,13 +34,15 @@ fn produce(mesh: &Mesh, topic: &str, key: &str, value: &[u8]) {
     assert!(out.status.success(), "kcat failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// Reads one partition to its end with kcat; one value per line.
-fn consume(mesh: &Mesh, topic: &str, partition: i32) -> Vec<String> {
-    let out = Command::new(kcat())
-        .args(["-C", "-b", &mesh.kafka, "-t", topic, "-p", &partition.to_string(), "-o", "beginning", "-e", "-q"])
-        .output()
-        .expect("kcat runs");
-    String::from_utf8_lossy(&out.stdout).lines().map(str::to_owned).collect()
+/// The response to `task_id` on the messages topic, with the partition it was found in.
+async fn response_to(mesh: &Mesh, task_id: &str) -> Option<(i32, ResponseBody)> {
+    mesh.read_topic(TopicKind::Messages).await.into_iter().find_map(|r| match r.envelope {
+        Ok(e) => match e.record {
+            Record::Response(b) if b.in_reply_to.as_str() == task_id => Some((r.partition, b)),
+            _ => None,
+        },
+        Err(_) => None,
+    })
 }
 
 fn task_json(id: &str) -> String {
@@ -60,17 +62,16 @@ async fn a_plain_kafka_client_gets_an_answer_and_garbage_is_dead_lettered() {
     .await;
 
     let messages = mesh.topics.name(TopicKind::Messages);
-    let reply_partition = partition_for(b"kcat-client", 8);
     produce(&mesh, &messages, "inventory", task_json("kcat-task-1").as_bytes());
-    let answer = mesh
+    let (partition, answer) = mesh
         .eventually("a response to kcat-task-1", Duration::from_secs(20), async || {
-            consume(&mesh, &messages, reply_partition)
-                .into_iter()
-                .find(|l| l.contains(r#""in_reply_to":"kcat-task-1""#))
+            response_to(&mesh, "kcat-task-1").await
         })
         .await;
-    assert!(answer.contains(r#""kind":"response""#) && answer.contains(r#""to":"kcat-client""#), "{answer}");
-    assert!(answer.contains(r#""status":"ok""#) && answer.contains(r#""sku":"sku-7""#), "{answer}");
+    assert_eq!(partition, partition_for(b"kcat-client", 8), "answers go to the partition the asker's id hashes to");
+    assert_eq!((answer.from.as_str(), answer.to.as_str()), ("inventory", "kcat-client"));
+    assert_eq!(answer.status, ResponseStatus::Ok);
+    assert_eq!(answer.payload.get("sku").and_then(|v| v.as_str()), Some("sku-7"));
 
     // Garbage on every topic some process consumes.
     let garbage: &[(TopicKind, &str, &[u8])] = &[
@@ -111,7 +112,7 @@ async fn a_plain_kafka_client_gets_an_answer_and_garbage_is_dead_lettered() {
     // And everyone keeps working.
     produce(&mesh, &messages, "inventory", task_json("kcat-task-2").as_bytes());
     mesh.eventually("a response to kcat-task-2", Duration::from_secs(20), async || {
-        consume(&mesh, &messages, reply_partition).into_iter().find(|l| l.contains(r#""in_reply_to":"kcat-task-2""#))
+        response_to(&mesh, "kcat-task-2").await
     })
     .await;
     for name in ["topology", "consensus", "inventory"] {
