@@ -4,5 +4,6 @@
 mod deployment;
 mod failure;
 mod recovery;
+mod supervisor;
 mod support;
 mod wire;

@@ -1,0 +1,272 @@
+//! `mesh up | status | kill | restart | logs | down` on real processes: misbehaving children (ignore SIGTERM, fork,
+//! escape with setsid, flood output, crash-loop, never become ready) and the real six-process deployment on the
+//! embedded default.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use mesh_supervisor::{EventLog, ProcState, StateDir, StateFile};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+fn mesh(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(args)
+        .env("MESH_STATE_DIR", dir)
+        .env_remove("MESH_KAFKA")
+        .env_remove("MESH_REDIS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("mesh runs")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+fn state(dir: &Path) -> StateFile {
+    StateFile::read(&StateDir::new(dir).state()).expect("readable").expect("a state file")
+}
+
+fn alive(pid: i32) -> bool {
+    // A zombie is not alive for our purposes: look at the state in /proc.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every pid the supervisor ever spawned for this state dir, from the event log.
+fn spawned_pids(dir: &Path) -> Vec<i32> {
+    EventLog::read_all(&StateDir::new(dir).events())
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.event == "spawned")
+        .filter_map(|e| e.detail.get("pid").and_then(serde_json::Value::as_i64))
+        .filter_map(|p| i32::try_from(p).ok())
+        .collect()
+}
+
+fn events_of(dir: &Path, process: &str) -> Vec<String> {
+    EventLog::read_all(&StateDir::new(dir).events())
+        .expect("events")
+        .into_iter()
+        .filter(|e| e.process == process)
+        .map(|e| e.event)
+        .collect()
+}
+
+fn deployment(dir: &Path) -> PathBuf {
+    let escaped = dir.join("escaper.pid");
+    let file = dir.join("misbehaving.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[process]]
+name = "stubborn"
+command = ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
+notify = false
+stop_timeout = "1s"
+
+[[process]]
+name = "forker"
+command = ["sh", "-c", "sleep 1000 & sleep 1000 & wait"]
+notify = false
+
+[[process]]
+name = "escaper"
+command = ["sh", "-c", "setsid sleep 1000 & echo $! > {escaped}; wait"]
+notify = false
+
+[[process]]
+name = "flood"
+command = ["sh", "-c", "head -c 1000000 /dev/zero | tr '\\0' a; echo; echo after-the-flood; sleep 1000"]
+notify = false
+
+[[process]]
+name = "crashloop"
+command = ["sh", "-c", "echo crashing; exit 3"]
+notify = false
+initial_backoff = "50ms"
+max_restarts = 3
+restart_window = "60s"
+
+[[process]]
+name = "neverready"
+command = ["sleep", "1000"]
+ready_timeout = "1s"
+max_restarts = 0
+"#,
+            escaped = escaped.display()
+        ),
+    )
+    .expect("write deployment");
+    file
+}
+
+#[test]
+fn misbehaving_children_are_contained_restarted_and_stopped() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let file = deployment(dir);
+    let file = file.to_str().expect("utf-8 path");
+
+    // `up -d` returns when everything is READY or something FAILED: here crashloop or neverready fails.
+    let up = mesh(dir, &["up", "-d", "-f", file, "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"]);
+    assert!(!up.status.success(), "a FAILED process makes `up -d` fail:\n{}", text(&up));
+    assert!(text(&up).contains("FAILED"), "{}", text(&up));
+
+    wait_until("both failures", Duration::from_secs(20), || {
+        let s = state(dir);
+        ["crashloop", "neverready"]
+            .iter()
+            .all(|n| s.processes.iter().any(|p| &p.name == n && p.state == ProcState::Failed))
+    });
+    let s = state(dir);
+    for name in ["stubborn", "forker", "escaper", "flood"] {
+        let p = s.processes.iter().find(|p| p.name == name).expect("process");
+        assert_eq!(p.state, ProcState::Ready, "{name} keeps running while others fail");
+    }
+    // The crash loop: three restarts with backoff, then FAILED; the intensity limit, not a lifetime count.
+    let crash = events_of(dir, "crashloop");
+    assert_eq!(crash.iter().filter(|e| *e == "spawned").count(), 4, "{crash:?}");
+    assert_eq!(crash.iter().filter(|e| *e == "backoff").count(), 3, "{crash:?}");
+    assert_eq!(crash.last().map(String::as_str), Some("failed"), "{crash:?}");
+    // Never ready: killed at its ready timeout, recorded as such.
+    let never = EventLog::read_all(&StateDir::new(dir).events()).expect("events");
+    assert!(never.iter().any(|e| e.process == "neverready"
+        && e.event == "killed"
+        && e.detail.get("cause").and_then(|c| c.as_str()) == Some("ready-timeout")));
+    // A 1 MB line is cut in the log, and the output after it still arrives.
+    wait_until("the flood's next line", Duration::from_secs(10), || {
+        std::fs::read_to_string(StateDir::new(dir).log("flood")).is_ok_and(|l| l.contains("after-the-flood"))
+    });
+    let flood = std::fs::read_to_string(StateDir::new(dir).log("flood")).expect("log");
+    assert!(flood.contains("more bytes cut") && flood.len() < 200_000, "flood log is {} bytes", flood.len());
+    // `status` exits non-zero while something is not READY; `logs` shows a process's output.
+    assert!(!mesh(dir, &["status"]).status.success());
+    assert!(text(&mesh(dir, &["logs", "crashloop"])).contains("crashing"));
+    // `restart` revives a FAILED process with a fresh history.
+    assert!(mesh(dir, &["restart", "crashloop"]).status.success());
+    assert!(events_of(dir, "crashloop").contains(&"restarted".to_owned()));
+
+    let escaped: i32 = std::fs::read_to_string(dir.join("escaper.pid")).expect("pid file").trim().parse().expect("pid");
+    assert!(alive(escaped));
+    let pids = spawned_pids(dir);
+    let down = mesh(dir, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    for pid in pids.iter().chain([&escaped]) {
+        assert!(!alive(*pid), "pid {pid} survived `mesh down`");
+    }
+    // The stubborn one ignored SIGTERM and got SIGKILL after its 1 s stop timeout.
+    let stubborn = EventLog::read_all(&StateDir::new(dir).events()).expect("events");
+    assert!(stubborn.iter().any(|e| e.process == "stubborn"
+        && e.event == "killed"
+        && e.detail.get("cause").and_then(|c| c.as_str()) == Some("stop-timeout")));
+    // No orphan of any group: nothing lists the supervisor's pid dir any more either.
+    assert!(!StateDir::new(dir).socket().exists(), "socket removed");
+}
+
+#[test]
+fn the_real_deployment_on_the_embedded_default() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let started = Instant::now();
+    let up = mesh(dir, &["up", "-d"]);
+    assert!(
+        up.status.success(),
+        "mesh up -d:\n{}\n{}",
+        text(&up),
+        std::fs::read_to_string(StateDir::new(dir).supervisor_log()).unwrap_or_default()
+    );
+    eprintln!("6 processes READY {:?} after `mesh up -d`", started.elapsed());
+    let status = mesh(dir, &["status", "--json"]);
+    assert!(status.status.success(), "{}", text(&status));
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(json["all_ready"], true);
+    assert_eq!(json["processes"].as_array().map(Vec::len), Some(6));
+    assert_eq!(json["supervisor"]["infra"], "embedded");
+    assert!(mesh(dir, &["up", "-d"]).status.code() != Some(0), "a second `up` is refused");
+
+    // Crash injection through the supervisor, then a plain kill -9 of an agent: each is restarted and READY again.
+    let ready_again = |name: &str, after: usize| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        wait_until(&format!("{name} ready again"), Duration::from_secs(10), || {
+            let ev = events_of(dir, name);
+            ev.len() > after && ev[after..].contains(&"ready".to_owned())
+        });
+        assert!(Instant::now() <= deadline + Duration::from_secs(1), "{name} READY again within 5 s");
+        let ev = events_of(dir, name);
+        for e in ["exited", "backoff", "spawned", "ready"] {
+            assert!(ev[after..].contains(&e.to_owned()), "{name}: {e} missing in {:?}", &ev[after..]);
+        }
+    };
+    let before = events_of(dir, "agent-sales").len();
+    assert!(mesh(dir, &["kill", "agent-sales"]).status.success());
+    ready_again("agent-sales", before);
+    let fraud = state(dir).processes.iter().find(|p| p.name == "agent-fraud").and_then(|p| p.pid).expect("fraud pid");
+    let before = events_of(dir, "agent-fraud").len();
+    kill(Pid::from_raw(fraud), Signal::SIGKILL).expect("kill -9");
+    ready_again("agent-fraud", before);
+
+    // kill -9 of the supervisor takes every child with it; the next `up` starts cleanly.
+    let sup = state(dir).supervisor_pid;
+    let children: Vec<i32> = state(dir).processes.iter().filter_map(|p| p.pid).collect();
+    assert_eq!(children.len(), 6);
+    kill(Pid::from_raw(sup), Signal::SIGKILL).expect("kill -9 supervisor");
+    wait_until("children gone with the supervisor", Duration::from_secs(10), || children.iter().all(|p| !alive(*p)));
+    let again = mesh(dir, &["up", "-d"]);
+    assert!(again.status.success(), "second start after a crash:\n{}", text(&again));
+    let pids = spawned_pids(dir);
+    let down = mesh(dir, &["down"]);
+    assert!(down.status.success(), "{}", text(&down));
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived `mesh down`");
+    }
+}
+
+#[test]
+fn ctrl_c_stops_a_foreground_deployment_and_leaves_nothing_behind() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let file = dir.join("two.toml");
+    std::fs::write(
+        &file,
+        "[[process]]\nname = \"a\"\ncommand = [\"sleep\", \"1000\"]\nnotify = false\n\n[[process]]\nname = \"b\"\ncommand = [\"sh\", \"-c\", \"sleep 1000 & wait\"]\nnotify = false\ndepends_on = [\"a\"]\n",
+    )
+    .expect("write");
+    let up = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["up", "-f", file.to_str().expect("utf-8"), "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"])
+        .env("MESH_STATE_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mesh up");
+    wait_until("both READY", Duration::from_secs(20), || {
+        StateFile::read(&StateDir::new(dir).state())
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.processes.iter().all(|p| p.state == ProcState::Ready))
+    });
+    let pids = spawned_pids(dir);
+    kill(Pid::from_raw(i32::try_from(up.id()).expect("pid")), Signal::SIGINT).expect("Ctrl-C");
+    let out = up.wait_with_output().expect("exits");
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("b STOPPED") && printed.contains("a STOPPED"), "{printed}");
+    assert!(printed.find("b STOPPED") < printed.find("a STOPPED"), "reverse dependency order:\n{printed}");
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived Ctrl-C");
+    }
+}
