@@ -53,6 +53,21 @@ pub(crate) enum Command {
     Restart(RestartArgs),
     /// Show the processes' logs.
     Logs(LogsArgs),
+    /// The whole mesh in this one process over an in-memory bus, for a quick look (no Kafka, no Redis).
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// How long to run.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub(crate) duration: String,
+    /// Accelerated timers (decay every 200 ms, 5 tasks/s per agent) to see decay and pruning in seconds.
+    #[arg(long)]
+    pub(crate) fast: bool,
+    /// Print only a final JSON summary.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Where the supervisor keeps its socket, state file, event log and logs.

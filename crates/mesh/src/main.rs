@@ -5,6 +5,7 @@
 //! process READY), 2 bad usage or settings.
 
 mod cli;
+mod demo;
 mod inspect;
 mod notify;
 mod ops;
@@ -190,6 +191,7 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             Ok(false) => Err(Failure::NotReady),
             Err(e) => Err(runtime(e)),
         },
+        Command::Demo(args) => demo::run(&args).await.map_err(runtime),
         Command::Up(_) | Command::Down(_) | Command::Kill(_) | Command::Restart(_) | Command::Logs(_) => {
             unreachable!("handled synchronously in main")
         }
