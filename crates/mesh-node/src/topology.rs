@@ -276,6 +276,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     // Zero: the first window closed after a start is snapshotted at once.
     let mut last_snapshot = 0;
     let mut detector_timer = tokio::time::interval(Duration::from_millis(100));
+    let mut last_progress = start;
+    let mut log_stalled = false;
+    let stall_after_ms = 2 * interval_ms + 1_000;
     detector_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown_wait = shutdown.clone();
     loop {
@@ -287,6 +290,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 Ok(record) => {
                     let fx = or_stop!(handle_input(&mut state, &publisher, record, interval_ms, &shutdown).await);
                     if let Some(fx) = fx {
+                        last_progress = now_ms();
+                        if std::mem::take(&mut log_stalled) {
+                            // Our own markers make the round trip again: give every agent a fresh grace period,
+                            // since their heartbeats could not reach us either.
+                            tracing::info!("the log moves again: restarting the failure detector's clocks");
+                            for m in state.roster.live() {
+                                detector.watch(&m.profile.id, last_progress);
+                            }
+                        }
                         or_stop!(publish_effects(&publisher, &store, &prefix, &state, fx, &mut detector, &shutdown).await);
                         readiness.status(&status_line(&state));
                         if now_ms().saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
@@ -326,6 +338,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             _ = detector_timer.tick() => {
                 readiness.watchdog();
                 let now = now_ms();
+                // Declare deaths only while our own tick markers make the round trip through the broker: when they
+                // stall, the silence is ours (broker down, partition), not the agents'.
+                if now.saturating_sub(last_progress) > stall_after_ms {
+                    if !log_stalled {
+                        tracing::warn!("no window closed for {} ms: the log is stalled, suspending death verdicts", now - last_progress);
+                    }
+                    log_stalled = true;
+                    continue;
+                }
                 for dead in detector.check(now) {
                     tracing::info!(agent = %dead, "no heartbeat for {failure_timeout_ms} ms: declaring dead");
                     let env = publisher.envelope(Record::Dead(DeadBody { agent: dead.clone(), last_heard_ms: now.saturating_sub(failure_timeout_ms) }));

@@ -52,6 +52,9 @@ pub struct ProcessSpec {
     pub stop_timeout: Duration,
     /// If set, the process must send `WATCHDOG=1` at least this often once READY, or it is treated as hung.
     pub watchdog: Option<Duration>,
+    /// For processes that do not speak sd_notify (a Kafka broker, redis-server): READY once this address accepts
+    /// a TCP connection.
+    pub ready_tcp: Option<std::net::SocketAddr>,
 }
 
 /// The whole deployment, in a valid start order.
@@ -82,6 +85,7 @@ struct FileProcess {
     ready_timeout: Option<String>,
     stop_timeout: Option<String>,
     watchdog: Option<String>,
+    ready_tcp: Option<String>,
     initial_backoff: Option<String>,
     max_backoff: Option<String>,
     stable_after: Option<String>,
@@ -166,6 +170,17 @@ impl DeploymentSpec {
                 ready_timeout: dur(&name, "ready_timeout", p.ready_timeout.as_ref(), Duration::from_secs(60))?,
                 stop_timeout: dur(&name, "stop_timeout", p.stop_timeout.as_ref(), Duration::from_secs(10))?,
                 watchdog: p.watchdog.as_ref().map(|w| dur(&name, "watchdog", Some(w), Duration::ZERO)).transpose()?,
+                ready_tcp: p
+                    .ready_tcp
+                    .as_ref()
+                    .map(|a| {
+                        a.parse().map_err(|_| {
+                            SpecError::Invalid(format!(
+                                "process {name:?}: ready_tcp = {a:?} is not HOST:PORT (an IP address)"
+                            ))
+                        })
+                    })
+                    .transpose()?,
                 name,
             });
         }
@@ -242,6 +257,7 @@ impl DeploymentSpec {
         Self { processes }
     }
 
+    /// A `mesh` service process with the default policy.
     fn service(name: &str, command: Vec<String>, depends_on: Vec<String>) -> ProcessSpec {
         ProcessSpec {
             name: name.to_owned(),
@@ -253,7 +269,38 @@ impl DeploymentSpec {
             ready_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(10),
             watchdog: Some(Duration::from_secs(30)),
+            ready_tcp: None,
         }
+    }
+
+    /// A piece of infrastructure (broker, Redis) supervised like the services: READY when its port answers,
+    /// restarted always, stopped last.
+    pub fn infrastructure(name: &str, command: Vec<String>, ready_tcp: std::net::SocketAddr) -> ProcessSpec {
+        ProcessSpec {
+            name: name.to_owned(),
+            command,
+            env: BTreeMap::new(),
+            depends_on: Vec::new(),
+            restart: RestartPolicy { mode: RestartMode::Always, ..RestartPolicy::default() },
+            notify: false,
+            ready_timeout: Duration::from_secs(120),
+            stop_timeout: Duration::from_secs(20),
+            watchdog: None,
+            ready_tcp: Some(ready_tcp),
+        }
+    }
+
+    /// Puts `infrastructure` first and makes every process without dependencies depend on it.
+    pub fn with_infrastructure(self, infrastructure: Vec<ProcessSpec>) -> Result<Self, SpecError> {
+        let names: Vec<String> = infrastructure.iter().map(|p| p.name.clone()).collect();
+        let mut processes = infrastructure;
+        for mut p in self.processes {
+            if p.depends_on.is_empty() {
+                p.depends_on = names.clone();
+            }
+            processes.push(p);
+        }
+        Self::new(processes)
     }
 
     /// A process by name.

@@ -465,10 +465,10 @@ impl Supervisor {
                 p.restart_at = None;
                 p.watchdog_deadline = None;
                 p.ready_deadline = Some(Instant::now() + p.spec.ready_timeout);
-                let notify_enabled = p.spec.notify;
+                let ready_at_once = !p.spec.notify && p.spec.ready_tcp.is_none();
                 self.event(&name, "spawned", json!({"pid": spawned.pid}));
                 self.set_state(i, ProcState::Starting);
-                if !notify_enabled {
+                if ready_at_once {
                     self.mark_ready(i);
                 }
             }
@@ -584,6 +584,13 @@ impl Supervisor {
             if p.restart_at.is_some_and(|t| t <= now) && !self.stopping {
                 self.procs[i].status.restarts += 1;
                 self.spawn(i);
+                continue;
+            }
+            let p = &self.procs[i];
+            if let (Some(_), Some(addr), ProcState::Starting) = (p.pgid, p.spec.ready_tcp, p.status.state)
+                && std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(20)).is_ok()
+            {
+                self.mark_ready(i);
                 continue;
             }
             let p = &self.procs[i];

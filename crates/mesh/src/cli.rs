@@ -22,6 +22,15 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
+/// Where `mesh up` gets Kafka and Redis from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum InfraMode {
+    /// A Kafka-protocol broker inside the supervisor and a local snapshot store (when no Redis answers).
+    Embedded,
+    /// A real Apache Kafka and redis-server, supervised like the services.
+    Local,
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -81,7 +90,7 @@ pub(crate) struct StateDirArgs {
 #[derive(Debug, Args)]
 pub(crate) struct UpArgs {
     #[command(flatten)]
-    pub(crate) infra: InfraArgs,
+    pub(crate) infra_args: InfraArgs,
     #[command(flatten)]
     pub(crate) dir: StateDirArgs,
     /// Deployment file [default: ./mesh.toml if present, else the built-in six processes].
@@ -90,6 +99,10 @@ pub(crate) struct UpArgs {
     /// Detach: return once every process is READY (exit 0) or one FAILED (exit 1).
     #[arg(long, short = 'd')]
     pub(crate) detach: bool,
+    /// Where Kafka and Redis come from: `embedded` (default without --kafka: a broker inside the supervisor) or
+    /// `local` (a real Apache Kafka and redis-server on loopback, supervised too, data in STATE_DIR/infra).
+    #[arg(long, value_enum, conflicts_with_all = ["kafka", "redis"])]
+    pub(crate) infra: Option<InfraMode>,
     /// With --detach, how long to wait for readiness.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub(crate) wait_timeout: String,

@@ -13,24 +13,31 @@ use anyhow::{Context, Result, anyhow, bail};
 use mesh_kafka::EmbeddedKafka;
 use mesh_supervisor::{DeploymentSpec, InstanceLock, Options, Output, ProcState, Request, StateDir};
 
-use crate::cli::UpArgs;
+use crate::cli::{InfraMode, UpArgs};
 use crate::settings::{self, FileConfig};
 
 /// Runs `mesh up` (foreground or the detached supervisor itself).
 pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&Path>) -> Result<()> {
     let dir = StateDir::new(absolute(&args.dir.state_dir)?);
     let lock = InstanceLock::acquire(&dir)?;
-    let infra = settings::infra(&args.infra, file)?;
-    let kafka_given = args.infra.kafka.is_some() || file.kafka_given();
-    let redis_given = args.infra.redis.is_some() || file.redis_given();
+    let infra = settings::infra(&args.infra_args, file)?;
+    let local = args.infra == Some(InfraMode::Local);
+    let kafka_given = !local && args.infra.is_none() && (args.infra_args.kafka.is_some() || file.kafka_given());
+    let redis_given = !local && args.infra.is_none() && (args.infra_args.redis.is_some() || file.redis_given());
     let mesh_exe = std::env::current_exe().context("failed to locate the mesh binary")?;
-    let spec = deployment(args.file.as_deref(), &mesh_exe)?;
+    let mut spec = deployment(args.file.as_deref(), &mesh_exe)?;
+    let mut local_infra = None;
+    if local {
+        let (s, kafka, redis) = with_local_infrastructure(spec, &dir)?;
+        spec = s;
+        local_infra = Some((kafka, redis));
+    }
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let embedded = if kafka_given {
+    let embedded = if kafka_given || local {
         None
     } else {
         Some(
@@ -38,8 +45,14 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
                 .context("failed to start the embedded broker")?,
         )
     };
-    let kafka = embedded.as_ref().map_or_else(|| infra.kafka.clone(), EmbeddedKafka::bootstrap);
-    let (redis, redis_note) = if redis_given {
+    let kafka = match (&local_infra, &embedded) {
+        (Some((k, _)), _) => k.clone(),
+        (None, Some(e)) => e.bootstrap(),
+        (None, None) => infra.kafka.clone(),
+    };
+    let (redis, redis_note) = if let Some((_, r)) = &local_infra {
+        (r.clone(), None)
+    } else if redis_given {
         (infra.redis.clone(), None)
     } else if redis_answers("127.0.0.1:6379") {
         (settings::DEFAULT_REDIS.to_owned(), Some(format!("Redis found at {}", settings::DEFAULT_REDIS)))
@@ -50,7 +63,13 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
             Some(format!("no Redis reachable at {}: snapshots go to {}", settings::DEFAULT_REDIS, store.display())),
         )
     };
-    let infra_label = if embedded.is_some() { "embedded" } else { "external" };
+    let infra_label = if embedded.is_some() {
+        "embedded"
+    } else if local {
+        "local"
+    } else {
+        "external"
+    };
     let mut banner = Vec::new();
     if embedded.is_some() {
         banner.push(format!(
@@ -61,6 +80,12 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
             banner.push(note.clone());
         }
         banner.push("for real services: mesh up --kafka HOST:PORT --redis redis://HOST:PORT".to_owned());
+    } else if local {
+        banner.push(format!(
+            "local infrastructure: Apache Kafka at {kafka} and redis-server at {redis}, supervised as `kafka` and \
+             `redis` (data in {}/infra)",
+            dir.root().display()
+        ));
     } else {
         banner.push(format!("using Kafka at {kafka} and {redis}"));
     }
@@ -162,6 +187,38 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Ports of the local infrastructure, chosen once per state directory and kept: the broker's data records its
+/// controller's address, so it must come back on the same ports.
+fn local_ports(path: &Path) -> Result<(u16, u16, u16)> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let ports: Vec<u16> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if let [k, c, r] = ports[..] {
+            return Ok((k, c, r));
+        }
+    }
+    let ports = (mesh_fixtures::free_port()?, mesh_fixtures::free_port()?, mesh_fixtures::free_port()?);
+    std::fs::write(path, format!("{} {} {}\n", ports.0, ports.1, ports.2))
+        .with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(ports)
+}
+
+/// Adds a real Kafka broker and redis-server to the deployment, before everything else.
+fn with_local_infrastructure(spec: DeploymentSpec, dir: &StateDir) -> Result<(DeploymentSpec, String, String)> {
+    let root = dir.root().join("infra");
+    std::fs::create_dir_all(&root).with_context(|| format!("failed to create {}", root.display()))?;
+    let (kafka_port, controller_port, redis_port) = local_ports(&root.join("ports"))?;
+    let kafka = mesh_fixtures::prepare_kafka(&root.join("kafka"), kafka_port, controller_port)
+        .context("failed to prepare the local Kafka broker")?;
+    let redis =
+        mesh_fixtures::redis_command(&root.join("redis"), redis_port).context("failed to prepare redis-server")?;
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let spec = spec.with_infrastructure(vec![
+        DeploymentSpec::infrastructure("kafka", kafka, loopback(kafka_port)),
+        DeploymentSpec::infrastructure("redis", redis, loopback(redis_port)),
+    ])?;
+    Ok((spec, format!("127.0.0.1:{kafka_port}"), format!("redis://127.0.0.1:{redis_port}")))
 }
 
 fn deployment(file: Option<&Path>, mesh_exe: &Path) -> Result<DeploymentSpec> {

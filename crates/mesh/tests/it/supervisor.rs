@@ -270,3 +270,57 @@ fn ctrl_c_stops_a_foreground_deployment_and_leaves_nothing_behind() {
         assert!(!alive(pid), "pid {pid} survived Ctrl-C");
     }
 }
+
+#[test]
+fn local_infrastructure_survives_a_broker_kill_without_restarting_the_agents() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let up = mesh(dir, &["up", "-d", "--infra", "local", "--wait-timeout", "120s"]);
+    assert!(up.status.success(), "mesh up -d --infra local:\n{}", text(&up));
+    let s = state(dir);
+    assert_eq!(s.infra, "local");
+    assert_eq!(s.processes.len(), 8, "kafka, redis and the six");
+    let agents: Vec<(String, i32)> = s
+        .processes
+        .iter()
+        .filter(|p| p.name.starts_with("agent-"))
+        .map(|p| (p.name.clone(), p.pid.expect("pid")))
+        .collect();
+    let handled = |dir: &Path| -> u64 {
+        let status = mesh(dir, &["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap_or_default();
+        json["processes"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["name"].as_str().is_some_and(|n| n.starts_with("agent-")))
+                    // "3 live peers, 8 tasks handled"
+                    .filter_map(|p| {
+                        p["status_line"].as_str()?.split(", ").nth(1)?.split(' ').next()?.parse::<u64>().ok()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    };
+    wait_until("tasks flowing", Duration::from_secs(60), || handled(dir) > 0);
+
+    let before = events_of(dir, "kafka").len();
+    assert!(mesh(dir, &["kill", "kafka"]).status.success());
+    wait_until("the broker READY again", Duration::from_secs(90), || {
+        events_of(dir, "kafka")[before..].contains(&"ready".to_owned())
+    });
+    let after_restart = handled(dir);
+    wait_until("tasks flowing again after the broker restart", Duration::from_secs(90), || {
+        handled(dir) > after_restart
+    });
+    let s = state(dir);
+    for (name, pid) in &agents {
+        let p = s.processes.iter().find(|p| &p.name == name).expect("agent");
+        assert_eq!((p.pid, p.restarts), (Some(*pid), 0), "{name} was not restarted: it reconnected by itself");
+    }
+    let pids = spawned_pids(dir);
+    assert!(mesh(dir, &["down"]).status.success());
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived `mesh down`");
+    }
+}
