@@ -4,6 +4,7 @@
 #![warn(missing_docs)]
 
 pub mod child;
+mod console;
 pub mod control;
 pub mod spec;
 pub mod state;

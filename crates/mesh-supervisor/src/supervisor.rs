@@ -18,6 +18,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::child::{self, Ended};
+use crate::console::{Console, StatusLine};
 use crate::control::{Request, Response};
 use crate::spec::{DeploymentSpec, ProcessSpec};
 use crate::state::{Event, EventLog, ExitInfo, ProcState, ProcessStatus, StateDir, StateFile};
@@ -142,6 +143,7 @@ struct Proc {
     kill_cause: Option<String>,
     log: Arc<Mutex<std::fs::File>>,
     color: usize,
+    line: StatusLine,
 }
 
 fn now_ms() -> u64 {
@@ -155,6 +157,7 @@ struct Supervisor {
     rng: StdRng,
     stopping: bool,
     force: Arc<AtomicBool>,
+    console: Console,
 }
 
 const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
@@ -178,6 +181,10 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
     set_mode(&socket, 0o600).map_err(io("restrict the control socket"))?;
     tokio::spawn(serve_control(listener, tx.clone()));
 
+    let console = match opts.output {
+        Output::Terminal { color } => Console::new(color),
+        Output::LogsOnly => Console::plain(),
+    };
     let mut procs = Vec::new();
     for (i, spec) in opts.spec.processes.iter().enumerate() {
         let notify = dir.notify_dir().join(format!("{}.sock", spec.name));
@@ -204,6 +211,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
             kill_cause: None,
             log: Arc::new(Mutex::new(log)),
             color: i % COLORS.len(),
+            line: console.status_line(&spec.name),
         });
     }
     let mut sup = Supervisor {
@@ -213,6 +221,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         procs,
         stopping: false,
         force: Arc::new(AtomicBool::new(false)),
+        console,
     };
     sup.event(
         "supervisor",
@@ -240,7 +249,13 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
                 }
             },
             _ = sigchld.recv() => sup.reap(),
-            _ = tick.tick() => { sup.reap(); sup.timers(); }
+            _ = tick.tick() => {
+                sup.reap();
+                sup.timers();
+                for i in 0..sup.procs.len() {
+                    sup.show(i);
+                }
+            }
             _ = sigint.recv() => { sup.say("stopping (Ctrl-C again to kill everything now)"); break; }
             _ = sigterm.recv() => { sup.say("stopping on SIGTERM"); break; }
         }
@@ -252,6 +267,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
     });
     let timeout = down_reply.as_ref().and_then(|(_, t)| *t).map(Duration::from_secs_f64);
     sup.stop_all(timeout).await;
+    sup.console.clear();
     sup.event("supervisor", "stopped", json!({}));
     sup.write_state();
     if let Some((reply, _)) = down_reply {
@@ -314,7 +330,12 @@ async fn read_notify(name: String, sock: UnixDatagram, tx: mpsc::UnboundedSender
 /// Longest line kept whole in logs and on the terminal; longer lines are cut and say by how much.
 const MAX_LINE: usize = 64 * 1024;
 
-async fn pump_output(name: String, color: Option<u8>, stream: impl AsyncRead + Unpin, log: Arc<Mutex<std::fs::File>>) {
+async fn pump_output(
+    name: String,
+    console: Option<(Console, u8)>,
+    stream: impl AsyncRead + Unpin,
+    log: Arc<Mutex<std::fs::File>>,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
@@ -334,13 +355,8 @@ async fn pump_output(name: String, color: Option<u8>, stream: impl AsyncRead + U
         if let Ok(mut f) = log.lock() {
             let _ = writeln!(f, "{stamp} {text}");
         }
-        if let Some(c) = color {
-            let mut out = std::io::stdout().lock();
-            if c == 0 {
-                let _ = writeln!(out, "{name:>16} | {text}");
-            } else {
-                let _ = writeln!(out, "\x1b[{c}m{name:>16} |\x1b[0m {text}");
-            }
+        if let Some((console, code)) = &console {
+            console.line(&name, *code, &text);
         }
     }
 }
@@ -356,16 +372,23 @@ impl Supervisor {
 
     fn say(&self, text: &str) {
         match self.opts.output {
-            Output::Terminal { color } => {
-                let mut out = std::io::stdout().lock();
-                if color {
-                    let _ = writeln!(out, "\x1b[1m{:>16} |\x1b[0m {text}", "mesh");
-                } else {
-                    let _ = writeln!(out, "{:>16} | {text}", "mesh");
-                }
-            }
+            Output::Terminal { .. } => self.console.line("mesh", 1, text),
             Output::LogsOnly => tracing::info!("{text}"),
         }
+    }
+
+    /// Refreshes the live status line of process `i`.
+    fn show(&self, i: usize) {
+        let p = &self.procs[i];
+        let state = format!("{:?}", p.status.state).to_uppercase();
+        let pid = p.status.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
+        let up = p
+            .status
+            .started_at_ms
+            .filter(|_| p.pgid.is_some())
+            .map_or_else(String::new, |t| format!(" up {}s", now_ms().saturating_sub(t) / 1000));
+        let status = p.status.status_line.as_deref().map_or_else(String::new, |s| format!(" · {s}"));
+        p.line.set(format!("{state:<9} pid {pid:<8} restarts {}{up}{status}", p.status.restarts));
     }
 
     fn index(&self, name: &str) -> Option<usize> {
@@ -448,14 +471,13 @@ impl Supervisor {
         let name = self.procs[i].spec.name.clone();
         match child::spawn(&self.procs[i].spec, &notify, &self.opts.env) {
             Ok(spawned) => {
-                let color = match self.opts.output {
-                    Output::Terminal { color: true } => Some(COLORS[self.procs[i].color]),
-                    Output::Terminal { color: false } => Some(0),
+                let console = match self.opts.output {
+                    Output::Terminal { .. } => Some((self.console.clone(), COLORS[self.procs[i].color])),
                     Output::LogsOnly => None,
                 };
                 let p = &mut self.procs[i];
-                tokio::spawn(pump_output(name.clone(), color, spawned.stdout, Arc::clone(&p.log)));
-                tokio::spawn(pump_output(name.clone(), color, spawned.stderr, Arc::clone(&p.log)));
+                tokio::spawn(pump_output(name.clone(), console.clone(), spawned.stdout, Arc::clone(&p.log)));
+                tokio::spawn(pump_output(name.clone(), console, spawned.stderr, Arc::clone(&p.log)));
                 p.pgid = Some(spawned.pid);
                 p.status.pid = Some(spawned.pid);
                 p.status.start_ticks = child::start_ticks(spawned.pid);
