@@ -138,7 +138,7 @@ async fn connect(infra: &settings::Infra, client: &str, shutdown: &Shutdown) -> 
                 let mut wait = shutdown.clone();
                 tokio::select! {
                     () = tokio::time::sleep(delay) => {}
-                    () = wait.wait() => anyhow::bail!("stopped before redis was reachable"),
+                    () = wait.wait() => return Err(mesh_node::NodeError::Interrupted.into()),
                 }
                 delay = (delay * 2).min(std::time::Duration::from_secs(5));
             }
