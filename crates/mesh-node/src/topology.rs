@@ -277,8 +277,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let mut last_snapshot = 0;
     let mut detector_timer = tokio::time::interval(Duration::from_millis(100));
     let mut last_progress = start;
-    let mut log_stalled = false;
-    let stall_after_ms = 2 * interval_ms + 1_000;
+    let mut stalled_since: Option<u64> = None;
+    let stall_after_ms = interval_ms * 3 / 2 + 500;
     detector_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown_wait = shutdown.clone();
     loop {
@@ -291,12 +291,14 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     let fx = or_stop!(handle_input(&mut state, &publisher, record, interval_ms, &shutdown).await);
                     if let Some(fx) = fx {
                         last_progress = now_ms();
-                        if std::mem::take(&mut log_stalled) {
-                            // Our own markers make the round trip again: give every agent a fresh grace period,
-                            // since their heartbeats could not reach us either.
-                            tracing::info!("the log moves again: restarting the failure detector's clocks");
-                            for m in state.roster.live() {
-                                detector.watch(&m.profile.id, last_progress);
+                        if let Some(since) = stalled_since.take() {
+                            // Our own markers make the round trip again. After a long stall the agents' heartbeats
+                            // could not reach us either: give every agent a fresh grace period.
+                            if last_progress.saturating_sub(since) > failure_timeout_ms / 2 {
+                                tracing::info!("the log moves again: restarting the failure detector's clocks");
+                                for m in state.roster.live() {
+                                    detector.watch(&m.profile.id, last_progress);
+                                }
                             }
                         }
                         or_stop!(publish_effects(&publisher, &store, &prefix, &state, fx, &mut detector, &shutdown).await);
@@ -339,12 +341,12 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 readiness.watchdog();
                 let now = now_ms();
                 // Declare deaths only while our own tick markers make the round trip through the broker: when they
-                // stall, the silence is ours (broker down, partition), not the agents'.
+                // stall, the silence may be ours (broker down, partition), not the agents'.
                 if now.saturating_sub(last_progress) > stall_after_ms {
-                    if !log_stalled {
+                    if stalled_since.is_none() {
                         tracing::warn!("no window closed for {} ms: the log is stalled, suspending death verdicts", now - last_progress);
+                        stalled_since = Some(last_progress);
                     }
-                    log_stalled = true;
                     continue;
                 }
                 for dead in detector.check(now) {
