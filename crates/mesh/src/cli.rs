@@ -51,6 +51,10 @@ pub(crate) enum Command {
     /// Print what the managers stored in Redis: graph statistics, edges, consensus counters, agent counters.
     Inspect(InspectArgs),
     /// Start and supervise the deployment (the two managers, then the four agents) until Ctrl-C or `mesh down`.
+    ///
+    /// Without --kafka/--redis (or MESH_KAFKA/MESH_REDIS) it runs on the embedded default: a Kafka-protocol broker
+    /// inside the supervisor (not durable) and Redis if one answers on 127.0.0.1:6379, else a local file store.
+    /// --infra local supervises a real Apache Kafka and redis-server too.
     Up(UpArgs),
     /// Stop a running deployment in reverse dependency order.
     Down(DownArgs),
