@@ -99,15 +99,15 @@ fn test(extra: &[String]) -> Result<()> {
         })?;
         infra.context("infrastructure missing")?
     };
+    let mut counts = (0u64, 0u64);
     let result = step("cargo test --workspace", || {
-        status(
-            "cargo test",
-            cargo()
-                .args(["test", "--workspace"])
-                .args(extra)
-                .env("MESH_TEST_KAFKA", kafka.bootstrap())
-                .env("MESH_TEST_REDIS", redis.url()),
-        )
+        let mut cmd = cargo();
+        cmd.args(["test", "--workspace"])
+            .args(extra)
+            .env("MESH_TEST_KAFKA", kafka.bootstrap())
+            .env("MESH_TEST_REDIS", redis.url());
+        counts = run_counting(&mut cmd)?;
+        Ok(())
     });
     drop((kafka, redis));
     eprintln!(
@@ -115,7 +115,39 @@ fn test(extra: &[String]) -> Result<()> {
         if result.is_ok() { "passed" } else { "FAILED" },
         total.elapsed().as_secs_f64()
     );
+    // One closing line for every test binary together (cargo's own last line is a doc-test summary).
+    println!("{} passed, {} failed", counts.0, counts.1);
     result
+}
+
+/// Runs `cargo test`, echoing its output, and adds up the `N passed; M failed` of every test binary.
+fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().context("failed to run cargo test")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (mut passed, mut failed) = (0, 0);
+    let mut out = std::io::stdout();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading cargo test output")?;
+        let _ = writeln!(out, "{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let number = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim().strip_suffix(word).and_then(|n| n.trim().rsplit(' ').next()?.parse::<u64>().ok())
+                    })
+                    .unwrap_or(0)
+            };
+            passed += number("passed");
+            failed += number("failed");
+        }
+    }
+    let status = child.wait().context("waiting for cargo test")?;
+    if !status.success() {
+        println!("{passed} passed, {failed} failed");
+        bail!("cargo test exited with {status}");
+    }
+    Ok((passed, failed))
 }
 
 fn infra(kafka_port: Option<u16>, redis_port: Option<u16>) -> Result<()> {
