@@ -324,3 +324,39 @@ fn local_infrastructure_survives_a_broker_kill_without_restarting_the_agents() {
         assert!(!alive(pid), "pid {pid} survived `mesh down`");
     }
 }
+
+#[test]
+fn a_ready_process_that_stops_pinging_the_watchdog_is_restarted_as_hung() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    // Says READY=1 over sd_notify, then hangs without WATCHDOG=1 pings.
+    let script = "import os, socket, time\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                  s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+                  time.sleep(1000)\n";
+    let file = dir.join("hang.toml");
+    std::fs::write(
+        &file,
+        format!("[[process]]\nname = \"hung\"\ncommand = [\"python3\", \"-c\", {script:?}]\nwatchdog = \"1s\"\ninitial_backoff = \"50ms\"\n"),
+    )
+    .expect("write");
+    let up = mesh(
+        dir,
+        &["up", "-d", "-f", file.to_str().expect("utf-8"), "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"],
+    );
+    assert!(up.status.success(), "{}", text(&up));
+    wait_until("a watchdog kill and a restart", Duration::from_secs(20), || {
+        let events = EventLog::read_all(&StateDir::new(dir).events()).expect("events");
+        let killed = events.iter().position(|e| {
+            e.process == "hung"
+                && e.event == "killed"
+                && e.detail.get("cause").and_then(|c| c.as_str()) == Some("watchdog")
+        });
+        killed.is_some_and(|k| events[k..].iter().any(|e| e.process == "hung" && e.event == "ready"))
+    });
+    let pids = spawned_pids(dir);
+    assert!(mesh(dir, &["down"]).status.success());
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived `mesh down`");
+    }
+}
