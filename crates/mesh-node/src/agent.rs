@@ -21,9 +21,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{AgentConfig, MeshConfig};
-use crate::runtime::{
-    NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, or_stop, redis_keys, retry,
-};
+use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry};
 use crate::scenario::Scenario;
 
 /// Remembers the last `capacity` message ids, to drop re-deliveries.
@@ -160,9 +158,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             _ = heartbeat.tick() => {
                 hb_seq += 1;
                 let env = agent.publisher.envelope(Record::Heartbeat(HeartbeatBody { agent: id.clone(), seq: hb_seq }));
-                or_stop!(agent.publisher.send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown).await);
+                agent.publisher.send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown).await?;
             }
-            _ = scenario_timer.tick(), if agent.config.rate > 0.0 => or_stop!(agent.start_work(&shutdown).await),
+            _ = scenario_timer.tick(), if agent.config.rate > 0.0 => agent.start_work(&shutdown).await?,
             _ = housekeeping.tick() => {
                 readiness.watchdog();
                 agent.commit(&mut work_reader, &mut proposal_reader).await;
@@ -170,15 +168,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));
             }
             r = work_reader.next() => match r {
-                Ok(record) => or_stop!(agent.on_message(record, &shutdown).await),
+                Ok(record) => agent.on_message(record, &shutdown).await?,
                 Err(e) => { tracing::warn!(error = %e, "reading messages failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
             },
             r = proposal_reader.next() => match r {
-                Ok(record) => or_stop!(agent.on_proposal(record, &shutdown).await),
+                Ok(record) => agent.on_proposal(record, &shutdown).await?,
                 Err(e) => { tracing::warn!(error = %e, "reading proposals failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
             },
             r = membership_reader.next() => match r {
-                Ok(record) => or_stop!(agent.on_member(record, &shutdown).await),
+                Ok(record) => agent.on_member(record, &shutdown).await?,
                 Err(e) => { tracing::warn!(error = %e, "reading membership failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
             },
         }

@@ -18,7 +18,7 @@ use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConsensusConfig, MeshConfig};
-use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, now_ms, or_stop, redis_keys, retry};
+use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, now_ms, redis_keys, retry};
 
 const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -96,7 +96,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             r = reader.next() => match r {
                 Ok(record) => {
                     positions.insert((record.topic.clone(), record.partition), record.offset + 1);
-                    or_stop!(handle_record(&mut machine, &publisher, &store, &decisions_key, &record, &mut counters, &shutdown).await);
+                    handle_record(&mut machine, &publisher, &store, &decisions_key, &record, &mut counters, &shutdown).await?;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "reading inputs failed, retrying");
@@ -109,14 +109,14 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 for id in machine.due_expiries(now) {
                     let deadline = now;
                     let env = publisher.envelope(Record::Expire(ExpireBody { proposal: id.clone(), deadline_ms: deadline }));
-                    or_stop!(publisher.send(TopicKind::Votes, id.as_str(), &env, &shutdown).await);
+                    publisher.send(TopicKind::Votes, id.as_str(), &env, &shutdown).await?;
                 }
                 if now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
-                    or_stop!(save_snapshot(&store, &snapshot_key, &machine, &positions, &shutdown).await);
+                    save_snapshot(&store, &snapshot_key, &machine, &positions, &shutdown).await?;
                     last_snapshot = now;
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
-                    or_stop!(write_stats(&store, &prefix, &machine, &counters, &shutdown).await);
+                    write_stats(&store, &prefix, &machine, &counters, &shutdown).await?;
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
                     last_stats = now;
                 }

@@ -28,7 +28,9 @@ pub enum NodeError {
         /// What is wrong and how to fix it.
         detail: String,
     },
-    /// Shutdown was requested while an operation was waiting for Kafka or Redis to come back.
+    /// Shutdown was requested while an operation was waiting for Kafka or Redis to come back. The runtime stops
+    /// at once, without a final snapshot: its state may be ahead of what it managed to publish, and the last
+    /// snapshot plus the log rebuild it exactly. The binary treats this as a clean stop.
     #[error("stopped while waiting for kafka or redis")]
     Interrupted,
 }
@@ -140,19 +142,6 @@ where
         }
     }
 }
-
-/// Inside a dispatcher loop: the value of an `Ok`; `break` out of the loop (to the orderly shutdown path) if the
-/// operation was interrupted by a shutdown; return any other error.
-macro_rules! or_stop {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err($crate::runtime::NodeError::Interrupted) => break,
-            Err(e) => return Err(e),
-        }
-    };
-}
-pub(crate) use or_stop;
 
 /// Topic specs of the whole mesh under `config` (also used to pre-create topics on the embedded broker).
 pub fn topic_specs(config: &MeshConfig) -> Vec<TopicSpec> {

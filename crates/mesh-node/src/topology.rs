@@ -23,9 +23,7 @@ use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MeshConfig, TopologyConfig};
-use crate::runtime::{
-    NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, or_stop, redis_keys, retry,
-};
+use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry};
 
 /// What the aligner carries between markers.
 #[derive(Debug, Clone, PartialEq)]
@@ -288,7 +286,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             () = shutdown_wait.wait() => break,
             r = reader.next() => match r {
                 Ok(record) => {
-                    let fx = or_stop!(handle_input(&mut state, &publisher, record, interval_ms, &shutdown).await);
+                    let fx = handle_input(&mut state, &publisher, record, interval_ms, &shutdown).await?;
                     if let Some(fx) = fx {
                         last_progress = now_ms();
                         if let Some(since) = stalled_since.take() {
@@ -301,10 +299,10 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                                 }
                             }
                         }
-                        or_stop!(publish_effects(&publisher, &store, &prefix, &state, fx, &mut detector, &shutdown).await);
+                        publish_effects(&publisher, &store, &prefix, &state, fx, &mut detector, &shutdown).await?;
                         readiness.status(&status_line(&state));
                         if now_ms().saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
-                            or_stop!(save_snapshot(&store, &snapshot_key, &state, interval_ms, &shutdown).await);
+                            save_snapshot(&store, &snapshot_key, &state, interval_ms, &shutdown).await?;
                             last_snapshot = now_ms();
                         }
                     }
@@ -317,7 +315,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             r = hb_reader.next() => match r {
                 Ok(record) => {
                     if let Err(reason) = handle_heartbeat(&mut detector, &record) {
-                        or_stop!(publisher.dead_letter(&record, &reason, &shutdown).await);
+                        publisher.dead_letter(&record, &reason, &shutdown).await?;
                     }
                 }
                 Err(e) => {
@@ -332,7 +330,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 // a bound, past which one marker stands for the whole gap and decays by its length).
                 if tick > last_emitted {
                     for t in (last_emitted + 1).max(tick.saturating_sub(MAX_CATCH_UP_TICKS))..=tick {
-                        or_stop!(emit_markers(&publisher, &state.sources, t, interval_ms, &shutdown).await);
+                        emit_markers(&publisher, &state.sources, t, interval_ms, &shutdown).await?;
                     }
                     last_emitted = tick;
                 }
@@ -352,7 +350,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 for dead in detector.check(now) {
                     tracing::info!(agent = %dead, "no heartbeat for {failure_timeout_ms} ms: declaring dead");
                     let env = publisher.envelope(Record::Dead(DeadBody { agent: dead.clone(), last_heard_ms: now.saturating_sub(failure_timeout_ms) }));
-                    or_stop!(publisher.send(TopicKind::Topology, dead.as_str(), &env, &shutdown).await);
+                    publisher.send(TopicKind::Topology, dead.as_str(), &env, &shutdown).await?;
                 }
             }
         }
