@@ -46,7 +46,7 @@ fn dependencies(manifest: &str) -> Vec<String> {
 pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut files = Vec::new();
-    for dir in ["crates", "fixtures", "xtask"] {
+    for dir in ["crates", "fixtures", "xtask", "bench"] {
         rust_files(&root.join(dir), &mut files);
     }
     files.sort();
