@@ -10,7 +10,7 @@ use mesh_core::{AgentId, Role};
 use mesh_proto::TopicNames;
 
 /// Settings every process shares: where the infrastructure is and how topics are laid out.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MeshConfig {
     /// Topic and Redis key prefix (default `agentmesh`).
     pub topics: TopicNames,
@@ -27,7 +27,7 @@ impl Default for MeshConfig {
 }
 
 /// Settings of the topology manager.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopologyConfig {
     /// SlimeMold weights.
     pub graph: GraphParams,
@@ -51,7 +51,7 @@ impl Default for TopologyConfig {
 }
 
 /// Settings of the consensus manager.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ConsensusConfig {
     /// Quorum and proposal timeout.
     pub params: ConsensusParams,
@@ -66,7 +66,7 @@ impl Default for ConsensusConfig {
 }
 
 /// Settings of one agent.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AgentConfig {
     /// Stable identity, derived from the name.
     pub id: AgentId,

@@ -268,6 +268,46 @@ pub(crate) fn agent(args: &AgentArgs, file: &FileConfig) -> Result<AgentConfig> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+
+    fn repo_file(path: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(path)
+    }
+
+    /// The settings file in `fixtures/config/` is the one README shows, and every value in it is the built-in
+    /// default: the documented defaults cannot drift from the code.
+    #[test]
+    fn the_documented_settings_file_holds_exactly_the_defaults() {
+        let path = repo_file("fixtures/config/settings.toml");
+        let text = std::fs::read_to_string(&path).expect("settings example");
+        let readme = std::fs::read_to_string(repo_file("README.md")).expect("README");
+        let body: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
+        assert!(readme.contains(&body), "README's settings block differs from fixtures/config/settings.toml");
+        let file = FileConfig::load(Some(&path)).expect("parses");
+        let empty = FileConfig::default();
+        let parse = |args: &[&str]| Cli::try_parse_from(args).expect("valid command line").command;
+        let (Command::Topology(t), Command::Consensus(c), Command::Agent(a)) = (
+            parse(&["mesh", "topology"]),
+            parse(&["mesh", "consensus"]),
+            parse(&["mesh", "agent", "--name", "x", "--role", "sales"]),
+        ) else {
+            panic!("subcommands parse")
+        };
+        assert_eq!(topology(&t, &file).expect("valid"), topology(&t, &empty).expect("valid"));
+        assert_eq!(consensus(&c, &file).expect("valid"), consensus(&c, &empty).expect("valid"));
+        assert_eq!(agent(&a, &file).expect("valid"), agent(&a, &empty).expect("valid"));
+        let (fi, ei) = (infra(&t.infra, &file).expect("valid"), infra(&t.infra, &empty).expect("valid"));
+        assert_eq!((fi.kafka, fi.redis, fi.mesh), (ei.kafka, ei.redis, ei.mesh));
+    }
+
+    #[test]
+    fn the_example_deployment_file_is_the_built_in_deployment() {
+        let exe = std::path::Path::new("/usr/bin/mesh");
+        let spec =
+            mesh_supervisor::DeploymentSpec::load(&repo_file("fixtures/config/deployment.toml"), exe).expect("valid");
+        assert_eq!(spec, mesh_supervisor::DeploymentSpec::seed_default(exe));
+    }
 
     #[test]
     fn unknown_file_fields_are_named() {
