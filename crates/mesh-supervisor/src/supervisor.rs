@@ -232,6 +232,9 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
     let mut sigchld = signal(SignalKind::child()).map_err(io("watch SIGCHLD"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("watch SIGINT"))?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(io("watch SIGTERM"))?;
+    // A closed terminal stops the deployment in order, rather than killing the supervisor (and, through the
+    // parent-death signal, every child) abruptly.
+    let mut sighup = signal(SignalKind::hangup()).map_err(io("watch SIGHUP"))?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut down_reply: Option<(oneshot::Sender<Response>, Option<f64>)> = None;
     loop {
@@ -258,6 +261,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
             }
             _ = sigint.recv() => { sup.say("stopping (Ctrl-C again to kill everything now)"); break; }
             _ = sigterm.recv() => { sup.say("stopping on SIGTERM"); break; }
+            _ = sighup.recv() => { sup.say("stopping on SIGHUP (terminal closed)"); break; }
         }
     }
     let force = Arc::clone(&sup.force);
@@ -286,7 +290,11 @@ fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
 
 async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors or similar: do not spin, try again shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
