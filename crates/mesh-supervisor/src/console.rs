@@ -2,6 +2,10 @@
 //! the children's output multiplexed above it as `name | line`. Without a terminal, plain lines only.
 
 use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -69,6 +73,41 @@ impl StatusLine {
     pub(crate) fn set(&self, text: String) {
         if let Some(bar) = &self.0 {
             bar.set_message(text);
+        }
+    }
+}
+
+/// Longest line kept whole in logs and on the terminal; longer lines are cut and say by how much.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Copies a child's output stream, line by line, to its log file (timestamped) and to the console.
+pub(crate) async fn pump_output(
+    name: String,
+    console: Option<(Console, u8)>,
+    stream: impl AsyncRead + Unpin,
+    log: Arc<Mutex<std::fs::File>>,
+) {
+    let mut reader = BufReader::new(stream);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]).into_owned();
+        if line.len() > MAX_LINE {
+            text.push_str(&format!(" …[{} more bytes cut]", line.len() - MAX_LINE));
+        }
+        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
+        if let Ok(mut f) = log.lock() {
+            let _ = writeln!(f, "{stamp} {text}");
+        }
+        if let Some((console, code)) = &console {
+            console.line(&name, *code, &text);
         }
     }
 }

@@ -6,11 +6,14 @@
 pub mod child;
 mod console;
 pub mod control;
+mod listen;
+mod lock;
 pub mod spec;
 pub mod state;
 pub mod supervisor;
 
 pub use control::{ControlError, Request, Response};
+pub use lock::InstanceLock;
 pub use spec::{DeploymentSpec, ProcessSpec, SpecError};
 pub use state::{Event, EventLog, ProcState, ProcessStatus, StateDir, StateFile};
-pub use supervisor::{InstanceLock, Options, Output, SupervisorError, run};
+pub use supervisor::{Options, Output, SupervisorError, run};

@@ -2,7 +2,6 @@
 //! signals and a 100 ms housekeeping tick. It owns every process record; nothing else mutates them.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -12,14 +11,15 @@ use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Map, Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
 use tokio::net::{UnixDatagram, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::child::{self, Ended};
-use crate::console::{Console, StatusLine};
+use crate::console::{Console, StatusLine, pump_output};
 use crate::control::{Request, Response};
+use crate::listen::{read_notify, serve_control};
+use crate::lock::InstanceLock;
 use crate::spec::{DeploymentSpec, ProcessSpec};
 use crate::state::{Event, EventLog, ExitInfo, ProcState, ProcessStatus, StateDir, StateFile};
 
@@ -78,50 +78,13 @@ pub enum SupervisorError {
     },
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
     let what = what.into();
     move |source| SupervisorError::Io { what, source }
 }
 
-/// The single-instance lock on `.mesh/mesh.lock` (flock; released by the kernel when the supervisor dies, so a
-/// crash leaves nothing to clean by hand).
-pub struct InstanceLock {
-    _lock: nix::fcntl::Flock<std::fs::File>,
-}
-
-impl InstanceLock {
-    /// Takes the lock, or says who holds it.
-    pub fn acquire(dir: &StateDir) -> Result<InstanceLock, SupervisorError> {
-        std::fs::create_dir_all(dir.root()).map_err(io(format!("create {}", dir.root().display())))?;
-        let path = dir.lock();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(format!("open {}", path.display())))?;
-        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(mut lock) => {
-                let _ = lock.set_len(0);
-                let _ = write!(lock, "{}", std::process::id());
-                Ok(InstanceLock { _lock: lock })
-            }
-            Err((_, _)) => Err(SupervisorError::AlreadyRunning {
-                dir: dir.root().display().to_string(),
-                pid: std::fs::read_to_string(&path).unwrap_or_default().trim().to_owned(),
-            }),
-        }
-    }
-
-    /// Whether some process holds the lock now.
-    pub fn held(dir: &StateDir) -> bool {
-        let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(dir.lock()) else { return false };
-        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock).is_err()
-    }
-}
-
-enum Msg {
+/// What the listeners hand to the dispatcher.
+pub(crate) enum Msg {
     Notify { name: String, text: String },
     Control { request: Request, reply: oneshot::Sender<Response> },
 }
@@ -286,87 +249,6 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
 fn set_mode(path: &std::path::Path, mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-}
-
-async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            // Out of descriptors or similar: do not spin, try again shortly.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let response = match serde_json::from_str::<Request>(&line) {
-                    Ok(request) => {
-                        let (reply, answer) = oneshot::channel();
-                        if tx.send(Msg::Control { request, reply }).is_err() {
-                            break;
-                        }
-                        answer.await.unwrap_or_else(|_| Response::error("the supervisor is stopping"))
-                    }
-                    Err(e) => Response::error(format!("bad request: {e}")),
-                };
-                let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
-                text.push('\n');
-                if write.write_all(text.as_bytes()).await.is_err() {
-                    break;
-                }
-            }
-        });
-    }
-}
-
-async fn read_notify(name: String, sock: UnixDatagram, tx: mpsc::UnboundedSender<Msg>) {
-    let mut buf = vec![0u8; 4096];
-    loop {
-        match sock.recv(&mut buf).await {
-            Ok(n) => {
-                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if tx.send(Msg::Notify { name: name.clone(), text }).is_err() {
-                    return;
-                }
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
-}
-
-/// Longest line kept whole in logs and on the terminal; longer lines are cut and say by how much.
-const MAX_LINE: usize = 64 * 1024;
-
-async fn pump_output(
-    name: String,
-    console: Option<(Console, u8)>,
-    stream: impl AsyncRead + Unpin,
-    log: Arc<Mutex<std::fs::File>>,
-) {
-    let mut reader = BufReader::new(stream);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-            line.pop();
-        }
-        let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]).into_owned();
-        if line.len() > MAX_LINE {
-            text.push_str(&format!(" …[{} more bytes cut]", line.len() - MAX_LINE));
-        }
-        let stamp = humantime::format_rfc3339_millis(SystemTime::now());
-        if let Ok(mut f) = log.lock() {
-            let _ = writeln!(f, "{stamp} {text}");
-        }
-        if let Some((console, code)) = &console {
-            console.line(&name, *code, &text);
-        }
-    }
 }
 
 impl Supervisor {

@@ -1,0 +1,60 @@
+//! The supervisor's listeners: the control socket (one JSON request per line, answered by the dispatcher) and one
+//! sd_notify datagram socket per process.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixDatagram, UnixListener};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::control::{Request, Response};
+use crate::supervisor::Msg;
+
+/// Answers control requests, one JSON line each, by handing them to the dispatcher.
+pub(crate) async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors or similar: do not spin, try again shortly.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut lines = BufReader::new(read).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(request) => {
+                        let (reply, answer) = oneshot::channel();
+                        if tx.send(Msg::Control { request, reply }).is_err() {
+                            break;
+                        }
+                        answer.await.unwrap_or_else(|_| Response::error("the supervisor is stopping"))
+                    }
+                    Err(e) => Response::error(format!("bad request: {e}")),
+                };
+                let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
+                text.push('\n');
+                if write.write_all(text.as_bytes()).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Forwards the sd_notify datagrams of process `name` to the dispatcher.
+pub(crate) async fn read_notify(name: String, sock: UnixDatagram, tx: mpsc::UnboundedSender<Msg>) {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match sock.recv(&mut buf).await {
+            Ok(n) => {
+                let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if tx.send(Msg::Notify { name: name.clone(), text }).is_err() {
+                    return;
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
