@@ -1,6 +1,6 @@
-//! Criterion micro-benchmarks of the pure core at 4 and 500 agents: reinforce, decay + prune sweep, snapshot
-//! encode/decode and quorum evaluation. `cargo bench -p mesh-bench`. (5,000 agents — 25 M edges — needs the graph
-//! representation issue 4 asks for; the current nested maps make it a memory benchmark.)
+//! Criterion micro-benchmarks of the pure core at 4, 500 and 5,000 agents (full mesh: 12, 249,500 and 24,995,000
+//! edges): reinforce, a decay tick that prunes nothing, the tick that prunes the whole idle mesh, snapshot
+//! encode/decode and quorum evaluation. `cargo bench -p mesh-bench`; docs/bench.md has the figures.
 
 use std::collections::BTreeSet;
 use std::hint::black_box;
@@ -12,7 +12,7 @@ use mesh_core::graph::SlimeGraph;
 use mesh_core::waggle::{DanceInputs, WaggleDance};
 use mesh_core::{Milli, ProposalId};
 
-const SIZES: [usize; 2] = [4, 500];
+const SIZES: [usize; 3] = [4, 500, 5_000];
 
 fn graph(c: &mut Criterion) {
     let mut group = c.benchmark_group("graph");
@@ -29,9 +29,18 @@ fn graph(c: &mut Criterion) {
                 black_box(g.reinforce(from, to))
             });
         });
+        // A tick in the life of the mesh: decay everything by one step, nothing due for pruning.
         group.bench_with_input(BenchmarkId::new("decay_prune_sweep", n), &n, |b, _| {
             b.iter_batched(|| mesh.clone(), |mut g| black_box(g.decay(1)), BatchSize::LargeInput);
         });
+        // The tick at which every idle full-mesh edge falls below the threshold: the cost is the N*(N-1) events.
+        if n <= 500 {
+            let mut due = mesh.clone();
+            due.decay(20);
+            group.bench_with_input(BenchmarkId::new("prune_whole_mesh", n), &n, |b, _| {
+                b.iter_batched(|| due.clone(), |mut g| black_box(g.decay(1).len()), BatchSize::LargeInput);
+            });
+        }
         group.bench_with_input(BenchmarkId::new("snapshot_encode", n), &n, |b, _| {
             b.iter(|| black_box(serde_json::to_vec(&mesh).map(|v| v.len())));
         });

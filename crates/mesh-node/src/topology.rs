@@ -245,7 +245,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         })
         .collect::<Vec<_>>();
     tracing::info!(sources = assignments.len(), last_closed = ?state.aligner.last_closed(),
-        agents = state.roster.live().len(), edges = state.graph.edges().len(), "topology manager starting");
+        agents = state.roster.live().len(), edges = state.graph.edge_count(), "topology manager starting");
     let group = format!("{prefix}-topology");
     let mut reader = retry("opening the input reader", &shutdown, || bus.reader(&group, assignments.clone())).await?;
     let heartbeats = (0..publisher.partitions(TopicKind::Heartbeats))
