@@ -31,14 +31,14 @@ fn graph(c: &mut Criterion) {
         });
         // A tick in the life of the mesh: decay everything by one step, nothing due for pruning.
         group.bench_with_input(BenchmarkId::new("decay_prune_sweep", n), &n, |b, _| {
-            b.iter_batched(|| mesh.clone(), |mut g| black_box(g.decay(1)), BatchSize::LargeInput);
+            b.iter_batched_ref(|| mesh.clone(), |g| black_box(g.decay(1)), BatchSize::LargeInput);
         });
         // The tick at which every idle full-mesh edge falls below the threshold: the cost is the N*(N-1) events.
         if n <= 500 {
             let mut due = mesh.clone();
             due.decay(20);
             group.bench_with_input(BenchmarkId::new("prune_whole_mesh", n), &n, |b, _| {
-                b.iter_batched(|| due.clone(), |mut g| black_box(g.decay(1).len()), BatchSize::LargeInput);
+                b.iter_batched_ref(|| due.clone(), |g| black_box(g.decay(1).len()), BatchSize::LargeInput);
             });
         }
         group.bench_with_input(BenchmarkId::new("snapshot_encode", n), &n, |b, _| {

@@ -1,5 +1,10 @@
-//! Inputs shared by the benchmarks: a graph of `n` agents in full mesh, as a deployment has right after every
-//! agent joined (the largest the graph gets before traffic shapes it).
+//! Benchmarks of the mesh. The library holds the `mesh bench` report model ([`report`]: JSON schema, terminal
+//! table, `--compare`) and its SVG rendering ([`svg`]), kept apart from the orchestration (which needs Kafka and
+//! the supervisor) so they are tested without either; `benches/core.rs` is the criterion suite of the pure core,
+//! which uses the inputs below.
+
+pub mod report;
+pub mod svg;
 
 use mesh_core::AgentId;
 use mesh_core::graph::{GraphParams, SlimeGraph};

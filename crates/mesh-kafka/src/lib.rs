@@ -6,6 +6,8 @@
 //! manual offset commits (at-least-once: commit after handling).
 #![warn(missing_docs)]
 
+pub mod baseline;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -192,7 +194,11 @@ impl Bus for KafkaBus {
     }
 
     async fn publish(&self, record: OutRecord) -> Result<i64, TransportError> {
-        let fr = FutureRecord::to(&record.topic).partition(record.partition).key(&record.key).payload(&record.payload);
+        let mut fr =
+            FutureRecord::to(&record.topic).partition(record.partition).key(&record.key).payload(&record.payload);
+        if let Some(us) = record.sent_at_us {
+            fr = fr.headers(OwnedHeaders::new().insert(Header { key: SENT_AT_HEADER, value: Some(&us.to_be_bytes()) }));
+        }
         match self.inner.producer.send(fr, Duration::from_secs(5)).await {
             Ok(delivery) => Ok(delivery.offset),
             Err((e, _)) => Err(TransportError::failed(format!("publishing to {}", record.topic), e)),
@@ -239,6 +245,13 @@ impl Bus for KafkaBus {
     }
 }
 
+/// The Kafka header carrying [`OutRecord::sent_at_us`], 8 bytes big-endian.
+pub const SENT_AT_HEADER: &str = "mesh-sent-us";
+
+fn sent_at_us(m: &impl Message) -> Option<u64> {
+    m.headers()?.iter().find(|h| h.key == SENT_AT_HEADER)?.value?.try_into().ok().map(u64::from_be_bytes)
+}
+
 /// Reads assigned partitions; see [`Bus::reader`].
 pub struct KafkaReader {
     consumer: StreamConsumer,
@@ -255,6 +268,7 @@ impl Reader for KafkaReader {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec),
                 timestamp_ms: m.timestamp().to_millis(),
+                sent_at_us: sent_at_us(&m),
             }),
             Err(e) => {
                 Err(TransportError::Unreachable { what: format!("kafka {}", self.brokers), detail: e.to_string() })

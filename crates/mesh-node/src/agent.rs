@@ -5,7 +5,7 @@
 //! so a crash re-delivers; handling is idempotent because a message's id is remembered and an answer's id is
 //! derived from the task's (`{task id}.r`), so a repeated answer is recognisable downstream.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use mesh_core::consensus::Proposal;
@@ -21,7 +21,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::config::{AgentConfig, MeshConfig};
-use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry};
+use crate::latency::Latency;
+use crate::runtime::{
+    NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, now_us, redis_keys, retry,
+};
 use crate::scenario::Scenario;
 
 /// Remembers the last `capacity` message ids, to drop re-deliveries.
@@ -73,6 +76,7 @@ struct Counters {
     proposals: u64,
     votes: u64,
     no_recipient: u64,
+    round_trips_lost: u64,
 }
 
 struct Agent<B: Bus> {
@@ -89,7 +93,18 @@ struct Agent<B: Bus> {
     counters: Counters,
     positions: BTreeMap<(String, i32), i64>,
     last_join_ms: u64,
+    /// Send (by another agent) to handling here, of every task and response handled.
+    delivery: Latency,
+    /// Task sent to its response received.
+    round_trip: Latency,
+    /// Tasks awaiting a response: id → send time in µs. Bounded: beyond `IN_FLIGHT_LIMIT` the oldest are dropped
+    /// (their round trip goes unmeasured and is counted in `round_trips_lost`).
+    in_flight: BTreeMap<u64, String>,
+    in_flight_ids: HashMap<String, u64>,
 }
+
+/// Tasks whose round trip is tracked at once.
+const IN_FLIGHT_LIMIT: usize = 50_000;
 
 /// Runs one agent until shutdown; on shutdown publishes `leave`, commits its offsets and flushes.
 pub async fn run<B: Bus, S: SnapshotStore>(
@@ -136,6 +151,10 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         counters: Counters::default(),
         positions: BTreeMap::new(),
         last_join_ms: 0,
+        delivery: Latency::new(),
+        round_trip: Latency::new(),
+        in_flight: BTreeMap::new(),
+        in_flight_ids: HashMap::new(),
     };
     agent.join(&shutdown).await?;
     tracing::info!(agent = %id, partition = my_partition, "agent joined");
@@ -258,8 +277,10 @@ impl<B: Bus> Agent<B> {
                         payload: draft.payload,
                     };
                     let env = self.publisher.envelope(Record::Task(body));
+                    let sent = now_us();
                     self.publisher.send(TopicKind::Messages, to.as_str(), &env, shutdown).await?;
                     self.counters.tasks_sent += 1;
+                    self.track(env.header.id, sent);
                 }
                 None => self.counters.no_recipient += 1,
             }
@@ -317,6 +338,17 @@ impl<B: Bus> Agent<B> {
             self.counters.duplicates += 1;
             return Ok(());
         }
+        let handled_at = now_us();
+        let for_me = match &env.record {
+            Record::Task(t) => t.to == self.config.id,
+            Record::Response(r) => r.to == self.config.id,
+            _ => false,
+        };
+        if let Some(sent) = record.sent_at_us
+            && for_me
+        {
+            self.delivery.record(handled_at.saturating_sub(sent));
+        }
         match env.record {
             Record::Task(task) if task.to == self.config.id => {
                 let (status, payload) = self.scenario.handle_task(&task.task, &task.payload);
@@ -339,6 +371,10 @@ impl<B: Bus> Agent<B> {
             }
             Record::Response(response) if response.to == self.config.id => {
                 self.counters.responses_received += 1;
+                if let Some(sent) = self.in_flight_ids.remove(response.in_reply_to.as_str()) {
+                    self.in_flight.remove(&sent);
+                    self.round_trip.record(handled_at.saturating_sub(sent));
+                }
                 tracing::debug!(from = %response.from, in_reply_to = %response.in_reply_to, "response");
             }
             _ => {}
@@ -425,6 +461,22 @@ impl<B: Bus> Agent<B> {
         }
     }
 
+    /// Remembers when a task was sent, to measure its round trip when the answer comes.
+    fn track(&mut self, id: String, mut sent_us: u64) {
+        // Send stamps are keys: two tasks in the same µs are told apart by a nudge.
+        while self.in_flight.contains_key(&sent_us) {
+            sent_us += 1;
+        }
+        if self.in_flight.len() >= IN_FLIGHT_LIMIT
+            && let Some((_, oldest)) = self.in_flight.pop_first()
+        {
+            self.in_flight_ids.remove(&oldest);
+            self.counters.round_trips_lost += 1;
+        }
+        self.in_flight_ids.insert(id.clone(), sent_us);
+        self.in_flight.insert(sent_us, id);
+    }
+
     async fn publish_stats<S: SnapshotStore>(&self, store: &S, key: &str) {
         let c = &self.counters;
         let fields = vec![
@@ -437,6 +489,9 @@ impl<B: Bus> Agent<B> {
             ("proposals".to_owned(), c.proposals.to_string()),
             ("votes".to_owned(), c.votes.to_string()),
             ("no_recipient".to_owned(), c.no_recipient.to_string()),
+            ("round_trips_lost".to_owned(), c.round_trips_lost.to_string()),
+            ("delivery_us".to_owned(), self.delivery.encode()),
+            ("round_trip_us".to_owned(), self.round_trip.encode()),
             ("live_peers".to_owned(), self.live_peers().to_string()),
             ("updated_at_ms".to_owned(), now_ms().to_string()),
         ];

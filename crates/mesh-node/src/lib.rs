@@ -9,9 +9,10 @@
 pub mod agent;
 pub mod config;
 pub mod consensus;
+pub mod latency;
 mod runtime;
 pub mod scenario;
 pub mod topology;
 
 pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
-pub use runtime::{NodeError, Readiness, Shutdown, redis_keys, topic_specs};
+pub use runtime::{NodeError, Readiness, Shutdown, now_us, redis_keys, topic_specs};

@@ -111,6 +111,11 @@ pub(crate) fn now_ms() -> UnixMillis {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Wall-clock time in µs since the Unix epoch: send stamps for latency measurement, never state.
+pub fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// Retries `op` with exponential backoff and jitter (100 ms up to 5 s) until it succeeds, logging every failure: a
 /// dead broker is waited for and reported, never a reason to crash. A shutdown request ends the waiting between
 /// attempts (`NodeError::Interrupted`), never an attempt under way, so work in flight at SIGTERM still completes.
@@ -241,6 +246,7 @@ impl<B: Bus> Publisher<B> {
             partition,
             key: key.as_bytes().to_vec(),
             payload: encode(envelope),
+            sent_at_us: Some(now_us()),
         };
         retry(&format!("publishing {} to {}", envelope.record.kind(), record.topic), shutdown, || {
             self.bus.publish(record.clone())

@@ -20,6 +20,7 @@ struct Stored {
     key: Vec<u8>,
     payload: Vec<u8>,
     timestamp_ms: i64,
+    sent_at_us: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +93,7 @@ impl Bus for MemoryBus {
                 .ok_or_else(|| TransportError::failed("publishing", format!("no partition {}", record.partition)))?;
             let timestamp_ms =
                 SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-            p.push(Stored { key: record.key, payload: record.payload, timestamp_ms });
+            p.push(Stored { key: record.key, payload: record.payload, timestamp_ms, sent_at_us: record.sent_at_us });
             i64::try_from(p.len() - 1).unwrap_or(i64::MAX)
         };
         self.appended.notify_waiters();
@@ -151,6 +152,7 @@ impl MemoryReader {
                     key: Some(r.key.clone()),
                     payload: Some(r.payload.clone()),
                     timestamp_ms: Some(r.timestamp_ms),
+                    sent_at_us: r.sent_at_us,
                 };
                 *next += 1;
                 self.turn = i + 1;
@@ -255,7 +257,13 @@ mod tests {
         assert_eq!(bus.partition_count("t").await.expect("count"), 2);
         for i in 0..3u8 {
             let o = bus
-                .publish(OutRecord { topic: "t".into(), partition: 1, key: vec![i], payload: vec![i] })
+                .publish(OutRecord {
+                    topic: "t".into(),
+                    partition: 1,
+                    key: vec![i],
+                    payload: vec![i],
+                    sent_at_us: None,
+                })
                 .await
                 .expect("publish");
             assert_eq!(o, i64::from(i));
@@ -277,7 +285,7 @@ mod tests {
             .expect("reader");
         let waiter = tokio::spawn(async move { late.next().await.map(|r| r.offset) });
         tokio::task::yield_now().await;
-        bus.publish(OutRecord { topic: "t".into(), partition: 1, key: vec![], payload: vec![] })
+        bus.publish(OutRecord { topic: "t".into(), partition: 1, key: vec![], payload: vec![], sent_at_us: None })
             .await
             .expect("publish");
         assert_eq!(waiter.await.expect("join").expect("record"), 3, "a waiting reader wakes on append");

@@ -90,6 +90,9 @@ pub struct OutRecord {
     pub key: Vec<u8>,
     /// Record value.
     pub payload: Vec<u8>,
+    /// When the sender handed it over, in µs since the Unix epoch; travels as the Kafka header `mesh-sent-us` so
+    /// latency can be measured finer than the envelope's millisecond `ts` (`mesh bench`).
+    pub sent_at_us: Option<u64>,
 }
 
 /// A record read from the bus, with where it came from (for dead-lettering and snapshots).
@@ -107,6 +110,8 @@ pub struct InRecord {
     pub payload: Option<Vec<u8>>,
     /// Record timestamp in ms since the Unix epoch, as the broker reports it.
     pub timestamp_ms: Option<i64>,
+    /// The sender's `sent_at_us`, if it gave one.
+    pub sent_at_us: Option<u64>,
 }
 
 /// A committed position: the next offset to read in a partition.

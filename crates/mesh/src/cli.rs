@@ -31,6 +31,15 @@ pub(crate) enum InfraMode {
     Local,
 }
 
+/// Where `mesh bench` gets Kafka and Redis from, when `--kafka`/`--redis` do not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BenchInfra {
+    /// A real Apache Kafka (KRaft, from Maven Central jars) and redis-server on loopback, started for the run.
+    Local,
+    /// librdkafka's mock cluster inside `mesh bench` and a file store: runs anywhere, figures not comparable.
+    Embedded,
+}
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum LogFormat {
@@ -68,6 +77,66 @@ pub(crate) enum Command {
     Logs(LogsArgs),
     /// The whole mesh in this one process over an in-memory bus, for a quick look (no Kafka, no Redis).
     Demo(DemoArgs),
+    /// Measure the mesh on a real broker: join convergence, delivered messages/s, end-to-end and round-trip
+    /// latency, consensus latency, pruning and cost per process, next to plain Kafka at the same rate in the same
+    /// run (docs/bench.md).
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// Agents to start, each its own OS process.
+    #[arg(long, default_value_t = 500)]
+    pub(crate) agents: usize,
+    /// Length of the measured window.
+    #[arg(long, default_value = "30s", value_name = "DURATION")]
+    pub(crate) duration: String,
+    /// Traffic before the window opens (also the baseline's warm-up).
+    #[arg(long, default_value = "10s", value_name = "DURATION")]
+    pub(crate) warmup: String,
+    /// Messages per second offered in total, tasks and their answers [default: 20 per agent].
+    #[arg(long, value_name = "MSGS_PER_S")]
+    pub(crate) rate: Option<f64>,
+    /// Proposals per second, all agents together; each is voted on by every live agent.
+    #[arg(long, default_value_t = 2.0, value_name = "PER_S")]
+    pub(crate) proposals_per_sec: f64,
+    /// Partitions of the messages topic [default: one per agent, at least 8].
+    #[arg(long, value_name = "N")]
+    pub(crate) messages_partitions: Option<u32>,
+    /// The topology manager's decay interval (idle edges are pruned after 21 of them).
+    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    pub(crate) decay_interval: String,
+    /// How long start-up and the full mesh may take before the run is abandoned.
+    #[arg(long, default_value = "300s", value_name = "DURATION")]
+    pub(crate) ramp_timeout: String,
+    /// `local`: a real Kafka and redis-server started for the run (the default without --kafka); `embedded`: a
+    /// mock broker, for trying the harness only.
+    #[arg(long, value_enum, conflicts_with_all = ["kafka", "redis"])]
+    pub(crate) infra: Option<BenchInfra>,
+    /// Use this Kafka instead (with --redis).
+    #[arg(long, env = "MESH_KAFKA", requires = "redis", value_name = "HOST:PORT")]
+    pub(crate) kafka: Option<String>,
+    /// Use this Redis instead (with --kafka).
+    #[arg(long, env = "MESH_REDIS", requires = "kafka", value_name = "URL")]
+    pub(crate) redis: Option<String>,
+    /// Run only the plain-Kafka baseline.
+    #[arg(long, conflicts_with = "no_baseline")]
+    pub(crate) baseline: bool,
+    /// Skip the baseline (no ratios).
+    #[arg(long)]
+    pub(crate) no_baseline: bool,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) json: Option<std::path::PathBuf>,
+    /// Write bench.json and bench.svg into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub(crate) report: Option<std::path::PathBuf>,
+    /// Print the change of every figure against an earlier JSON report.
+    #[arg(long, value_name = "OLD.json")]
+    pub(crate) compare: Option<std::path::PathBuf>,
+    /// Where the bench deployment keeps its state and logs.
+    #[arg(long, default_value = ".mesh-bench", value_name = "DIR")]
+    pub(crate) state_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

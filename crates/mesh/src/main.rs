@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (including a clean stop on SIGTERM/SIGINT), 1 runtime failure (for `status`: not every
 //! process READY), 2 bad usage or settings.
 
+mod bench;
 mod cli;
 mod demo;
 mod inspect;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
     };
     // The supervisor and the synchronous tools run without the multi-threaded runtime.
     let synchronous = match &cli.command {
+        Command::Bench(args) => Some(bench::run(args)),
         Command::Up(args) if args.detach && !args.detached_child => Some(up::detach(args)),
         Command::Up(args) => Some(up::supervise(args, &file, cli.config.as_deref())),
         Command::Down(args) => Some(ops::down(args)),
@@ -192,7 +194,12 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             Err(e) => Err(runtime(e)),
         },
         Command::Demo(args) => demo::run(&args).await.map_err(runtime),
-        Command::Up(_) | Command::Down(_) | Command::Kill(_) | Command::Restart(_) | Command::Logs(_) => {
+        Command::Up(_)
+        | Command::Down(_)
+        | Command::Kill(_)
+        | Command::Restart(_)
+        | Command::Logs(_)
+        | Command::Bench(_) => {
             unreachable!("handled synchronously in main")
         }
     }

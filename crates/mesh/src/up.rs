@@ -230,7 +230,7 @@ fn deployment(file: Option<&Path>, mesh_exe: &Path) -> Result<DeploymentSpec> {
     }
 }
 
-fn absolute(path: &Path) -> Result<PathBuf> {
+pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     if path.is_absolute() {
         Ok(path.to_owned())
     } else {

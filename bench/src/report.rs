@@ -1,0 +1,436 @@
+//! The result of one `mesh bench` run: a stable JSON schema for comparing runs, the terminal table and the
+//! figure-by-figure comparison with an earlier run. docs/bench.md documents every field.
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON schema; bumped on any incompatible change.
+pub const SCHEMA: &str = "mesh-bench/1";
+
+/// A latency distribution, in microseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// Samples.
+    pub count: u64,
+    /// Mean, µs.
+    pub mean_us: f64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 90th percentile, µs.
+    pub p90_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
+    /// 99.9th percentile, µs.
+    pub p999_us: u64,
+    /// Largest, µs.
+    pub max_us: u64,
+    /// The percentile curve for the SVG: (percentile, µs) at 1 - 10^-k steps.
+    #[serde(default)]
+    pub curve: Vec<(f64, u64)>,
+}
+
+impl Percentiles {
+    /// Summarises a histogram (empty if it holds nothing).
+    pub fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self::default();
+        }
+        let curve = [0.0, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 1.0]
+            .iter()
+            .map(|q| (q * 100.0, h.value_at_quantile(*q)))
+            .collect();
+        Self {
+            count: h.len(),
+            mean_us: h.mean(),
+            p50_us: h.value_at_quantile(0.5),
+            p90_us: h.value_at_quantile(0.9),
+            p99_us: h.value_at_quantile(0.99),
+            p999_us: h.value_at_quantile(0.999),
+            max_us: h.max(),
+            curve,
+        }
+    }
+}
+
+/// How the run was set up.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunConfig {
+    /// Agents started.
+    pub agents: usize,
+    /// Agents per OS process (1: each agent its own process).
+    pub agents_per_process: usize,
+    /// Agent processes.
+    pub agent_processes: usize,
+    /// `local` (Apache Kafka + redis-server started for the run), `external` or `embedded` (mock broker: figures
+    /// not comparable).
+    pub infra: String,
+    /// Seconds of traffic measured.
+    pub duration_s: f64,
+    /// Seconds of traffic before measuring.
+    pub warmup_s: f64,
+    /// Tasks each agent starts per second.
+    pub task_rate_per_agent: f64,
+    /// Messages per second offered in total (each task is answered: two messages).
+    pub offered_msgs_per_s: f64,
+    /// Proposals per second aimed at, all agents together.
+    pub proposals_per_s: f64,
+    /// Partitions of the messages topic.
+    pub messages_partitions: u32,
+    /// The topology manager's decay interval, ms.
+    pub decay_interval_ms: u64,
+    /// CPU cores of the machine.
+    pub cores: usize,
+}
+
+/// Membership and full mesh after start.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Join {
+    /// Seconds from starting the processes until every agent was live and the N*(N-1) edges existed; absent if
+    /// that never happened within the ramp-up limit.
+    pub converged_s: Option<f64>,
+    /// Live agents seen at the end of ramp-up.
+    pub live_agents: usize,
+    /// Edges seen at the end of ramp-up.
+    pub edges: usize,
+    /// N*(N-1).
+    pub full_mesh_edges: usize,
+}
+
+/// Messages between agents during the measured window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Messages {
+    /// Tasks and responses handled by their recipients.
+    pub delivered: u64,
+    /// Delivered per second.
+    pub delivered_per_s: f64,
+    /// Send by one agent to handling by another.
+    pub end_to_end: Percentiles,
+    /// Task sent to its response received.
+    pub round_trip: Percentiles,
+}
+
+/// Bee consensus during the measured window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Consensus {
+    /// Proposals published.
+    pub proposals: u64,
+    /// Decisions published.
+    pub decisions: u64,
+    /// Decisions per second.
+    pub decisions_per_s: f64,
+    /// Mean voters per proposal.
+    pub voters: f64,
+    /// Proposal published to decision published.
+    pub latency: Percentiles,
+}
+
+/// The SlimeMold graph after traffic shaped it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Topology {
+    /// Seconds from the full mesh until the idle edges were pruned (edges fell below N*(N-1)); absent if not seen.
+    pub pruned_after_s: Option<f64>,
+    /// What the model predicts: 21 decay intervals at the defaults.
+    pub expected_prune_s: f64,
+    /// Edges at the end.
+    pub edges: usize,
+    /// 1 - edges / (N*(N-1)) at the end.
+    pub reduction_vs_full_mesh: f64,
+}
+
+/// CPU and memory of one kind of process over the whole run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cost {
+    /// `agent`, `topology`, `consensus`, `kafka` or `redis`.
+    pub kind: String,
+    /// Processes of that kind.
+    pub processes: usize,
+    /// CPU seconds (user + system), all processes of the kind.
+    pub cpu_s: f64,
+    /// Largest peak RSS of one process, MiB.
+    pub peak_rss_mib_max: f64,
+    /// Mean peak RSS, MiB.
+    pub peak_rss_mib_mean: f64,
+}
+
+/// Plain rdkafka, same broker, size and rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Baseline {
+    /// Messages offered per second.
+    pub offered_msgs_per_s: f64,
+    /// Bytes per message.
+    pub payload_bytes: usize,
+    /// Messages sent in the window.
+    pub sent: u64,
+    /// Of those, received.
+    pub received: u64,
+    /// Received per second.
+    pub delivered_per_s: f64,
+    /// Send to receive.
+    pub latency: Percentiles,
+}
+
+/// Mesh divided by baseline, from the same run: what is tracked across machines.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ratios {
+    /// Delivered/s, mesh / baseline (higher is better; 1.0 is the broker's limit at this rate).
+    pub throughput: f64,
+    /// p99 latency, mesh / baseline (lower is better).
+    pub p99_latency: f64,
+}
+
+/// One target of issue 4 and whether this run met it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TargetCheck {
+    /// What is aimed at.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met, missed, or not applicable to this run (`null`).
+    pub met: Option<bool>,
+}
+
+/// One second of the measured window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    /// Seconds since the window opened.
+    pub t_s: f64,
+    /// Messages delivered per second by the mesh.
+    pub mesh_per_s: f64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// [`SCHEMA`].
+    pub schema: String,
+    /// When the run started, ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The mesh version that ran.
+    pub version: String,
+    /// Setup.
+    pub config: RunConfig,
+    /// Join convergence.
+    pub join: Join,
+    /// Messages.
+    pub messages: Messages,
+    /// Consensus.
+    pub consensus: Consensus,
+    /// Topology convergence.
+    pub topology: Topology,
+    /// Cost per process kind.
+    pub cost: Vec<Cost>,
+    /// The plain-Kafka baseline, unless skipped.
+    pub baseline: Option<Baseline>,
+    /// Mesh / baseline.
+    pub ratios: Option<Ratios>,
+    /// Throughput over time.
+    pub timeline: Vec<Sample>,
+    /// Baseline throughput over time.
+    #[serde(default)]
+    pub baseline_timeline: Vec<Sample>,
+    /// Issue 4's targets against this run.
+    pub targets: Vec<TargetCheck>,
+}
+
+/// Which way a figure improves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Better {
+    /// More is better (throughput).
+    Higher,
+    /// Less is better (latency, cost).
+    Lower,
+}
+
+/// One number of the report, named as in the table and `--compare`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Figure {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: f64,
+    /// Unit.
+    pub unit: &'static str,
+    /// Which way is better.
+    pub better: Better,
+}
+
+#[expect(clippy::cast_precision_loss, reason = "figures are for display")]
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+impl Report {
+    /// The report's numbers, flat, in table order.
+    #[expect(clippy::cast_precision_loss, reason = "figures are for display")]
+    pub fn figures(&self) -> Vec<Figure> {
+        let mut out = Vec::new();
+        let mut push = |name: &str, value: f64, unit, better| {
+            if value.is_finite() {
+                out.push(Figure { name: name.to_owned(), value, unit, better });
+            }
+        };
+        if let Some(j) = self.join.converged_s {
+            push("join convergence", j, "s", Better::Lower);
+        }
+        push("delivered", self.messages.delivered_per_s, "msg/s", Better::Higher);
+        let lat = |p: &Percentiles| [("p50", p.p50_us), ("p90", p.p90_us), ("p99", p.p99_us), ("p99.9", p.p999_us)];
+        for (q, v) in lat(&self.messages.end_to_end) {
+            push(&format!("end-to-end {q}"), ms(v), "ms", Better::Lower);
+        }
+        push("end-to-end max", ms(self.messages.end_to_end.max_us), "ms", Better::Lower);
+        for (q, v) in lat(&self.messages.round_trip) {
+            push(&format!("task round trip {q}"), ms(v), "ms", Better::Lower);
+        }
+        push("decisions", self.consensus.decisions_per_s, "/s", Better::Higher);
+        for (q, v) in lat(&self.consensus.latency) {
+            push(&format!("consensus {q}"), ms(v), "ms", Better::Lower);
+        }
+        push("consensus max", ms(self.consensus.latency.max_us), "ms", Better::Lower);
+        if let Some(p) = self.topology.pruned_after_s {
+            push("idle edges pruned after", p, "s", Better::Lower);
+        }
+        push("reduction vs full mesh", self.topology.reduction_vs_full_mesh * 100.0, "%", Better::Higher);
+        for c in &self.cost {
+            push(&format!("{} CPU", c.kind), c.cpu_s, "s", Better::Lower);
+            push(&format!("{} peak RSS (max)", c.kind), c.peak_rss_mib_max, "MiB", Better::Lower);
+        }
+        if let Some(b) = &self.baseline {
+            push("baseline delivered", b.delivered_per_s, "msg/s", Better::Higher);
+            for (q, v) in lat(&b.latency) {
+                push(&format!("baseline {q}"), ms(v), "ms", Better::Lower);
+            }
+        }
+        if let Some(r) = &self.ratios {
+            push("throughput mesh/baseline", r.throughput, "x", Better::Higher);
+            push("p99 latency mesh/baseline", r.p99_latency, "x", Better::Lower);
+        }
+        let _ = self.messages.delivered as f64;
+        out
+    }
+
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let c = &self.config;
+        let mut s = format!(
+            "mesh bench: {} agents in {} processes ({} per process), {} infrastructure, {:.0} s measured after {:.0} s \
+             warm-up\n  offered {:.0} msg/s ({} tasks/s per agent, answered), {} proposals/s, {} message partitions, \
+             decay every {} ms, {} cores\n\n",
+            c.agents,
+            c.agent_processes,
+            c.agents_per_process,
+            c.infra,
+            c.duration_s,
+            c.warmup_s,
+            c.offered_msgs_per_s,
+            c.task_rate_per_agent,
+            c.proposals_per_s,
+            c.messages_partitions,
+            c.decay_interval_ms,
+            c.cores,
+        );
+        s.push_str(&format!("  {:<34} {:>12}\n", "figure", "value"));
+        for f in self.figures() {
+            s.push_str(&format!("  {:<34} {:>12} {}\n", f.name, format_value(f.value), f.unit));
+        }
+        s.push_str(&format!(
+            "  {:<34} {:>12}\n",
+            "join: live agents / edges",
+            format!("{}/{}", self.join.live_agents, self.join.edges)
+        ));
+        if !self.targets.is_empty() {
+            s.push_str("\n  targets\n");
+            for t in &self.targets {
+                let verdict = match t.met {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "n/a",
+                };
+                s.push_str(&format!("  {:<7} {:<58} {}\n", verdict, t.target, t.measured));
+            }
+        }
+        s
+    }
+
+    /// Each figure of `old` against this run: value, change and whether that change is better or worse.
+    pub fn compare(&self, old: &Report) -> String {
+        let before = old.figures();
+        let mut s = format!("  {:<34} {:>12} {:>12} {:>9}\n", "figure", "old", "new", "change");
+        for f in self.figures() {
+            let Some(o) = before.iter().find(|o| o.name == f.name) else { continue };
+            let change = if o.value == 0.0 { 0.0 } else { (f.value - o.value) / o.value * 100.0 };
+            let verdict = match (f.better, change) {
+                (_, c) if c.abs() < 5.0 => "",
+                (Better::Higher, c) if c > 0.0 => "better",
+                (Better::Lower, c) if c < 0.0 => "better",
+                _ => "worse",
+            };
+            s.push_str(&format!(
+                "  {:<34} {:>12} {:>12} {:>+8.1}% {}\n",
+                f.name,
+                format_value(o.value),
+                format_value(f.value),
+                change,
+                verdict
+            ));
+        }
+        s
+    }
+}
+
+fn format_value(v: f64) -> String {
+    if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Report {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        for v in 1..=1000 {
+            h.record(v * 10).expect("record");
+        }
+        Report {
+            schema: SCHEMA.into(),
+            messages: Messages {
+                delivered: 1000,
+                delivered_per_s: 100.0,
+                end_to_end: Percentiles::of(&h),
+                ..Default::default()
+            },
+            ratios: Some(Ratios { throughput: 0.9, p99_latency: 1.5 }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn percentiles_come_from_the_histogram() {
+        let p = sample().messages.end_to_end;
+        assert_eq!(p.count, 1000);
+        assert!((4990..=5010).contains(&p.p50_us), "{}", p.p50_us);
+        assert!((9890..=9910).contains(&p.p99_us), "{}", p.p99_us);
+        assert_eq!(p.curve.last().map(|c| c.0), Some(100.0));
+    }
+
+    #[test]
+    fn the_schema_round_trips_and_the_table_names_every_figure() {
+        let r = sample();
+        let back: Report = serde_json::from_str(&serde_json::to_string(&r).expect("ser")).expect("de");
+        assert_eq!(back, r);
+        let table = r.table();
+        assert!(table.contains("end-to-end p99") && table.contains("throughput mesh/baseline"), "{table}");
+    }
+
+    #[test]
+    fn a_comparison_says_which_way_each_figure_moved() {
+        let old = sample();
+        let mut new = sample();
+        new.messages.delivered_per_s = 200.0;
+        new.ratios = Some(Ratios { throughput: 0.9, p99_latency: 3.0 });
+        let text = new.compare(&old);
+        let line = |name: &str| text.lines().find(|l| l.trim_start().starts_with(name)).unwrap_or_default().to_owned();
+        assert!(line("delivered").ends_with("better"), "{text}");
+        assert!(line("p99 latency mesh/baseline").ends_with("worse"), "{text}");
+        assert!(line("throughput mesh/baseline").trim_end().ends_with('%'), "{text}");
+    }
+}

@@ -1,0 +1,927 @@
+//! `mesh bench`: how far the mesh scales on a real broker, next to plain Kafka on the same machine in the same run.
+//!
+//! Phases: infrastructure (a real Apache Kafka and redis-server on loopback by default), the plain-rdkafka
+//! baseline, then the mesh through the supervisor (two managers and N agent processes), ramp-up until every agent
+//! is live and the full mesh exists, warm-up, the measured window, and the idle-edge pruning. Figures come from
+//! where they happen: agents publish HdrHistograms of what they handled to Redis (merged and windowed here), the
+//! consensus latency from the proposal and decision records in Kafka, the graph from the topology manager's stats,
+//! CPU and peak RSS from `/proc`. docs/bench.md explains each figure and the JSON schema.
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use mesh_bench::report::{
+    Baseline, Consensus, Cost, Join, Messages, Percentiles, Ratios, Report, RunConfig, SCHEMA, Sample, TargetCheck,
+    Topology,
+};
+use mesh_kafka::baseline::{self, BaselineSpec};
+use mesh_kafka::{EmbeddedKafka, KafkaBus, KafkaConfig};
+use mesh_node::latency::Latency;
+use mesh_node::redis_keys;
+use mesh_proto::records::Record;
+use mesh_proto::{TopicKind, TopicNames, decode};
+use mesh_supervisor::{ProcState, Request, StateDir, StateFile};
+use mesh_transport::{Assignment, Bus, Reader, SnapshotStore, StartAt, TopicSpec};
+
+use crate::cli::{BenchArgs, BenchInfra};
+use crate::store::AnyStore;
+
+/// Roles of the e-commerce scenario, dealt round-robin; all but support make proposals.
+const ROLES: [&str; 4] = ["sales", "support", "inventory", "fraud"];
+const PROPOSING_SHARE: f64 = 0.75;
+
+/// Everything the run needs, validated.
+struct Plan {
+    agents: usize,
+    duration: Duration,
+    warmup: Duration,
+    ramp_timeout: Duration,
+    offered_msgs_per_s: f64,
+    task_rate: f64,
+    proposals_per_s: f64,
+    proposal_every: u32,
+    partitions: u32,
+    decay_interval: Duration,
+    prefix: String,
+    state_dir: PathBuf,
+    cores: usize,
+}
+
+fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
+    humantime::parse_duration(text).map_err(|e| anyhow!("invalid {flag} {text:?}: {e}; write for example \"30s\""))
+}
+
+impl Plan {
+    fn new(args: &BenchArgs, started_at_ms: u64) -> Result<Self> {
+        if args.agents < 2 {
+            bail!("invalid --agents {}: the mesh needs at least 2 agents", args.agents);
+        }
+        let duration = parse_duration("--duration", &args.duration)?;
+        if duration < Duration::from_secs(1) {
+            bail!("invalid --duration {:?}: measure for at least 1s", args.duration);
+        }
+        #[expect(clippy::cast_precision_loss, reason = "agent counts are small")]
+        let n = args.agents as f64;
+        let offered = args.rate.unwrap_or(20.0 * n);
+        if !(offered.is_finite() && offered > 0.0) {
+            bail!("invalid --rate {offered}: give the messages per second to offer, above 0");
+        }
+        if !(args.proposals_per_sec.is_finite() && args.proposals_per_sec >= 0.0) {
+            bail!("invalid --proposals-per-sec {}: 0 or more", args.proposals_per_sec);
+        }
+        // Every task is answered: two messages per task.
+        let task_rate = offered / 2.0 / n;
+        let proposal_every = if args.proposals_per_sec == 0.0 {
+            0
+        } else {
+            #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "rounded, at least 1")]
+            let every = (n * PROPOSING_SHARE * task_rate / args.proposals_per_sec).round().max(1.0) as u32;
+            every
+        };
+        let partitions = args.messages_partitions.unwrap_or_else(|| u32::try_from(args.agents.max(8)).unwrap_or(8));
+        if partitions == 0 {
+            bail!("invalid --messages-partitions 0: a topic needs at least one partition");
+        }
+        Ok(Self {
+            agents: args.agents,
+            duration,
+            warmup: parse_duration("--warmup", &args.warmup)?,
+            ramp_timeout: parse_duration("--ramp-timeout", &args.ramp_timeout)?,
+            offered_msgs_per_s: offered,
+            task_rate,
+            proposals_per_s: args.proposals_per_sec,
+            proposal_every,
+            partitions,
+            decay_interval: parse_duration("--decay-interval", &args.decay_interval)?,
+            prefix: format!("meshbench-{}", started_at_ms / 1000),
+            state_dir: crate::up::absolute(&args.state_dir)?,
+            cores: std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        })
+    }
+
+    fn agent_name(i: usize) -> String {
+        format!("b{i:04}")
+    }
+}
+
+/// Where Kafka and Redis are, and the ones this run started (stopped when dropped).
+struct Infra {
+    kafka: String,
+    redis: String,
+    label: &'static str,
+    broker_pid: Option<i32>,
+    redis_pid: Option<i32>,
+    _local: Option<(mesh_fixtures::KafkaBroker, mesh_fixtures::RedisServer)>,
+    _embedded: Option<EmbeddedKafka>,
+}
+
+impl Infra {
+    fn start(args: &BenchArgs, plan: &Plan, mesh: &mesh_node::MeshConfig) -> Result<Self> {
+        match (args.infra, &args.kafka) {
+            (Some(BenchInfra::Local), _) | (None, None) => {
+                eprintln!("starting Apache Kafka (KRaft, single node) and redis-server on loopback for this run");
+                mesh_fixtures::ensure_kafka_jars().context("failed to provision the Kafka jars (Maven Central)")?;
+                let broker = mesh_fixtures::KafkaBroker::start(mesh_fixtures::KafkaOptions::default())
+                    .context("failed to start the local Kafka broker")?;
+                let redis = mesh_fixtures::RedisServer::start(mesh_fixtures::RedisOptions::default())
+                    .context("failed to start redis-server")?;
+                Ok(Self {
+                    kafka: broker.bootstrap(),
+                    redis: redis.url(),
+                    label: "local",
+                    broker_pid: broker.pid().and_then(|p| i32::try_from(p).ok()),
+                    redis_pid: redis.pid().and_then(|p| i32::try_from(p).ok()),
+                    _local: Some((broker, redis)),
+                    _embedded: None,
+                })
+            }
+            (None, Some(kafka)) => {
+                let kafka = kafka.clone();
+                let redis =
+                    args.redis.clone().ok_or_else(|| anyhow!("--redis redis://HOST:PORT is needed with --kafka"))?;
+                Ok(Self {
+                    kafka,
+                    redis,
+                    label: "external",
+                    broker_pid: None,
+                    redis_pid: None,
+                    _local: None,
+                    _embedded: None,
+                })
+            }
+            (Some(BenchInfra::Embedded), _) => {
+                eprintln!("embedded mock broker: figures are not comparable with a real Kafka");
+                let embedded = EmbeddedKafka::start(&mesh_node::topic_specs(mesh))
+                    .context("failed to start the embedded broker")?;
+                let store = plan.state_dir.join("store");
+                Ok(Self {
+                    kafka: embedded.bootstrap(),
+                    redis: format!("file://{}", store.display()),
+                    label: "embedded",
+                    broker_pid: None,
+                    redis_pid: None,
+                    _local: None,
+                    _embedded: Some(embedded),
+                })
+            }
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn bar(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    let style = ProgressStyle::with_template("{spinner} {prefix:<12} [{bar:30}] {pos}/{len} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_prefix(what.to_owned());
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
+/// Runs `mesh bench`.
+pub(crate) fn run(args: &BenchArgs) -> Result<()> {
+    let started_at_ms = now_ms();
+    let plan = Plan::new(args, started_at_ms)?;
+    let compare = match &args.compare {
+        Some(path) => Some(read_report(path)?),
+        None => None,
+    };
+    let mesh = mesh_node::MeshConfig {
+        topics: TopicNames::new(plan.prefix.clone()),
+        messages_partitions: plan.partitions,
+        consensus_partitions: 4,
+    };
+    std::fs::create_dir_all(&plan.state_dir)
+        .with_context(|| format!("failed to create {}", plan.state_dir.display()))?;
+    let infra = Infra::start(args, &plan, &mesh)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("failed to start the async runtime")?;
+
+    let payload_bytes = typical_message_bytes();
+    let baseline =
+        if args.no_baseline { None } else { Some(runtime.block_on(run_baseline(&infra, &plan, payload_bytes))?) };
+    let mut report = Report {
+        schema: SCHEMA.to_owned(),
+        started_at_ms,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        config: RunConfig {
+            agents: plan.agents,
+            agents_per_process: 1,
+            agent_processes: plan.agents,
+            infra: infra.label.to_owned(),
+            duration_s: plan.duration.as_secs_f64(),
+            warmup_s: plan.warmup.as_secs_f64(),
+            task_rate_per_agent: plan.task_rate,
+            offered_msgs_per_s: plan.offered_msgs_per_s,
+            proposals_per_s: plan.proposals_per_s,
+            messages_partitions: plan.partitions,
+            decay_interval_ms: u64::try_from(plan.decay_interval.as_millis()).unwrap_or(u64::MAX),
+            cores: plan.cores,
+        },
+        ..Report::default()
+    };
+    if let Some((b, timeline)) = baseline {
+        report.baseline = Some(b);
+        report.baseline_timeline = timeline;
+    }
+    if !args.baseline {
+        let mut deployment = Deployment::start(&plan, &infra)?;
+        let outcome = runtime.block_on(measure_mesh(&plan, &infra, &mut deployment, &mut report));
+        let stopped = deployment.stop();
+        outcome?;
+        stopped?;
+    }
+    finish(&mut report);
+    print!("{}", report.table());
+    if let Some(old) = &compare {
+        println!("\ncompared with {}:", args.compare.as_deref().unwrap_or(Path::new("")).display());
+        print!("{}", report.compare(old));
+    }
+    write_outputs(args, &report)?;
+    drop(infra);
+    Ok(())
+}
+
+fn read_report(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let report: Report = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a mesh bench JSON report ({SCHEMA})", path.display()))?;
+    if report.schema != SCHEMA {
+        bail!("{} has schema {:?}; this mesh reads {SCHEMA}", path.display(), report.schema);
+    }
+    Ok(report)
+}
+
+fn write_outputs(args: &BenchArgs, report: &Report) -> Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    if let Some(path) = &args.json {
+        std::fs::write(path, &json).with_context(|| format!("failed to write {}", path.display()))?;
+        eprintln!("JSON report: {}", path.display());
+    }
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+        std::fs::write(dir.join("bench.json"), &json)?;
+        let svg = mesh_bench::svg::render(report)?;
+        std::fs::write(dir.join("bench.svg"), svg)?;
+        eprintln!("report: {}/bench.svg and bench.json", dir.display());
+    }
+    Ok(())
+}
+
+/// Size of a task record as agents write it: the baseline sends messages of this size.
+fn typical_message_bytes() -> usize {
+    let mut scenario = mesh_node::scenario::Scenario::new("sales", 7, 0);
+    let Some(draft) = scenario.next_task() else { return 256 };
+    let (Ok(from), Ok(to)) = (mesh_core::AgentId::new("b0001"), mesh_core::AgentId::new("b0003")) else { return 256 };
+    let body = mesh_proto::records::TaskBody { from, to, task: draft.task.to_owned(), payload: draft.payload };
+    let env = mesh_proto::Envelope {
+        header: mesh_proto::Header { id: "b0001-1764000000000-000042".into(), ts: now_ms() },
+        record: Record::Task(body),
+    };
+    mesh_proto::encode(&env).len()
+}
+
+async fn run_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Result<(Baseline, Vec<Sample>)> {
+    let topic = format!("{}-baseline", plan.prefix);
+    let bus = KafkaBus::new(KafkaConfig::new(&infra.kafka, "mesh-bench-baseline"))?;
+    let spec = TopicSpec {
+        name: topic.clone(),
+        partitions: plan.partitions,
+        compacted: false,
+        retention: Some(Duration::from_secs(3600)),
+    };
+    tokio::time::timeout(Duration::from_secs(60), bus.ensure_topics(&[spec]))
+        .await
+        .map_err(|_| anyhow!("Kafka at {} did not create the baseline topic within 60 s", infra.kafka))??;
+    let total = plan.warmup + plan.duration;
+    let pb = bar(total.as_secs(), "baseline");
+    pb.set_message(format!("plain rdkafka, {:.0} msg/s of {payload_bytes} B", plan.offered_msgs_per_s));
+    let ticker = {
+        let pb = pb.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                t.tick().await;
+                pb.inc(1);
+            }
+        })
+    };
+    let cpu_before = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
+    let run = baseline::run(
+        &KafkaConfig::new(&infra.kafka, "mesh-bench-baseline"),
+        &BaselineSpec {
+            topic,
+            partitions: i32::try_from(plan.partitions).unwrap_or(i32::MAX),
+            rate: plan.offered_msgs_per_s,
+            payload_bytes,
+            warmup: plan.warmup,
+            duration: plan.duration,
+        },
+    )
+    .await?;
+    ticker.abort();
+    let broker_cpu = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
+    pb.finish_with_message(format!(
+        "{} of {} received{}",
+        run.received,
+        run.sent,
+        match (cpu_before, broker_cpu) {
+            (Some(a), Some(b)) => format!(", broker CPU {:.1} s", b - a),
+            _ => String::new(),
+        }
+    ));
+    let mut h = Latency::new();
+    for us in &run.latencies_us {
+        h.record(*us);
+    }
+    #[expect(clippy::cast_precision_loss, reason = "rates for display")]
+    let baseline = Baseline {
+        offered_msgs_per_s: plan.offered_msgs_per_s,
+        payload_bytes,
+        sent: run.sent,
+        received: run.received,
+        delivered_per_s: run.received as f64 / plan.duration.as_secs_f64(),
+        latency: Percentiles::of(h.histogram()),
+    };
+    #[expect(clippy::cast_precision_loss, reason = "rates for display")]
+    let timeline =
+        run.per_second.iter().zip(0u32..).map(|(n, t)| Sample { t_s: f64::from(t), mesh_per_s: *n as f64 }).collect();
+    Ok((baseline, timeline))
+}
+
+/// The supervisor running the bench deployment, detached in its own session.
+struct Deployment {
+    dir: StateDir,
+    child: Child,
+    spawned: Instant,
+}
+
+impl Deployment {
+    fn start(plan: &Plan, infra: &Infra) -> Result<Self> {
+        let root = plan.state_dir.join("run");
+        let dir = StateDir::new(root.clone());
+        if mesh_supervisor::InstanceLock::held(&dir) {
+            bail!(
+                "a bench deployment is still running in {}; `mesh down --state-dir {}` stops it",
+                root.display(),
+                root.display()
+            );
+        }
+        if root.exists() {
+            std::fs::remove_dir_all(&root).with_context(|| format!("failed to clear {}", root.display()))?;
+        }
+        std::fs::create_dir_all(&root)?;
+        let config = root.join("bench-settings.toml");
+        std::fs::write(&config, settings_toml(plan, infra))?;
+        let deployment = root.join("bench-deployment.toml");
+        std::fs::write(&deployment, deployment_toml(plan))?;
+        let log = std::fs::File::create(root.join("supervisor.log"))?;
+        let mut cmd = Command::new(std::env::current_exe().context("failed to locate the mesh binary")?);
+        cmd.arg("--config")
+            .arg(&config)
+            .arg("up")
+            .arg("--file")
+            .arg(&deployment)
+            .arg("--state-dir")
+            .arg(&root)
+            .arg("--detached-child")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        #[expect(unsafe_code, reason = "setsid must run in the child between fork and exec")]
+        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        let child = cmd.spawn().context("failed to start the supervisor")?;
+        Ok(Self { dir, child, spawned: Instant::now() })
+    }
+
+    /// The supervisor's state; `None` while it is starting (no control socket yet).
+    fn status(&mut self) -> Result<Option<StateFile>> {
+        if let Some(status) = self.child.try_wait()? {
+            bail!(
+                "the bench supervisor exited ({status}); its log ends with:\n{}",
+                crate::up::tail(&self.dir.root().join("supervisor.log"), 20)
+            );
+        }
+        match mesh_supervisor::control::call(&self.dir.socket(), &Request::Status, Duration::from_secs(10)) {
+            Ok(r) => Ok(r.state),
+            Err(mesh_supervisor::ControlError::NotRunning(_)) => Ok(None),
+            Err(e) => Err(anyhow!("the bench supervisor does not answer: {e}")),
+        }
+    }
+
+    fn state(&mut self) -> Result<StateFile> {
+        self.status()?.ok_or_else(|| anyhow!("the bench supervisor stopped answering"))
+    }
+
+    /// `mesh down`, then waits for the supervisor to exit.
+    fn stop(&mut self) -> Result<()> {
+        let request = Request::Down { timeout_secs: Some(10.0) };
+        let answered = mesh_supervisor::control::call(&self.dir.socket(), &request, Duration::from_secs(300));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if self.child.try_wait()?.is_some() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0)),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                let _ = self.child.wait();
+                bail!("the bench supervisor did not stop within 120 s and was killed");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        answered.map(|_| ()).map_err(|e| anyhow!("stopping the bench deployment: {e}"))
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.stop();
+        }
+    }
+}
+
+fn settings_toml(plan: &Plan, infra: &Infra) -> String {
+    format!(
+        "# written by `mesh bench` for one run\nkafka = {kafka:?}\nredis = {redis:?}\ntopic_prefix = {prefix:?}\n\
+         messages_partitions = {partitions}\nconsensus_partitions = 4\n\n[topology]\ndecay_interval = {decay:?}\n\
+         snapshot_interval = \"5s\"\n\n[agent]\nrate = {rate}\nproposal_every = {every}\n",
+        kafka = infra.kafka,
+        redis = infra.redis,
+        prefix = plan.prefix,
+        partitions = plan.partitions,
+        decay = humantime::format_duration(plan.decay_interval).to_string(),
+        rate = plan.task_rate,
+        every = plan.proposal_every,
+    )
+}
+
+fn deployment_toml(plan: &Plan) -> String {
+    let mut s = String::from(
+        "# written by `mesh bench` for one run\n[[process]]\nname = \"topology\"\ncommand = [\"mesh\", \"topology\"]\n\
+         watchdog = \"60s\"\n\n[[process]]\nname = \"consensus\"\ncommand = [\"mesh\", \"consensus\"]\nwatchdog = \"60s\"\n",
+    );
+    for i in 0..plan.agents {
+        let name = Plan::agent_name(i);
+        let role = ROLES[i % ROLES.len()];
+        s.push_str(&format!(
+            "\n[[process]]\nname = \"agent-{name}\"\ncommand = [\"mesh\", \"agent\", \"--name\", \"{name}\", \"--role\", \
+             \"{role}\"]\nwatchdog = \"60s\"\ndepends_on = [\"topology\", \"consensus\"]\n"
+        ));
+    }
+    s
+}
+
+/// What the agents published at one moment: counters and histograms summed over all of them.
+#[derive(Default)]
+struct AgentTotals {
+    delivered: u64,
+    delivery: Latency,
+    round_trip: Latency,
+}
+
+async fn agent_totals(store: &AnyStore, plan: &Plan, with_histograms: bool) -> AgentTotals {
+    let mut totals = AgentTotals::default();
+    for i in 0..plan.agents {
+        let key = redis_keys::agent_stats(&plan.prefix, &Plan::agent_name(i));
+        let Ok(fields) = store.hgetall(&key).await else { continue };
+        let map: BTreeMap<String, String> = fields.into_iter().collect();
+        let count = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        totals.delivered += count("tasks_handled") + count("responses_received");
+        if with_histograms {
+            if let Some(h) = map.get("delivery_us").and_then(|t| Latency::decode(t).ok()) {
+                totals.delivery.add(&h);
+            }
+            if let Some(h) = map.get("round_trip_us").and_then(|t| Latency::decode(t).ok()) {
+                totals.round_trip.add(&h);
+            }
+        }
+    }
+    totals
+}
+
+async fn topology_figures(store: &AnyStore, prefix: &str) -> (usize, usize, f64) {
+    let fields = store.hgetall(&redis_keys::topology_stats(prefix)).await.unwrap_or_default();
+    let map: BTreeMap<String, String> = fields.into_iter().collect();
+    let get = |k: &str| map.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "counts")]
+    (get("live_agents") as usize, get("edges") as usize, get("reduction_vs_full_mesh"))
+}
+
+async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, report: &mut Report) -> Result<()> {
+    let n = plan.agents;
+    let full_mesh = n * (n - 1);
+    let store = AnyStore::connect(&infra.redis).await?;
+    // Ramp-up: processes READY, then every agent live in the roster and the full mesh built.
+    let processes = n + 2;
+    let pb = bar(u64::try_from(processes).unwrap_or(0), "starting");
+    let ramp_deadline = deployment.spawned + plan.ramp_timeout;
+    loop {
+        let Some(state) = deployment.status()? else {
+            if Instant::now() >= ramp_deadline {
+                bail!("the bench supervisor did not answer within {:?}", plan.ramp_timeout);
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let ready = state.processes.iter().filter(|p| p.state == ProcState::Ready).count();
+        pb.set_position(u64::try_from(ready).unwrap_or(0));
+        if let Some(failed) = state.processes.iter().find(|p| p.state == ProcState::Failed) {
+            bail!("{} FAILED during ramp-up; see {}", failed.name, deployment.dir.log(&failed.name).display());
+        }
+        if ready == processes {
+            break;
+        }
+        if Instant::now() >= ramp_deadline {
+            bail!("only {ready} of {processes} processes READY after {:?}", plan.ramp_timeout);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    pb.finish_with_message(format!("READY after {:.1} s", deployment.spawned.elapsed().as_secs_f64()));
+    let pb = bar(u64::try_from(full_mesh).unwrap_or(0), "joining");
+    let mut converged_at = None;
+    let (mut live, mut edges) = (0, 0);
+    while Instant::now() < ramp_deadline {
+        (live, edges, _) = topology_figures(&store, &plan.prefix).await;
+        pb.set_position(u64::try_from(edges).unwrap_or(0));
+        pb.set_message(format!("{live}/{n} agents live"));
+        if live == n && edges == full_mesh {
+            converged_at = Some(Instant::now());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let join_s = converged_at.map(|t| t.duration_since(deployment.spawned).as_secs_f64());
+    pb.finish_with_message(match join_s {
+        Some(s) => format!("full mesh of {full_mesh} edges after {s:.1} s"),
+        None => format!("NOT converged: {live}/{n} live, {edges}/{full_mesh} edges"),
+    });
+    report.join = Join { converged_s: join_s, live_agents: live, edges, full_mesh_edges: full_mesh };
+    let mesh_built = converged_at.unwrap_or_else(Instant::now);
+
+    // Warm-up, then the window: cumulative agent figures at both ends, subtracted.
+    let pb = bar(plan.warmup.as_secs(), "warm-up");
+    let warm_end = Instant::now() + plan.warmup;
+    let mut pruned_at = None;
+    while Instant::now() < warm_end {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pb.inc(1);
+        let (_, e, _) = topology_figures(&store, &plan.prefix).await;
+        if pruned_at.is_none() && converged_at.is_some() && e < full_mesh {
+            pruned_at = Some(Instant::now());
+        }
+    }
+    pb.finish();
+    let start = agent_totals(&store, plan, true).await;
+    let window_start = Instant::now();
+    let window_start_ms = now_ms();
+    let cpu_start = process_cpu(&deployment.state()?, infra);
+    let pb = bar(plan.duration.as_secs(), "measuring");
+    let mut timeline = Vec::new();
+    let mut last = (start.delivered, Instant::now());
+    while window_start.elapsed() < plan.duration {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = agent_totals(&store, plan, false).await;
+        let dt = last.1.elapsed().as_secs_f64();
+        #[expect(clippy::cast_precision_loss, reason = "rates for display")]
+        let rate = now.delivered.saturating_sub(last.0) as f64 / dt.max(1e-3);
+        timeline.push(Sample { t_s: window_start.elapsed().as_secs_f64(), mesh_per_s: rate });
+        last = (now.delivered, Instant::now());
+        pb.set_position(window_start.elapsed().as_secs());
+        pb.set_message(format!("{rate:.0} msg/s delivered"));
+        let (_, e, _) = topology_figures(&store, &plan.prefix).await;
+        if pruned_at.is_none() && converged_at.is_some() && e < full_mesh {
+            pruned_at = Some(Instant::now());
+        }
+    }
+    // Agents publish every second: wait one more so the last second of the window is in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let end = agent_totals(&store, plan, true).await;
+    let window_s = window_start.elapsed().as_secs_f64();
+    let window_end_ms = now_ms();
+    pb.finish_with_message("done");
+    let state = deployment.state()?;
+    let cpu_end = process_cpu(&state, infra);
+
+    let mut delivery = end.delivery.clone();
+    delivery.subtract(&start.delivery).map_err(|e| anyhow!("agent histograms went backwards: {e}"))?;
+    let mut round_trip = end.round_trip.clone();
+    round_trip.subtract(&start.round_trip).map_err(|e| anyhow!("agent histograms went backwards: {e}"))?;
+    let delivered = end.delivered.saturating_sub(start.delivered);
+    #[expect(clippy::cast_precision_loss, reason = "rates for display")]
+    let delivered_per_s = delivered as f64 / window_s;
+    report.messages = Messages {
+        delivered,
+        delivered_per_s,
+        end_to_end: Percentiles::of(delivery.histogram()),
+        round_trip: Percentiles::of(round_trip.histogram()),
+    };
+    report.timeline = timeline;
+    report.consensus = consensus_figures(infra, plan, window_start_ms, window_end_ms).await?;
+
+    // Pruning: wait (bounded) for the idle full-mesh edges to go if they have not yet.
+    let expected = plan.decay_interval.as_secs_f64() * 21.0;
+    let prune_deadline = mesh_built + plan.decay_interval * 23 + Duration::from_secs(5);
+    while pruned_at.is_none() && converged_at.is_some() && Instant::now() < prune_deadline {
+        let (_, e, _) = topology_figures(&store, &plan.prefix).await;
+        if e < full_mesh {
+            pruned_at = Some(Instant::now());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, edges_now, reduction) = topology_figures(&store, &plan.prefix).await;
+    report.topology = Topology {
+        pruned_after_s: pruned_at.map(|t| t.duration_since(mesh_built).as_secs_f64()),
+        expected_prune_s: expected,
+        edges: edges_now,
+        reduction_vs_full_mesh: reduction,
+    };
+    report.cost = costs(&state, infra, &cpu_start, &cpu_end);
+    Ok(())
+}
+
+fn kind_of(name: &str) -> &str {
+    if name.starts_with("agent-") { "agent" } else { name }
+}
+
+/// CPU seconds per process name (and the infrastructure's, under `kafka` and `redis`).
+fn process_cpu(state: &StateFile, infra: &Infra) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = state
+        .processes
+        .iter()
+        .filter_map(|p| Some((p.name.clone(), mesh_supervisor::child::usage(p.pid?)?.0)))
+        .collect();
+    for (name, pid) in [("kafka", infra.broker_pid), ("redis", infra.redis_pid)] {
+        if let Some(cpu) = pid.and_then(mesh_supervisor::child::usage) {
+            out.insert(name.to_owned(), cpu.0);
+        }
+    }
+    out
+}
+
+/// Peak resident set (VmHWM) of a process, bytes.
+fn peak_rss(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// CPU over the measured window and peak RSS over the whole run, per kind of process.
+fn costs(state: &StateFile, infra: &Infra, start: &BTreeMap<String, f64>, end: &BTreeMap<String, f64>) -> Vec<Cost> {
+    let mut pids: Vec<(String, Option<i32>)> = state.processes.iter().map(|p| (p.name.clone(), p.pid)).collect();
+    pids.push(("kafka".into(), infra.broker_pid));
+    pids.push(("redis".into(), infra.redis_pid));
+    let mut kinds: BTreeMap<&str, (usize, f64, Vec<f64>)> = BTreeMap::new();
+    for (name, pid) in &pids {
+        let Some(pid) = pid else { continue };
+        let cpu = end.get(name).copied().unwrap_or(0.0) - start.get(name).copied().unwrap_or(0.0);
+        let entry = kinds.entry(kind_of(name)).or_default();
+        entry.0 += 1;
+        entry.1 += cpu.max(0.0);
+        #[expect(clippy::cast_precision_loss, reason = "MiB for display")]
+        if let Some(rss) = peak_rss(*pid) {
+            entry.2.push(rss as f64 / 1_048_576.0);
+        }
+    }
+    let order = ["agent", "topology", "consensus", "kafka", "redis"];
+    let mut out: Vec<Cost> = kinds
+        .into_iter()
+        .map(|(kind, (processes, cpu_s, rss))| {
+            #[expect(clippy::cast_precision_loss, reason = "MiB for display")]
+            let mean = if rss.is_empty() { 0.0 } else { rss.iter().sum::<f64>() / rss.len() as f64 };
+            Cost {
+                kind: kind.to_owned(),
+                processes,
+                cpu_s,
+                peak_rss_mib_max: rss.iter().copied().fold(0.0, f64::max),
+                peak_rss_mib_mean: mean,
+            }
+        })
+        .collect();
+    out.sort_by_key(|c| order.iter().position(|k| *k == c.kind).unwrap_or(order.len()));
+    out
+}
+
+/// Reads every proposal and decision of the run from Kafka and pairs them: latency from the proposal's creation to
+/// the decision record, for proposals made inside the window.
+async fn consensus_figures(infra: &Infra, plan: &Plan, from_ms: u64, until_ms: u64) -> Result<Consensus> {
+    // Decisions of proposals late in the window may take up to the proposal timeout; give them a few seconds.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let bus = KafkaBus::new(KafkaConfig::new(&infra.kafka, "mesh-bench-reader"))?;
+    let topics = TopicNames::new(plan.prefix.clone());
+    let mut proposed: BTreeMap<String, (u64, usize)> = BTreeMap::new();
+    let mut decided: BTreeMap<String, u64> = BTreeMap::new();
+    for kind in [TopicKind::Proposals, TopicKind::Decisions] {
+        let topic = topics.name(kind);
+        for record in read_all(&bus, &topic).await? {
+            let Ok(env) = decode(record.payload.as_deref(), Some(kind)) else { continue };
+            match env.record {
+                Record::Proposal(b) => {
+                    proposed.insert(b.proposal.id.to_string(), (b.proposal.created_at_ms, b.proposal.voters.len()));
+                }
+                Record::Decision(b) => {
+                    decided.entry(b.decision.proposal.to_string()).or_insert(env.header.ts);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut h: Histogram<u64> = Histogram::new_with_bounds(1, 600_000_000, 3)?;
+    let (mut proposals, mut decisions, mut voters) = (0u64, 0u64, 0usize);
+    for (id, (created, n)) in &proposed {
+        if !(from_ms..until_ms).contains(created) {
+            continue;
+        }
+        proposals += 1;
+        voters += n;
+        if let Some(ts) = decided.get(id) {
+            decisions += 1;
+            h.saturating_record(ts.saturating_sub(*created).max(1) * 1000);
+        }
+    }
+    #[expect(clippy::cast_precision_loss, reason = "rates for display")]
+    Ok(Consensus {
+        proposals,
+        decisions,
+        decisions_per_s: decisions as f64 / ((until_ms - from_ms) as f64 / 1000.0).max(1e-3),
+        voters: if proposals == 0 { 0.0 } else { voters as f64 / proposals as f64 },
+        latency: Percentiles::of(&h),
+    })
+}
+
+/// Every record of a topic up to its end offsets at the time of the call.
+async fn read_all(bus: &KafkaBus, topic: &str) -> Result<Vec<mesh_transport::InRecord>> {
+    let partitions = bus.partition_count(topic).await?;
+    let mut ends = BTreeMap::new();
+    for p in 0..i32::try_from(partitions).unwrap_or(i32::MAX) {
+        let end = bus.end_offset(topic, p).await?;
+        if end > 0 {
+            ends.insert(p, end);
+        }
+    }
+    if ends.is_empty() {
+        return Ok(Vec::new());
+    }
+    let assignments =
+        ends.keys().map(|p| Assignment { topic: topic.to_owned(), partition: *p, start: StartAt::Beginning }).collect();
+    let mut reader = bus.reader(&format!("mesh-bench-{}", now_ms()), assignments).await?;
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() {
+        let record = tokio::time::timeout_at(deadline, reader.next())
+            .await
+            .map_err(|_| anyhow!("reading {topic} did not reach its end within 60 s"))??;
+        if ends.get(&record.partition).is_some_and(|end| record.offset + 1 >= *end) {
+            ends.remove(&record.partition);
+        }
+        out.push(record);
+    }
+    Ok(out)
+}
+
+/// Ratios against the baseline and the targets of issue 4.
+fn finish(report: &mut Report) {
+    if let Some(b) = &report.baseline
+        && report.messages.delivered > 0
+        && b.received > 0
+    {
+        #[expect(clippy::cast_precision_loss, reason = "ratios")]
+        let p99 = report.messages.end_to_end.p99_us as f64 / b.latency.p99_us.max(1) as f64;
+        report.ratios =
+            Some(Ratios { throughput: report.messages.delivered_per_s / b.delivered_per_s, p99_latency: p99 });
+    }
+    let at_500 = report.config.agents >= 500;
+    let mut t = Vec::new();
+    let mut check = |target: &str, measured: String, met: Option<bool>| {
+        t.push(TargetCheck { target: target.to_owned(), measured, met });
+    };
+    if report.messages.delivered == 0 && report.join.converged_s.is_none() {
+        report.targets = t;
+        return;
+    }
+    check(
+        "join convergence under 30 s (500 agents)",
+        report.join.converged_s.map_or("not converged".into(), |s| format!("{s:.1} s")),
+        at_500.then(|| report.join.converged_s.is_some_and(|s| s < 30.0)),
+    );
+    if let Some(topo) = report.cost.iter().find(|c| c.kind == "topology") {
+        check(
+            "topology manager under 100 MB with the full mesh",
+            format!("{:.1} MiB peak", topo.peak_rss_mib_max),
+            at_500.then_some(topo.peak_rss_mib_max < 100.0),
+        );
+    }
+    if let Some(agent) = report.cost.iter().find(|c| c.kind == "agent") {
+        check(
+            "agent process under 25 MB RSS",
+            format!("{:.1} MiB peak (max), {:.1} mean", agent.peak_rss_mib_max, agent.peak_rss_mib_mean),
+            Some(agent.peak_rss_mib_max < 25.0),
+        );
+    }
+    if let Some(r) = report.ratios.clone() {
+        check(
+            "throughput at least 70 % of the baseline",
+            format!("{:.0} %", r.throughput * 100.0),
+            Some(r.throughput >= 0.7),
+        );
+        check("p99 end-to-end at most 2x the baseline", format!("{:.2}x", r.p99_latency), Some(r.p99_latency <= 2.0));
+    }
+    let baseline_allows = report.baseline.as_ref().is_some_and(|b| b.delivered_per_s >= 10_000.0);
+    check(
+        "10,000 delivered msg/s at 500 agents (if the baseline allows)",
+        format!("{:.0} msg/s", report.messages.delivered_per_s),
+        (at_500 && baseline_allows).then_some(report.messages.delivered_per_s >= 10_000.0),
+    );
+    check(
+        "consensus p99 under 1 s with 500 voters",
+        format!(
+            "{:.0} ms p99 over {} decisions",
+            report.consensus.latency.p99_us as f64 / 1000.0,
+            report.consensus.decisions
+        ),
+        (at_500 && report.consensus.decisions > 0).then_some(report.consensus.latency.p99_us < 1_000_000),
+    );
+    report.targets = t;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> BenchArgs {
+        use clap::Parser;
+        let mut argv = vec!["mesh", "bench"];
+        argv.extend_from_slice(extra);
+        match crate::cli::Cli::try_parse_from(argv).expect("parse").command {
+            crate::cli::Command::Bench(a) => a,
+            _ => unreachable!("bench"),
+        }
+    }
+
+    #[test]
+    fn the_plan_offers_the_rate_as_answered_tasks_and_paces_proposals() {
+        let plan = Plan::new(&args(&["--agents", "500"]), 0).expect("plan");
+        assert!((plan.offered_msgs_per_s - 10_000.0).abs() < 1e-9, "20 msg/s per agent by default");
+        assert!((plan.task_rate - 10.0).abs() < 1e-9, "half of the messages are tasks");
+        // 500 agents * 0.75 proposing * 10 tasks/s / 2 proposals/s.
+        assert_eq!(plan.proposal_every, 1875);
+        assert_eq!(plan.partitions, 500);
+        let deployment = deployment_toml(&plan);
+        assert_eq!(deployment.matches("[[process]]").count(), 502);
+        assert!(deployment.contains("\"--name\", \"b0499\", \"--role\", \"fraud\""));
+    }
+
+    #[test]
+    fn bad_flags_name_the_flag_and_the_fix() {
+        for (argv, needle) in [
+            (vec!["--agents", "1"], "--agents 1"),
+            (vec!["--duration", "soon"], "--duration"),
+            (vec!["--rate", "0"], "--rate"),
+            (vec!["--proposals-per-sec", "-1"], "--proposals-per-sec"),
+        ] {
+            let err = Plan::new(&args(&argv), 0).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(needle), "{argv:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn targets_are_judged_only_where_they_apply() {
+        let mut report = Report {
+            config: RunConfig { agents: 20, ..RunConfig::default() },
+            join: Join { converged_s: Some(3.0), ..Join::default() },
+            messages: Messages { delivered: 100, delivered_per_s: 50.0, ..Messages::default() },
+            baseline: Some(Baseline { received: 100, delivered_per_s: 100.0, ..Baseline::default() }),
+            ..Report::default()
+        };
+        finish(&mut report);
+        let r = report.ratios.clone().expect("ratios");
+        assert!((r.throughput - 0.5).abs() < 1e-9);
+        let join = report.targets.iter().find(|t| t.target.starts_with("join")).expect("join target");
+        assert_eq!(join.met, None, "the 30 s target is for 500 agents");
+        let tput = report.targets.iter().find(|t| t.target.starts_with("throughput")).expect("throughput target");
+        assert_eq!(tput.met, Some(false));
+    }
+}
