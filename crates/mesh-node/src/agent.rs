@@ -121,20 +121,18 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), &format!("agent-{id}"), &shutdown).await?;
     let my_partition = partition_for(id.as_str().as_bytes(), publisher.partitions(TopicKind::Messages));
 
+    // One reader (one Kafka consumer) for everything the agent reads: its partition of the messages topic and the
+    // proposals from where it left off, the membership from the beginning (never committed). With hundreds of
+    // agent processes, consumers per process is what the broker pays for.
     let group = format!("{prefix}-agent-{id}");
-    let work = vec![Assignment {
+    let mut inputs = vec![Assignment {
         topic: mesh.topics.name(TopicKind::Messages),
         partition: my_partition,
         start: StartAt::CommittedOrBeginning,
     }];
-    let mut work_reader = retry("opening the message reader", &shutdown, || bus.reader(&group, work.clone())).await?;
-    let proposals = partitions_of(&publisher, TopicKind::Proposals, StartAt::CommittedOrEnd);
-    let mut proposal_reader =
-        retry("opening the proposal reader", &shutdown, || bus.reader(&group, proposals.clone())).await?;
-    let membership = partitions_of(&publisher, TopicKind::Membership, StartAt::Beginning);
-    let membership_group = format!("{prefix}-agent-{id}-membership");
-    let mut membership_reader =
-        retry("opening the membership reader", &shutdown, || bus.reader(&membership_group, membership.clone())).await?;
+    inputs.extend(partitions_of(&publisher, TopicKind::Proposals, StartAt::CommittedOrEnd));
+    inputs.extend(partitions_of(&publisher, TopicKind::Membership, StartAt::Beginning));
+    let mut reader = retry("opening the reader", &shutdown, || bus.reader(&group, inputs.clone())).await?;
     let stats_key = redis_keys::agent_stats(&prefix, id.as_str());
     let started = [("started_at_ms".to_owned(), now_ms().to_string())];
     retry("reaching redis", &shutdown, || store.hset(&stats_key, &started)).await?;
@@ -182,21 +180,18 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             _ = scenario_timer.tick(), if agent.config.rate > 0.0 => agent.start_work(&shutdown).await?,
             _ = housekeeping.tick() => {
                 readiness.watchdog();
-                agent.commit(&mut work_reader, &mut proposal_reader).await;
+                agent.commit(&mut reader).await;
                 agent.publish_stats(&store, &stats_key).await;
                 readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));
             }
-            r = work_reader.next() => match r {
-                Ok(record) => agent.on_message(record, &shutdown).await?,
-                Err(e) => { tracing::warn!(error = %e, "reading messages failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
-            },
-            r = proposal_reader.next() => match r {
-                Ok(record) => agent.on_proposal(record, &shutdown).await?,
-                Err(e) => { tracing::warn!(error = %e, "reading proposals failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
-            },
-            r = membership_reader.next() => match r {
-                Ok(record) => agent.on_member(record, &shutdown).await?,
-                Err(e) => { tracing::warn!(error = %e, "reading membership failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
+            r = reader.next() => match r {
+                Ok(record) => match agent.publisher.topics.kind_of(&record.topic) {
+                    Some(TopicKind::Messages) => agent.on_message(record, &shutdown).await?,
+                    Some(TopicKind::Proposals) => agent.on_proposal(record, &shutdown).await?,
+                    Some(TopicKind::Membership) => agent.on_member(record, &shutdown).await?,
+                    _ => tracing::warn!(topic = %record.topic, "a record of a topic this agent did not ask for"),
+                },
+                Err(e) => { tracing::warn!(error = %e, "reading failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
             },
         }
     }
@@ -211,7 +206,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     if left.is_err() {
         tracing::warn!("could not publish leave within 5 s; the failure detector will declare this agent dead");
     }
-    agent.commit(&mut work_reader, &mut proposal_reader).await;
+    agent.commit(&mut reader).await;
     agent.publish_stats(&store, &stats_key).await;
     bus.flush(Duration::from_secs(5)).await?;
     Ok(())
@@ -443,21 +438,21 @@ impl<B: Bus> Agent<B> {
         Ok(())
     }
 
-    async fn commit<R1: Reader, R2: Reader>(&mut self, work: &mut R1, proposals: &mut R2) {
-        let (mut w, mut p) = (Vec::new(), Vec::new());
-        for ((topic, partition), next_offset) in &self.positions {
-            let pos = Position { topic: topic.clone(), partition: *partition, next_offset: *next_offset };
-            if self.publisher.topics.kind_of(topic) == Some(TopicKind::Messages) { w.push(pos) } else { p.push(pos) }
-        }
-        if !w.is_empty()
-            && let Err(e) = work.commit(&w).await
+    /// Commits the messages and proposals handled (membership is always read from the beginning).
+    async fn commit<R: Reader>(&mut self, reader: &mut R) {
+        let positions: Vec<Position> = self
+            .positions
+            .iter()
+            .map(|((topic, partition), next)| Position {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next,
+            })
+            .collect();
+        if !positions.is_empty()
+            && let Err(e) = reader.commit(&positions).await
         {
-            tracing::warn!(error = %e, "committing message offsets failed; they will be re-delivered and deduplicated");
-        }
-        if !p.is_empty()
-            && let Err(e) = proposals.commit(&p).await
-        {
-            tracing::warn!(error = %e, "committing proposal offsets failed");
+            tracing::warn!(error = %e, "committing offsets failed; messages will be re-delivered and deduplicated");
         }
     }
 

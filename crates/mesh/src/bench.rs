@@ -191,6 +191,14 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// Ends a phase: the bar's last line on a terminal, a plain line otherwise (logs, CI).
+fn done(pb: &ProgressBar, message: String) {
+    if pb.is_hidden() {
+        eprintln!("{:<12} {message}", pb.prefix());
+    }
+    pb.finish_with_message(message);
+}
+
 /// Runs `mesh bench`.
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     let started_at_ms = now_ms();
@@ -337,15 +345,18 @@ async fn run_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Resul
     .await?;
     ticker.abort();
     let broker_cpu = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
-    pb.finish_with_message(format!(
-        "{} of {} received{}",
-        run.received,
-        run.sent,
-        match (cpu_before, broker_cpu) {
-            (Some(a), Some(b)) => format!(", broker CPU {:.1} s", b - a),
-            _ => String::new(),
-        }
-    ));
+    done(
+        &pb,
+        format!(
+            "{} of {} received{}",
+            run.received,
+            run.sent,
+            match (cpu_before, broker_cpu) {
+                (Some(a), Some(b)) => format!(", broker CPU {:.1} s", b - a),
+                _ => String::new(),
+            }
+        ),
+    );
     let mut h = Latency::new();
     for us in &run.latencies_us {
         h.record(*us);
@@ -421,11 +432,17 @@ impl Deployment {
                 crate::up::tail(&self.dir.root().join("supervisor.log"), 20)
             );
         }
-        match mesh_supervisor::control::call(&self.dir.socket(), &Request::Status, Duration::from_secs(10)) {
-            Ok(r) => Ok(r.state),
-            Err(mesh_supervisor::ControlError::NotRunning(_)) => Ok(None),
-            Err(e) => Err(anyhow!("the bench supervisor does not answer: {e}")),
+        // A supervisor of hundreds of processes on a loaded machine can be slow to answer: a few tries.
+        let mut last = None;
+        for _ in 0..5 {
+            match mesh_supervisor::control::call(&self.dir.socket(), &Request::Status, Duration::from_secs(30)) {
+                Ok(r) => return Ok(r.state),
+                Err(mesh_supervisor::ControlError::NotRunning(_)) => return Ok(None),
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_secs(1));
         }
+        Err(anyhow!("the bench supervisor does not answer: {}", last.map(|e| e.to_string()).unwrap_or_default()))
     }
 
     fn state(&mut self) -> Result<StateFile> {
@@ -478,6 +495,11 @@ fn settings_toml(plan: &Plan, infra: &Infra) -> String {
     )
 }
 
+/// Agents started at once: each later agent waits for the one `RAMP_WAVE` places before it to be READY, so start-up
+/// comes in waves instead of hundreds of processes competing for the cores at the same moment (and missing their
+/// readiness deadline).
+const RAMP_WAVE: usize = 25;
+
 fn deployment_toml(plan: &Plan) -> String {
     let mut s = String::from(
         "# written by `mesh bench` for one run\n[[process]]\nname = \"topology\"\ncommand = [\"mesh\", \"topology\"]\n\
@@ -486,9 +508,11 @@ fn deployment_toml(plan: &Plan) -> String {
     for i in 0..plan.agents {
         let name = Plan::agent_name(i);
         let role = ROLES[i % ROLES.len()];
+        let wave =
+            if i >= RAMP_WAVE { format!(", \"agent-{}\"", Plan::agent_name(i - RAMP_WAVE)) } else { String::new() };
         s.push_str(&format!(
             "\n[[process]]\nname = \"agent-{name}\"\ncommand = [\"mesh\", \"agent\", \"--name\", \"{name}\", \"--role\", \
-             \"{role}\"]\nwatchdog = \"60s\"\ndepends_on = [\"topology\", \"consensus\"]\n"
+             \"{role}\"]\nwatchdog = \"120s\"\nready_timeout = \"300s\"\ndepends_on = [\"topology\", \"consensus\"{wave}]\n"
         ));
     }
     s
@@ -559,7 +583,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    pb.finish_with_message(format!("READY after {:.1} s", deployment.spawned.elapsed().as_secs_f64()));
+    done(&pb, format!("READY after {:.1} s", deployment.spawned.elapsed().as_secs_f64()));
     let pb = bar(u64::try_from(full_mesh).unwrap_or(0), "joining");
     let mut converged_at = None;
     let (mut live, mut edges) = (0, 0);
@@ -574,10 +598,13 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let join_s = converged_at.map(|t| t.duration_since(deployment.spawned).as_secs_f64());
-    pb.finish_with_message(match join_s {
-        Some(s) => format!("full mesh of {full_mesh} edges after {s:.1} s"),
-        None => format!("NOT converged: {live}/{n} live, {edges}/{full_mesh} edges"),
-    });
+    done(
+        &pb,
+        match join_s {
+            Some(s) => format!("full mesh of {full_mesh} edges after {s:.1} s"),
+            None => format!("NOT converged: {live}/{n} live, {edges}/{full_mesh} edges"),
+        },
+    );
     report.join = Join { converged_s: join_s, live_agents: live, edges, full_mesh_edges: full_mesh };
     let mesh_built = converged_at.unwrap_or_else(Instant::now);
 
@@ -593,7 +620,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
             pruned_at = Some(Instant::now());
         }
     }
-    pb.finish();
+    done(&pb, format!("{:.0} s", plan.warmup.as_secs_f64()));
     let start = agent_totals(&store, plan, true).await;
     let window_start = Instant::now();
     let window_start_ms = now_ms();
@@ -621,7 +648,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
     let end = agent_totals(&store, plan, true).await;
     let window_s = window_start.elapsed().as_secs_f64();
     let window_end_ms = now_ms();
-    pb.finish_with_message("done");
+    done(&pb, format!("{} messages delivered", end.delivered.saturating_sub(start.delivered)));
     let state = deployment.state()?;
     let cpu_end = process_cpu(&state, infra);
 
@@ -892,6 +919,8 @@ mod tests {
         let deployment = deployment_toml(&plan);
         assert_eq!(deployment.matches("[[process]]").count(), 502);
         assert!(deployment.contains("\"--name\", \"b0499\", \"--role\", \"fraud\""));
+        assert!(deployment.contains("depends_on = [\"topology\", \"consensus\", \"agent-b0474\"]"), "ramp in waves");
+        assert!(deployment.contains("depends_on = [\"topology\", \"consensus\"]\n"), "the first wave");
     }
 
     #[test]
@@ -900,7 +929,7 @@ mod tests {
             (vec!["--agents", "1"], "--agents 1"),
             (vec!["--duration", "soon"], "--duration"),
             (vec!["--rate", "0"], "--rate"),
-            (vec!["--proposals-per-sec", "-1"], "--proposals-per-sec"),
+            (vec!["--proposals-per-sec=-1"], "--proposals-per-sec"),
         ] {
             let err = Plan::new(&args(&argv), 0).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(needle), "{argv:?}: {err}");
