@@ -222,7 +222,11 @@ impl Bus for KafkaBus {
             .set("enable.partition.eof", "false")
             // A fetch returns as soon as data arrives; this only bounds how often an idle reader asks again, which
             // with hundreds of agent processes is most of the broker's load (`mesh bench`).
-            .set("fetch.wait.max.ms", "500");
+            .set("fetch.wait.max.ms", "500")
+            // Prefetch bounded to a few MB (librdkafka's default allows 64 MB and 100,000 records per partition):
+            // the topology manager reads hundreds of partitions, and memory per process is a target.
+            .set("queued.max.messages.kbytes", "4096")
+            .set("queued.min.messages", "1000");
         for (k, v) in &self.inner.config.extra {
             cc.set(k, v);
         }

@@ -299,7 +299,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                                 }
                             }
                         }
-                        publish_effects(&publisher, &store, &prefix, &state, fx, &mut detector, &shutdown).await?;
+                        publish_effects(&publisher, &store, &prefix, &state, fx, &mut detector, &shutdown, &readiness).await?;
                         readiness.status(&status_line(&state));
                         if now_ms().saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
                             save_snapshot(&store, &snapshot_key, &state, interval_ms, &shutdown).await?;
@@ -485,6 +485,11 @@ async fn publish_members<B: Bus>(
     Ok(())
 }
 
+/// Edge events in flight at once: a join of the 500th agent makes 998 of them and the idle mesh of 500 agents is
+/// pruned as 249,500; sending them in bounded batches keeps memory flat and lets the watchdog hear from us.
+const EDGE_BATCH: usize = 5_000;
+
+#[expect(clippy::too_many_arguments, reason = "the window's whole context, passed once")]
 async fn publish_effects<B: Bus, S: SnapshotStore>(
     publisher: &Publisher<B>,
     store: &S,
@@ -493,6 +498,7 @@ async fn publish_effects<B: Bus, S: SnapshotStore>(
     fx: WindowEffects,
     detector: &mut FailureDetector,
     shutdown: &Shutdown,
+    readiness: &impl Readiness,
 ) -> Result<(), NodeError> {
     let now = now_ms();
     for id in &fx.joined {
@@ -502,14 +508,19 @@ async fn publish_effects<B: Bus, S: SnapshotStore>(
         detector.forget(id);
     }
     publish_members(publisher, fx.members, shutdown).await?;
-    let sends = fx.edges.into_iter().map(|(tick, change)| {
-        let body = edge_body(tick, change);
-        let key = body.from.to_string();
-        let env = publisher.envelope(Record::Edge(body));
-        async move { publisher.send(TopicKind::Topology, &key, &env, shutdown).await }
-    });
-    for r in join_all(sends).await {
-        r?;
+    let mut edges = fx.edges.into_iter().peekable();
+    while edges.peek().is_some() {
+        let sends = edges.by_ref().take(EDGE_BATCH).map(|(tick, change)| {
+            let body = edge_body(tick, change);
+            let key = body.from.to_string();
+            let env = publisher.envelope(Record::Edge(body));
+            async move { publisher.send(TopicKind::Topology, &key, &env, shutdown).await }
+        });
+        for r in join_all(sends.collect::<Vec<_>>()).await {
+            r?;
+        }
+        // Progress: the records are acknowledged, the loop is not hung.
+        readiness.watchdog();
     }
     let stats = state.graph.stats();
     let mut fields: Vec<(String, String)> = vec![

@@ -121,7 +121,14 @@ struct Supervisor {
     stopping: bool,
     force: Arc<AtomicBool>,
     console: Console,
+    /// When the state file was last written: the loop writes it at most every `STATE_WRITE_INTERVAL`.
+    state_written: Option<Instant>,
 }
+
+/// The state file is rewritten (and fsynced) at most this often while running: with hundreds of children, notify
+/// messages arrive by the hundred per second and a write per message is most of the supervisor's work. Readers
+/// that need it fresher ask over the control socket.
+const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 
@@ -185,6 +192,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         stopping: false,
         force: Arc::new(AtomicBool::new(false)),
         console,
+        state_written: None,
     };
     sup.event(
         "supervisor",
@@ -202,7 +210,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
     let mut down_reply: Option<(oneshot::Sender<Response>, Option<f64>)> = None;
     loop {
         sup.start_waiting();
-        sup.write_state();
+        sup.write_state_soon();
         tokio::select! {
             Some(msg) = rx.recv() => match msg {
                 Msg::Notify { name, text } => sup.on_notify(&name, &text),
@@ -308,6 +316,15 @@ impl Supervisor {
             topic_prefix: self.opts.topic_prefix.clone(),
             processes,
             updated_at_ms: now_ms(),
+        }
+    }
+
+    /// Writes the state file unless it was written less than `STATE_WRITE_INTERVAL` ago (the 100 ms tick comes back
+    /// here, so a change is on disk within about a third of a second).
+    fn write_state_soon(&mut self) {
+        if self.state_written.is_none_or(|t| t.elapsed() >= STATE_WRITE_INTERVAL) {
+            self.write_state();
+            self.state_written = Some(Instant::now());
         }
     }
 

@@ -39,6 +39,7 @@ const PROPOSING_SHARE: f64 = 0.75;
 /// Everything the run needs, validated.
 struct Plan {
     agents: usize,
+    agents_per_process: usize,
     duration: Duration,
     warmup: Duration,
     ramp_timeout: Duration,
@@ -61,6 +62,12 @@ impl Plan {
     fn new(args: &BenchArgs, started_at_ms: u64) -> Result<Self> {
         if args.agents < 2 {
             bail!("invalid --agents {}: the mesh needs at least 2 agents", args.agents);
+        }
+        if args.agents_per_process == 0 || args.agents_per_process > args.agents {
+            bail!(
+                "invalid --agents-per-process {}: give 1 (each agent its own process) up to --agents",
+                args.agents_per_process
+            );
         }
         let duration = parse_duration("--duration", &args.duration)?;
         if duration < Duration::from_secs(1) {
@@ -90,6 +97,7 @@ impl Plan {
         }
         Ok(Self {
             agents: args.agents,
+            agents_per_process: args.agents_per_process,
             duration,
             warmup: parse_duration("--warmup", &args.warmup)?,
             ramp_timeout: parse_duration("--ramp-timeout", &args.ramp_timeout)?,
@@ -107,6 +115,10 @@ impl Plan {
 
     fn agent_name(i: usize) -> String {
         format!("b{i:04}")
+    }
+
+    fn agent_processes(&self) -> usize {
+        self.agents.div_ceil(self.agents_per_process)
     }
 }
 
@@ -191,6 +203,26 @@ fn bar(len: u64, what: &str) -> ProgressBar {
     pb
 }
 
+/// Set on SIGINT/SIGTERM: every phase checks it, and the deployment is taken down on the way out.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        bail!("interrupted: the bench deployment and infrastructure are being stopped");
+    }
+    Ok(())
+}
+
+async fn watch_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return;
+    };
+    tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
+    eprintln!("interrupted: stopping the bench deployment (again to wait less is not needed: it is bounded)");
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
 /// Ends a phase: the bar's last line on a terminal, a plain line otherwise (logs, CI).
 fn done(pb: &ProgressBar, message: String) {
     if pb.is_hidden() {
@@ -221,6 +253,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         .build()
         .context("failed to start the async runtime")?;
 
+    runtime.spawn(watch_signals());
     let payload_bytes = typical_message_bytes();
     let baseline =
         if args.no_baseline { None } else { Some(runtime.block_on(run_baseline(&infra, &plan, payload_bytes))?) };
@@ -230,8 +263,8 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         config: RunConfig {
             agents: plan.agents,
-            agents_per_process: 1,
-            agent_processes: plan.agents,
+            agents_per_process: plan.agents_per_process,
+            agent_processes: plan.agent_processes(),
             infra: infra.label.to_owned(),
             duration_s: plan.duration.as_secs_f64(),
             warmup_s: plan.warmup.as_secs_f64(),
@@ -331,18 +364,24 @@ async fn run_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Resul
         })
     };
     let cpu_before = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
-    let run = baseline::run(
-        &KafkaConfig::new(&infra.kafka, "mesh-bench-baseline"),
-        &BaselineSpec {
-            topic,
-            partitions: i32::try_from(plan.partitions).unwrap_or(i32::MAX),
-            rate: plan.offered_msgs_per_s,
-            payload_bytes,
-            warmup: plan.warmup,
-            duration: plan.duration,
-        },
-    )
-    .await?;
+    let config = KafkaConfig::new(&infra.kafka, "mesh-bench-baseline");
+    let spec = BaselineSpec {
+        topic,
+        partitions: i32::try_from(plan.partitions).unwrap_or(i32::MAX),
+        rate: plan.offered_msgs_per_s,
+        payload_bytes,
+        warmup: plan.warmup,
+        duration: plan.duration,
+    };
+    let interrupted = async {
+        while check_interrupted().is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let run = tokio::select! {
+        run = baseline::run(&config, &spec) => run?,
+        () = interrupted => { ticker.abort(); check_interrupted()?; unreachable!("interrupted") }
+    };
     ticker.abort();
     let broker_cpu = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
     done(
@@ -505,14 +544,23 @@ fn deployment_toml(plan: &Plan) -> String {
         "# written by `mesh bench` for one run\n[[process]]\nname = \"topology\"\ncommand = [\"mesh\", \"topology\"]\n\
          watchdog = \"60s\"\n\n[[process]]\nname = \"consensus\"\ncommand = [\"mesh\", \"consensus\"]\nwatchdog = \"60s\"\n",
     );
-    for i in 0..plan.agents {
-        let name = Plan::agent_name(i);
-        let role = ROLES[i % ROLES.len()];
-        let wave =
-            if i >= RAMP_WAVE { format!(", \"agent-{}\"", Plan::agent_name(i - RAMP_WAVE)) } else { String::new() };
+    let k = plan.agents_per_process;
+    let wave_size = (RAMP_WAVE / k).max(1);
+    let process_name = |p: usize| format!("agent-{}", Plan::agent_name(p * k));
+    for p in 0..plan.agent_processes() {
+        let first = p * k;
+        let name = Plan::agent_name(first);
+        let role = ROLES[first % ROLES.len()];
+        let extra: Vec<String> = (first + 1..(first + k).min(plan.agents))
+            .map(|i| format!("{}:{}", Plan::agent_name(i), ROLES[i % ROLES.len()]))
+            .collect();
+        let extra =
+            if extra.is_empty() { String::new() } else { format!(", \"--extra-agent\", \"{}\"", extra.join(",")) };
+        let wave = if p >= wave_size { format!(", \"{}\"", process_name(p - wave_size)) } else { String::new() };
         s.push_str(&format!(
-            "\n[[process]]\nname = \"agent-{name}\"\ncommand = [\"mesh\", \"agent\", \"--name\", \"{name}\", \"--role\", \
-             \"{role}\"]\nwatchdog = \"120s\"\nready_timeout = \"300s\"\ndepends_on = [\"topology\", \"consensus\"{wave}]\n"
+            "\n[[process]]\nname = \"{}\"\ncommand = [\"mesh\", \"agent\", \"--name\", \"{name}\", \"--role\", \
+             \"{role}\"{extra}]\nwatchdog = \"120s\"\nready_timeout = \"300s\"\ndepends_on = [\"topology\", \"consensus\"{wave}]\n",
+            process_name(p)
         ));
     }
     s
@@ -559,7 +607,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
     let full_mesh = n * (n - 1);
     let store = AnyStore::connect(&infra.redis).await?;
     // Ramp-up: processes READY, then every agent live in the roster and the full mesh built.
-    let processes = n + 2;
+    let processes = plan.agent_processes() + 2;
     let pb = bar(u64::try_from(processes).unwrap_or(0), "starting");
     let ramp_deadline = deployment.spawned + plan.ramp_timeout;
     loop {
@@ -568,6 +616,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
                 bail!("the bench supervisor did not answer within {:?}", plan.ramp_timeout);
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
+            check_interrupted()?;
             continue;
         };
         let ready = state.processes.iter().filter(|p| p.state == ProcState::Ready).count();
@@ -578,6 +627,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
         if ready == processes {
             break;
         }
+        check_interrupted()?;
         if Instant::now() >= ramp_deadline {
             bail!("only {ready} of {processes} processes READY after {:?}", plan.ramp_timeout);
         }
@@ -595,6 +645,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
             converged_at = Some(Instant::now());
             break;
         }
+        check_interrupted()?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let join_s = converged_at.map(|t| t.duration_since(deployment.spawned).as_secs_f64());
@@ -614,6 +665,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
     let mut pruned_at = None;
     while Instant::now() < warm_end {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        check_interrupted()?;
         pb.inc(1);
         let (_, e, _) = topology_figures(&store, &plan.prefix).await;
         if pruned_at.is_none() && converged_at.is_some() && e < full_mesh {
@@ -630,6 +682,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
     let mut last = (start.delivered, Instant::now());
     while window_start.elapsed() < plan.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
+        check_interrupted()?;
         let now = agent_totals(&store, plan, false).await;
         let dt = last.1.elapsed().as_secs_f64();
         #[expect(clippy::cast_precision_loss, reason = "rates for display")]
@@ -677,6 +730,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
             pruned_at = Some(Instant::now());
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+        check_interrupted()?;
     }
     let (_, edges_now, reduction) = topology_figures(&store, &plan.prefix).await;
     report.topology = Topology {
@@ -921,6 +975,13 @@ mod tests {
         assert!(deployment.contains("\"--name\", \"b0499\", \"--role\", \"fraud\""));
         assert!(deployment.contains("depends_on = [\"topology\", \"consensus\", \"agent-b0474\"]"), "ramp in waves");
         assert!(deployment.contains("depends_on = [\"topology\", \"consensus\"]\n"), "the first wave");
+        let packed = Plan::new(&args(&["--agents", "500", "--agents-per-process", "10"]), 0).expect("plan");
+        let deployment = deployment_toml(&packed);
+        assert_eq!(deployment.matches("[[process]]").count(), 52);
+        assert!(deployment.contains(
+            "\"--name\", \"b0490\", \"--role\", \"inventory\", \"--extra-agent\", \"b0491:fraud,b0492:sales"
+        ));
+        assert!(deployment.contains("\"agent-b0470\"]"), "waves of 2 processes (20 agents)");
     }
 
     #[test]

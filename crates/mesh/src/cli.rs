@@ -88,6 +88,11 @@ pub(crate) struct BenchArgs {
     /// Agents to start, each its own OS process.
     #[arg(long, default_value_t = 500)]
     pub(crate) agents: usize,
+    /// Agents per OS process: 1 (the default) runs each agent as its own process, as the design intends; K > 1
+    /// packs K agents into each process (`mesh agent --extra-agent`), sharing its producer, to go past what the
+    /// machine can run as processes. The report says which.
+    #[arg(long, default_value_t = 1, value_name = "K")]
+    pub(crate) agents_per_process: usize,
     /// Length of the measured window.
     #[arg(long, default_value = "30s", value_name = "DURATION")]
     pub(crate) duration: String,
@@ -277,7 +282,7 @@ pub(crate) struct InfraArgs {
     pub(crate) consensus_partitions: Option<u32>,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct AgentArgs {
     #[command(flatten)]
     pub(crate) infra: InfraArgs,
@@ -305,6 +310,11 @@ pub(crate) struct AgentArgs {
     /// Seed of the scenario's random choices [default: derived from the name].
     #[arg(long, env = "MESH_AGENT_SEED")]
     pub(crate) seed: Option<u64>,
+    /// More agents in this same process, as NAME:ROLE (repeatable or comma-separated), each with its own reader
+    /// and identity but sharing the Kafka producer and Redis connection: to go past process limits (`mesh bench
+    /// --agents-per-process`). READY once all are; one hung agent among live ones is not seen by the watchdog.
+    #[arg(long = "extra-agent", value_delimiter = ',', value_name = "NAME:ROLE")]
+    pub(crate) extra_agents: Vec<String>,
 }
 
 #[derive(Debug, Args)]

@@ -22,7 +22,7 @@ use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::Shutdown;
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{AgentArgs, Cli, Command, LogFormat};
 use crate::notify::Notifier;
 use crate::settings::FileConfig;
 use crate::store::AnyStore;
@@ -156,13 +156,32 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
         Command::Agent(args) => {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             let config = settings::agent(&args, &file).map_err(usage)?;
+            let mut extra = Vec::new();
+            for spec in args.extra_agents.iter().filter(|s| !s.is_empty()) {
+                let Some((name, role)) = spec.split_once(':') else {
+                    return Err(usage(anyhow::anyhow!(
+                        "invalid --extra-agent {spec:?}: write NAME:ROLE, e.g. b0002:fraud"
+                    )));
+                };
+                let more = AgentArgs { name: name.to_owned(), role: role.to_owned(), seed: None, ..args.clone() };
+                extra.push(settings::agent(&more, &file).map_err(usage)?);
+            }
             let shutdown = shutdown_on_signals().map_err(runtime)?;
             let (bus, store) =
                 connect(&infra, &format!("mesh-agent-{}", config.id), &shutdown).await.map_err(runtime)?;
-            mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
-                .await
-                .context("agent failed")
-                .map_err(runtime)
+            if extra.is_empty() {
+                return mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
+                    .await
+                    .context("agent failed")
+                    .map_err(runtime);
+            }
+            let configs: Vec<_> = std::iter::once(config).chain(extra).collect();
+            let handles = notify::PackedReadiness::split(Notifier::from_env(), configs.len());
+            let agents = configs.into_iter().zip(handles).map(|(config, readiness)| {
+                let (bus, store, mesh, shutdown) = (bus.clone(), store.clone(), infra.mesh.clone(), shutdown.clone());
+                mesh_node::agent::run(bus, store, mesh, config, shutdown, readiness)
+            });
+            futures::future::try_join_all(agents).await.map(|_| ()).context("agent failed").map_err(runtime)
         }
         Command::Topology(args) => {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;

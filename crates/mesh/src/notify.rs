@@ -61,3 +61,38 @@ impl mesh_node::Readiness for Notifier {
         }
     }
 }
+
+/// Readiness of several agents packed into one process (`mesh agent --extra-agent`): READY once every agent is,
+/// status from the first, watchdog pings from any (so one hung agent among live ones goes unnoticed: the price of
+/// packing, stated in `--help`).
+#[derive(Clone)]
+pub(crate) struct PackedReadiness {
+    shared: std::sync::Arc<(Notifier, std::sync::atomic::AtomicUsize)>,
+    first: bool,
+}
+
+impl PackedReadiness {
+    /// One handle per agent, `count` of them.
+    pub(crate) fn split(notifier: Notifier, count: usize) -> Vec<Self> {
+        let shared = std::sync::Arc::new((notifier, std::sync::atomic::AtomicUsize::new(count)));
+        (0..count).map(|i| Self { shared: std::sync::Arc::clone(&shared), first: i == 0 }).collect()
+    }
+}
+
+impl mesh_node::Readiness for PackedReadiness {
+    fn ready(&self) {
+        if self.shared.1.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.shared.0.ready();
+        }
+    }
+
+    fn status(&self, line: &str) {
+        if self.first {
+            self.shared.0.status(line);
+        }
+    }
+
+    fn watchdog(&self) {
+        self.shared.0.watchdog();
+    }
+}
