@@ -287,7 +287,7 @@ impl Report {
         }
         push("consensus max", ms(self.consensus.latency.max_us), "ms", Better::Lower);
         if let Some(p) = self.topology.pruned_after_s {
-            push("idle edges pruned after", p, "s", Better::Lower);
+            push("pruning began after full mesh", p, "s", Better::Lower);
         }
         push("reduction vs full mesh", self.topology.reduction_vs_full_mesh * 100.0, "%", Better::Higher);
         for c in &self.cost {

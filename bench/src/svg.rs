@@ -21,6 +21,9 @@ fn err(e: impl std::fmt::Debug) -> SvgError {
     SvgError(format!("{e:?}"))
 }
 
+/// One curve: its legend, colour and points.
+type Curve<'a> = (&'a str, RGBColor, Vec<(usize, f64)>);
+
 const LABELS: [&str; 12] = ["0", "25", "50", "75", "90", "95", "99", "99.5", "99.9", "99.95", "99.99", "max"];
 
 /// Renders the report as an SVG document.
@@ -43,7 +46,7 @@ fn curve_ms(p: &Percentiles) -> Vec<(usize, f64)> {
 }
 
 fn latency_panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Report) -> Result<(), SvgError> {
-    let mut series: Vec<(&str, RGBColor, Vec<(usize, f64)>)> = vec![
+    let mut series: Vec<Curve<'_>> = vec![
         ("mesh end-to-end", BLUE, curve_ms(&r.messages.end_to_end)),
         ("mesh task round trip", CYAN, curve_ms(&r.messages.round_trip)),
         ("consensus proposal→decision", MAGENTA, curve_ms(&r.consensus.latency)),

@@ -174,6 +174,10 @@ impl SlimeGraph {
     /// Ticks after which an edge of weight `weight` is pruned; `None` if it never is (no decay).
     fn ticks_to_prune(&self, weight: Milli) -> Option<u64> {
         let (rate, threshold) = (self.params.decay_rate.0, self.params.prune_threshold.0);
+        if threshold == 0 {
+            // Weights stop at zero, which is not below a zero threshold: nothing is ever pruned.
+            return None;
+        }
         if weight.0 < threshold {
             return Some(1);
         }

@@ -41,6 +41,9 @@ pub struct Scenario {
     role: String,
     rng: StdRng,
     started: u64,
+    /// Where in its cycle of `proposal_every` tasks this agent starts (from the seed): agents that start together do
+    /// not all propose on the same task number, so proposals spread evenly over time.
+    phase: u64,
     proposal_every: u32,
 }
 
@@ -54,7 +57,8 @@ fn map(v: Value) -> BTreeMap<String, Value> {
 impl Scenario {
     /// The scenario for `role`, seeded.
     pub fn new(role: &str, seed: u64, proposal_every: u32) -> Self {
-        Self { role: role.to_owned(), rng: StdRng::seed_from_u64(seed), started: 0, proposal_every }
+        let phase = if proposal_every == 0 { 0 } else { seed % u64::from(proposal_every) };
+        Self { role: role.to_owned(), rng: StdRng::seed_from_u64(seed), started: 0, phase, proposal_every }
     }
 
     /// The next task this role starts, if it starts any.
@@ -123,7 +127,9 @@ impl Scenario {
     /// A proposal, every `proposal_every` started tasks, for the roles that propose (fraud blocks risky accounts,
     /// sales offers discounts and argues to keep accounts, inventory restocks).
     pub fn next_proposal(&mut self) -> Option<ProposalDraft> {
-        if self.proposal_every == 0 || self.started == 0 || !self.started.is_multiple_of(u64::from(self.proposal_every))
+        if self.proposal_every == 0
+            || self.started == 0
+            || !(self.started + self.phase).is_multiple_of(u64::from(self.proposal_every))
         {
             return None;
         }
@@ -261,6 +267,14 @@ mod tests {
             }
         }
         assert_eq!(made, 3);
+        let first = |seed| {
+            let mut s = Scenario::new("fraud", seed, 100);
+            (1..=100).find(|_| {
+                s.next_task();
+                s.next_proposal().is_some()
+            })
+        };
+        assert_ne!(first(1), first(2), "the seed sets where in the cycle an agent starts");
         let mut support = Scenario::new("support", 3, 1);
         support.next_task();
         assert_eq!(support.next_proposal(), None);

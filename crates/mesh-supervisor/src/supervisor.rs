@@ -121,13 +121,15 @@ struct Supervisor {
     stopping: bool,
     force: Arc<AtomicBool>,
     console: Console,
-    /// When the state file was last written: the loop writes it at most every `STATE_WRITE_INTERVAL`.
+    /// When the state file was last written: status lines reach it at most every `STATE_WRITE_INTERVAL`.
     state_written: Option<Instant>,
+    /// A process changed state (an event was logged): the state file is rewritten at once.
+    state_changed: std::cell::Cell<bool>,
 }
 
-/// The state file is rewritten (and fsynced) at most this often while running: with hundreds of children, notify
-/// messages arrive by the hundred per second and a write per message is most of the supervisor's work. Readers
-/// that need it fresher ask over the control socket.
+/// Status lines reach the state file (rewritten and fsynced) at most this often while running: with hundreds of
+/// children, notify messages arrive by the hundred per second and a write per message was most of the
+/// supervisor's work. State changes (spawned, READY, exited...) are written at once.
 const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(250);
 
 const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
@@ -193,6 +195,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         force: Arc::new(AtomicBool::new(false)),
         console,
         state_written: None,
+        state_changed: std::cell::Cell::new(true),
     };
     sup.event(
         "supervisor",
@@ -266,6 +269,7 @@ impl Supervisor {
             _ => Map::new(),
         };
         self.events.append(&Event { at_ms: now_ms(), process: process.to_owned(), event: event.to_owned(), detail });
+        self.state_changed.set(true);
     }
 
     fn say(&self, text: &str) {
@@ -319,10 +323,10 @@ impl Supervisor {
         }
     }
 
-    /// Writes the state file unless it was written less than `STATE_WRITE_INTERVAL` ago (the 100 ms tick comes back
-    /// here, so a change is on disk within about a third of a second).
+    /// Writes the state file now if a process changed state, else if it is older than `STATE_WRITE_INTERVAL` (the
+    /// 100 ms tick comes back here, so a new status line is on disk within about a third of a second).
     fn write_state_soon(&mut self) {
-        if self.state_written.is_none_or(|t| t.elapsed() >= STATE_WRITE_INTERVAL) {
+        if self.state_changed.replace(false) || self.state_written.is_none_or(|t| t.elapsed() >= STATE_WRITE_INTERVAL) {
             self.write_state();
             self.state_written = Some(Instant::now());
         }

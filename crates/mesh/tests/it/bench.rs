@@ -36,7 +36,7 @@ fn a_short_bench_completes_and_reports_sane_figures() {
         ("consensus p50", &r["consensus"]["latency"]["p50_us"]),
         ("baseline received", &r["baseline"]["received"]),
         ("throughput ratio", &r["ratios"]["throughput"]),
-        ("idle edges pruned after", &r["topology"]["pruned_after_s"]),
+        ("pruning began after", &r["topology"]["pruned_after_s"]),
     ] {
         assert!(positive(v), "{what} = {v}: {r:#}");
     }
