@@ -10,6 +10,7 @@
 //! Liveness is the one clock-driven judgement: heartbeats (read live, never replayed) feed a [`FailureDetector`],
 //! whose verdicts are appended to the topology topic as `dead` records and take effect when read back, in log order.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -17,7 +18,7 @@ use mesh_core::aligner::{TickAligner, Window};
 use mesh_core::graph::{EdgeChange, SlimeGraph};
 use mesh_core::membership::{AgentProfile, FailureDetector, Member, Roster};
 use mesh_core::{AgentId, Milli};
-use mesh_proto::records::{DeadBody, EdgeBody, EdgeChangeKind, MemberBody, Record, TickBody};
+use mesh_proto::records::{DeadBody, EdgeBody, EdgeChangeKind, EdgesBody, MemberBody, Record, TickBody};
 use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
@@ -166,6 +167,62 @@ fn edge_body(tick: u64, change: EdgeChange) -> EdgeBody {
         EdgeChange::Removed { from, to } => (EdgeChangeKind::Removed, from, to, None),
     };
     EdgeBody { tick, change, from, to, weight }
+}
+
+/// The window's edge changes as records: where an agent had the same change (created, pruned, removed) both ways
+/// with two or more peers, one `edges` record stands for them all, the agents with the most such pairs taken first;
+/// everything else is one `edge` record each, in the order it happened. Pure.
+fn edge_records(edges: Vec<(u64, EdgeChange)>) -> Vec<Record> {
+    type Group = (u64, EdgeChangeKind, Option<Milli>);
+    let mut directed: BTreeMap<Group, BTreeSet<(AgentId, AgentId)>> = BTreeMap::new();
+    let bodies: Vec<EdgeBody> = edges.into_iter().map(|(tick, change)| edge_body(tick, change)).collect();
+    for b in &bodies {
+        if b.change != EdgeChangeKind::Reinforced {
+            directed.entry((b.tick, b.change, b.weight)).or_default().insert((b.from.clone(), b.to.clone()));
+        }
+    }
+    let mut covered: BTreeSet<(Group, AgentId, AgentId)> = BTreeSet::new();
+    let mut out = Vec::new();
+    for (group, set) in directed {
+        // Pairs present both ways, as an adjacency.
+        let mut both: BTreeMap<AgentId, BTreeSet<AgentId>> = BTreeMap::new();
+        for (a, b) in &set {
+            if a < b && set.contains(&(b.clone(), a.clone())) {
+                both.entry(a.clone()).or_default().insert(b.clone());
+                both.entry(b.clone()).or_default().insert(a.clone());
+            }
+        }
+        // The agent with the most pairs left first (ties: the smallest id); stop when none has two.
+        let busiest = |both: &BTreeMap<AgentId, BTreeSet<AgentId>>| {
+            both.iter()
+                .max_by(|x, y| x.1.len().cmp(&y.1.len()).then_with(|| y.0.cmp(x.0)))
+                .filter(|(_, p)| p.len() >= 2)
+                .map(|(a, p)| (a.clone(), p.clone()))
+        };
+        while let Some((agent, peers)) = busiest(&both) {
+            for p in &peers {
+                if let Some(theirs) = both.get_mut(p) {
+                    theirs.remove(&agent);
+                }
+                covered.insert((group, agent.clone(), p.clone()));
+                covered.insert((group, p.clone(), agent.clone()));
+            }
+            both.remove(&agent);
+            out.push(Record::Edges(EdgesBody {
+                tick: group.0,
+                change: group.1,
+                agent,
+                peers: peers.into_iter().collect(),
+                weight: group.2,
+            }));
+        }
+    }
+    for b in bodies {
+        if !covered.contains(&((b.tick, b.change, b.weight), b.from.clone(), b.to.clone())) {
+            out.push(Record::Edge(b));
+        }
+    }
+    out
 }
 
 /// Turns a decoded input record into an aligner item: `Ok(None)` for records the manager reads but does not use.
@@ -508,12 +565,15 @@ async fn publish_effects<B: Bus, S: SnapshotStore>(
         detector.forget(id);
     }
     publish_members(publisher, fx.members, shutdown).await?;
-    let mut edges = fx.edges.into_iter().peekable();
+    let mut edges = edge_records(fx.edges).into_iter().peekable();
     while edges.peek().is_some() {
-        let sends = edges.by_ref().take(EDGE_BATCH).map(|(tick, change)| {
-            let body = edge_body(tick, change);
-            let key = body.from.to_string();
-            let env = publisher.envelope(Record::Edge(body));
+        let sends = edges.by_ref().take(EDGE_BATCH).map(|record| {
+            let key = match &record {
+                Record::Edges(b) => b.agent.to_string(),
+                Record::Edge(b) => b.from.to_string(),
+                _ => String::new(),
+            };
+            let env = publisher.envelope(record);
             async move { publisher.send(TopicKind::Topology, &key, &env, shutdown).await }
         });
         for r in join_all(sends.collect::<Vec<_>>()).await {
@@ -623,4 +683,85 @@ pub fn replay_log(
         }
     }
     (graph, roster, last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mesh_core::graph::GraphParams;
+
+    fn id(s: &str) -> AgentId {
+        AgentId::new(s).expect("valid id")
+    }
+
+    /// Every (tick, change, from, to, weight) a list of records stands for.
+    fn expand(records: &[Record]) -> BTreeSet<(u64, EdgeChangeKind, AgentId, AgentId, Option<Milli>)> {
+        let mut out = BTreeSet::new();
+        for r in records {
+            match r {
+                Record::Edge(b) => {
+                    assert!(out.insert((b.tick, b.change, b.from.clone(), b.to.clone(), b.weight)), "duplicate {b:?}");
+                }
+                Record::Edges(b) => {
+                    assert!(b.peers.len() >= 2, "an edges record stands for at least two peers: {b:?}");
+                    for p in &b.peers {
+                        assert!(out.insert((b.tick, b.change, b.agent.clone(), p.clone(), b.weight)));
+                        assert!(out.insert((b.tick, b.change, p.clone(), b.agent.clone(), b.weight)));
+                    }
+                }
+                other => panic!("not an edge record: {other:?}"),
+            }
+        }
+        out
+    }
+
+    fn changes_of(tick: u64, changes: Vec<EdgeChange>) -> Vec<(u64, EdgeChange)> {
+        changes.into_iter().map(|c| (tick, c)).collect()
+    }
+
+    #[test]
+    fn a_join_is_one_edges_record_and_stands_for_exactly_its_edges() {
+        let mut g = SlimeGraph::new(GraphParams::default());
+        let mut fx = Vec::new();
+        for a in ["a", "b", "c"] {
+            fx.extend(changes_of(1, g.add_agent(&id(a))));
+        }
+        let join = changes_of(2, g.add_agent(&id("d")));
+        let records = edge_records(join.clone());
+        assert_eq!(records.len(), 1, "{records:?}");
+        let Record::Edges(b) = &records[0] else { panic!("{records:?}") };
+        assert_eq!(
+            (b.agent.as_str(), b.peers.len(), b.change, b.weight),
+            ("d", 3, EdgeChangeKind::Created, Some(Milli(500)))
+        );
+        let expected: BTreeSet<_> = join
+            .into_iter()
+            .map(|(t, c)| edge_body(t, c))
+            .map(|b| (b.tick, b.change, b.from, b.to, b.weight))
+            .collect();
+        assert_eq!(expand(&records), expected);
+    }
+
+    #[test]
+    fn pruning_an_idle_mesh_needs_a_record_per_agent_not_per_edge_and_traffic_stays_per_edge() {
+        let mut g = SlimeGraph::new(GraphParams::default());
+        let names: Vec<String> = (0..30).map(|i| format!("a{i:02}")).collect();
+        for n in &names {
+            g.add_agent(&id(n));
+        }
+        g.reinforce(&id("a00"), &id("a01"));
+        let mut window = changes_of(5, g.decay(21));
+        window.push((5, g.reinforce(&id("a02"), &id("a03")).expect("reinforced")));
+        let expected: BTreeSet<_> = window
+            .iter()
+            .cloned()
+            .map(|(t, c)| edge_body(t, c))
+            .map(|b| (b.tick, b.change, b.from, b.to, b.weight))
+            .collect();
+        let records = edge_records(window);
+        assert_eq!(expand(&records), expected, "the records stand for exactly the changes");
+        assert!(records.len() < 60, "{} records for {} changes", records.len(), expected.len());
+        let single = records.iter().filter(|r| matches!(r, Record::Edge(_))).count();
+        assert!(single >= 2, "a01→a00 pruned alone (a00→a01 carried a message), plus the reinforcement: {records:?}");
+    }
 }

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::records::{
-    DeadBody, DeadLetterBody, DecisionBody, EdgeBody, ExpireBody, HeartbeatBody, InhibitBody, JoinBody, LeaveBody,
-    MemberBody, ProposalBody, Record, ResponseBody, TaskBody, TickBody, VoteBody,
+    DeadBody, DeadLetterBody, DecisionBody, EdgeBody, EdgesBody, ExpireBody, HeartbeatBody, InhibitBody, JoinBody,
+    LeaveBody, MemberBody, ProposalBody, Record, ResponseBody, TaskBody, TickBody, VoteBody,
 };
 use crate::topics::TopicKind;
 
@@ -95,6 +95,7 @@ fn body_value(record: &Record) -> Result<Value, serde_json::Error> {
         Record::Dead(b) => serde_json::to_value(b),
         Record::Tick(b) => serde_json::to_value(b),
         Record::Edge(b) => serde_json::to_value(b),
+        Record::Edges(b) => serde_json::to_value(b),
         Record::Heartbeat(b) => serde_json::to_value(b),
         Record::Task(b) => serde_json::to_value(b),
         Record::Response(b) => serde_json::to_value(b),
@@ -143,6 +144,7 @@ pub fn decode(bytes: Option<&[u8]>, topic: Option<TopicKind>) -> Result<Envelope
         "dead" => Record::Dead(body::<DeadBody>(kind, raw.body)?),
         "tick" => Record::Tick(body::<TickBody>(kind, raw.body)?),
         "edge" => Record::Edge(body::<EdgeBody>(kind, raw.body)?),
+        "edges" => Record::Edges(body::<EdgesBody>(kind, raw.body)?),
         "heartbeat" => Record::Heartbeat(body::<HeartbeatBody>(kind, raw.body)?),
         "task" => Record::Task(body::<TaskBody>(kind, raw.body)?),
         "response" => Record::Response(body::<ResponseBody>(kind, raw.body)?),

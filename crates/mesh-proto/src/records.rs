@@ -23,6 +23,8 @@ pub enum Record {
     Tick(TickBody),
     /// An edge changed (topology topic, informational).
     Edge(EdgeBody),
+    /// The same change to the edges both ways between one agent and several peers (topology topic).
+    Edges(EdgesBody),
     /// An agent is alive (heartbeats topic).
     Heartbeat(HeartbeatBody),
     /// Work for an agent (messages topic).
@@ -54,6 +56,7 @@ impl Record {
             Record::Dead(_) => "dead",
             Record::Tick(_) => "tick",
             Record::Edge(_) => "edge",
+            Record::Edges(_) => "edges",
             Record::Heartbeat(_) => "heartbeat",
             Record::Task(_) => "task",
             Record::Response(_) => "response",
@@ -68,12 +71,13 @@ impl Record {
     }
 
     /// Every kind on the wire.
-    pub const KINDS: [&'static str; 15] = [
+    pub const KINDS: [&'static str; 16] = [
         "join",
         "leave",
         "dead",
         "tick",
         "edge",
+        "edges",
         "heartbeat",
         "task",
         "response",
@@ -89,7 +93,7 @@ impl Record {
     /// The topics a kind may appear on; a record of another kind on a topic is invalid and dead-lettered.
     pub fn allowed_on(kind: &str) -> &'static [TopicKind] {
         match kind {
-            "join" | "leave" | "dead" | "edge" => &[TopicKind::Topology],
+            "join" | "leave" | "dead" | "edge" | "edges" => &[TopicKind::Topology],
             "tick" => &[TopicKind::Topology, TopicKind::Messages],
             "heartbeat" => &[TopicKind::Heartbeats],
             "task" | "response" => &[TopicKind::Messages],
@@ -142,7 +146,7 @@ pub struct TickBody {
 }
 
 /// What happened to an edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeChangeKind {
     /// Created by a join (full mesh) or a message along a missing edge.
@@ -168,6 +172,24 @@ pub struct EdgeBody {
     /// Edge target.
     pub to: AgentId,
     /// Weight after the change (absent when the edge is gone).
+    pub weight: Option<Milli>,
+}
+
+/// `edges`: the same change, in the same window, to the edges both ways between `agent` and each of `peers`: a
+/// join's full mesh, an idle full mesh pruned, a departure. One record instead of 2 × peers `edge` records (a join
+/// into a mesh of 500 is 998 edges, its pruning as many). Key: `agent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgesBody {
+    /// The window (tick) in which it happened.
+    pub tick: u64,
+    /// What happened: `created`, `pruned` or `removed`.
+    pub change: EdgeChangeKind,
+    /// The agent at one end of every edge.
+    pub agent: AgentId,
+    /// The agents at the other ends.
+    pub peers: Vec<AgentId>,
+    /// Weight after the change, the same for all (absent when the edges are gone).
     pub weight: Option<Milli>,
 }
 

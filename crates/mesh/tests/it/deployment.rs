@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mesh_core::membership::MemberStatus;
 use mesh_proto::TopicKind;
-use mesh_proto::records::{EdgeChangeKind, Record};
+use mesh_proto::records::{EdgeBody, EdgeChangeKind, Record};
 
 use crate::support::{FAST, Mesh, ROLES};
 
@@ -33,7 +33,18 @@ async fn idle_full_mesh_is_pruned_at_the_21st_tick() {
     let mut pruned: BTreeMap<(String, String), u64> = BTreeMap::new();
     for read in mesh.read_topic(TopicKind::Topology).await {
         let Ok(env) = read.envelope else { continue };
-        if let Record::Edge(e) = env.record {
+        // An `edges` record stands for the same change both ways between its agent and each peer.
+        let each: Vec<EdgeBody> = match env.record {
+            Record::Edge(e) => vec![e],
+            Record::Edges(b) => b
+                .peers
+                .iter()
+                .flat_map(|p| [(b.agent.clone(), p.clone()), (p.clone(), b.agent.clone())])
+                .map(|(from, to)| EdgeBody { tick: b.tick, change: b.change, from, to, weight: b.weight })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for e in each {
             let edge = (e.from.to_string(), e.to.to_string());
             match e.change {
                 EdgeChangeKind::Created => {
