@@ -1,6 +1,7 @@
 //! The SVG report of a `mesh bench` run: latency percentile curves (mesh end-to-end, task round trip, consensus
 //! and the plain-Kafka baseline on one log scale) above delivered messages per second over the measured window.
 
+use plotters::coord::ranged1d::Ranged;
 use plotters::prelude::*;
 
 use crate::report::{Percentiles, Report, Sample};
@@ -21,8 +22,8 @@ fn err(e: impl std::fmt::Debug) -> SvgError {
     SvgError(format!("{e:?}"))
 }
 
-/// One curve: its legend, colour and points.
-type Curve<'a> = (&'a str, RGBColor, Vec<(usize, f64)>);
+/// One line of a chart: its legend, colour and points.
+type Line<X, Y> = (&'static str, RGBColor, Vec<(X, Y)>);
 
 const LABELS: [&str; 12] = ["0", "25", "50", "75", "90", "95", "99", "99.5", "99.9", "99.95", "99.99", "max"];
 
@@ -46,7 +47,7 @@ fn curve_ms(p: &Percentiles) -> Vec<(usize, f64)> {
 }
 
 fn latency_panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: &Report) -> Result<(), SvgError> {
-    let mut series: Vec<Curve<'_>> = vec![
+    let mut series: Vec<Line<usize, f64>> = vec![
         ("mesh end-to-end", BLUE, curve_ms(&r.messages.end_to_end)),
         ("mesh task round trip", CYAN, curve_ms(&r.messages.round_trip)),
         ("consensus proposal→decision", MAGENTA, curve_ms(&r.consensus.latency)),
@@ -76,7 +77,20 @@ fn latency_panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: 
         .y_desc("latency, ms (log)")
         .draw()
         .map_err(err)?;
-    for (name, color, pts) in series {
+    draw_lines(&mut chart, series, SeriesLabelPosition::UpperLeft)
+}
+
+/// Draws each named line with its legend entry, then the legend.
+fn draw_lines<'a, X, Y>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, Cartesian2d<X, Y>>,
+    lines: Vec<Line<X::ValueType, Y::ValueType>>,
+    legend_at: SeriesLabelPosition,
+) -> Result<(), SvgError>
+where
+    X: Ranged<ValueType: Clone + 'static>,
+    Y: Ranged<ValueType: Clone + 'static>,
+{
+    for (name, color, pts) in lines.into_iter().filter(|(_, _, pts)| !pts.is_empty()) {
         chart
             .draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(err)?
@@ -85,7 +99,7 @@ fn latency_panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, r: 
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(legend_at)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -107,24 +121,8 @@ fn throughput_panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, 
         .build_cartesian_2d(0f64..x_max, 0f64..y_max)
         .map_err(err)?;
     chart.configure_mesh().x_desc("seconds").y_desc("messages/s").draw().map_err(err)?;
-    for (name, color, pts) in [("mesh", BLUE, mesh), ("plain Kafka baseline", RED, base)] {
-        if pts.is_empty() {
-            continue;
-        }
-        chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(err)?
-            .label(name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
-    Ok(())
+    let lines = vec![("mesh", BLUE, mesh), ("plain Kafka baseline", RED, base)];
+    draw_lines(&mut chart, lines, SeriesLabelPosition::LowerRight)
 }
 
 #[cfg(test)]
