@@ -88,6 +88,9 @@ pub struct Join {
     /// Seconds from starting the processes until every agent was live and the N*(N-1) edges existed; absent if
     /// that never happened within the ramp-up limit.
     pub converged_s: Option<f64>,
+    /// Seconds until every agent was live in the roster (with or without the full mesh at that moment).
+    #[serde(default)]
+    pub members_s: Option<f64>,
     /// Live agents seen at the end of ramp-up.
     pub live_agents: usize,
     /// Edges seen at the end of ramp-up.
@@ -271,6 +274,9 @@ impl Report {
         };
         if let Some(j) = self.join.converged_s {
             push("join convergence", j, "s", Better::Lower);
+        }
+        if let Some(m) = self.join.members_s {
+            push("all agents live", m, "s", Better::Lower);
         }
         push("delivered", self.messages.delivered_per_s, "msg/s", Better::Higher);
         let lat = |p: &Percentiles| [("p50", p.p50_us), ("p90", p.p90_us), ("p99", p.p99_us), ("p99.9", p.p999_us)];

@@ -220,7 +220,7 @@ async fn watch_signals() {
         return;
     };
     tokio::select! { _ = int.recv() => {}, _ = term.recv() => {} }
-    eprintln!("interrupted: stopping the bench deployment (again to wait less is not needed: it is bounded)");
+    eprintln!("interrupted: stopping the bench deployment and its infrastructure");
     INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
@@ -638,28 +638,50 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
     done(&pb, format!("READY after {:.1} s", deployment.spawned.elapsed().as_secs_f64()));
     let pb = bar(u64::try_from(full_mesh).unwrap_or(0), "joining");
     let mut converged_at = None;
-    let (mut live, mut edges) = (0, 0);
+    let mut members_at = None;
+    let (mut live, mut edges, mut most_edges) = (0, 0, 0);
     while Instant::now() < ramp_deadline {
         (live, edges, _) = topology_figures(&store, &plan.prefix).await;
         pb.set_position(u64::try_from(edges).unwrap_or(0));
         pb.set_message(format!("{live}/{n} agents live"));
+        if live == n && members_at.is_none() {
+            members_at = Some(Instant::now());
+        }
         if live == n && edges == full_mesh {
             converged_at = Some(Instant::now());
             break;
         }
+        // Every agent is in, but the first joiners' idle edges were pruned before the last joined: the full mesh
+        // never exists at once (a ramp-up longer than 21 decay intervals). Membership is the convergence then.
+        if live == n && edges < most_edges {
+            break;
+        }
+        most_edges = most_edges.max(edges);
         check_interrupted()?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let join_s = converged_at.map(|t| t.duration_since(deployment.spawned).as_secs_f64());
+    let since_spawn = |t: Instant| t.duration_since(deployment.spawned).as_secs_f64();
+    let join_s = converged_at.map(since_spawn);
+    let members_s = members_at.map(since_spawn);
     done(
         &pb,
-        match join_s {
-            Some(s) => format!("full mesh of {full_mesh} edges after {s:.1} s"),
-            None => format!("NOT converged: {live}/{n} live, {edges}/{full_mesh} edges"),
+        match (join_s, members_s) {
+            (Some(s), _) => format!("full mesh of {full_mesh} edges after {s:.1} s"),
+            (None, Some(m)) => format!(
+                "all {n} agents live after {m:.1} s; pruning began before the full mesh was complete ({most_edges} \
+                 of {full_mesh} edges at most)"
+            ),
+            (None, None) => format!("NOT converged: {live}/{n} live, {edges}/{full_mesh} edges"),
         },
     );
-    report.join = Join { converged_s: join_s, live_agents: live, edges, full_mesh_edges: full_mesh };
-    let mesh_built = converged_at.unwrap_or_else(Instant::now);
+    report.join = Join {
+        converged_s: join_s,
+        members_s,
+        live_agents: live,
+        edges: edges.max(most_edges),
+        full_mesh_edges: full_mesh,
+    };
+    let mesh_built = converged_at.or(members_at).unwrap_or_else(Instant::now);
 
     // Warm-up, then the window: cumulative agent figures at both ends, subtracted.
     let pb = bar(plan.warmup.as_secs(), "warm-up");
@@ -670,7 +692,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
         check_interrupted()?;
         pb.inc(1);
         let (_, e, _) = topology_figures(&store, &plan.prefix).await;
-        if pruned_at.is_none() && converged_at.is_some() && e < full_mesh {
+        if pruned_at.is_none() && (converged_at.is_some() || members_at.is_some()) && e < full_mesh {
             pruned_at = Some(Instant::now());
         }
     }
@@ -694,7 +716,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
         pb.set_position(window_start.elapsed().as_secs());
         pb.set_message(format!("{rate:.0} msg/s delivered"));
         let (_, e, _) = topology_figures(&store, &plan.prefix).await;
-        if pruned_at.is_none() && converged_at.is_some() && e < full_mesh {
+        if pruned_at.is_none() && (converged_at.is_some() || members_at.is_some()) && e < full_mesh {
             pruned_at = Some(Instant::now());
         }
     }
@@ -726,7 +748,7 @@ async fn measure_mesh(plan: &Plan, infra: &Infra, deployment: &mut Deployment, r
     // Pruning: wait (bounded) for the idle full-mesh edges to go if they have not yet.
     let expected = plan.decay_interval.as_secs_f64() * 21.0;
     let prune_deadline = mesh_built + plan.decay_interval * 23 + Duration::from_secs(5);
-    while pruned_at.is_none() && converged_at.is_some() && Instant::now() < prune_deadline {
+    while pruned_at.is_none() && (converged_at.is_some() || members_at.is_some()) && Instant::now() < prune_deadline {
         let (_, e, _) = topology_figures(&store, &plan.prefix).await;
         if e < full_mesh {
             pruned_at = Some(Instant::now());

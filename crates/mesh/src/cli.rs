@@ -108,8 +108,9 @@ pub(crate) struct BenchArgs {
     /// Partitions of the messages topic [default: one per agent, at least 8].
     #[arg(long, value_name = "N")]
     pub(crate) messages_partitions: Option<u32>,
-    /// The topology manager's decay interval (idle edges are pruned after 21 of them).
-    #[arg(long, default_value = "1s", value_name = "DURATION")]
+    /// The topology manager's decay interval: idle edges are pruned 21 of them after they were built (the default 5 s
+    /// keeps the full mesh of a long ramp-up whole until the last agent joined).
+    #[arg(long, default_value = "5s", value_name = "DURATION")]
     pub(crate) decay_interval: String,
     /// How long start-up and the full mesh may take before the run is abandoned.
     #[arg(long, default_value = "300s", value_name = "DURATION")]

@@ -118,6 +118,7 @@ max_restarts = 0
 fn misbehaving_children_are_contained_restarted_and_stopped() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
+    let _down = DownOnDrop(dir);
     let file = deployment(dir);
     let file = file.to_str().expect("utf-8 path");
 
@@ -177,10 +178,23 @@ fn misbehaving_children_are_contained_restarted_and_stopped() {
     assert!(!StateDir::new(dir).socket().exists(), "socket removed");
 }
 
+/// Takes a detached deployment down when the test ends, passed or failed: a failing assertion must not leave a
+/// supervisor and its children running in their own session.
+struct DownOnDrop<'a>(&'a Path);
+
+impl Drop for DownOnDrop<'_> {
+    fn drop(&mut self) {
+        if StateDir::new(self.0).socket().exists() {
+            let _ = mesh(self.0, &["down", "--force"]);
+        }
+    }
+}
+
 #[test]
 fn the_real_deployment_on_the_embedded_default() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
+    let _down = DownOnDrop(dir);
     let started = Instant::now();
     let up = mesh(dir, &["up", "-d"]);
     assert!(
@@ -275,6 +289,7 @@ fn ctrl_c_stops_a_foreground_deployment_and_leaves_nothing_behind() {
 fn local_infrastructure_survives_a_broker_kill_without_restarting_the_agents() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
+    let _down = DownOnDrop(dir);
     let up = mesh(dir, &["up", "-d", "--infra", "local", "--wait-timeout", "120s"]);
     assert!(up.status.success(), "mesh up -d --infra local:\n{}", text(&up));
     let s = state(dir);
@@ -329,6 +344,7 @@ fn local_infrastructure_survives_a_broker_kill_without_restarting_the_agents() {
 fn a_ready_process_that_stops_pinging_the_watchdog_is_restarted_as_hung() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
+    let _down = DownOnDrop(dir);
     // Says READY=1 over sd_notify, then hangs without WATCHDOG=1 pings.
     let script = "import os, socket, time\n\
                   s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
