@@ -122,7 +122,7 @@ fn throughput_panel(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, 
         .map_err(err)?;
     chart.configure_mesh().x_desc("seconds").y_desc("messages/s").draw().map_err(err)?;
     let lines = vec![("mesh", BLUE, mesh), ("plain Kafka baseline", RED, base)];
-    draw_lines(&mut chart, lines, SeriesLabelPosition::LowerRight)
+    draw_lines(&mut chart, lines, SeriesLabelPosition::MiddleRight)
 }
 
 #[cfg(test)]
