@@ -187,10 +187,9 @@ impl Infra {
     }
 }
 
+/// Wall clock in ms: the runtimes' µs clock, so every figure of a run reads the same clock.
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    mesh_node::now_us() / 1000
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -382,7 +381,10 @@ async fn run_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Resul
     };
     let run = tokio::select! {
         run = baseline::run(&config, &spec) => run?,
-        () = interrupted => { ticker.abort(); check_interrupted()?; unreachable!("interrupted") }
+        () = interrupted => {
+            ticker.abort();
+            bail!("interrupted: the bench deployment and infrastructure are being stopped");
+        }
     };
     ticker.abort();
     let broker_cpu = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
