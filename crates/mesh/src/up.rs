@@ -209,7 +209,7 @@ fn with_local_infrastructure(spec: DeploymentSpec, dir: &StateDir) -> Result<(De
     let root = dir.root().join("infra");
     std::fs::create_dir_all(&root).with_context(|| format!("failed to create {}", root.display()))?;
     let (kafka_port, controller_port, redis_port) = local_ports(&root.join("ports"))?;
-    let kafka = mesh_fixtures::prepare_kafka(&root.join("kafka"), kafka_port, controller_port)
+    let kafka = mesh_fixtures::prepare_kafka(&root.join("kafka"), kafka_port, controller_port, &[])
         .context("failed to prepare the local Kafka broker")?;
     let redis =
         mesh_fixtures::redis_command(&root.join("redis"), redis_port).context("failed to prepare redis-server")?;
