@@ -3,3 +3,9 @@
 //! the mesh's invariants checked against what it wrote to Kafka and Redis. `docs/chaos.md` is the guide.
 
 pub mod proxy;
+pub mod check;
+pub mod deploy;
+pub mod observe;
+pub mod report;
+pub mod run;
+pub mod scenario;

@@ -1,7 +1,9 @@
 //! Project automation, in plain Rust: `cargo xtask test` provisions what the tests need and runs every check;
+//! `cargo xtask chaos` injects faults into a live deployment and checks the mesh's invariants (docs/chaos.md);
 //! `cargo xtask infra` runs a real Kafka and Redis for a hand-started deployment; `cargo xtask tidy` checks the
 //! repository's rules.
 
+mod chaos;
 mod tidy;
 
 use std::process::Command;
@@ -26,6 +28,11 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Inject crashes, pauses and partitions into a live mesh, measure recovery and check the invariants.
+    ///
+    /// Exit code 0 when every scenario passes, 1 when one fails (a lost message, a contradicted decision, an
+    /// orphan, a bound exceeded), 2 when one could not be decided. docs/chaos.md explains the report.
+    Chaos(chaos::ChaosArgs),
     /// Run a real Kafka and Redis on loopback in the foreground until Ctrl-C.
     Infra {
         /// Kafka client port [default: a free one].
@@ -42,6 +49,10 @@ enum Cmd {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::Test { args } => test(&args),
+        Cmd::Chaos(args) => {
+            let code = chaos::run(&args)?;
+            std::process::exit(code)
+        }
         Cmd::Infra { kafka_port, redis_port } => infra(kafka_port, redis_port),
         Cmd::Tidy => {
             let problems = tidy::check(&tidy::repo_root())?;

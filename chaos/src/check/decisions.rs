@@ -1,0 +1,74 @@
+//! Every proposal is decided at most once and never contradicted: all decision records of a proposal agree, Redis
+//! stores the same decision, and a crash-free replay of the proposals and votes decides it the same way.
+
+use std::collections::BTreeMap;
+
+use mesh_core::consensus::{BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision};
+use mesh_proto::records::Record;
+
+use super::{CheckResult, Verdict};
+use crate::observe::Observed;
+
+/// Name of this invariant.
+pub const NAME: &str = "decisions-never-contradicted";
+
+/// Decisions replayed from the proposals and votes the tail read.
+pub fn replay(o: &Observed, params: ConsensusParams) -> BTreeMap<String, Decision> {
+    let mut machine = BeeConsensus::new(params);
+    let mut out = BTreeMap::new();
+    for record in &o.consensus_inputs {
+        let input = match record.clone() {
+            Record::Proposal(b) => ConsensusInput::Propose(b.proposal),
+            Record::Vote(b) => ConsensusInput::Vote(b.vote),
+            Record::Expire(b) => ConsensusInput::Expire(b.proposal),
+            Record::Inhibit(b) => ConsensusInput::Inhibit { proposal: b.proposal, by: b.by },
+            _ => continue,
+        };
+        for c in machine.step(input).commands {
+            if let ConsensusCommand::Publish(d) = c {
+                out.insert(d.proposal.to_string(), d);
+            }
+        }
+    }
+    out
+}
+
+/// Contradicting copies of a decision (the count that must be zero).
+pub fn contradicted(o: &Observed) -> Vec<String> {
+    o.decisions.iter().filter(|(_, v)| v.iter().any(|d| d != &v[0])).map(|(id, _)| id.clone()).collect()
+}
+
+/// `stored` is the decisions hash in Redis (proposal id → decision JSON).
+pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusParams) -> CheckResult {
+    if o.decisions.is_empty() {
+        return CheckResult::new(NAME, Verdict::Unknown, "no decision was published: nothing to check");
+    }
+    let contradicted = contradicted(o);
+    if let Some(id) = contradicted.first() {
+        return CheckResult::holds(NAME, false, format!("{} proposals decided differently twice, e.g. {id}", contradicted.len()));
+    }
+    for (id, copies) in &o.decisions {
+        match stored.get(id).map(|s| serde_json::from_str::<Decision>(s)) {
+            Some(Ok(d)) if d == copies[0] => {}
+            Some(Ok(d)) => return CheckResult::holds(NAME, false, format!("{id}: Kafka says {:?}, Redis {:?}", copies[0].outcome, d.outcome)),
+            Some(Err(e)) => return CheckResult::holds(NAME, false, format!("{id}: Redis holds an unreadable decision: {e}")),
+            None => return CheckResult::holds(NAME, false, format!("{id}: published on Kafka but not stored in Redis")),
+        }
+    }
+    let replayed = replay(o, params);
+    for (id, copies) in &o.decisions {
+        if replayed.get(id) != Some(&copies[0]) {
+            return CheckResult::holds(
+                NAME,
+                false,
+                format!("{id}: published {:?}, a crash-free replay decides {:?}", copies[0].outcome, replayed.get(id).map(|d| &d.outcome)),
+            );
+        }
+    }
+    let republished: usize = o.decisions.values().map(|v| v.len() - 1).sum();
+    CheckResult::holds(
+        NAME,
+        true,
+        format!("{} proposals decided once each ({republished} identical re-publications), equal in Redis and in a replay", o.decisions.len()),
+    )
+}

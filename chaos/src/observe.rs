@@ -1,0 +1,309 @@
+//! What the mesh wrote, as the harness saw it: one reader connected to the broker directly (never through a fault
+//! proxy) tails every topic of the scenario from the beginning into indexes the checkers and the convergence
+//! predicate read. It also keeps the records the managers' state is rebuilt from, for the replay checks.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use mesh_core::consensus::{Decision, Proposal};
+use mesh_core::membership::MemberStatus;
+use mesh_kafka::KafkaBus;
+use mesh_node::MeshConfig;
+use mesh_proto::records::Record;
+use mesh_proto::{TopicKind, decode};
+use mesh_transport::{Assignment, Bus, Reader, StartAt};
+use tokio::task::JoinHandle;
+
+/// A task seen on the messages topic.
+#[derive(Debug, Clone)]
+pub struct TaskSeen {
+    /// Sender's timestamp (ms).
+    pub ts: u64,
+    /// Sender agent id.
+    pub from: String,
+    /// Recipient agent id.
+    pub to: String,
+}
+
+/// A response seen on the messages topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseSeen {
+    /// The response's own id.
+    pub id: String,
+    /// Sender's timestamp (ms).
+    pub ts: u64,
+    /// Who answered.
+    pub from: String,
+    /// Who asked.
+    pub to: String,
+    /// Status and payload, as JSON: copies of one answer must agree on it.
+    pub content: String,
+}
+
+/// Everything read so far, indexed.
+#[derive(Debug, Default)]
+pub struct Observed {
+    /// Tasks by id.
+    pub tasks: HashMap<String, TaskSeen>,
+    /// Task ids in the order read.
+    pub task_order: Vec<String>,
+    /// Records of a task id read more than once.
+    pub task_copies: u64,
+    /// Responses by the task they answer.
+    pub responses: HashMap<String, Vec<ResponseSeen>>,
+    /// (ts, from, to) of every response, in the order read.
+    pub answers: Vec<(u64, String, String)>,
+    /// Latest membership entry per agent id: status, roster epoch, ts.
+    pub members: BTreeMap<String, (MemberStatus, u64, u64)>,
+    /// `dead` verdicts: (agent id, ts).
+    pub dead: Vec<(String, u64)>,
+    /// Proposals by id, with their ts.
+    pub proposals: BTreeMap<String, (u64, Proposal)>,
+    /// Every decision record per proposal id.
+    pub decisions: BTreeMap<String, Vec<Decision>>,
+    /// Proposals, votes and markers in the order read, for the consensus replay.
+    pub consensus_inputs: Vec<Record>,
+    /// Topology-manager inputs: (source, offset, record), numbered as the manager numbers its sources.
+    pub topology_inputs: Vec<(usize, i64, Record)>,
+    /// Next offset to read per (topic, partition).
+    pub positions: BTreeMap<(String, i32), i64>,
+    /// Records that did not decode.
+    pub undecodable: u64,
+}
+
+impl Observed {
+    /// Tasks older than `before_ms` with no response.
+    pub fn unanswered_before(&self, before_ms: u64) -> Vec<(&String, &TaskSeen)> {
+        self.task_order
+            .iter()
+            .filter_map(|id| self.tasks.get_key_value(id))
+            .filter(|(id, t)| t.ts < before_ms && !self.responses.contains_key(*id))
+            .collect()
+    }
+}
+
+/// The tailing reader; dropping it stops it.
+pub struct Tail {
+    observed: Arc<Mutex<Observed>>,
+    topics: Vec<(TopicKind, String, u32)>,
+    task: JoinHandle<()>,
+}
+
+impl Tail {
+    /// Creates the scenario's topics (as the processes would) and starts reading all of them from the beginning.
+    pub async fn start(bus: KafkaBus, mesh: &MeshConfig) -> Result<Self> {
+        let specs = mesh_node::topic_specs(mesh);
+        bus.ensure_topics(&specs).await.context("creating the scenario's topics")?;
+        let kinds = [
+            TopicKind::Topology,
+            TopicKind::Messages,
+            TopicKind::Membership,
+            TopicKind::Proposals,
+            TopicKind::Votes,
+            TopicKind::Decisions,
+        ];
+        let mut topics = Vec::new();
+        let mut assignments = Vec::new();
+        for kind in kinds {
+            let name = mesh.topics.name(kind);
+            let partitions = bus.partition_count(&name).await.with_context(|| format!("partitions of {name}"))?;
+            for p in 0..partitions {
+                let partition = i32::try_from(p).context("partition number")?;
+                assignments.push(Assignment { topic: name.clone(), partition, start: StartAt::Beginning });
+            }
+            topics.push((kind, name, partitions));
+        }
+        let topology_partitions = topics.iter().find(|t| t.0 == TopicKind::Topology).map_or(1, |t| t.2 as usize);
+        let group = format!("{}-chaos-tail", mesh.topics.prefix());
+        let mut reader = bus.reader(&group, assignments).await.context("tail reader")?;
+        let observed = Arc::new(Mutex::new(Observed::default()));
+        let by_name: HashMap<String, TopicKind> = topics.iter().map(|(k, n, _)| (n.clone(), *k)).collect();
+        let sink = observed.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let r = match reader.next().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "chaos tail: read failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Some(kind) = by_name.get(&r.topic).copied() else { continue };
+                let Ok(mut o) = sink.lock() else { return };
+                o.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
+                let Ok(env) = decode(r.payload.as_deref(), Some(kind)) else {
+                    o.undecodable += 1;
+                    continue;
+                };
+                let ts = env.header.ts;
+                let partition = usize::try_from(r.partition).unwrap_or(0);
+                match kind {
+                    TopicKind::Topology => o.topology_inputs.push((partition, r.offset, env.record.clone())),
+                    TopicKind::Messages => {
+                        o.topology_inputs.push((topology_partitions + partition, r.offset, env.record.clone()));
+                    }
+                    TopicKind::Proposals | TopicKind::Votes => o.consensus_inputs.push(env.record.clone()),
+                    _ => {}
+                }
+                match env.record {
+                    Record::Task(t) => {
+                        let seen = TaskSeen { ts, from: t.from.to_string(), to: t.to.to_string() };
+                        if o.tasks.insert(env.header.id.clone(), seen).is_some() {
+                            o.task_copies += 1;
+                        } else {
+                            o.task_order.push(env.header.id);
+                        }
+                    }
+                    Record::Response(b) => {
+                        let content = serde_json::json!({"status": b.status, "payload": b.payload}).to_string();
+                        let seen = ResponseSeen {
+                            id: env.header.id,
+                            ts,
+                            from: b.from.to_string(),
+                            to: b.to.to_string(),
+                            content,
+                        };
+                        o.answers.push((ts, seen.from.clone(), seen.to.clone()));
+                        o.responses.entry(b.in_reply_to.to_string()).or_default().push(seen);
+                    }
+                    Record::Member(m) => {
+                        let id = m.member.profile.id.to_string();
+                        o.members.insert(id, (m.member.status, m.member.epoch, ts));
+                    }
+                    Record::Dead(d) => o.dead.push((d.agent.to_string(), ts)),
+                    Record::Proposal(p) => {
+                        o.proposals.insert(p.proposal.id.to_string(), (ts, p.proposal));
+                    }
+                    Record::Decision(d) => {
+                        o.decisions.entry(d.decision.proposal.to_string()).or_default().push(d.decision);
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Ok(Tail { observed, topics, task })
+    }
+
+    /// The indexes, locked.
+    pub fn observed(&self) -> MutexGuard<'_, Observed> {
+        match self.observed.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Waits until everything written before this call has been read; `false` on timeout.
+    pub async fn catch_up(&self, bus: &KafkaBus, timeout: Duration) -> Result<bool> {
+        let mut ends = Vec::new();
+        for (_, name, partitions) in &self.topics {
+            for p in 0..*partitions {
+                let partition = i32::try_from(p).context("partition number")?;
+                let end = bus.end_offset(name, partition).await.with_context(|| format!("end of {name}/{p}"))?;
+                ends.push((name.clone(), partition, end));
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let behind = {
+                let o = self.observed();
+                ends.iter().any(|(t, p, end)| *end > 0 && o.positions.get(&(t.clone(), *p)).copied().unwrap_or(0) < *end)
+            };
+            if !behind {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Partitions of the topology topic (the first sources of the topology manager).
+    pub fn partitions(&self, kind: TopicKind) -> u32 {
+        self.topics.iter().find(|t| t.0 == kind).map_or(0, |t| t.2)
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The first WARN or ERROR line written by any process after `after_ms`: (ms, process, line). Log lines start
+/// with the supervisor's RFC 3339 stamp.
+pub fn first_complaint(logs: &[(String, std::path::PathBuf)], after_ms: u64, until_ms: u64) -> Option<(u64, String, String)> {
+    let mut best: Option<(u64, String, String)> = None;
+    for (name, path) in logs {
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        for line in text.lines() {
+            let Some((stamp, rest)) = line.split_once(' ') else { continue };
+            let rest = strip_ansi(rest);
+            if !(rest.contains(" WARN ") || rest.contains(" ERROR ")) {
+                continue;
+            }
+            let Ok(t) = humantime::parse_rfc3339(stamp) else { continue };
+            let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+            if ms >= after_ms && ms <= until_ms && best.as_ref().is_none_or(|b| ms < b.0) {
+                best = Some((ms, name.clone(), rest.chars().take(200).collect()));
+                break;
+            }
+        }
+    }
+    best
+}
+
+/// Removes terminal colour sequences (`ESC [ ... m`), which a process may write even into a log file.
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn colour_codes_are_stripped() {
+        assert_eq!(strip_ansi("\u{1b}[2mtime\u{1b}[0m \u{1b}[33m WARN\u{1b}[0m x"), "time  WARN x");
+    }
+
+    #[test]
+    fn the_first_warning_after_the_injection_is_found_across_logs() {
+        let dir = std::env::temp_dir().join(format!("mesh-chaos-logs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let a = dir.join("a.log");
+        let b = dir.join("b.log");
+        std::fs::write(
+            &a,
+            "2026-11-25T10:00:00.000Z 2026-11-25T10:00:00.000000Z  WARN x: early\n\
+             2026-11-25T10:00:05.000Z 2026-11-25T10:00:05.000000Z  WARN x: later\n",
+        )
+        .expect("write");
+        std::fs::write(&b, "2026-11-25T10:00:03.000Z 2026-11-25T10:00:03.000000Z ERROR y: first\n").expect("write");
+        let at = |s: &str| {
+            humantime::parse_rfc3339(s).expect("time").duration_since(std::time::UNIX_EPOCH).expect("epoch").as_millis()
+                as u64
+        };
+        let logs = vec![("a".to_owned(), a), ("b".to_owned(), b)];
+        let found = first_complaint(&logs, at("2026-11-25T10:00:01Z"), u64::MAX).expect("found");
+        assert_eq!((found.0, found.1.as_str()), (at("2026-11-25T10:00:03Z"), "b"));
+        assert!(first_complaint(&logs, at("2026-11-25T10:00:06Z"), u64::MAX).is_none());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,730 @@
+//! The orchestrator: real Kafka (one listener per client process) and Redis, a fault proxy on every (process,
+//! backend) link, then for each scenario a fresh deployment under its own topic prefix, its trials (inject, heal,
+//! wait for convergence, measure), the checkers, `mesh down` and the orphan check.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use mesh_core::consensus::ConsensusParams;
+use mesh_fixtures::{ClientListener, KafkaBroker, KafkaOptions, RedisOptions, RedisServer};
+use mesh_kafka::{KafkaBus, KafkaConfig};
+use mesh_node::{MeshConfig, TopologyConfig};
+use mesh_proto::{TopicKind, TopicNames};
+use mesh_redis::RedisStore;
+use mesh_supervisor::EventLog;
+use mesh_transport::SnapshotStore;
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::check::{self, CheckResult, Verdict};
+use crate::deploy::{Deployment, Endpoints, MeshTimings, process_names};
+use crate::observe::{Tail, first_complaint};
+use crate::proxy::{Direction, Fault, FaultProxy};
+use crate::report::{Event, RunReport, SCHEMA, ScenarioResult, TrialResult};
+use crate::scenario::{AGENTS, Backend, Ending, FaultSpec, Schedule, ScenarioPlan};
+
+/// How long every invariant must hold, uninterrupted, to call the mesh converged.
+pub const STABILITY_WINDOW: Duration = Duration::from_secs(2);
+/// Tasks younger than this may still be in flight: the "no backlog" part of convergence ignores them.
+const IN_FLIGHT_ALLOWANCE_MS: u64 = 2_000;
+/// Start-up of a restarted process (spawn, connect, READY, join), on this machine kind under load.
+const START_ALLOWANCE_MS: u64 = 3_000;
+/// Convergence is waited for this long beyond its bound before the trial is given up.
+const CONVERGE_GRACE: Duration = Duration::from_secs(30);
+
+/// What to run and where.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `mesh` binary.
+    pub mesh: PathBuf,
+    /// Where reports go (`<out>/chaos.json`, `<out>/svg/*.svg`, deployment state under `<out>/run/`).
+    pub out: PathBuf,
+    /// The schedule (from scenario files and a seed, or read back for `--replay`).
+    pub schedule: Schedule,
+    /// The mesh's timings.
+    pub timings: MeshTimings,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One process's proxies.
+struct Links {
+    kafka: FaultProxy,
+    redis: FaultProxy,
+}
+
+/// What the infrastructure thread can be asked to do.
+enum InfraOp {
+    KillKafka,
+    RestartKafka,
+    RedisPid,
+}
+
+type InfraReply = tokio::sync::oneshot::Sender<Result<Option<u32>, String>>;
+
+/// The broker and redis-server live on a thread of their own for the whole run. The fixtures give their children
+/// a parent-death signal, which Linux ties to the spawning *thread*: started from a tokio worker or blocking
+/// thread, the broker would be killed when the runtime retires that thread (blocking threads idle for 10 s).
+struct InfraThread {
+    ops: std::sync::mpsc::Sender<(InfraOp, InfraReply)>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    kafka: String,
+    redis: String,
+}
+
+impl InfraThread {
+    fn start(listeners: Vec<ClientListener>) -> Result<Self> {
+        let (ops, rx) = std::sync::mpsc::channel::<(InfraOp, InfraReply)>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("chaos-infra".into()).spawn(move || {
+            let started = KafkaBroker::start(KafkaOptions { client_listeners: listeners, ..KafkaOptions::default() })
+                .and_then(|k| RedisServer::start(RedisOptions::default()).map(|r| (k, r)));
+            let (mut kafka, redis) = match started {
+                Ok(pair) => pair,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok((kafka.bootstrap(), redis.url())));
+            while let Ok((op, reply)) = rx.recv() {
+                let result = match op {
+                    InfraOp::KillKafka => {
+                        kafka.kill();
+                        Ok(None)
+                    }
+                    InfraOp::RestartKafka => kafka.restart().map(|()| None).map_err(|e| e.to_string()),
+                    InfraOp::RedisPid => Ok(redis.pid()),
+                };
+                let _ = reply.send(result);
+            }
+            drop((kafka, redis));
+        })?;
+        let (kafka, redis) = ready_rx
+            .recv()
+            .context("the infrastructure thread died")?
+            .map_err(|e| anyhow!("starting Kafka and Redis: {e}"))?;
+        Ok(InfraThread { ops, thread: Some(thread), kafka, redis })
+    }
+
+    async fn call(&self, op: InfraOp) -> Result<Option<u32>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.ops.send((op, tx)).map_err(|_| anyhow!("the infrastructure thread is gone"))?;
+        rx.await.context("the infrastructure thread is gone")?.map_err(|e| anyhow!(e))
+    }
+}
+
+impl Drop for InfraThread {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread, which stops the broker and redis-server.
+        let (closed, _) = std::sync::mpsc::channel();
+        self.ops = closed;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The infrastructure of a run.
+struct Infra {
+    servers: InfraThread,
+    links: BTreeMap<String, Links>,
+}
+
+impl Infra {
+    async fn start() -> Result<Self> {
+        let names = process_names();
+        // Each process gets a broker listener of its own, advertised as its proxy's address.
+        let mut kafka_proxies = BTreeMap::new();
+        let mut listeners = Vec::new();
+        for name in &names {
+            let broker_port = mesh_fixtures::free_port()?;
+            let upstream: SocketAddr = ([127, 0, 0, 1], broker_port).into();
+            let proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), upstream).await?;
+            listeners.push(ClientListener {
+                name: format!("C_{}", name.to_uppercase().replace('-', "_")),
+                port: broker_port,
+                advertised_port: proxy.addr().port(),
+            });
+            kafka_proxies.insert(name.clone(), proxy);
+        }
+        let servers = blocking(|| InfraThread::start(listeners))?;
+        let redis_addr: SocketAddr = servers
+            .redis
+            .trim_start_matches("redis://")
+            .parse()
+            .with_context(|| format!("redis address of {}", servers.redis))?;
+        let mut links = BTreeMap::new();
+        for (name, kafka_proxy) in kafka_proxies {
+            let redis_proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), redis_addr).await?;
+            links.insert(name, Links { kafka: kafka_proxy, redis: redis_proxy });
+        }
+        Ok(Infra { servers, links })
+    }
+
+    fn endpoints(&self) -> Endpoints {
+        Endpoints {
+            kafka: self.links.iter().map(|(n, l)| (n.clone(), l.kafka.addr().to_string())).collect(),
+            redis: self.links.iter().map(|(n, l)| (n.clone(), format!("redis://{}", l.redis.addr()))).collect(),
+        }
+    }
+
+    fn link(&self, target: &str, backend: Backend) -> Result<&FaultProxy> {
+        let l = self.links.get(target).ok_or_else(|| anyhow!("no links for {target}"))?;
+        Ok(match backend {
+            Backend::Kafka => &l.kafka,
+            Backend::Redis => &l.redis,
+        })
+    }
+
+    fn heal_all(&self) {
+        for l in self.links.values() {
+            l.kafka.set(Fault::Pass);
+            l.redis.set(Fault::Pass);
+        }
+    }
+}
+
+/// Runs the schedule and writes the reports; the returned report's verdict is the run's.
+pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunReport> {
+    let started = Instant::now();
+    std::fs::create_dir_all(opts.out.join("svg"))?;
+    progress("starting Apache Kafka (one listener per process) and redis-server on loopback");
+    let infra = Infra::start().await?;
+    progress(&format!("kafka {} · redis {} · {} fault proxies", infra.servers.kafka, infra.servers.redis, 2 * infra.links.len()));
+    let mut bus_config = KafkaConfig::new(infra.servers.kafka.clone(), "mesh-chaos");
+    bus_config.extra.push(("reconnect.backoff.max.ms".into(), "500".into()));
+    let bus = KafkaBus::new(bus_config)?;
+    let store = RedisStore::connect(&infra.servers.redis).await?;
+    let run_id = format!("{:x}", now_ms() % 0xff_ffff);
+    let mut infra = infra;
+    let mut scenarios = Vec::new();
+    for plan in &opts.schedule.scenarios {
+        progress(&format!("scenario {} ({} trials): {}", plan.name, plan.trials.len(), plan.description));
+        let result = match scenario(opts, &mut infra, &bus, &store, &run_id, plan, progress).await {
+            Ok(r) => r,
+            Err(e) => {
+                infra.heal_all();
+                progress(&format!("  {}: could not be run: {e:#}", plan.name));
+                ScenarioResult {
+                    name: plan.name.clone(),
+                    description: plan.description.clone(),
+                    prefix: String::new(),
+                    started: now_ms(),
+                    ended: now_ms(),
+                    trials: Vec::new(),
+                    checks: vec![CheckResult::new("harness", Verdict::Unknown, format!("{e:#}"))],
+                    lost: 0,
+                    duplicated: 0,
+                    answers_per_bucket: Vec::new(),
+                    events: Vec::new(),
+                    verdict: Verdict::Unknown,
+                }
+            }
+        };
+        progress(&format!("  {} {:?}", result.name, result.verdict));
+        match crate::report::svg(&result) {
+            Ok(svg) => std::fs::write(opts.out.join("svg").join(format!("{}.svg", result.name)), svg)?,
+            Err(e) => progress(&format!("  no SVG: {e}")),
+        }
+        scenarios.push(result);
+    }
+    let verdict = scenarios.iter().map(|s| s.verdict).max().unwrap_or(Verdict::Unknown);
+    let report = RunReport {
+        schema: SCHEMA.into(),
+        timings: opts.timings.clone(),
+        schedule: opts.schedule.clone(),
+        scenarios,
+        verdict,
+        duration_s: started.elapsed().as_secs_f64(),
+    };
+    std::fs::write(opts.out.join("chaos.json"), serde_json::to_vec_pretty(&report)?)?;
+    Ok(report)
+}
+
+/// Bounds, from the live configuration (docs/chaos.md derives each).
+fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
+    let silent_agent_detect = t.failure_timeout_ms + 2 * t.heartbeat_ms;
+    let recover_link = t.kafka_reconnect_max_ms + t.retry_max_ms + IN_FLIGHT_ALLOWANCE_MS;
+    match fault {
+        FaultSpec::Signal { .. } | FaultSpec::CrashLoop { .. } | FaultSpec::KillDuringStartup { .. } => {
+            (Some(1_000), t.restart_backoff_max_ms + START_ALLOWANCE_MS + IN_FLIGHT_ALLOWANCE_MS)
+        }
+        FaultSpec::Pause { target, duration_ms } => {
+            let detect = (target.starts_with("agent-") && *duration_ms > silent_agent_detect).then_some(silent_agent_detect);
+            (detect, recover_link)
+        }
+        FaultSpec::Link { target, backend: Backend::Kafka, fault, duration_ms } => {
+            let silences = matches!(
+                fault,
+                Fault::Reset | Fault::Refuse | Fault::Blackhole { direction: Direction::Both | Direction::ToServer }
+            );
+            let detect = (target.starts_with("agent-") && silences && *duration_ms > silent_agent_detect)
+                .then_some(silent_agent_detect);
+            (detect, recover_link)
+        }
+        FaultSpec::Link { .. } | FaultSpec::Flap { .. } => (None, recover_link),
+        FaultSpec::RestartKafka { .. } => (None, recover_link),
+        FaultSpec::PauseRedis { .. } => (None, t.retry_max_ms + IN_FLIGHT_ALLOWANCE_MS),
+        FaultSpec::Random => (None, recover_link),
+    }
+}
+
+fn agent_id(process: &str) -> Option<&str> {
+    process.strip_prefix("agent-")
+}
+
+/// Blocking work (supervisor calls, sleeps of the fixtures) from the async orchestrator.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+struct Scene<'a> {
+    opts: &'a Options,
+    infra: &'a mut Infra,
+    store: &'a RedisStore,
+    prefix: String,
+    tail: Tail,
+    deployment: Deployment,
+    events: Vec<Event>,
+    started: u64,
+}
+
+impl Scene<'_> {
+    fn note(&mut self, kind: &str, what: impl Into<String>) {
+        self.events.push(Event { at: now_ms(), kind: kind.into(), what: what.into() });
+    }
+
+    async fn sleep(&mut self, ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        // Remember every pid on the way (for the orphan check).
+        let _ = blocking(|| self.deployment.status());
+    }
+
+    /// Applies a fault; returns when it is healed (for crashes: after the last signal).
+    async fn inject(&mut self, fault: &FaultSpec) -> Result<()> {
+        match fault {
+            FaultSpec::Signal { target, signal } => {
+                let sig = match signal {
+                    Ending::Kill => "KILL",
+                    Ending::Term => "TERM",
+                };
+                blocking(|| self.deployment.signal(target, sig))?;
+            }
+            FaultSpec::Pause { target, duration_ms } => {
+                blocking(|| self.deployment.signal(target, "STOP"))?;
+                self.sleep(*duration_ms).await;
+                blocking(|| self.deployment.signal(target, "CONT"))?;
+            }
+            FaultSpec::CrashLoop { target, kills } => {
+                for k in 0..*kills {
+                    if k > 0 {
+                        self.wait_respawn(target).await?;
+                    }
+                    blocking(|| self.deployment.signal(target, "KILL"))?;
+                }
+            }
+            FaultSpec::KillDuringStartup { target } => {
+                blocking(|| self.deployment.signal(target, "KILL"))?;
+                self.wait_respawn(target).await?;
+                blocking(|| self.deployment.signal(target, "KILL"))?;
+            }
+            FaultSpec::Link { target, backend, fault, duration_ms } => {
+                self.infra.link(target, *backend)?.set(*fault);
+                self.sleep(*duration_ms).await;
+                self.infra.link(target, *backend)?.set(Fault::Pass);
+            }
+            FaultSpec::Flap { target, backend, fault, down_ms, up_ms, cycles } => {
+                for c in 0..*cycles {
+                    if c > 0 {
+                        self.sleep(*up_ms).await;
+                    }
+                    self.infra.link(target, *backend)?.set(*fault);
+                    self.sleep(*down_ms).await;
+                    self.infra.link(target, *backend)?.set(Fault::Pass);
+                }
+            }
+            FaultSpec::RestartKafka { down_ms } => {
+                self.infra.servers.call(InfraOp::KillKafka).await?;
+                self.sleep(*down_ms).await;
+                self.infra.servers.call(InfraOp::RestartKafka).await.context("restarting the broker")?;
+            }
+            FaultSpec::PauseRedis { duration_ms } => {
+                let pid = self.infra.servers.call(InfraOp::RedisPid).await?.context("redis-server is not running")?;
+                let pid = Pid::from_raw(i32::try_from(pid)?);
+                kill(pid, Signal::SIGSTOP)?;
+                self.sleep(*duration_ms).await;
+                kill(pid, Signal::SIGCONT)?;
+            }
+            FaultSpec::Random => bail!("a random fault must be resolved by the schedule"),
+        }
+        Ok(())
+    }
+
+    /// Waits until the supervisor has spawned `target` again (a new pid).
+    async fn wait_respawn(&mut self, target: &str) -> Result<()> {
+        let before = blocking(|| self.deployment.pid_of(target))?;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let now = blocking(|| self.deployment.pid_of(target))?;
+            if now.is_some() && now != before {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                bail!("{target} was not spawned again within 15 s");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Whether every convergence condition holds now; the first that does not, otherwise.
+    async fn converged_now(&mut self, since: u64) -> Result<(), String> {
+        let ready = blocking(|| self.deployment.all_ready()).map_err(|e| e.to_string())?;
+        if !ready {
+            return Err("not every process is READY".into());
+        }
+        let now = now_ms();
+        let timings = &self.opts.timings;
+        {
+            let o = self.tail.observed();
+            let live = check::membership::live_in_roster(&o);
+            for a in AGENTS {
+                let id = agent_id(a).unwrap_or(a);
+                if !live.contains(id) {
+                    return Err(format!("{id} is not live in the roster"));
+                }
+                let answered = o.answers.iter().rev().take_while(|(ts, _, _)| *ts >= since);
+                let (mut gave, mut got) = (false, false);
+                for (_, from, to) in answered {
+                    gave |= from == id;
+                    got |= to == id;
+                }
+                if !(gave && got) {
+                    return Err(format!("{id} has not {} an answer since healing", if gave { "received" } else { "given" }));
+                }
+            }
+            if let Some((id, _)) = o.unanswered_before(now.saturating_sub(IN_FLIGHT_ALLOWANCE_MS)).first() {
+                return Err(format!("task {id} is still unanswered"));
+            }
+            let overdue = now.saturating_sub(timings.proposal_timeout_ms + IN_FLIGHT_ALLOWANCE_MS);
+            if let Some((id, _)) =
+                o.proposals.iter().find(|(id, (ts, _))| *ts < overdue && *ts >= self.started && !o.decisions.contains_key(*id))
+            {
+                return Err(format!("proposal {id} is overdue and undecided"));
+            }
+        }
+        let stats = mesh_node::redis_keys::topology_stats(&self.prefix);
+        let tick = tokio::time::timeout(Duration::from_secs(1), self.store.hget(&stats, "tick"))
+            .await
+            .map_err(|_| "redis does not answer".to_owned())?
+            .map_err(|e| e.to_string())?
+            .and_then(|t| t.parse::<u64>().ok());
+        match tick {
+            Some(t) if (t + 1) * timings.decay_interval_ms >= since => Ok(()),
+            _ => Err("the topology manager has not closed a tick since healing".into()),
+        }
+    }
+
+    /// Polls until the invariants held for a whole stability window: the start of that window, or `None`.
+    async fn wait_converged(&mut self, since: u64, timeout: Duration) -> (Option<u64>, String) {
+        let deadline = Instant::now() + timeout;
+        let mut holding_since: Option<u64> = None;
+        let mut last_reason = String::new();
+        while Instant::now() < deadline {
+            match self.converged_now(since).await {
+                Ok(()) => {
+                    let start = *holding_since.get_or_insert_with(now_ms);
+                    if now_ms().saturating_sub(start) >= STABILITY_WINDOW.as_millis() as u64 {
+                        return (Some(start), String::new());
+                    }
+                }
+                Err(reason) => {
+                    holding_since = None;
+                    last_reason = reason;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        (None, last_reason)
+    }
+
+    fn detection(&self, fault: &FaultSpec, from: u64, until: u64) -> Option<(u64, String)> {
+        let mut found: Vec<(u64, String)> = Vec::new();
+        let target = fault.target();
+        if let Ok(events) = EventLog::read_all(&self.deployment.dir().events()) {
+            if let Some(e) = events.iter().find(|e| {
+                e.at_ms >= from
+                    && e.at_ms <= until
+                    && target.is_none_or(|t| e.process == t)
+                    && matches!(e.event.as_str(), "exited" | "watchdog" | "failed")
+            }) {
+                found.push((e.at_ms, format!("supervisor: {} {}", e.process, e.event)));
+            }
+        }
+        {
+            let o = self.tail.observed();
+            if let Some((agent, ts)) = o
+                .dead
+                .iter()
+                .find(|(a, ts)| *ts >= from && *ts <= until && target.and_then(agent_id).is_none_or(|t| a == t))
+            {
+                found.push((*ts, format!("topology: {agent} declared dead")));
+            }
+        }
+        let logs: Vec<(String, PathBuf)> = process_names().into_iter().map(|n| (n.clone(), self.deployment.log(&n))).collect();
+        if let Some((ms, name, line)) = first_complaint(&logs, from, until) {
+            found.push((ms, format!("{name}: {line}")));
+        }
+        found.into_iter().min_by_key(|(ms, _)| *ms)
+    }
+
+    /// Longest stretch in [from, to] without an answer between agents the fault did not target.
+    fn availability_gap(&self, fault: &FaultSpec, from: u64, to: u64) -> u64 {
+        let excluded = fault.target().and_then(agent_id);
+        let o = self.tail.observed();
+        let mut stamps: Vec<u64> = o
+            .answers
+            .iter()
+            .filter(|(ts, a, b)| *ts >= from && *ts <= to && excluded.is_none_or(|x| a != x && b != x))
+            .map(|(ts, _, _)| *ts)
+            .collect();
+        stamps.sort_unstable();
+        let mut last = from;
+        let mut gap = 0;
+        for s in stamps {
+            gap = gap.max(s.saturating_sub(last));
+            last = s;
+        }
+        gap.max(to.saturating_sub(last))
+    }
+}
+
+async fn scenario(
+    opts: &Options,
+    infra: &mut Infra,
+    bus: &KafkaBus,
+    store: &RedisStore,
+    run_id: &str,
+    plan: &ScenarioPlan,
+    progress: &mut dyn FnMut(&str),
+) -> Result<ScenarioResult> {
+    let prefix = format!("chaos-{run_id}-{}", plan.name);
+    let mesh = MeshConfig { topics: TopicNames::new(prefix.clone()), ..MeshConfig::default() };
+    let tail = Tail::start(bus.clone(), &mesh).await?;
+    let root = opts.out.join("run").join(&plan.name);
+    let endpoints = infra.endpoints();
+    let (kafka, redis) = (infra.servers.kafka.clone(), infra.servers.redis.clone());
+    let deployment =
+        blocking(|| Deployment::start(&opts.mesh, &root, &prefix, &kafka, &redis, &endpoints, &opts.timings))?;
+    let started = now_ms();
+    let mut scene = Scene { opts, infra, store, prefix: prefix.clone(), tail, deployment, events: Vec::new(), started };
+    scene.note("note", "deployment READY");
+    let (steady, why) = scene.wait_converged(started, Duration::from_secs(60)).await;
+    if steady.is_none() {
+        bail!("the fresh deployment never reached a steady state: {why}");
+    }
+    scene.note("note", "steady state");
+
+    let mut trials = Vec::new();
+    for (i, t) in plan.trials.iter().enumerate() {
+        scene.sleep(t.settle_ms).await;
+        let (detect_bound, converge_bound) = bounds(&t.fault, &opts.timings);
+        let t_inject = now_ms();
+        scene.note("inject", t.fault.label());
+        let injected = scene.inject(&t.fault).await;
+        let t_heal = now_ms();
+        scene.note("heal", t.fault.label());
+        let mut violations = Vec::new();
+        if let Err(e) = injected {
+            scene.infra.heal_all();
+            violations.push(format!("injection failed: {e:#}"));
+        }
+        let wait = Duration::from_millis(converge_bound) + CONVERGE_GRACE;
+        let (t_converged, why) = scene.wait_converged(t_heal, wait).await;
+        let until = t_converged.unwrap_or_else(now_ms);
+        let detected = scene.detection(&t.fault, t_inject, until);
+        if let Some(c) = t_converged {
+            scene.events.push(Event { at: c, kind: "converged".into(), what: t.fault.label() });
+            if c.saturating_sub(t_heal) > converge_bound {
+                violations.push(format!("converged {} ms after healing, bound {converge_bound} ms", c - t_heal));
+            }
+        } else {
+            violations.push(format!("did not converge within {} s of healing: {why}", wait.as_secs()));
+        }
+        if let Some((at, by)) = &detected {
+            scene.events.push(Event { at: *at, kind: "detect".into(), what: by.clone() });
+        }
+        match (detect_bound, &detected) {
+            (Some(b), Some((at, _))) if at.saturating_sub(t_inject) > b => {
+                violations.push(format!("detected {} ms after injection, bound {b} ms", at - t_inject));
+            }
+            (Some(b), None) => violations.push(format!("not detected (bound {b} ms)")),
+            _ => {}
+        }
+        let gap = scene.availability_gap(&t.fault, t_inject, until);
+        let trial = TrialResult {
+            trial: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            fault: t.fault.label(),
+            t_inject,
+            t_detect: detected.as_ref().map(|d| d.0),
+            detected_by: detected.map(|d| d.1),
+            t_heal,
+            t_converged,
+            detect_bound_ms: detect_bound,
+            converge_bound_ms: converge_bound,
+            availability_gap_ms: gap,
+            violations,
+        };
+        progress(&format!(
+            "  trial {}/{}: {} · detect {} · converge {} (bound {} ms) · gap {} ms{}",
+            i + 1,
+            plan.trials.len(),
+            trial.fault,
+            trial.detect_ms().map_or("-".into(), |d| format!("{d} ms")),
+            trial.converge_ms().map_or("NONE".into(), |d| format!("{d} ms")),
+            converge_bound,
+            gap,
+            if trial.violations.is_empty() { String::new() } else { format!(" · {}", trial.violations.join("; ")) }
+        ));
+        trials.push(trial);
+        if t_converged.is_none() {
+            break;
+        }
+    }
+
+    // Drain, then check what the mesh wrote.
+    scene.infra.heal_all();
+    let cutoff = now_ms().saturating_sub(IN_FLIGHT_ALLOWANCE_MS);
+    let drain_deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < drain_deadline && !scene.tail.observed().unanswered_before(cutoff).is_empty() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut checks = Vec::new();
+    let snapshot = mesh_node::topology::read_snapshot(store, &prefix).await.ok().flatten();
+    let caught_up = scene.tail.catch_up(bus, Duration::from_secs(30)).await.unwrap_or(false);
+    let stopped: Vec<String> = {
+        let state = blocking(|| scene.deployment.status())?;
+        state.processes.iter().filter(|p| p.pid.is_some_and(crate::deploy::stopped)).map(|p| p.name.clone()).collect()
+    };
+    let running: BTreeSet<String> = {
+        let state = blocking(|| scene.deployment.status())?;
+        state
+            .processes
+            .iter()
+            .filter(|p| p.state == mesh_supervisor::ProcState::Ready)
+            .filter_map(|p| agent_id(&p.name).map(str::to_owned))
+            .collect()
+    };
+    let faulty: Vec<String> = scene
+        .infra
+        .links
+        .iter()
+        .flat_map(|(n, l)| [(n, "kafka", l.kafka.fault()), (n, "redis", l.redis.fault())])
+        .filter(|(_, _, f)| *f != Fault::Pass)
+        .map(|(n, b, f)| format!("{n}<->{b} {}", f.label()))
+        .collect();
+    let stored_decisions: BTreeMap<String, String> =
+        store.hgetall(&mesh_node::redis_keys::decisions(&prefix)).await.unwrap_or_default().into_iter().collect();
+    let (lost, duplicated) = {
+        let o = scene.tail.observed();
+        checks.push(check::lost::check(&o, cutoff));
+        checks.push(check::duplicates::check(&o));
+        checks.push(check::membership::check(&o, &running));
+        let sources = (scene.tail.partitions(TopicKind::Topology) + scene.tail.partitions(TopicKind::Messages)) as usize;
+        let topology = TopologyConfig {
+            decay_interval: Duration::from_millis(opts.timings.decay_interval_ms),
+            ..TopologyConfig::default()
+        };
+        let mut graph = check::graph::check(snapshot, &o, sources, &topology);
+        if !caught_up && graph.verdict != Verdict::Pass {
+            graph.verdict = Verdict::Unknown;
+            graph.detail.push_str(" (the tail did not catch up with the log)");
+        }
+        checks.push(graph);
+        let params = ConsensusParams { proposal_timeout_ms: opts.timings.proposal_timeout_ms, ..ConsensusParams::default() };
+        checks.push(check::decisions::check(&o, &stored_decisions, params));
+        (check::lost::count(&o, cutoff) as u64, check::duplicates::count(&o))
+    };
+    checks.push(check::healed::check(&faulty, &stopped));
+    let down = blocking(|| scene.deployment.down());
+    scene.note("note", "mesh down");
+    let orphans = check::orphans::check(&scene.deployment.seen_pids, Duration::from_secs(10));
+    checks.push(match down {
+        Ok(()) => orphans,
+        Err(e) => CheckResult::new(check::orphans::NAME, Verdict::Fail, format!("mesh down failed: {e:#}; {}", orphans.detail)),
+    });
+    for c in &checks {
+        scene.events.push(Event { at: now_ms(), kind: "check".into(), what: format!("{} {:?}: {}", c.name, c.verdict, c.detail) });
+    }
+    let ended = now_ms();
+    let answers_per_bucket = {
+        let o = scene.tail.observed();
+        let buckets = usize::try_from(ended.saturating_sub(started) / 500 + 1).unwrap_or(0);
+        let mut v = vec![0u32; buckets];
+        for (ts, _, _) in &o.answers {
+            if *ts >= started && *ts < ended {
+                v[usize::try_from((ts - started) / 500).unwrap_or(0).min(buckets - 1)] += 1;
+            }
+        }
+        v
+    };
+    let mut verdict = checks.iter().map(|c| c.verdict).max().unwrap_or(Verdict::Unknown);
+    if trials.iter().any(|t| !t.violations.is_empty()) || trials.len() < plan.trials.len() {
+        verdict = Verdict::Fail;
+    }
+    Ok(ScenarioResult {
+        name: plan.name.clone(),
+        description: plan.description.clone(),
+        prefix,
+        started,
+        ended,
+        trials,
+        checks,
+        lost,
+        duplicated,
+        answers_per_bucket,
+        events: scene.events,
+        verdict,
+    })
+}
+
+/// Reads a schedule back from a run's JSON (`chaos.json`) or from a bare schedule file.
+pub fn read_schedule(path: &Path) -> Result<Schedule> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    if let Ok(report) = serde_json::from_str::<RunReport>(&text) {
+        return Ok(report.schedule);
+    }
+    serde_json::from_str::<Schedule>(&text)
+        .with_context(|| format!("{}: neither a chaos report (mesh-chaos/1) nor a schedule", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::Direction;
+
+    #[test]
+    fn bounds_follow_the_configuration_and_only_silences_have_a_detection_bound() {
+        let t = MeshTimings::default();
+        let kill = FaultSpec::Signal { target: "agent-fraud".into(), signal: Ending::Kill };
+        assert_eq!(bounds(&kill, &t), (Some(1_000), 2_000 + START_ALLOWANCE_MS + IN_FLIGHT_ALLOWANCE_MS));
+        let long_pause = FaultSpec::Pause { target: "agent-fraud".into(), duration_ms: 5_000 };
+        assert_eq!(bounds(&long_pause, &t).0, Some(2_000 + 500));
+        let short_pause = FaultSpec::Pause { target: "agent-fraud".into(), duration_ms: 1_000 };
+        assert_eq!(bounds(&short_pause, &t).0, None, "a pause shorter than the failure timeout goes unnoticed");
+        let one_way = FaultSpec::Link {
+            target: "agent-fraud".into(),
+            backend: Backend::Kafka,
+            fault: Fault::Blackhole { direction: Direction::ToClient },
+            duration_ms: 5_000,
+        };
+        assert_eq!(bounds(&one_way, &t).0, None);
+        let slower = MeshTimings { failure_timeout_ms: 10_000, ..MeshTimings::default() };
+        assert_eq!(bounds(&long_pause, &slower).0, None, "5 s is shorter than a 10 s failure timeout");
+    }
+}

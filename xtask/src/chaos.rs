@@ -1,0 +1,110 @@
+//! `cargo xtask chaos`: builds the `mesh` binary, derives the schedule (scenario files + seed, or `--replay`),
+//! runs it with `mesh_chaos::run` and prints the table. The exit code is the verdict.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use mesh_chaos::deploy::MeshTimings;
+use mesh_chaos::scenario;
+
+use crate::tidy::repo_root;
+
+#[derive(Debug, Args)]
+pub(crate) struct ChaosArgs {
+    /// The quick profile (what CI runs): the scenarios marked `quick`, 5 trials each.
+    #[arg(long, conflicts_with = "replay")]
+    quick: bool,
+    /// Trials per scenario [default: 5 with --quick, 20 otherwise].
+    #[arg(long, conflicts_with = "replay")]
+    trials: Option<u32>,
+    /// Only these scenarios (file names without .toml), comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "replay")]
+    scenario: Vec<String>,
+    /// Seed of the schedule's random choices [default: the clock].
+    #[arg(long, conflicts_with = "replay")]
+    seed: Option<u64>,
+    /// Re-run the schedule recorded in a run's JSON (its `chaos.json`).
+    #[arg(long, value_name = "FILE")]
+    replay: Option<PathBuf>,
+    /// Scenario files [default: fixtures/chaos].
+    #[arg(long, value_name = "DIR")]
+    scenarios: Option<PathBuf>,
+    /// Where the JSON timeline, SVGs and deployment logs go [default: target/chaos/<seed>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Build and run the release binary (slower to build, closer to production).
+    #[arg(long)]
+    release: bool,
+    /// Agent failure timeout in ms (the mesh's own timings are the chaos profile's, see docs/chaos.md).
+    #[arg(long, default_value_t = MeshTimings::default().failure_timeout_ms)]
+    failure_timeout_ms: u64,
+    /// Agent heartbeat interval in ms.
+    #[arg(long, default_value_t = MeshTimings::default().heartbeat_ms)]
+    heartbeat_ms: u64,
+    /// Also write the report as JSON to stdout (the table goes to stderr).
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
+    let root = repo_root();
+    mesh_fixtures::ensure_system_packages()?;
+    mesh_fixtures::ensure_kafka_jars()?;
+    let mut build = crate::cargo();
+    build.args(["build", "-p", "mesh"]);
+    if args.release {
+        build.arg("--release");
+    }
+    crate::status("cargo build -p mesh", &mut build)?;
+    let mesh = root.join("target").join(if args.release { "release" } else { "debug" }).join("mesh");
+    let schedule = match &args.replay {
+        Some(file) => mesh_chaos::run::read_schedule(file)?,
+        None => {
+            let dir = args.scenarios.clone().unwrap_or_else(|| root.join("fixtures").join("chaos"));
+            let mut files = scenario::load_dir(&dir).map_err(anyhow::Error::msg)?;
+            if args.quick {
+                files.retain(|f| f.quick);
+            }
+            if !args.scenario.is_empty() {
+                if let Some(unknown) = args.scenario.iter().find(|n| !files.iter().any(|f| &&f.name == n)) {
+                    bail!(
+                        "unknown scenario {unknown:?} (--scenario); known: {}",
+                        files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+                files.retain(|f| args.scenario.contains(&f.name));
+            }
+            let trials = args.trials.unwrap_or(if args.quick { 5 } else { 20 });
+            if trials == 0 {
+                bail!("--trials must be at least 1");
+            }
+            let seed = args.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
+            });
+            scenario::schedule(&files, trials, seed, if args.quick { "quick" } else { "full" })
+        }
+    };
+    let out = args.out.clone().unwrap_or_else(|| root.join("target").join("chaos").join(schedule.seed.to_string()));
+    let timings =
+        MeshTimings { failure_timeout_ms: args.failure_timeout_ms, heartbeat_ms: args.heartbeat_ms, ..MeshTimings::default() };
+    if timings.heartbeat_ms == 0 || timings.failure_timeout_ms <= timings.heartbeat_ms {
+        bail!("--failure-timeout-ms must be longer than --heartbeat-ms (and the heartbeat above 0)");
+    }
+    eprintln!(
+        "chaos: {} scenarios, seed {} ({}), reports in {}",
+        schedule.scenarios.len(),
+        schedule.seed,
+        schedule.profile,
+        out.display()
+    );
+    let opts = mesh_chaos::run::Options { mesh, out: out.clone(), schedule, timings };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
+    let report = runtime.block_on(mesh_chaos::run::run(&opts, &mut |line| eprintln!("{line}")))?;
+    eprintln!("\n{}", mesh_chaos::report::table(&report));
+    eprintln!("timeline: {} · SVGs: {}", out.join("chaos.json").display(), out.join("svg").display());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(report.exit_code())
+}
