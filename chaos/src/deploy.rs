@@ -151,7 +151,8 @@ impl Deployment {
             cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
         }
         let child = cmd.spawn().with_context(|| format!("starting {}", mesh.display()))?;
-        let mut d = Deployment { dir: StateDir::new(root.to_path_buf()), child: Some(child), seen_pids: BTreeSet::new() };
+        let mut d =
+            Deployment { dir: StateDir::new(root.to_path_buf()), child: Some(child), seen_pids: BTreeSet::new() };
         d.wait_ready(Duration::from_secs(90))?;
         Ok(d)
     }
@@ -210,8 +211,13 @@ impl Deployment {
 
     /// Sends `signal` (`KILL`, `TERM`, `STOP`, `CONT`) to a process through the supervisor.
     pub fn signal(&mut self, name: &str, signal: &str) -> Result<()> {
-        let request =
-            Request::Kill { name: Some(name.to_owned()), random: false, signal: signal.to_owned(), pause_secs: None, no_restart: false };
+        let request = Request::Kill {
+            name: Some(name.to_owned()),
+            random: false,
+            signal: signal.to_owned(),
+            pause_secs: None,
+            no_restart: false,
+        };
         let r = mesh_supervisor::control::call(&self.dir.socket(), &request, Duration::from_secs(10))
             .map_err(|e| anyhow!("signalling {name}: {e}"))?;
         if !r.ok {
@@ -290,7 +296,11 @@ mod tests {
         let names = process_names();
         let endpoints = Endpoints {
             kafka: names.iter().enumerate().map(|(i, n)| (n.clone(), format!("127.0.0.1:{}", 20_000 + i))).collect(),
-            redis: names.iter().enumerate().map(|(i, n)| (n.clone(), format!("redis://127.0.0.1:{}", 30_000 + i))).collect(),
+            redis: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), format!("redis://127.0.0.1:{}", 30_000 + i)))
+                .collect(),
         };
         let text = deployment_toml(&endpoints, &MeshTimings::default()).expect("toml");
         let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");

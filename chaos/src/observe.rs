@@ -209,7 +209,8 @@ impl Tail {
         loop {
             let behind = {
                 let o = self.observed();
-                ends.iter().any(|(t, p, end)| *end > 0 && o.positions.get(&(t.clone(), *p)).copied().unwrap_or(0) < *end)
+                ends.iter()
+                    .any(|(t, p, end)| *end > 0 && o.positions.get(&(t.clone(), *p)).copied().unwrap_or(0) < *end)
             };
             if !behind {
                 return Ok(true);
@@ -235,7 +236,11 @@ impl Drop for Tail {
 
 /// The first WARN or ERROR line written by any process after `after_ms`: (ms, process, line). Log lines start
 /// with the supervisor's RFC 3339 stamp.
-pub fn first_complaint(logs: &[(String, std::path::PathBuf)], after_ms: u64, until_ms: u64) -> Option<(u64, String, String)> {
+pub fn first_complaint(
+    logs: &[(String, std::path::PathBuf)],
+    after_ms: u64,
+    until_ms: u64,
+) -> Option<(u64, String, String)> {
     let mut best: Option<(u64, String, String)> = None;
     for (name, path) in logs {
         let Ok(text) = std::fs::read_to_string(path) else { continue };

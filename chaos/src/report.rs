@@ -34,6 +34,9 @@ pub struct TrialResult {
     pub converge_bound_ms: u64,
     /// Longest time without an answered task among agents the fault did not target, from injection to convergence.
     pub availability_gap_ms: u64,
+    /// The convergence condition that held out longest: the last one unmet before the stable window began.
+    #[serde(default)]
+    pub waited_on: Option<String>,
     /// Bounds broken in this trial.
     pub violations: Vec<String>,
 }
@@ -130,7 +133,7 @@ pub fn summary(values: &[u64]) -> Option<(u64, u64, u64)> {
 }
 
 fn secs(ms: u64) -> String {
-    format!("{:.1}", ms as f64 / 1000.0)
+    format!("{:.2}", ms as f64 / 1000.0)
 }
 
 fn triple(values: &[u64], of: usize) -> String {
@@ -292,6 +295,7 @@ mod tests {
             detect_bound_ms: Some(1_000),
             converge_bound_ms: 7_000,
             availability_gap_ms: 300,
+            waited_on: None,
             violations: if converge.is_none() { vec!["did not converge".into()] } else { vec![] },
         }
     }
@@ -324,7 +328,7 @@ mod tests {
     #[test]
     fn the_table_shows_figures_bounds_and_why_a_scenario_failed() {
         let ok = table(&report(Verdict::Pass, Some(12_500)));
-        assert!(ok.contains("kill-agent") && ok.contains("2.5/2.5/2.5 (7.0)") && ok.contains("PASS"), "{ok}");
+        assert!(ok.contains("kill-agent") && ok.contains("2.50/2.50/2.50 (7.00)") && ok.contains("PASS"), "{ok}");
         assert!(ok.contains("seed 42"));
         let bad = report(Verdict::Fail, None);
         let text = table(&bad);

@@ -15,7 +15,7 @@ use mesh_node::{MeshConfig, TopologyConfig};
 use mesh_proto::{TopicKind, TopicNames};
 use mesh_redis::RedisStore;
 use mesh_supervisor::EventLog;
-use mesh_transport::SnapshotStore;
+use mesh_transport::{Bus, OutRecord, SnapshotStore};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -24,7 +24,7 @@ use crate::deploy::{Deployment, Endpoints, MeshTimings, process_names};
 use crate::observe::{Tail, first_complaint};
 use crate::proxy::{Direction, Fault, FaultProxy};
 use crate::report::{Event, RunReport, SCHEMA, ScenarioResult, TrialResult};
-use crate::scenario::{AGENTS, Backend, Ending, FaultSpec, Schedule, ScenarioPlan};
+use crate::scenario::{AGENTS, Backend, Ending, FaultSpec, ScenarioPlan, Schedule};
 
 /// How long every invariant must hold, uninterrupted, to call the mesh converged.
 pub const STABILITY_WINDOW: Duration = Duration::from_secs(2);
@@ -196,7 +196,12 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     std::fs::create_dir_all(opts.out.join("svg"))?;
     progress("starting Apache Kafka (one listener per process) and redis-server on loopback");
     let infra = Infra::start().await?;
-    progress(&format!("kafka {} · redis {} · {} fault proxies", infra.servers.kafka, infra.servers.redis, 2 * infra.links.len()));
+    progress(&format!(
+        "kafka {} · redis {} · {} fault proxies",
+        infra.servers.kafka,
+        infra.servers.redis,
+        2 * infra.links.len()
+    ));
     let mut bus_config = KafkaConfig::new(infra.servers.kafka.clone(), "mesh-chaos");
     bus_config.extra.push(("reconnect.backoff.max.ms".into(), "500".into()));
     let bus = KafkaBus::new(bus_config)?;
@@ -256,7 +261,8 @@ fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
             (Some(1_000), t.restart_backoff_max_ms + START_ALLOWANCE_MS + IN_FLIGHT_ALLOWANCE_MS)
         }
         FaultSpec::Pause { target, duration_ms } => {
-            let detect = (target.starts_with("agent-") && *duration_ms > silent_agent_detect).then_some(silent_agent_detect);
+            let detect =
+                (target.starts_with("agent-") && *duration_ms > silent_agent_detect).then_some(silent_agent_detect);
             (detect, recover_link)
         }
         FaultSpec::Link { target, backend: Backend::Kafka, fault, duration_ms } => {
@@ -269,7 +275,9 @@ fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
             (detect, recover_link)
         }
         FaultSpec::Link { .. } | FaultSpec::Flap { .. } => (None, recover_link),
-        FaultSpec::RestartKafka { .. } => (None, recover_link),
+        // Clients reconnect as for a cut link; in addition, agents that reconnect after the topology manager did are
+        // declared dead meanwhile and must rejoin (one failure timeout).
+        FaultSpec::RestartKafka { .. } => (None, recover_link + t.failure_timeout_ms),
         FaultSpec::PauseRedis { .. } => (None, t.retry_max_ms + IN_FLIGHT_ALLOWANCE_MS),
         FaultSpec::Random => (None, recover_link),
     }
@@ -287,6 +295,7 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 struct Scene<'a> {
     opts: &'a Options,
     infra: &'a mut Infra,
+    bus: &'a KafkaBus,
     store: &'a RedisStore,
     prefix: String,
     tail: Tail,
@@ -353,6 +362,7 @@ impl Scene<'_> {
                 self.infra.servers.call(InfraOp::KillKafka).await?;
                 self.sleep(*down_ms).await;
                 self.infra.servers.call(InfraOp::RestartKafka).await.context("restarting the broker")?;
+                self.probe_kafka().await?;
             }
             FaultSpec::PauseRedis { duration_ms } => {
                 let pid = self.infra.servers.call(InfraOp::RedisPid).await?.context("redis-server is not running")?;
@@ -364,6 +374,28 @@ impl Scene<'_> {
             FaultSpec::Random => bail!("a random fault must be resolved by the schedule"),
         }
         Ok(())
+    }
+
+    /// Waits until the restarted broker acknowledges a write (`acks=all`) from a fresh connection: the moment it
+    /// serves again, later than the moment its process reports it started (it still loads its logs and elects
+    /// leaders then). The probe topic is the harness's own; the mesh never reads it.
+    async fn probe_kafka(&mut self) -> Result<()> {
+        let topic = format!("{}.chaos-probe", self.prefix);
+        let spec = mesh_transport::TopicSpec { name: topic.clone(), partitions: 1, compacted: false, retention: None };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let record =
+                OutRecord { topic: topic.clone(), partition: 0, key: b"probe".to_vec(), payload: b"{}".to_vec(), sent_at_us: None };
+            let attempt = async {
+                self.bus.ensure_topics(std::slice::from_ref(&spec)).await?;
+                self.bus.publish(record).await
+            };
+            match tokio::time::timeout(Duration::from_secs(5), attempt).await {
+                Ok(Ok(_)) => return Ok(()),
+                _ if Instant::now() >= deadline => bail!("the restarted broker did not acknowledge a write within 60 s"),
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
     }
 
     /// Waits until the supervisor has spawned `target` again (a new pid).
@@ -405,15 +437,20 @@ impl Scene<'_> {
                     got |= to == id;
                 }
                 if !(gave && got) {
-                    return Err(format!("{id} has not {} an answer since healing", if gave { "received" } else { "given" }));
+                    return Err(format!(
+                        "{id} has not {} an answer since healing",
+                        if gave { "received" } else { "given" }
+                    ));
                 }
             }
             if let Some((id, _)) = o.unanswered_before(now.saturating_sub(IN_FLIGHT_ALLOWANCE_MS)).first() {
                 return Err(format!("task {id} is still unanswered"));
             }
             let overdue = now.saturating_sub(timings.proposal_timeout_ms + IN_FLIGHT_ALLOWANCE_MS);
-            if let Some((id, _)) =
-                o.proposals.iter().find(|(id, (ts, _))| *ts < overdue && *ts >= self.started && !o.decisions.contains_key(*id))
+            if let Some((id, _)) = o
+                .proposals
+                .iter()
+                .find(|(id, (ts, _))| *ts < overdue && *ts >= self.started && !o.decisions.contains_key(*id))
             {
                 return Err(format!("proposal {id} is overdue and undecided"));
             }
@@ -440,7 +477,7 @@ impl Scene<'_> {
                 Ok(()) => {
                     let start = *holding_since.get_or_insert_with(now_ms);
                     if now_ms().saturating_sub(start) >= STABILITY_WINDOW.as_millis() as u64 {
-                        return (Some(start), String::new());
+                        return (Some(start), last_reason);
                     }
                 }
                 Err(reason) => {
@@ -476,7 +513,8 @@ impl Scene<'_> {
                 found.push((*ts, format!("topology: {agent} declared dead")));
             }
         }
-        let logs: Vec<(String, PathBuf)> = process_names().into_iter().map(|n| (n.clone(), self.deployment.log(&n))).collect();
+        let logs: Vec<(String, PathBuf)> =
+            process_names().into_iter().map(|n| (n.clone(), self.deployment.log(&n))).collect();
         if let Some((ms, name, line)) = first_complaint(&logs, from, until) {
             found.push((ms, format!("{name}: {line}")));
         }
@@ -522,7 +560,7 @@ async fn scenario(
     let deployment =
         blocking(|| Deployment::start(&opts.mesh, &root, &prefix, &kafka, &redis, &endpoints, &opts.timings))?;
     let started = now_ms();
-    let mut scene = Scene { opts, infra, store, prefix: prefix.clone(), tail, deployment, events: Vec::new(), started };
+    let mut scene = Scene { opts, infra, bus, store, prefix: prefix.clone(), tail, deployment, events: Vec::new(), started };
     scene.note("note", "deployment READY");
     let (steady, why) = scene.wait_converged(started, Duration::from_secs(60)).await;
     if steady.is_none() {
@@ -546,6 +584,7 @@ async fn scenario(
         }
         let wait = Duration::from_millis(converge_bound) + CONVERGE_GRACE;
         let (t_converged, why) = scene.wait_converged(t_heal, wait).await;
+        let waited_on = (!why.is_empty()).then(|| why.clone());
         let until = t_converged.unwrap_or_else(now_ms);
         let detected = scene.detection(&t.fault, t_inject, until);
         if let Some(c) = t_converged {
@@ -578,16 +617,18 @@ async fn scenario(
             detect_bound_ms: detect_bound,
             converge_bound_ms: converge_bound,
             availability_gap_ms: gap,
+            waited_on,
             violations,
         };
         progress(&format!(
-            "  trial {}/{}: {} · detect {} · converge {} (bound {} ms) · gap {} ms{}",
+            "  trial {}/{}: {} · detect {} · converge {} (bound {} ms{}) · gap {} ms{}",
             i + 1,
             plan.trials.len(),
             trial.fault,
             trial.detect_ms().map_or("-".into(), |d| format!("{d} ms")),
             trial.converge_ms().map_or("NONE".into(), |d| format!("{d} ms")),
             converge_bound,
+            trial.waited_on.as_ref().map_or(String::new(), |w| format!("; last waited on: {w}")),
             gap,
             if trial.violations.is_empty() { String::new() } else { format!(" · {}", trial.violations.join("; ")) }
         ));
@@ -635,7 +676,8 @@ async fn scenario(
         checks.push(check::lost::check(&o, cutoff));
         checks.push(check::duplicates::check(&o));
         checks.push(check::membership::check(&o, &running));
-        let sources = (scene.tail.partitions(TopicKind::Topology) + scene.tail.partitions(TopicKind::Messages)) as usize;
+        let sources =
+            (scene.tail.partitions(TopicKind::Topology) + scene.tail.partitions(TopicKind::Messages)) as usize;
         let topology = TopologyConfig {
             decay_interval: Duration::from_millis(opts.timings.decay_interval_ms),
             ..TopologyConfig::default()
@@ -646,7 +688,8 @@ async fn scenario(
             graph.detail.push_str(" (the tail did not catch up with the log)");
         }
         checks.push(graph);
-        let params = ConsensusParams { proposal_timeout_ms: opts.timings.proposal_timeout_ms, ..ConsensusParams::default() };
+        let params =
+            ConsensusParams { proposal_timeout_ms: opts.timings.proposal_timeout_ms, ..ConsensusParams::default() };
         checks.push(check::decisions::check(&o, &stored_decisions, params));
         (check::lost::count(&o, cutoff) as u64, check::duplicates::count(&o))
     };
@@ -656,10 +699,18 @@ async fn scenario(
     let orphans = check::orphans::check(&scene.deployment.seen_pids, Duration::from_secs(10));
     checks.push(match down {
         Ok(()) => orphans,
-        Err(e) => CheckResult::new(check::orphans::NAME, Verdict::Fail, format!("mesh down failed: {e:#}; {}", orphans.detail)),
+        Err(e) => CheckResult::new(
+            check::orphans::NAME,
+            Verdict::Fail,
+            format!("mesh down failed: {e:#}; {}", orphans.detail),
+        ),
     });
     for c in &checks {
-        scene.events.push(Event { at: now_ms(), kind: "check".into(), what: format!("{} {:?}: {}", c.name, c.verdict, c.detail) });
+        scene.events.push(Event {
+            at: now_ms(),
+            kind: "check".into(),
+            what: format!("{} {:?}: {}", c.name, c.verdict, c.detail),
+        });
     }
     let ended = now_ms();
     let answers_per_bucket = {

@@ -24,6 +24,16 @@ pub enum Backend {
     Redis,
 }
 
+impl Backend {
+    /// `kafka` or `redis`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Kafka => "kafka",
+            Backend::Redis => "redis",
+        }
+    }
+}
+
 /// A signal that ends a process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -126,10 +136,10 @@ impl FaultSpec {
             FaultSpec::CrashLoop { target, kills } => format!("crash-loop {target} x{kills}"),
             FaultSpec::KillDuringStartup { target } => format!("kill {target} during start-up"),
             FaultSpec::Link { target, backend, fault, duration_ms } => {
-                format!("{} {target}<->{backend:?} {duration_ms}ms", fault.label()).to_lowercase()
+                format!("{} {target}<->{} {duration_ms}ms", fault.label(), backend.name())
             }
             FaultSpec::Flap { target, backend, fault, cycles, .. } => {
-                format!("flap {} {target}<->{backend:?} x{cycles}", fault.label()).to_lowercase()
+                format!("flap {} {target}<->{} x{cycles}", fault.label(), backend.name())
             }
             FaultSpec::RestartKafka { down_ms } => format!("restart kafka ({down_ms}ms down)"),
             FaultSpec::PauseRedis { duration_ms } => format!("pause redis {duration_ms}ms"),
@@ -148,9 +158,9 @@ impl FaultSpec {
             ));
         }
         match self {
-            FaultSpec::Link { fault: Fault::Pass, .. } | FaultSpec::Flap { fault: Fault::Pass, .. } => {
-                Err(format!("{scenario}: fault mode \"pass\" injects nothing; pick blackhole, reset, refuse, latency or bandwidth"))
-            }
+            FaultSpec::Link { fault: Fault::Pass, .. } | FaultSpec::Flap { fault: Fault::Pass, .. } => Err(format!(
+                "{scenario}: fault mode \"pass\" injects nothing; pick blackhole, reset, refuse, latency or bandwidth"
+            )),
             FaultSpec::CrashLoop { kills: 0, .. } | FaultSpec::Flap { cycles: 0, .. } => {
                 Err(format!("{scenario}: kills/cycles must be at least 1"))
             }
@@ -316,9 +326,15 @@ mod tests {
         assert_eq!(s.fault.label(), "blackhole-to-client agent-fraud<->kafka 3000ms");
         let bad = FaultSpec::Signal { target: "agent-nobody".into(), signal: Ending::Kill };
         assert!(bad.validate("x").expect_err("unknown").contains("agent-fraud"));
-        let pass = FaultSpec::Link { target: "topology".into(), backend: Backend::Redis, fault: Fault::Pass, duration_ms: 1 };
+        let pass =
+            FaultSpec::Link { target: "topology".into(), backend: Backend::Redis, fault: Fault::Pass, duration_ms: 1 };
         assert!(pass.validate("x").is_err());
-        assert!(toml::from_str::<ScenarioFile>("name = \"x\"\ndescription = \"d\"\nsurprise = 1\n[fault]\nkind = \"random\"").is_err());
+        assert!(
+            toml::from_str::<ScenarioFile>(
+                "name = \"x\"\ndescription = \"d\"\nsurprise = 1\n[fault]\nkind = \"random\""
+            )
+            .is_err()
+        );
     }
 
     #[test]

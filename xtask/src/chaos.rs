@@ -47,6 +47,25 @@ pub(crate) struct ChaosArgs {
     json: bool,
 }
 
+impl ChaosArgs {
+    /// What `cargo xtask test` runs: `--quick` with a fresh seed, reports in target/chaos/ci.
+    pub(crate) fn ci() -> Self {
+        ChaosArgs {
+            quick: true,
+            trials: None,
+            scenario: Vec::new(),
+            seed: None,
+            replay: None,
+            scenarios: None,
+            out: Some(repo_root().join("target").join("chaos").join("ci")),
+            release: false,
+            failure_timeout_ms: MeshTimings::default().failure_timeout_ms,
+            heartbeat_ms: MeshTimings::default().heartbeat_ms,
+            json: false,
+        }
+    }
+}
+
 pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
     let root = repo_root();
     mesh_fixtures::ensure_system_packages()?;
@@ -86,8 +105,11 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
         }
     };
     let out = args.out.clone().unwrap_or_else(|| root.join("target").join("chaos").join(schedule.seed.to_string()));
-    let timings =
-        MeshTimings { failure_timeout_ms: args.failure_timeout_ms, heartbeat_ms: args.heartbeat_ms, ..MeshTimings::default() };
+    let timings = MeshTimings {
+        failure_timeout_ms: args.failure_timeout_ms,
+        heartbeat_ms: args.heartbeat_ms,
+        ..MeshTimings::default()
+    };
     if timings.heartbeat_ms == 0 || timings.failure_timeout_ms <= timings.heartbeat_ms {
         bail!("--failure-timeout-ms must be longer than --heartbeat-ms (and the heartbeat above 0)");
     }

@@ -22,7 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install what the tests need, start a real Kafka and Redis, and run fmt, clippy and every test.
+    /// Install what the tests need, start a real Kafka and Redis, and run fmt, clippy, every test and the quick
+    /// chaos profile.
     Test {
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
@@ -121,6 +122,15 @@ fn test(extra: &[String]) -> Result<()> {
         Ok(())
     });
     drop((kafka, redis));
+    let result = result.and_then(|()| {
+        step("cargo xtask chaos --quick (faults injected into a live deployment, docs/chaos.md)", || match chaos::run(
+            &chaos::ChaosArgs::ci(),
+        )? {
+            0 => Ok(()),
+            1 => bail!("chaos: a scenario failed (see the table above; target/chaos/ci/chaos.json replays it)"),
+            code => bail!("chaos: a scenario could not be decided (exit {code}); see the table above"),
+        })
+    });
     eprintln!(
         "cargo xtask test: {} in {:.0}s",
         if result.is_ok() { "passed" } else { "FAILED" },

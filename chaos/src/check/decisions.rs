@@ -45,14 +45,28 @@ pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusP
     }
     let contradicted = contradicted(o);
     if let Some(id) = contradicted.first() {
-        return CheckResult::holds(NAME, false, format!("{} proposals decided differently twice, e.g. {id}", contradicted.len()));
+        return CheckResult::holds(
+            NAME,
+            false,
+            format!("{} proposals decided differently twice, e.g. {id}", contradicted.len()),
+        );
     }
     for (id, copies) in &o.decisions {
         match stored.get(id).map(|s| serde_json::from_str::<Decision>(s)) {
             Some(Ok(d)) if d == copies[0] => {}
-            Some(Ok(d)) => return CheckResult::holds(NAME, false, format!("{id}: Kafka says {:?}, Redis {:?}", copies[0].outcome, d.outcome)),
-            Some(Err(e)) => return CheckResult::holds(NAME, false, format!("{id}: Redis holds an unreadable decision: {e}")),
-            None => return CheckResult::holds(NAME, false, format!("{id}: published on Kafka but not stored in Redis")),
+            Some(Ok(d)) => {
+                return CheckResult::holds(
+                    NAME,
+                    false,
+                    format!("{id}: Kafka says {:?}, Redis {:?}", copies[0].outcome, d.outcome),
+                );
+            }
+            Some(Err(e)) => {
+                return CheckResult::holds(NAME, false, format!("{id}: Redis holds an unreadable decision: {e}"));
+            }
+            None => {
+                return CheckResult::holds(NAME, false, format!("{id}: published on Kafka but not stored in Redis"));
+            }
         }
     }
     let replayed = replay(o, params);
@@ -61,7 +75,11 @@ pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusP
             return CheckResult::holds(
                 NAME,
                 false,
-                format!("{id}: published {:?}, a crash-free replay decides {:?}", copies[0].outcome, replayed.get(id).map(|d| &d.outcome)),
+                format!(
+                    "{id}: published {:?}, a crash-free replay decides {:?}",
+                    copies[0].outcome,
+                    replayed.get(id).map(|d| &d.outcome)
+                ),
             );
         }
     }
@@ -69,6 +87,9 @@ pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusP
     CheckResult::holds(
         NAME,
         true,
-        format!("{} proposals decided once each ({republished} identical re-publications), equal in Redis and in a replay", o.decisions.len()),
+        format!(
+            "{} proposals decided once each ({republished} identical re-publications), equal in Redis and in a replay",
+            o.decisions.len()
+        ),
     )
 }

@@ -24,8 +24,13 @@ pub fn check(
         return CheckResult::new(NAME, Verdict::Unknown, "no topology snapshot with a closed tick in Redis");
     };
     let interval_ms = u64::try_from(config.decay_interval.as_millis()).unwrap_or(u64::MAX).max(1);
-    let (replayed, replayed_roster, replayed_last) =
-        mesh_node::topology::replay_log(sources, interval_ms, config, Some(last_closed), o.topology_inputs.iter().cloned());
+    let (replayed, replayed_roster, replayed_last) = mesh_node::topology::replay_log(
+        sources,
+        interval_ms,
+        config,
+        Some(last_closed),
+        o.topology_inputs.iter().cloned(),
+    );
     if replayed_last != Some(last_closed) {
         return CheckResult::new(
             NAME,
