@@ -384,15 +384,22 @@ impl Scene<'_> {
         let spec = mesh_transport::TopicSpec { name: topic.clone(), partitions: 1, compacted: false, retention: None };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let record =
-                OutRecord { topic: topic.clone(), partition: 0, key: b"probe".to_vec(), payload: b"{}".to_vec(), sent_at_us: None };
+            let record = OutRecord {
+                topic: topic.clone(),
+                partition: 0,
+                key: b"probe".to_vec(),
+                payload: b"{}".to_vec(),
+                sent_at_us: None,
+            };
             let attempt = async {
                 self.bus.ensure_topics(std::slice::from_ref(&spec)).await?;
                 self.bus.publish(record).await
             };
             match tokio::time::timeout(Duration::from_secs(5), attempt).await {
                 Ok(Ok(_)) => return Ok(()),
-                _ if Instant::now() >= deadline => bail!("the restarted broker did not acknowledge a write within 60 s"),
+                _ if Instant::now() >= deadline => {
+                    bail!("the restarted broker did not acknowledge a write within 60 s")
+                }
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
@@ -493,15 +500,14 @@ impl Scene<'_> {
     fn detection(&self, fault: &FaultSpec, from: u64, until: u64) -> Option<(u64, String)> {
         let mut found: Vec<(u64, String)> = Vec::new();
         let target = fault.target();
-        if let Ok(events) = EventLog::read_all(&self.deployment.dir().events()) {
-            if let Some(e) = events.iter().find(|e| {
-                e.at_ms >= from
-                    && e.at_ms <= until
-                    && target.is_none_or(|t| e.process == t)
-                    && matches!(e.event.as_str(), "exited" | "watchdog" | "failed")
-            }) {
-                found.push((e.at_ms, format!("supervisor: {} {}", e.process, e.event)));
-            }
+        let events = EventLog::read_all(&self.deployment.dir().events()).unwrap_or_default();
+        if let Some(e) = events.iter().find(|e| {
+            e.at_ms >= from
+                && e.at_ms <= until
+                && target.is_none_or(|t| e.process == t)
+                && matches!(e.event.as_str(), "exited" | "watchdog" | "failed")
+        }) {
+            found.push((e.at_ms, format!("supervisor: {} {}", e.process, e.event)));
         }
         {
             let o = self.tail.observed();
@@ -560,7 +566,8 @@ async fn scenario(
     let deployment =
         blocking(|| Deployment::start(&opts.mesh, &root, &prefix, &kafka, &redis, &endpoints, &opts.timings))?;
     let started = now_ms();
-    let mut scene = Scene { opts, infra, bus, store, prefix: prefix.clone(), tail, deployment, events: Vec::new(), started };
+    let mut scene =
+        Scene { opts, infra, bus, store, prefix: prefix.clone(), tail, deployment, events: Vec::new(), started };
     scene.note("note", "deployment READY");
     let (steady, why) = scene.wait_converged(started, Duration::from_secs(60)).await;
     if steady.is_none() {

@@ -23,7 +23,7 @@ use rand::{Rng, SeedableRng};
 use crate::config::{AgentConfig, MeshConfig};
 use crate::latency::Latency;
 use crate::runtime::{
-    NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, now_us, redis_keys, retry,
+    NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, key_text, now_ms, now_us, redis_keys, retry,
 };
 use crate::scenario::Scenario;
 
@@ -170,6 +170,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let (stats, stats_rx) = tokio::sync::watch::channel(Vec::new());
     let stats_task = tokio::spawn(stats_writer(store.clone(), stats_key.clone(), stats_rx));
     let mut hb_seq = 0u64;
+    let mut read_errors = ReadErrors::new("reading");
     let mut shutdown_wait = shutdown.clone();
     loop {
         tokio::select! {
@@ -193,7 +194,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     Some(TopicKind::Membership) => agent.on_member(record, &shutdown).await?,
                     _ => tracing::warn!(topic = %record.topic, "a record of a topic this agent did not ask for"),
                 },
-                Err(e) => { tracing::warn!(error = %e, "reading failed, retrying"); tokio::time::sleep(Duration::from_millis(500)).await; }
+                Err(e) => read_errors.on_error(&e).await,
             },
         }
     }

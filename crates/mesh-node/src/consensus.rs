@@ -18,7 +18,7 @@ use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConsensusConfig, MeshConfig};
-use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, now_ms, redis_keys, retry};
+use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, now_ms, redis_keys, retry};
 
 const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -90,6 +90,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let mut shutdown_wait = shutdown.clone();
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(100));
     expiry_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut read_errors = ReadErrors::new("reading inputs");
     loop {
         tokio::select! {
             () = shutdown_wait.wait() => break,
@@ -98,10 +99,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     positions.insert((record.topic.clone(), record.partition), record.offset + 1);
                     handle_record(&mut machine, &publisher, &store, &decisions_key, &record, &mut counters, &shutdown).await?;
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading inputs failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                Err(e) => read_errors.on_error(&e).await,
             },
             _ = expiry_timer.tick() => {
                 readiness.watchdog();

@@ -24,7 +24,9 @@ use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MeshConfig, TopologyConfig};
-use crate::runtime::{NodeError, Publisher, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry};
+use crate::runtime::{
+    NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry,
+};
 
 /// What the aligner carries between markers.
 #[derive(Debug, Clone, PartialEq)]
@@ -336,6 +338,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let stall_after_ms = interval_ms * 3 / 2 + 500;
     detector_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown_wait = shutdown.clone();
+    let mut input_errors = ReadErrors::new("reading inputs");
+    let mut heartbeat_errors = ReadErrors::new("reading heartbeats");
     loop {
         let next_tick_ms = (now_ms() / interval_ms + 1) * interval_ms;
         let sleep_for = Duration::from_millis(next_tick_ms.saturating_sub(now_ms()).max(1));
@@ -364,10 +368,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                         }
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading inputs failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                Err(e) => input_errors.on_error(&e).await,
             },
             r = hb_reader.next() => match r {
                 Ok(record) => {
@@ -375,10 +376,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                         publisher.dead_letter(&record, &reason, &shutdown).await?;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading heartbeats failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
+                Err(e) => heartbeat_errors.on_error(&e).await,
             },
             () = tokio::time::sleep(sleep_for) => {
                 let now = now_ms();
