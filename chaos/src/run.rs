@@ -437,7 +437,8 @@ impl Scene<'_> {
                 if !live.contains(id) {
                     return Err(format!("{id} is not live in the roster"));
                 }
-                let answered = o.answers.iter().rev().take_while(|(ts, _, _)| *ts >= since);
+                // Read order is only roughly time order (partitions interleave): look at all of them.
+                let answered = o.answers.iter().filter(|(ts, _, _)| *ts >= since);
                 let (mut gave, mut got) = (false, false);
                 for (_, from, to) in answered {
                     gave |= from == id;

@@ -93,3 +93,49 @@ pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusP
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::ProposalId;
+    use mesh_core::consensus::Outcome;
+
+    use super::*;
+
+    fn decision(outcome: Outcome) -> Decision {
+        Decision {
+            proposal: ProposalId::new("p1").expect("id"),
+            subject: "s".into(),
+            action: "a".into(),
+            outcome,
+            supports: 3,
+            against: 0,
+            voters: 4,
+            needed: 3,
+            support_intensity: 3,
+        }
+    }
+
+    #[test]
+    fn contradicting_copies_fail_and_redis_must_agree() {
+        let params = ConsensusParams::default();
+        assert_eq!(check(&Observed::default(), &BTreeMap::new(), params).verdict, Verdict::Unknown);
+
+        let mut o = Observed::default();
+        o.decisions.insert("p1".into(), vec![decision(Outcome::Accepted), decision(Outcome::Expired)]);
+        assert_eq!(contradicted(&o), vec!["p1".to_owned()]);
+        let c = check(&o, &BTreeMap::new(), params);
+        assert!(c.verdict == Verdict::Fail && c.detail.contains("decided differently"), "{c:?}");
+
+        o.decisions.insert("p1".into(), vec![decision(Outcome::Accepted), decision(Outcome::Accepted)]);
+        assert!(contradicted(&o).is_empty(), "an identical re-publication is not a contradiction");
+        let missing = check(&o, &BTreeMap::new(), params);
+        assert!(missing.verdict == Verdict::Fail && missing.detail.contains("not stored"), "{missing:?}");
+        let other = serde_json::to_string(&decision(Outcome::Rejected)).expect("json");
+        let differs = check(&o, &BTreeMap::from([("p1".to_owned(), other)]), params);
+        assert!(differs.verdict == Verdict::Fail && differs.detail.contains("Redis"), "{differs:?}");
+        // Stored and published agree, but nothing in the log explains the decision: the replay disagrees.
+        let same = serde_json::to_string(&decision(Outcome::Accepted)).expect("json");
+        let unexplained = check(&o, &BTreeMap::from([("p1".to_owned(), same)]), params);
+        assert!(unexplained.verdict == Verdict::Fail && unexplained.detail.contains("replay"), "{unexplained:?}");
+    }
+}

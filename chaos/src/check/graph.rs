@@ -58,3 +58,74 @@ pub fn check(
     }
     CheckResult::holds(NAME, true, format!("tick {last_closed}: {} edges and the roster equal the replay", mine.len()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use mesh_core::membership::AgentProfile;
+    use mesh_core::{AgentId, Role};
+    use mesh_proto::records::{JoinBody, Record, TaskBody, TickBody};
+
+    use super::*;
+
+    fn id(s: &str) -> AgentId {
+        AgentId::new(s).expect("id")
+    }
+
+    fn join(name: &str) -> Record {
+        Record::Join(JoinBody {
+            agent: AgentProfile {
+                id: id(name),
+                name: name.into(),
+                role: Role::new("sales").expect("role"),
+                capabilities: vec![],
+                metadata: BTreeMap::new(),
+            },
+        })
+    }
+
+    fn task(from: &str, to: &str) -> Record {
+        Record::Task(TaskBody { from: id(from), to: id(to), task: "t".into(), payload: BTreeMap::new() })
+    }
+
+    fn tick(t: u64) -> Record {
+        Record::Tick(TickBody { tick: t, interval_ms: 500 })
+    }
+
+    /// Two sources (topology topic, one messages partition): joins, then traffic, with markers for ticks 1..=3.
+    fn log() -> Vec<(usize, i64, Record)> {
+        let mut v = vec![(0, 0, join("a")), (0, 1, join("b")), (0, 2, tick(1)), (1, 0, tick(1))];
+        v.extend([(1, 1, task("a", "b")), (1, 2, task("a", "b")), (1, 3, tick(2)), (0, 3, tick(2))]);
+        v.extend([(1, 4, task("b", "a")), (1, 5, tick(3)), (0, 4, tick(3))]);
+        v
+    }
+
+    fn config() -> TopologyConfig {
+        TopologyConfig { decay_interval: Duration::from_millis(500), ..TopologyConfig::default() }
+    }
+
+    #[test]
+    fn a_snapshot_equal_to_the_replay_passes_and_one_that_missed_a_message_fails() {
+        let observed = Observed { topology_inputs: log(), ..Observed::default() };
+        let faithful = mesh_node::topology::replay_log(2, 500, &config(), Some(3), log());
+        assert_eq!(faithful.2, Some(3));
+        assert_eq!(check(Some(faithful), &observed, 2, &config()).verdict, Verdict::Pass);
+
+        // What a manager that skipped part of the log on restart would hold.
+        let skipped: Vec<_> = log().into_iter().filter(|(s, o, _)| !(*s == 1 && *o == 2)).collect();
+        let wrong = mesh_node::topology::replay_log(2, 500, &config(), Some(3), skipped);
+        let c = check(Some(wrong), &observed, 2, &config());
+        assert_eq!(c.verdict, Verdict::Fail, "{c:?}");
+        assert!(c.detail.contains("a->b"), "{c:?}");
+    }
+
+    #[test]
+    fn a_log_that_does_not_reach_the_snapshot_is_unknown_not_a_pass() {
+        let snapshot = mesh_node::topology::replay_log(2, 500, &config(), Some(3), log());
+        let partial = Observed { topology_inputs: log()[..6].to_vec(), ..Observed::default() };
+        assert_eq!(check(Some(snapshot), &partial, 2, &config()).verdict, Verdict::Unknown);
+        assert_eq!(check(None, &partial, 2, &config()).verdict, Verdict::Unknown);
+    }
+}

@@ -29,3 +29,20 @@ pub fn check(o: &Observed, running: &BTreeSet<String>) -> CheckResult {
         ),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::check::Verdict;
+
+    #[test]
+    fn the_roster_must_name_exactly_the_running_agents() {
+        let mut o = Observed::default();
+        o.members.insert("a".into(), (MemberStatus::Live, 1, 0));
+        o.members.insert("b".into(), (MemberStatus::Dead, 2, 0));
+        let running = |names: &[&str]| names.iter().map(|s| (*s).to_owned()).collect::<BTreeSet<_>>();
+        assert_eq!(check(&o, &running(&["a"])).verdict, Verdict::Pass);
+        assert_eq!(check(&o, &running(&["a", "b"])).verdict, Verdict::Fail, "b runs but the roster says dead");
+        assert_eq!(check(&o, &running(&[])).verdict, Verdict::Fail, "a is live in the roster but not running");
+    }
+}
