@@ -84,6 +84,21 @@ impl Observed {
     }
 }
 
+/// A topic just created can be missing from the broker's metadata for a while (KRaft publishes it to the broker's
+/// cache asynchronously; seconds on a loaded machine): asks again for up to 30 s.
+async fn partitions_when_visible(bus: &KafkaBus, topic: &str) -> Result<u32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match bus.partition_count(topic).await {
+            Ok(n) => return Ok(n),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(anyhow::Error::new(e).context(format!("partitions of {topic} (30 s after creating it)")));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
 /// The tailing reader; dropping it stops it.
 pub struct Tail {
     observed: Arc<Mutex<Observed>>,
@@ -108,7 +123,7 @@ impl Tail {
         let mut assignments = Vec::new();
         for kind in kinds {
             let name = mesh.topics.name(kind);
-            let partitions = bus.partition_count(&name).await.with_context(|| format!("partitions of {name}"))?;
+            let partitions = partitions_when_visible(&bus, &name).await?;
             for p in 0..partitions {
                 let partition = i32::try_from(p).context("partition number")?;
                 assignments.push(Assignment { topic: name.clone(), partition, start: StartAt::Beginning });
