@@ -3,7 +3,6 @@
 //! control socket, so they are recorded in its event log and its restart policy applies, as for an operator.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -145,11 +144,7 @@ impl Deployment {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        #[expect(unsafe_code, reason = "setsid must run in the child between fork and exec")]
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-        }
+        mesh_supervisor::child::in_new_session(&mut cmd);
         let child = cmd.spawn().with_context(|| format!("starting {}", mesh.display()))?;
         let mut d =
             Deployment { dir: StateDir::new(root.to_path_buf()), child: Some(child), seen_pids: BTreeSet::new() };

@@ -211,7 +211,17 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     let mut scenarios = Vec::new();
     for plan in &opts.schedule.scenarios {
         progress(&format!("scenario {} ({} trials): {}", plan.name, plan.trials.len(), plan.description));
-        let result = match scenario(opts, &mut infra, &bus, &store, &run_id, plan, progress).await {
+        // Ctrl-C or SIGTERM: dropping the scenario takes its deployment down (`Deployment`'s Drop runs `mesh
+        // down`), then the broker and redis-server stop with the infrastructure thread. The supervisor runs in a
+        // session of its own, so without this it would outlive an interrupted run.
+        let outcome = tokio::select! {
+            r = scenario(opts, &mut infra, &bus, &store, &run_id, plan, progress) => r,
+            signal = interrupted() => {
+                infra.heal_all();
+                bail!("interrupted by {signal} during scenario {}; its deployment was taken down", plan.name);
+            }
+        };
+        let result = match outcome {
             Ok(r) => r,
             Err(e) => {
                 infra.heal_all();
@@ -250,6 +260,18 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     };
     std::fs::write(opts.out.join("chaos.json"), serde_json::to_vec_pretty(&report)?)?;
     Ok(report)
+}
+
+/// Resolves on SIGINT or SIGTERM, with the signal's name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
 }
 
 /// Bounds, from the live configuration (docs/chaos.md derives each).

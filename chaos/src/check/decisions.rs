@@ -3,8 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mesh_core::consensus::{BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision};
-use mesh_proto::records::Record;
+use mesh_core::consensus::{ConsensusParams, Decision};
 
 use super::{CheckResult, Verdict};
 use crate::observe::Observed;
@@ -14,23 +13,7 @@ pub const NAME: &str = "decisions-never-contradicted";
 
 /// Decisions replayed from the proposals and votes the tail read.
 pub fn replay(o: &Observed, params: ConsensusParams) -> BTreeMap<String, Decision> {
-    let mut machine = BeeConsensus::new(params);
-    let mut out = BTreeMap::new();
-    for record in &o.consensus_inputs {
-        let input = match record.clone() {
-            Record::Proposal(b) => ConsensusInput::Propose(b.proposal),
-            Record::Vote(b) => ConsensusInput::Vote(b.vote),
-            Record::Expire(b) => ConsensusInput::Expire(b.proposal),
-            Record::Inhibit(b) => ConsensusInput::Inhibit { proposal: b.proposal, by: b.by },
-            _ => continue,
-        };
-        for c in machine.step(input).commands {
-            if let ConsensusCommand::Publish(d) = c {
-                out.insert(d.proposal.to_string(), d);
-            }
-        }
-    }
-    out
+    mesh_node::consensus::replay_log(params, o.consensus_inputs.iter().cloned())
 }
 
 /// Contradicting copies of a decision (the count that must be zero).

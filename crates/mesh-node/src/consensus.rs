@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mesh_core::ProposalId;
-use mesh_core::consensus::{BeeConsensus, ConsensusCommand, ConsensusInput, Decision, Ignored, Outcome};
+use mesh_core::consensus::{
+    BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision, Ignored, Outcome,
+};
 use mesh_proto::records::{DecisionBody, ExpireBody, InhibitBody, Record};
 use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
@@ -265,4 +267,28 @@ async fn write_stats<S: SnapshotStore>(
     ];
     let key = redis_keys::consensus_stats(prefix);
     retry("writing consensus stats", shutdown, || store.hset(&key, &fields)).await
+}
+
+/// Decides every proposal a log of proposals, votes and the manager's own markers decides, from scratch: the
+/// crash-free reference that recovery tests and `cargo xtask chaos` hold the published decisions to. Records of
+/// other kinds are skipped; any interleaving that keeps each proposal's votes and markers in log order gives the
+/// same decisions. Keyed by proposal id.
+pub fn replay_log(params: ConsensusParams, records: impl IntoIterator<Item = Record>) -> BTreeMap<String, Decision> {
+    let mut machine = BeeConsensus::new(params);
+    let mut out = BTreeMap::new();
+    for record in records {
+        let input = match record {
+            Record::Proposal(b) => ConsensusInput::Propose(b.proposal),
+            Record::Vote(b) => ConsensusInput::Vote(b.vote),
+            Record::Expire(b) => ConsensusInput::Expire(b.proposal),
+            Record::Inhibit(b) => ConsensusInput::Inhibit { proposal: b.proposal, by: b.by },
+            _ => continue,
+        };
+        for c in machine.step(input).commands {
+            if let ConsensusCommand::Publish(d) = c {
+                out.insert(d.proposal.to_string(), d);
+            }
+        }
+    }
+    out
 }

@@ -13,6 +13,17 @@ use nix::unistd::Pid;
 
 use crate::spec::ProcessSpec;
 
+/// Makes `cmd` start a session of its own (`setsid` between fork and exec): a detached supervisor (`mesh up -d`,
+/// `mesh bench`, `cargo xtask chaos`) must not share the terminal's process group, or the Ctrl-C meant for the
+/// command that started it would also stop the deployment behind that command's back.
+pub fn in_new_session(cmd: &mut Command) -> &mut Command {
+    #[expect(unsafe_code, reason = "setsid must run in the child between fork and exec")]
+    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from))
+    }
+}
+
 /// A freshly spawned child: its pid (= process group id) and its output pipes.
 pub struct Spawned {
     /// PID of the leader; also its process group id.

@@ -9,7 +9,6 @@
 //! CPU and peak RSS from `/proc`. docs/bench.md explains each figure and the JSON schema.
 
 use std::collections::BTreeMap;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -458,11 +457,7 @@ impl Deployment {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        #[expect(unsafe_code, reason = "setsid must run in the child between fork and exec")]
-        // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-        }
+        mesh_supervisor::child::in_new_session(&mut cmd);
         let child = cmd.spawn().context("failed to start the supervisor")?;
         Ok(Self { dir, child, spawned: Instant::now() })
     }

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -148,11 +147,7 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
         .collect();
     let mut cmd = Command::new(std::env::current_exe()?);
     cmd.args(&forwarded).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    #[expect(unsafe_code, reason = "setsid must run in the child between fork and exec")]
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-    }
+    mesh_supervisor::child::in_new_session(&mut cmd);
     let mut child = cmd.spawn().context("failed to start the detached supervisor")?;
     let deadline = Instant::now() + wait;
     let mut out = std::io::stdout().lock();

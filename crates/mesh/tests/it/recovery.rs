@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mesh_core::consensus::{BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision};
+use mesh_core::consensus::{ConsensusParams, Decision};
 use mesh_node::TopologyConfig;
 use mesh_proto::TopicKind;
 use mesh_proto::records::Record;
@@ -119,27 +119,13 @@ async fn managers_killed_under_traffic_recover_exactly() {
         let s: Decision = serde_json::from_str(stored.get(id).expect("stored in redis")).expect("decision json");
         assert_eq!(&s, d, "seed {seed}: redis and kafka agree on {id}");
     }
-    let mut machine = BeeConsensus::new(ConsensusParams { proposal_timeout_ms: 5_000, ..ConsensusParams::default() });
-    let mut replayed_decisions = BTreeMap::new();
     let mut records: Vec<Record> = Vec::new();
     // Votes and markers first, then proposals: yet another interleaving.
     for kind in [TopicKind::Votes, TopicKind::Proposals] {
         records.extend(mesh.read_topic(kind).await.into_iter().filter_map(|r| r.envelope.ok()).map(|e| e.record));
     }
-    for record in records {
-        let input = match record {
-            Record::Proposal(b) => ConsensusInput::Propose(b.proposal),
-            Record::Vote(b) => ConsensusInput::Vote(b.vote),
-            Record::Expire(b) => ConsensusInput::Expire(b.proposal),
-            Record::Inhibit(b) => ConsensusInput::Inhibit { proposal: b.proposal, by: b.by },
-            _ => continue,
-        };
-        for c in machine.step(input).commands {
-            if let ConsensusCommand::Publish(d) = c {
-                replayed_decisions.insert(d.proposal.to_string(), d);
-            }
-        }
-    }
+    let params = ConsensusParams { proposal_timeout_ms: 5_000, ..ConsensusParams::default() };
+    let replayed_decisions = mesh_node::consensus::replay_log(params, records);
     for (id, d) in &published {
         assert_eq!(replayed_decisions.get(id), Some(d), "seed {seed}: crash-free replay decides {id} the same");
     }
