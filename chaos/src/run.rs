@@ -774,14 +774,16 @@ async fn scenario(
     })
 }
 
-/// Reads a schedule back from a run's JSON (`chaos.json`) or from a bare schedule file.
-pub fn read_schedule(path: &Path) -> Result<Schedule> {
+/// Reads a schedule back from a run's JSON (`chaos.json`, which also gives the mesh timings the run used) or from a
+/// bare schedule file.
+pub fn read_schedule(path: &Path) -> Result<(Schedule, Option<MeshTimings>)> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     if let Ok(report) = serde_json::from_str::<RunReport>(&text) {
-        return Ok(report.schedule);
+        return Ok((report.schedule, Some(report.timings)));
     }
-    serde_json::from_str::<Schedule>(&text)
-        .with_context(|| format!("{}: neither a chaos report (mesh-chaos/1) nor a schedule", path.display()))
+    let schedule = serde_json::from_str::<Schedule>(&text)
+        .with_context(|| format!("{}: neither a chaos report (mesh-chaos/1) nor a schedule", path.display()))?;
+    Ok((schedule, None))
 }
 
 #[cfg(test)]

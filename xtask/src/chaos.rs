@@ -24,7 +24,7 @@ pub(crate) struct ChaosArgs {
     /// Seed of the schedule's random choices [default: the clock].
     #[arg(long, conflicts_with = "replay")]
     seed: Option<u64>,
-    /// Re-run the schedule recorded in a run's JSON (its `chaos.json`).
+    /// Re-run the schedule recorded in a run's JSON (its `chaos.json`), with the mesh timings it recorded.
     #[arg(long, value_name = "FILE")]
     replay: Option<PathBuf>,
     /// Scenario files [default: fixtures/chaos].
@@ -77,8 +77,13 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
     }
     crate::status("cargo build -p mesh", &mut build)?;
     let mesh = root.join("target").join(if args.release { "release" } else { "debug" }).join("mesh");
+    let mut recorded_timings = None;
     let schedule = match &args.replay {
-        Some(file) => mesh_chaos::run::read_schedule(file)?,
+        Some(file) => {
+            let (schedule, timings) = mesh_chaos::run::read_schedule(file)?;
+            recorded_timings = timings;
+            schedule
+        }
         None => {
             let dir = args.scenarios.clone().unwrap_or_else(|| root.join("fixtures").join("chaos"));
             let mut files = scenario::load_dir(&dir).map_err(anyhow::Error::msg)?;
@@ -105,11 +110,12 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
         }
     };
     let out = args.out.clone().unwrap_or_else(|| root.join("target").join("chaos").join(schedule.seed.to_string()));
-    let timings = MeshTimings {
+    // A replay runs the mesh with the timings of the run it replays.
+    let timings = recorded_timings.unwrap_or(MeshTimings {
         failure_timeout_ms: args.failure_timeout_ms,
         heartbeat_ms: args.heartbeat_ms,
         ..MeshTimings::default()
-    };
+    });
     if timings.heartbeat_ms == 0 || timings.failure_timeout_ms <= timings.heartbeat_ms {
         bail!("--failure-timeout-ms must be longer than --heartbeat-ms (and the heartbeat above 0)");
     }
