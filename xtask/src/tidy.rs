@@ -62,7 +62,9 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
             manifests.push(e.path().join("Cargo.toml"));
         }
     }
-    manifests.push(root.join("fixtures/Cargo.toml"));
+    for dir in ["fixtures", "bench", "chaos"] {
+        manifests.push(root.join(dir).join("Cargo.toml"));
+    }
     manifests.push(root.join("xtask/Cargo.toml"));
     manifests.sort();
     for m in &manifests {
