@@ -678,19 +678,16 @@ async fn scenario(
     let mut checks = Vec::new();
     let snapshot = mesh_node::topology::read_snapshot(store, &prefix).await.ok().flatten();
     let caught_up = scene.tail.catch_up(bus, Duration::from_secs(30)).await.unwrap_or(false);
-    let stopped: Vec<String> = {
-        let state = blocking(|| scene.deployment.status())?;
-        state.processes.iter().filter(|p| p.pid.is_some_and(crate::deploy::stopped)).map(|p| p.name.clone()).collect()
-    };
-    let running: BTreeSet<String> = {
-        let state = blocking(|| scene.deployment.status())?;
-        state
-            .processes
-            .iter()
-            .filter(|p| p.state == mesh_supervisor::ProcState::Ready)
-            .filter_map(|p| agent_id(&p.name).map(str::to_owned))
-            .collect()
-    };
+    // One look at the supervisor for both: processes left stopped, and the agents that run.
+    let state = blocking(|| scene.deployment.status())?;
+    let stopped: Vec<String> =
+        state.processes.iter().filter(|p| p.pid.is_some_and(crate::deploy::stopped)).map(|p| p.name.clone()).collect();
+    let running: BTreeSet<String> = state
+        .processes
+        .iter()
+        .filter(|p| p.state == mesh_supervisor::ProcState::Ready)
+        .filter_map(|p| agent_id(&p.name).map(str::to_owned))
+        .collect();
     let faulty: Vec<String> = scene
         .infra
         .links
