@@ -125,7 +125,14 @@ struct Supervisor {
     state_written: Option<Instant>,
     /// A process changed state (an event was logged): the state file is rewritten at once.
     state_changed: std::cell::Cell<bool>,
+    /// When the timers last ran: a long gap means the supervisor itself was stalled.
+    timers_ran: Option<Instant>,
 }
+
+/// A gap between two timer runs longer than this (they run every 100 ms) means the supervisor was stalled (SIGSTOP,
+/// a slow disk, starved of CPU): whatever its children sent meanwhile may have been dropped, so their watchdog and
+/// readiness deadlines move by the length of the stall instead of expiring on silence the supervisor caused.
+const SUPERVISOR_STALL: Duration = Duration::from_secs(1);
 
 /// Status lines reach the state file (rewritten and fsynced) at most this often while running: with hundreds of
 /// children, notify messages arrive by the hundred per second and a write per message was most of the
@@ -196,6 +203,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         console,
         state_written: None,
         state_changed: std::cell::Cell::new(true),
+        timers_ran: None,
     };
     sup.event(
         "supervisor",
@@ -512,6 +520,12 @@ impl Supervisor {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        if let Some(gap) = self.timers_ran.map(|t| now.saturating_duration_since(t))
+            && gap > SUPERVISOR_STALL
+        {
+            self.forgive_stall(gap);
+        }
+        self.timers_ran = Some(now);
         for i in 0..self.procs.len() {
             let p = &self.procs[i];
             if p.restart_at.is_some_and(|t| t <= now) && !self.stopping {
@@ -556,6 +570,20 @@ impl Supervisor {
                 self.event(&name, "resumed", json!({"pid": pgid}));
             }
         }
+    }
+
+    /// Moves every watchdog and readiness deadline by `gap`, the time the supervisor could not listen.
+    fn forgive_stall(&mut self, gap: Duration) {
+        for p in &mut self.procs {
+            p.watchdog_deadline = p.watchdog_deadline.map(|t| t + gap);
+            p.ready_deadline = p.ready_deadline.map(|t| t + gap);
+        }
+        let ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(
+            stalled_ms = ms,
+            "the supervisor itself was stalled; watchdog and ready deadlines moved by as much"
+        );
+        self.event("supervisor", "stalled", json!({"ms": ms}));
     }
 
     fn kill(&mut self, i: usize, pgid: i32, signal: Signal, cause: &str) {

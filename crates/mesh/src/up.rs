@@ -32,7 +32,10 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
         local_infra = Some((kafka, redis));
     }
 
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // The dispatcher loop runs on this thread; the tasks that drain the children's output pipes and notify sockets
+    // run on two workers, so a slow state-file fsync in the loop never leaves a child waiting on a full pipe.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;

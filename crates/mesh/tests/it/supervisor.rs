@@ -376,3 +376,51 @@ fn a_ready_process_that_stops_pinging_the_watchdog_is_restarted_as_hung() {
         assert!(!alive(pid), "pid {pid} survived `mesh down`");
     }
 }
+
+#[test]
+fn a_stalled_supervisor_does_not_blame_its_children_for_the_silence_it_caused() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let _down = DownOnDrop(dir);
+    // Pings the watchdog every 200 ms, never waiting on the supervisor (as `mesh`'s own notifier does).
+    let script = "import os, socket, time\n\
+                  s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+                  s.setblocking(False)\n\
+                  s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+                  while True:\n\
+                  \x20   try: s.sendto(b'WATCHDOG=1', os.environ['NOTIFY_SOCKET'])\n\
+                  \x20   except OSError: pass\n\
+                  \x20   time.sleep(0.2)\n";
+    let file = dir.join("pinger.toml");
+    std::fs::write(
+        &file,
+        format!("[[process]]\nname = \"pinger\"\ncommand = [\"python3\", \"-c\", {script:?}]\nwatchdog = \"1s\"\n"),
+    )
+    .expect("write");
+    let up = mesh(
+        dir,
+        &["up", "-d", "-f", file.to_str().expect("utf-8"), "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"],
+    );
+    assert!(up.status.success(), "{}", text(&up));
+    wait_until("pinger READY", Duration::from_secs(20), || {
+        state(dir).processes.iter().any(|p| p.name == "pinger" && p.state == ProcState::Ready)
+    });
+    let supervisor = Pid::from_raw(state(dir).supervisor_pid);
+    // Twice: on waking, the supervisor may read the queued pings before or after its timers run; without the
+    // stall rule the second order kills the pinger as hung.
+    for _ in 0..2 {
+        kill(supervisor, Signal::SIGSTOP).expect("SIGSTOP the supervisor");
+        std::thread::sleep(Duration::from_secs(3));
+        kill(supervisor, Signal::SIGCONT).expect("SIGCONT the supervisor");
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let events = events_of(dir, "pinger");
+    assert!(!events.iter().any(|e| e == "killed"), "the pinger was killed for the supervisor's stall: {events:?}");
+    assert!(events_of(dir, "supervisor").iter().filter(|e| *e == "stalled").count() >= 2, "stalls not recorded");
+    assert_eq!(state(dir).processes[0].restarts, 0);
+    let pids = spawned_pids(dir);
+    assert!(mesh(dir, &["down"]).status.success());
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived `mesh down`");
+    }
+}
