@@ -20,6 +20,7 @@ use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ConsensusConfig, MeshConfig};
+use crate::latest_writer::LatestWriter;
 use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, now_ms, redis_keys, retry};
 
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -87,6 +88,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     readiness.ready();
 
     let mut counters = Counters::default();
+    // Snapshots and stats go to Redis from a task of their own (decisions do not: each is stored before it is
+    // published, on purpose).
+    let redis = LatestWriter::spawn(store.clone(), redis_keys::consensus_stats(&prefix), snapshot_key.clone());
     let mut last_snapshot = now_ms();
     let mut last_stats = 0;
     let mut shutdown_wait = shutdown.clone();
@@ -112,11 +116,11 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     publisher.send(TopicKind::Votes, id.as_str(), &env, &shutdown).await?;
                 }
                 if now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
-                    save_snapshot(&store, &snapshot_key, &machine, &positions, &shutdown).await?;
+                    redis.blob(encode_snapshot(&snapshot_key, &machine, &positions)?);
                     last_snapshot = now;
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
-                    write_stats(&store, &prefix, &machine, &counters, &shutdown).await?;
+                    redis.hash(stats_fields(&machine, &counters));
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
                     last_stats = now;
                 }
@@ -124,9 +128,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         }
     }
     tracing::info!("consensus manager stopping: saving a final snapshot");
-    let (_tx, no_shutdown) = Shutdown::new();
-    save_snapshot(&store, &snapshot_key, &machine, &positions, &no_shutdown).await?;
-    write_stats(&store, &prefix, &machine, &counters, &no_shutdown).await?;
+    redis.blob(encode_snapshot(&snapshot_key, &machine, &positions)?);
+    redis.hash(stats_fields(&machine, &counters));
+    redis.finish().await;
     Ok(())
 }
 
@@ -229,32 +233,22 @@ async fn publish_decision<B: Bus, S: SnapshotStore>(
     publisher.send(TopicKind::Decisions, id.as_str(), &env, shutdown).await.map(|_| ())
 }
 
-async fn save_snapshot<S: SnapshotStore>(
-    store: &S,
+fn encode_snapshot(
     key: &str,
     machine: &BeeConsensus,
     positions: &BTreeMap<(String, i32), i64>,
-    shutdown: &Shutdown,
-) -> Result<(), NodeError> {
+) -> Result<Vec<u8>, NodeError> {
     let snap = ConsensusSnapshot {
         format: SNAPSHOT_FORMAT,
         machine: machine.clone(),
         positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
         taken_at_ms: now_ms(),
     };
-    let bytes =
-        serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })?;
-    retry("saving the consensus snapshot", shutdown, || store.set(key, &bytes)).await
+    serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })
 }
 
-async fn write_stats<S: SnapshotStore>(
-    store: &S,
-    prefix: &str,
-    machine: &BeeConsensus,
-    c: &Counters,
-    shutdown: &Shutdown,
-) -> Result<(), NodeError> {
-    let fields: Vec<(String, String)> = vec![
+fn stats_fields(machine: &BeeConsensus, c: &Counters) -> Vec<(String, String)> {
+    vec![
         ("pending".into(), machine.pending().to_string()),
         ("decided".into(), machine.decided().to_string()),
         ("accepted".into(), c.accepted.to_string()),
@@ -264,9 +258,7 @@ async fn write_stats<S: SnapshotStore>(
         ("ignored_inputs".into(), c.ignored.to_string()),
         ("dead_lettered".into(), c.dead_lettered.to_string()),
         ("updated_at_ms".into(), now_ms().to_string()),
-    ];
-    let key = redis_keys::consensus_stats(prefix);
-    retry("writing consensus stats", shutdown, || store.hset(&key, &fields)).await
+    ]
 }
 
 /// Decides every proposal a log of proposals, votes and the manager's own markers decides, from scratch: the

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod config;
 pub mod consensus;
 pub mod latency;
+mod latest_writer;
 mod runtime;
 pub mod scenario;
 pub mod topology;

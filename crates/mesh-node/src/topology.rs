@@ -24,6 +24,7 @@ use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{MeshConfig, TopologyConfig};
+use crate::latest_writer::LatestWriter;
 use crate::runtime::{
     NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry,
 };
@@ -329,6 +330,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     publish_members(&publisher, state.roster.all().into_iter().cloned().collect(), &shutdown).await?;
     readiness.ready();
 
+    // Stats and snapshots go to Redis from a task of their own: a hung Redis must not stop windows closing.
+    let redis = LatestWriter::spawn(store.clone(), redis_keys::topology_stats(&prefix), snapshot_key.clone());
     let mut last_emitted = start / interval_ms;
     // Zero: the first window closed after a start is snapshotted at once.
     let mut last_snapshot = 0;
@@ -360,10 +363,10 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                                 }
                             }
                         }
-                        publish_effects(&publisher, &store, &prefix, &state, fx, &mut detector, &shutdown, &readiness).await?;
+                        publish_effects(&publisher, &redis, &state, fx, &mut detector, &shutdown, &readiness).await?;
                         readiness.status(&status_line(&state));
                         if now_ms().saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
-                            save_snapshot(&store, &snapshot_key, &state, interval_ms, &shutdown).await?;
+                            redis.blob(encode_snapshot(&state, interval_ms, &snapshot_key)?);
                             last_snapshot = now_ms();
                         }
                     }
@@ -411,8 +414,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         }
     }
     tracing::info!("topology manager stopping: saving a final snapshot");
-    let (_tx, no_shutdown) = Shutdown::new();
-    save_snapshot(&store, &snapshot_key, &state, interval_ms, &no_shutdown).await?;
+    redis.blob(encode_snapshot(&state, interval_ms, &snapshot_key)?);
+    redis.finish().await;
+    tracing::debug!("final topology snapshot saved");
     Ok(())
 }
 
@@ -544,11 +548,9 @@ async fn publish_members<B: Bus>(
 /// pruned as 249,500; sending them in bounded batches keeps memory flat and lets the watchdog hear from us.
 const EDGE_BATCH: usize = 5_000;
 
-#[expect(clippy::too_many_arguments, reason = "the window's whole context, passed once")]
-async fn publish_effects<B: Bus, S: SnapshotStore>(
+async fn publish_effects<B: Bus>(
     publisher: &Publisher<B>,
-    store: &S,
-    prefix: &str,
+    redis: &LatestWriter,
     state: &TopologyState,
     fx: WindowEffects,
     detector: &mut FailureDetector,
@@ -597,23 +599,13 @@ async fn publish_effects<B: Bus, S: SnapshotStore>(
     if let Some(t) = state.aligner.last_closed() {
         fields.push(("tick".into(), t.to_string()));
     }
-    let key = redis_keys::topology_stats(prefix);
-    retry("writing topology stats", shutdown, || store.hset(&key, &fields)).await
+    redis.hash(fields);
+    Ok(())
 }
 
-async fn save_snapshot<S: SnapshotStore>(
-    store: &S,
-    key: &str,
-    state: &TopologyState,
-    interval_ms: u64,
-    shutdown: &Shutdown,
-) -> Result<(), NodeError> {
-    let snap = state.snapshot(interval_ms);
-    let bytes =
-        serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })?;
-    retry("saving the topology snapshot", shutdown, || store.set(key, &bytes)).await?;
-    tracing::debug!(bytes = bytes.len(), "topology snapshot saved");
-    Ok(())
+fn encode_snapshot(state: &TopologyState, interval_ms: u64, key: &str) -> Result<Vec<u8>, NodeError> {
+    serde_json::to_vec(&state.snapshot(interval_ms))
+        .map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })
 }
 
 fn status_line(state: &TopologyState) -> String {
