@@ -234,6 +234,10 @@ impl Deployment {
     /// `mesh down`: stops everything and waits for the supervisor to exit.
     pub fn down(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
+        // An interrupted pause-supervisor trial may have left it stopped: it could not answer.
+        if let Ok(pid) = i32::try_from(child.id()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
+        }
         let _ = self.status();
         let answered = mesh_supervisor::control::call(
             &self.dir.socket(),

@@ -249,16 +249,28 @@ impl Drop for Tail {
     }
 }
 
-/// The first WARN or ERROR line written by any process after `after_ms`: (ms, process, line). Log lines start
-/// with the supervisor's RFC 3339 stamp.
+/// The first WARN or ERROR line written by any process in [`after_ms`, `until_ms`]: (ms, process, line). Log lines
+/// start with the supervisor's RFC 3339 stamp.
 pub fn first_complaint(
     logs: &[(String, std::path::PathBuf)],
     after_ms: u64,
     until_ms: u64,
 ) -> Option<(u64, String, String)> {
-    let mut best: Option<(u64, String, String)> = None;
+    complaints(logs, after_ms, until_ms, 1).into_iter().next()
+}
+
+/// The first `max` WARN or ERROR lines of any process in [`after_ms`, `until_ms`], oldest first, cut to 200
+/// characters: the evidence a failed trial prints, so that a CI log alone says what the mesh complained about.
+pub fn complaints(
+    logs: &[(String, std::path::PathBuf)],
+    after_ms: u64,
+    until_ms: u64,
+    max: usize,
+) -> Vec<(u64, String, String)> {
+    let mut found = Vec::new();
     for (name, path) in logs {
         let Ok(text) = std::fs::read_to_string(path) else { continue };
+        let mut from_this = 0;
         for line in text.lines() {
             let Some((stamp, rest)) = line.split_once(' ') else { continue };
             let rest = strip_ansi(rest);
@@ -267,13 +279,19 @@ pub fn first_complaint(
             }
             let Ok(t) = humantime::parse_rfc3339(stamp) else { continue };
             let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-            if ms >= after_ms && ms <= until_ms && best.as_ref().is_none_or(|b| ms < b.0) {
-                best = Some((ms, name.clone(), rest.chars().take(200).collect()));
-                break;
+            if ms >= after_ms && ms <= until_ms {
+                found.push((ms, name.clone(), rest.chars().take(200).collect::<String>()));
+                from_this += 1;
+                // Lines of one file are in time order: its first `max` are all it can contribute.
+                if from_this == max {
+                    break;
+                }
             }
         }
     }
-    best
+    found.sort_by_key(|(ms, name, _)| (*ms, name.clone()));
+    found.truncate(max);
+    found
 }
 
 /// Removes terminal colour sequences (`ESC [ ... m`), which a process may write even into a log file.
@@ -324,6 +342,11 @@ mod tests {
         let found = first_complaint(&logs, at("2026-11-25T10:00:01Z"), u64::MAX).expect("found");
         assert_eq!((found.0, found.1.as_str()), (at("2026-11-25T10:00:03Z"), "b"));
         assert!(first_complaint(&logs, at("2026-11-25T10:00:06Z"), u64::MAX).is_none());
+        let all = complaints(&logs, 0, u64::MAX, 10);
+        let order: Vec<&str> = all.iter().map(|(_, _, line)| line.rsplit(": ").next().unwrap_or("")).collect();
+        assert_eq!(order, ["early", "first", "later"]);
+        assert_eq!(complaints(&logs, 0, at("2026-11-25T10:00:04Z"), 10).len(), 2, "until is honoured");
+        assert_eq!(complaints(&logs, 0, u64::MAX, 1).len(), 1);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -34,11 +34,18 @@ pub struct TrialResult {
     pub converge_bound_ms: u64,
     /// Longest time without an answered task among agents the fault did not target, from injection to convergence.
     pub availability_gap_ms: u64,
+    /// Bound on that gap, for faults that leave the message path alone (`None`: no promise).
+    #[serde(default)]
+    pub gap_bound_ms: Option<u64>,
     /// The convergence condition that held out longest: the last one unmet before the stable window began.
     #[serde(default)]
     pub waited_on: Option<String>,
     /// Bounds broken in this trial.
     pub violations: Vec<String>,
+    /// For a trial that broke a bound: what the processes logged (WARN/ERROR) and the supervisor recorded (kills,
+    /// exits, stalls) from injection on, so a CI log alone shows what happened.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<String>,
 }
 
 impl TrialResult {
@@ -151,7 +158,7 @@ pub fn table(report: &RunReport) -> String {
         "trials".into(),
         "detect s p50/p95/max (bound)".into(),
         "converge s p50/p95/max (bound)".into(),
-        "gap s max".into(),
+        "gap s max (bound)".into(),
         "lost".into(),
         "dup".into(),
         "verdict".into(),
@@ -162,12 +169,13 @@ pub fn table(report: &RunReport) -> String {
         let detect_bound = s.trials.iter().filter_map(|t| t.detect_bound_ms).max();
         let converge_bound = s.trials.iter().map(|t| t.converge_bound_ms).max().unwrap_or(0);
         let gap = s.trials.iter().map(|t| t.availability_gap_ms).max().unwrap_or(0);
+        let gap_bound = s.trials.iter().filter_map(|t| t.gap_bound_ms).max();
         rows.push([
             s.name.clone(),
             s.trials.len().to_string(),
             format!("{} ({})", triple(&detect, s.trials.len()), detect_bound.map_or("-".into(), secs)),
             format!("{} ({})", triple(&converge, s.trials.len()), secs(converge_bound)),
-            secs(gap),
+            format!("{} ({})", secs(gap), gap_bound.map_or("-".into(), secs)),
             s.lost.to_string(),
             s.duplicated.to_string(),
             format!("{:?}", s.verdict).to_uppercase(),
@@ -192,6 +200,9 @@ pub fn table(report: &RunReport) -> String {
         for t in &s.trials {
             for v in &t.violations {
                 out.push_str(&format!("  trial {} ({}): {v}\n", t.trial, t.fault));
+            }
+            for e in &t.evidence {
+                out.push_str(&format!("      {e}\n"));
             }
         }
     }
@@ -295,8 +306,10 @@ mod tests {
             detect_bound_ms: Some(1_000),
             converge_bound_ms: 7_000,
             availability_gap_ms: 300,
+            gap_bound_ms: None,
             waited_on: None,
             violations: if converge.is_none() { vec!["did not converge".into()] } else { vec![] },
+            evidence: Vec::new(),
         }
     }
 

@@ -110,6 +110,12 @@ pub enum FaultSpec {
         /// How long.
         duration_ms: u64,
     },
+    /// SIGSTOP the supervisor (`mesh up`) itself, SIGCONT after `duration_ms`: a supervisor stalled by a slow disk
+    /// or a debugger must not stall the processes it supervises.
+    PauseSupervisor {
+        /// How long.
+        duration_ms: u64,
+    },
     /// Drawn per trial from the seed: a mix of the faults above on random targets.
     Random,
 }
@@ -124,7 +130,10 @@ impl FaultSpec {
             | FaultSpec::KillDuringStartup { target }
             | FaultSpec::Link { target, .. }
             | FaultSpec::Flap { target, .. } => Some(target),
-            FaultSpec::RestartKafka { .. } | FaultSpec::PauseRedis { .. } | FaultSpec::Random => None,
+            FaultSpec::RestartKafka { .. }
+            | FaultSpec::PauseRedis { .. }
+            | FaultSpec::PauseSupervisor { .. }
+            | FaultSpec::Random => None,
         }
     }
 
@@ -143,6 +152,7 @@ impl FaultSpec {
             }
             FaultSpec::RestartKafka { down_ms } => format!("restart kafka ({down_ms}ms down)"),
             FaultSpec::PauseRedis { duration_ms } => format!("pause redis {duration_ms}ms"),
+            FaultSpec::PauseSupervisor { duration_ms } => format!("pause supervisor {duration_ms}ms"),
             FaultSpec::Random => "random".into(),
         }
     }
