@@ -104,13 +104,17 @@ pub struct StateFile {
 }
 
 impl StateFile {
-    /// Writes the file atomically (temporary file, fsync, rename), so a reader never sees half of it.
+    /// Writes the file atomically (temporary file, rename), so a reader never sees half of it.
+    ///
+    /// No fsync: the file describes running processes, and a crash that loses the page cache (power, kernel) takes
+    /// every one of them with it; the supervisor crashing alone loses nothing written. An fsync per write (up to four
+    /// a second) cost the supervisor's loop up to a disk flush each time, on disks Kafka keeps busy.
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         let mut f = std::fs::File::create(&tmp)?;
         serde_json::to_writer_pretty(&mut f, self)?;
         f.write_all(b"\n")?;
-        f.sync_all()?;
+        drop(f);
         std::fs::rename(&tmp, path)
     }
 

@@ -134,7 +134,7 @@ struct Supervisor {
 /// readiness deadlines move by the length of the stall instead of expiring on silence the supervisor caused.
 const SUPERVISOR_STALL: Duration = Duration::from_secs(1);
 
-/// Status lines reach the state file (rewritten and fsynced) at most this often while running: with hundreds of
+/// Status lines reach the state file (rewritten) at most this often while running: with hundreds of
 /// children, notify messages arrive by the hundred per second and a write per message was most of the
 /// supervisor's work. State changes (spawned, READY, exited...) are written at once.
 const STATE_WRITE_INTERVAL: Duration = Duration::from_millis(250);
