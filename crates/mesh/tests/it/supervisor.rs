@@ -340,6 +340,19 @@ fn local_infrastructure_survives_a_broker_kill_without_restarting_the_agents() {
     }
 }
 
+/// `mesh up -d` of one process `name` running a Python `script`, with `settings` (TOML lines) added to its entry; the
+/// infrastructure flags point nowhere, as the process does not use it.
+fn up_python(dir: &Path, name: &str, script: &str, settings: &str) {
+    let file = dir.join(format!("{name}.toml"));
+    let spec = format!("[[process]]\nname = {name:?}\ncommand = [\"python3\", \"-c\", {script:?}]\n{settings}\n");
+    std::fs::write(&file, spec).expect("write");
+    let up = mesh(
+        dir,
+        &["up", "-d", "-f", file.to_str().expect("utf-8"), "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"],
+    );
+    assert!(up.status.success(), "{}", text(&up));
+}
+
 #[test]
 fn a_ready_process_that_stops_pinging_the_watchdog_is_restarted_as_hung() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -350,17 +363,7 @@ fn a_ready_process_that_stops_pinging_the_watchdog_is_restarted_as_hung() {
                   s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
                   s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
                   time.sleep(1000)\n";
-    let file = dir.join("hang.toml");
-    std::fs::write(
-        &file,
-        format!("[[process]]\nname = \"hung\"\ncommand = [\"python3\", \"-c\", {script:?}]\nwatchdog = \"1s\"\ninitial_backoff = \"50ms\"\n"),
-    )
-    .expect("write");
-    let up = mesh(
-        dir,
-        &["up", "-d", "-f", file.to_str().expect("utf-8"), "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"],
-    );
-    assert!(up.status.success(), "{}", text(&up));
+    up_python(dir, "hung", script, "watchdog = \"1s\"\ninitial_backoff = \"50ms\"");
     wait_until("a watchdog kill and a restart", Duration::from_secs(20), || {
         let events = EventLog::read_all(&StateDir::new(dir).events()).expect("events");
         let killed = events.iter().position(|e| {
@@ -391,17 +394,7 @@ fn a_stalled_supervisor_does_not_blame_its_children_for_the_silence_it_caused() 
                   \x20   try: s.sendto(b'WATCHDOG=1', os.environ['NOTIFY_SOCKET'])\n\
                   \x20   except OSError: pass\n\
                   \x20   time.sleep(0.2)\n";
-    let file = dir.join("pinger.toml");
-    std::fs::write(
-        &file,
-        format!("[[process]]\nname = \"pinger\"\ncommand = [\"python3\", \"-c\", {script:?}]\nwatchdog = \"1s\"\n"),
-    )
-    .expect("write");
-    let up = mesh(
-        dir,
-        &["up", "-d", "-f", file.to_str().expect("utf-8"), "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"],
-    );
-    assert!(up.status.success(), "{}", text(&up));
+    up_python(dir, "pinger", script, "watchdog = \"1s\"");
     wait_until("pinger READY", Duration::from_secs(20), || {
         state(dir).processes.iter().any(|p| p.name == "pinger" && p.state == ProcState::Ready)
     });
