@@ -572,9 +572,10 @@ impl Scene<'_> {
     }
 
     /// What went wrong in [from, until], for a trial that broke a bound: the supervisor's record of kills, exits
-    /// and its own stalls, then the first WARN/ERROR lines of any process; each line `+ms since from`.
+    /// and its own stalls, then the first WARN/ERROR lines of each process; each line `+ms since from`.
     fn evidence(&self, from: u64, until: u64) -> Vec<String> {
         const LINES: usize = 8;
+        const LINES_PER_PROCESS: usize = 3;
         let events = EventLog::read_all(&self.deployment.dir().events()).unwrap_or_default();
         let mut out: Vec<(u64, String)> = events
             .iter()
@@ -586,7 +587,9 @@ impl Scene<'_> {
         let logs: Vec<(String, PathBuf)> =
             process_names().into_iter().map(|n| (n.clone(), self.deployment.log(&n))).collect();
         out.extend(
-            complaints(&logs, from, until, LINES).into_iter().map(|(ms, name, line)| (ms, format!("{name}: {line}"))),
+            complaints(&logs, from, until, LINES_PER_PROCESS)
+                .into_iter()
+                .map(|(ms, name, line)| (ms, format!("{name}: {line}"))),
         );
         out.sort_by_key(|(ms, _)| *ms);
         out.into_iter().map(|(ms, what)| format!("+{} ms {what}", ms.saturating_sub(from))).collect()
