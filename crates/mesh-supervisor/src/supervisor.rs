@@ -256,10 +256,12 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
     sup.console.clear();
     sup.event("supervisor", "stopped", json!({}));
     sup.write_state();
+    // Before the answer: `mesh down` returns when it arrives, and the control task may write it at once from
+    // another thread; an open connection outlives the socket's name.
+    let _ = std::fs::remove_file(&socket);
     if let Some((reply, _)) = down_reply {
         let _ = reply.send(Response::ok(sup.state_file(false)));
     }
-    let _ = std::fs::remove_file(&socket);
     // Give the control connection a moment to flush the last answer.
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
