@@ -92,6 +92,46 @@ impl KafkaBus {
         Ok(Self { inner: Arc::new(Inner { config, producer, admin }) })
     }
 
+    /// Waits (up to 10 s) until the metadata shows every partition of every topic in `specs` with a leader.
+    ///
+    /// A topic is created before the broker's metadata says who leads its partitions. A reader assigned to a
+    /// partition nobody leads yet waited for librdkafka's next periodic metadata refresh (10 s): a freshly started
+    /// topology manager then closed no window for 8–15 s, because a window needs a marker from every partition.
+    async fn wait_until_led(&self, specs: &[TopicSpec]) -> Result<(), TransportError> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let inner = Arc::clone(&self.inner);
+            let wanted: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+            let missing = tokio::task::spawn_blocking(move || {
+                let md = inner
+                    .producer
+                    .client()
+                    .fetch_metadata(None, Duration::from_secs(5))
+                    .map_err(|e| unreachable(&inner.config, &e))?;
+                // Any partition count will do: a topic made elsewhere may differ from the spec, and the runtimes ask
+                // the broker how many partitions there are.
+                Ok::<_, TransportError>(wanted.into_iter().find_map(|name| {
+                    let led = md.topics().iter().find(|t| t.name() == name).is_some_and(|t| {
+                        t.error().is_none()
+                            && !t.partitions().is_empty()
+                            && t.partitions().iter().all(|p| p.error().is_none() && p.leader() >= 0)
+                    });
+                    (!led).then_some(name)
+                }))
+            })
+            .await
+            .map_err(|e| TransportError::failed("reading metadata", e))??;
+            let Some(topic) = missing else { return Ok(()) };
+            if std::time::Instant::now() >= deadline {
+                return Err(TransportError::Unreachable {
+                    what: format!("kafka {}", self.inner.config.brokers),
+                    detail: format!("topic {topic} has partitions without a leader after 10 s"),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// The configured brokers.
     pub fn brokers(&self) -> &str {
         &self.inner.config.brokers
@@ -132,9 +172,10 @@ impl Bus for KafkaBus {
         })
         .await
         .map_err(|e| TransportError::failed("reading metadata", e))??;
+        let all = specs;
         let specs: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains(&s.name)).collect();
         if specs.is_empty() {
-            return Ok(());
+            return self.wait_until_led(all).await;
         }
         let retention: Vec<Option<String>> =
             specs.iter().map(|s| s.retention.map(|r| r.as_millis().to_string())).collect();
@@ -164,7 +205,7 @@ impl Bus for KafkaBus {
                 Err((topic, code)) => return Err(TransportError::failed(format!("creating topic {topic}"), code)),
             }
         }
-        Ok(())
+        self.wait_until_led(all).await
     }
 
     async fn partition_count(&self, topic: &str) -> Result<u32, TransportError> {
