@@ -95,8 +95,9 @@ impl KafkaBus {
     /// Waits (up to 10 s) until the metadata shows every partition of every topic in `specs` with a leader.
     ///
     /// A topic is created before the broker's metadata says who leads its partitions. A reader assigned to a
-    /// partition nobody leads yet waited for librdkafka's next periodic metadata refresh (10 s): a freshly started
-    /// topology manager then closed no window for 8–15 s, because a window needs a marker from every partition.
+    /// partition nobody leads yet can wait for librdkafka's next periodic metadata refresh (10 s), and a topology
+    /// manager, which needs a marker from every partition to close a window, would close none meanwhile: the likely
+    /// cause (not reproduced) of one start-up stall of 8 s seen in CI. Costs one metadata request when all is led.
     async fn wait_until_led(&self, specs: &[TopicSpec]) -> Result<(), TransportError> {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
