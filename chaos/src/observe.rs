@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use mesh_core::consensus::{Decision, Proposal};
 use mesh_core::membership::MemberStatus;
+use mesh_core::topology::Source;
 use mesh_kafka::KafkaBus;
 use mesh_node::MeshConfig;
 use mesh_proto::records::Record;
@@ -65,8 +66,10 @@ pub struct Observed {
     pub decisions: BTreeMap<String, Vec<Decision>>,
     /// Proposals, votes and markers in the order read, for the consensus replay.
     pub consensus_inputs: Vec<Record>,
-    /// Topology-manager inputs: (source, offset, record), numbered as the manager numbers its sources.
-    pub topology_inputs: Vec<(usize, i64, Record)>,
+    /// Topology-manager inputs: (partition, offset, record) of the topology and messages topics.
+    pub topology_inputs: Vec<(Source, i64, Record)>,
+    /// The topology manager's changelog (`window` records), in log order.
+    pub changelog: Vec<Record>,
     /// Next offset to read per (topic, partition).
     pub positions: BTreeMap<(String, i32), i64>,
     /// Records that did not decode.
@@ -113,6 +116,7 @@ impl Tail {
         bus.ensure_topics(&specs).await.context("creating the scenario's topics")?;
         let kinds = [
             TopicKind::Topology,
+            TopicKind::Windows,
             TopicKind::Messages,
             TopicKind::Membership,
             TopicKind::Proposals,
@@ -130,7 +134,6 @@ impl Tail {
             }
             topics.push((kind, name, partitions));
         }
-        let topology_partitions = topics.iter().find(|t| t.0 == TopicKind::Topology).map_or(1, |t| t.2 as usize);
         let group = format!("{}-chaos-tail", mesh.topics.prefix());
         let mut reader = bus.reader(&group, assignments).await.context("tail reader")?;
         let observed = Arc::new(Mutex::new(Observed::default()));
@@ -154,12 +157,12 @@ impl Tail {
                     continue;
                 };
                 let ts = env.header.ts;
-                let partition = usize::try_from(r.partition).unwrap_or(0);
                 match kind {
-                    TopicKind::Topology => o.topology_inputs.push((partition, r.offset, env.record.clone())),
-                    TopicKind::Messages => {
-                        o.topology_inputs.push((topology_partitions + partition, r.offset, env.record.clone()));
+                    TopicKind::Topology | TopicKind::Messages => {
+                        let source = Source { topic: r.topic.clone(), partition: r.partition };
+                        o.topology_inputs.push((source, r.offset, env.record.clone()));
                     }
+                    TopicKind::Windows => o.changelog.push(env.record.clone()),
                     TopicKind::Proposals | TopicKind::Votes => o.consensus_inputs.push(env.record.clone()),
                     _ => {}
                 }

@@ -12,7 +12,7 @@ use mesh_core::consensus::ConsensusParams;
 use mesh_fixtures::{ClientListener, KafkaBroker, KafkaOptions, RedisOptions, RedisServer};
 use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::{MeshConfig, TopologyConfig};
-use mesh_proto::{TopicKind, TopicNames};
+use mesh_proto::TopicNames;
 use mesh_redis::RedisStore;
 use mesh_supervisor::EventLog;
 use mesh_transport::{Bus, OutRecord, SnapshotStore};
@@ -759,13 +759,11 @@ async fn scenario(
         checks.push(check::lost::check(&o, cutoff));
         checks.push(check::duplicates::check(&o));
         checks.push(check::membership::check(&o, &running));
-        let sources =
-            (scene.tail.partitions(TopicKind::Topology) + scene.tail.partitions(TopicKind::Messages)) as usize;
         let topology = TopologyConfig {
             decay_interval: Duration::from_millis(opts.timings.decay_interval_ms),
             ..TopologyConfig::default()
         };
-        let mut graph = check::graph::check(snapshot, &o, sources, &topology);
+        let mut graph = check::graph::check(snapshot, &o, &topology);
         if !caught_up && graph.verdict != Verdict::Pass {
             graph.verdict = Verdict::Unknown;
             graph.detail.push_str(" (the tail did not catch up with the log)");

@@ -364,6 +364,20 @@ impl BeeConsensus {
     fn decide(&mut self, id: &ProposalId, outcome: Outcome, out: &mut StepOutput) {
         let Some(p) = self.pending.remove(id) else { return };
         self.expiry_requested.remove(id);
+        // An acceptance suppresses every pending rival on its subject, and the suppression comes first: once a voter
+        // reads the acceptance it may support a rival (`crate::voter`), and that vote must land behind the rival's
+        // inhibit marker in the log.
+        if outcome == Outcome::Accepted {
+            let rivals: Vec<ProposalId> = self
+                .pending
+                .values()
+                .filter(|o| o.proposal.subject == p.proposal.subject)
+                .map(|o| o.proposal.id.clone())
+                .collect();
+            for rival in rivals {
+                self.request_inhibit(rival, id.clone(), out);
+            }
+        }
         let voters = p.proposal.voters.len();
         out.commands.push(ConsensusCommand::Publish(Decision {
             proposal: id.clone(),
@@ -376,17 +390,6 @@ impl BeeConsensus {
             needed: self.params.quorum.needed(voters),
             support_intensity: p.support_intensity,
         }));
-        if outcome == Outcome::Accepted {
-            let rivals: Vec<ProposalId> = self
-                .pending
-                .values()
-                .filter(|o| o.proposal.subject == p.proposal.subject)
-                .map(|o| o.proposal.id.clone())
-                .collect();
-            for rival in rivals {
-                self.request_inhibit(rival, id.clone(), out);
-            }
-        }
         self.decided.insert(id.clone(), outcome);
     }
 

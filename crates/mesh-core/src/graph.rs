@@ -268,11 +268,18 @@ impl SlimeGraph {
 
     /// A message flowed `from` → `to`: reinforce, creating the edge if missing; `None` if either end is absent or they are equal.
     pub fn reinforce(&mut self, from: &AgentId, to: &AgentId) -> Option<EdgeChange> {
-        if from == to {
+        self.reinforce_by(from, to, 1)
+    }
+
+    /// `messages` messages flowed `from` → `to` within one tick: the same as that many calls of [`Self::reinforce`]
+    /// (no decay falls between them), reported as one change with the final weight. `None` if either end is
+    /// absent, they are equal, or `messages` is zero.
+    pub fn reinforce_by(&mut self, from: &AgentId, to: &AgentId, messages: u32) -> Option<EdgeChange> {
+        if from == to || messages == 0 {
             return None;
         }
         let (f, t) = (self.members.get(from)?.slot, self.members.get(to)?.slot);
-        let amount = self.params.reinforcement;
+        let amount = Milli(self.params.reinforcement.0.saturating_mul(messages));
         let current = self.weight_of_slots(f, t);
         let weight = current.unwrap_or(Milli::ZERO).saturating_add_capped(amount, Milli::ONE);
         // A touched edge already has a deadline queued; it is moved on when it comes due.

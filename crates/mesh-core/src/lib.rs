@@ -5,12 +5,13 @@
 //! and carry out what they return, so a replay of the same log always reaches the same state.
 #![warn(missing_docs)]
 
-pub mod aligner;
 pub mod consensus;
 pub mod graph;
 pub mod ids;
 pub mod membership;
 pub mod restart;
+pub mod topology;
+pub mod voter;
 pub mod waggle;
 pub mod weight;
 

@@ -154,7 +154,20 @@ impl FailureDetector {
         }
     }
 
-    /// Agents silent for more than the timeout and not yet reported; each is reported once until it is heard again.
+    /// The silence after which an agent is reported.
+    pub fn timeout_ms(&self) -> u64 {
+        self.timeout_ms
+    }
+
+    /// When `id` was last heard from (or started being watched), if watched.
+    pub fn last_seen(&self, id: &AgentId) -> Option<u64> {
+        self.last_seen.get(id).copied()
+    }
+
+    /// Agents silent for more than the timeout at `now_ms` and not yet reported; each is reported once until it is
+    /// heard again. `now_ms` need not be the wall clock: the topology manager passes the time up to which it knows
+    /// it has read every heartbeat (the send time of its last returned probe), so its own stalls delay verdicts
+    /// instead of faking them.
     pub fn check(&mut self, now_ms: u64) -> Vec<AgentId> {
         let silent: Vec<AgentId> = self
             .last_seen

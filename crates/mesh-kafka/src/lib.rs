@@ -30,6 +30,8 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// How long a send may be retried inside librdkafka before it is reported as failed.
     pub send_timeout: Duration,
+    /// How long a reader's fetch may wait at the broker for data (`fetch.wait.max.ms`).
+    pub fetch_wait: Duration,
     /// Extra librdkafka properties, applied last (for tuning and tests).
     pub extra: Vec<(String, String)>,
 }
@@ -41,6 +43,7 @@ impl KafkaConfig {
             brokers: brokers.into(),
             client_id: client_id.into(),
             send_timeout: Duration::from_secs(10),
+            fetch_wait: Duration::from_millis(500),
             extra: Vec::new(),
         }
     }
@@ -52,7 +55,10 @@ impl KafkaConfig {
             .set("socket.keepalive.enable", "true")
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "2000")
-            .set("topic.metadata.refresh.interval.ms", "10000");
+            .set("topic.metadata.refresh.interval.ms", "10000")
+            // Never let a metadata request create a topic (a broker with `auto.create.topics.enable` would make it
+            // with its default partition count): the managers and `mesh up` create topics as the mesh needs them.
+            .set("allow.auto.create.topics", "false");
         for (k, v) in &self.extra {
             c.set(k, v);
         }
@@ -60,7 +66,9 @@ impl KafkaConfig {
     }
 }
 
-/// A connection to Kafka: one producer and one admin client shared by clones; readers are made per use.
+/// A connection to Kafka: one producer shared by clones, an admin client made only when a topic must be created
+/// (agents never need one: each librdkafka client is threads and connections, and 500 agent processes pay for
+/// them), and a consumer per reader.
 #[derive(Clone)]
 pub struct KafkaBus {
     inner: Arc<Inner>,
@@ -69,7 +77,7 @@ pub struct KafkaBus {
 struct Inner {
     config: KafkaConfig,
     producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    admin: std::sync::OnceLock<AdminClient<DefaultClientContext>>,
 }
 
 fn unreachable(what: &KafkaConfig, e: &KafkaError) -> TransportError {
@@ -88,8 +96,7 @@ impl KafkaBus {
             pc.set(k, v);
         }
         let producer: FutureProducer = pc.create().map_err(|e| unreachable(&config, &e))?;
-        let admin: AdminClient<DefaultClientContext> = config.base().create().map_err(|e| unreachable(&config, &e))?;
-        Ok(Self { inner: Arc::new(Inner { config, producer, admin }) })
+        Ok(Self { inner: Arc::new(Inner { config, producer, admin: std::sync::OnceLock::new() }) })
     }
 
     /// Waits (up to 10 s) until the metadata shows every partition of every topic in `specs` with a leader.
@@ -196,7 +203,15 @@ impl Bus for KafkaBus {
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = tokio::time::timeout(Duration::from_secs(15), self.inner.admin.create_topics(&topics, &opts))
+        let admin = match self.inner.admin.get() {
+            Some(admin) => admin,
+            None => {
+                let admin: AdminClient<DefaultClientContext> =
+                    self.inner.config.base().create().map_err(|e| unreachable(&self.inner.config, &e))?;
+                self.inner.admin.get_or_init(|| admin)
+            }
+        };
+        let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&topics, &opts))
             .await
             .map_err(|_| TransportError::failed("creating topics", "the broker did not answer within 15 s"))?
             .map_err(|e| unreachable(&self.inner.config, &e))?;
@@ -235,16 +250,55 @@ impl Bus for KafkaBus {
         .map_err(|e| TransportError::failed("reading metadata", e))?
     }
 
-    async fn publish(&self, record: OutRecord) -> Result<i64, TransportError> {
-        let mut fr =
-            FutureRecord::to(&record.topic).partition(record.partition).key(&record.key).payload(&record.payload);
-        if let Some(us) = record.sent_at_us {
-            fr = fr.headers(OwnedHeaders::new().insert(Header { key: SENT_AT_HEADER, value: Some(&us.to_be_bytes()) }));
-        }
-        match self.inner.producer.send(fr, Duration::from_secs(5)).await {
-            Ok(delivery) => Ok(delivery.offset),
-            Err((e, _)) => Err(TransportError::failed(format!("publishing to {}", record.topic), e)),
-        }
+    fn enqueue(&self, record: OutRecord) -> mesh_transport::Delivery {
+        // Handed to librdkafka now, so records enqueued in turn keep their order in the partition; only a full local
+        // queue (100,000 records) makes the first attempt wait, inside the future.
+        let enqueued = {
+            let mut fr =
+                FutureRecord::to(&record.topic).partition(record.partition).key(&record.key).payload(&record.payload);
+            if let Some(us) = record.sent_at_us {
+                fr = fr.headers(
+                    OwnedHeaders::new().insert(Header { key: SENT_AT_HEADER, value: Some(&us.to_be_bytes()) }),
+                );
+            }
+            match self.inner.producer.send_result(fr) {
+                Ok(delivery) => Ok(delivery),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(None),
+                Err((e, _)) => Err(Some(e)),
+            }
+        };
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let what = || format!("publishing to {}", record.topic);
+            let delivery = match enqueued {
+                Ok(delivery) => delivery.await,
+                Err(Some(e)) => return Err(TransportError::failed(what(), e)),
+                Err(None) => {
+                    let mut fr = FutureRecord::to(&record.topic)
+                        .partition(record.partition)
+                        .key(&record.key)
+                        .payload(&record.payload);
+                    if let Some(us) = record.sent_at_us {
+                        fr = fr.headers(
+                            OwnedHeaders::new().insert(Header { key: SENT_AT_HEADER, value: Some(&us.to_be_bytes()) }),
+                        );
+                    }
+                    return match inner.producer.send(fr, Duration::from_secs(5)).await {
+                        Ok(delivery) => Ok(delivery.offset),
+                        Err((e, _)) => Err(TransportError::failed(what(), e)),
+                    };
+                }
+            };
+            match delivery {
+                Ok(Ok(delivery)) => Ok(delivery.offset),
+                Ok(Err((e, _))) => Err(TransportError::failed(what(), e)),
+                Err(_) => Err(TransportError::failed(what(), "the producer was dropped before the acknowledgement")),
+            }
+        })
+    }
+
+    async fn end_offset(&self, topic: &str, partition: i32) -> Result<i64, TransportError> {
+        KafkaBus::end_offset(self, topic, partition).await
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), TransportError> {
@@ -263,8 +317,11 @@ impl Bus for KafkaBus {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             // A fetch returns as soon as data arrives; this only bounds how often an idle reader asks again, which
-            // with hundreds of agent processes is most of the broker's load (`mesh bench`).
-            .set("fetch.wait.max.ms", "500")
+            // with hundreds of agent processes is most of the broker's load (`mesh bench`). The embedded broker
+            // holds empty fetches for the whole wait, so `mesh up` shortens it there.
+            .set("fetch.wait.max.ms", self.inner.config.fetch_wait.as_millis().max(1).to_string())
+            // A reader that fell behind and filled its prefetch queue asks again after 10 ms, not librdkafka's 1 s.
+            .set("fetch.queue.backoff.ms", "10")
             // Prefetch bounded to a few MB (librdkafka's default allows 64 MB and 100,000 records per partition):
             // the topology manager reads hundreds of partitions, and memory per process is a target.
             .set("queued.max.messages.kbytes", "4096")
@@ -308,7 +365,7 @@ impl Bus for KafkaBus {
                 .map_err(|e| TransportError::failed("assigning partitions", e))?;
         }
         consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
-        Ok(KafkaReader { consumer, brokers: self.inner.config.brokers.clone() })
+        Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone() })
     }
 }
 
@@ -319,9 +376,18 @@ fn sent_at_us(m: &impl Message) -> Option<u64> {
     m.headers()?.iter().find(|h| h.key == SENT_AT_HEADER)?.value?.try_into().ok().map(u64::from_be_bytes)
 }
 
+fn positions_list(positions: &[Position]) -> Result<TopicPartitionList, TransportError> {
+    let mut tpl = TopicPartitionList::new();
+    for p in positions {
+        tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset))
+            .map_err(|e| TransportError::failed("committing offsets", e))?;
+    }
+    Ok(tpl)
+}
+
 /// Reads assigned partitions; see [`Bus::reader`].
 pub struct KafkaReader {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
     brokers: String,
 }
 
@@ -344,14 +410,17 @@ impl Reader for KafkaReader {
     }
 
     async fn commit(&mut self, positions: &[Position]) -> Result<(), TransportError> {
-        let mut tpl = TopicPartitionList::new();
-        for p in positions {
-            tpl.add_partition_offset(&p.topic, p.partition, Offset::Offset(p.next_offset))
-                .map_err(|e| TransportError::failed("committing offsets", e))?;
-        }
-        let consumer = &self.consumer;
-        tokio::task::block_in_place(|| consumer.commit(&tpl, CommitMode::Sync))
+        let tpl = positions_list(positions)?;
+        let consumer = Arc::clone(&self.consumer);
+        tokio::task::spawn_blocking(move || consumer.commit(&tpl, CommitMode::Sync))
+            .await
+            .map_err(|e| TransportError::failed("committing offsets", e))?
             .map_err(|e| TransportError::failed("committing offsets", e))
+    }
+
+    fn commit_async(&mut self, positions: &[Position]) -> Result<(), TransportError> {
+        let tpl = positions_list(positions)?;
+        self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| TransportError::failed("committing offsets", e))
     }
 }
 

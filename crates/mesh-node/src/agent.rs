@@ -1,15 +1,25 @@
 //! An agent: joins the mesh, beats, reads only its own partition of the messages topic, answers tasks, starts the
-//! scenario's tasks, makes proposals and votes.
+//! scenario's tasks once it is a member, makes proposals and votes.
 //!
-//! Delivery is at least once: offsets are committed only after a message was handled and its answer acknowledged,
-//! so a crash re-delivers; handling is idempotent because a message's id is remembered and an answer's id is
-//! derived from the task's (`{task id}.r`), so a repeated answer is recognisable downstream.
+//! Sends are pipelined: each is handed to the producer at once (so records keep their order per partition) and its
+//! acknowledgement is awaited alongside everything else, up to [`IN_FLIGHT_LIMIT`] at a time; the loop never waits
+//! for one send before the next. Delivery is still at least once: an input's offset is committed only once its
+//! answer (or vote) is acknowledged, and all offsets before it too, so a crash re-delivers; handling is idempotent
+//! because a message's id is remembered and an answer's id is derived from the task's (`{task id}.r`).
+//!
+//! One producer and one consumer per process, and no admin client: the managers (or `mesh up`) create the topics,
+//! an agent waits for them.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use mesh_core::consensus::Proposal;
 use mesh_core::membership::{AgentProfile, Member, MemberStatus};
+use mesh_core::voter::{Preference, Voter};
 use mesh_core::waggle::WaggleDance;
 use mesh_core::{AgentId, MessageId, ProposalId};
 use mesh_proto::records::{
@@ -23,9 +33,13 @@ use rand::{Rng, SeedableRng};
 use crate::config::{AgentConfig, MeshConfig};
 use crate::latency::Latency;
 use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, key_text, now_ms, now_us, redis_keys, retry,
+    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, key_text, now_ms, now_us, redis_keys, retry,
 };
 use crate::scenario::Scenario;
+
+/// Sends awaiting their acknowledgement at once; past it the agent reads and starts nothing new until some are
+/// acknowledged (a slow broker slows the agent down instead of growing its memory).
+pub const IN_FLIGHT_LIMIT: usize = 2_000;
 
 /// Remembers the last `capacity` message ids, to drop re-deliveries.
 struct SeenIds {
@@ -44,11 +58,6 @@ impl SeenIds {
         self.ids.contains(id)
     }
 
-    /// Remembers a handled id.
-    fn insert(&mut self, id: &str) {
-        self.first_time(id);
-    }
-
     /// True the first time an id is offered (and remembers it).
     fn first_time(&mut self, id: &str) -> bool {
         if self.ids.contains(id) {
@@ -65,8 +74,87 @@ impl SeenIds {
     }
 }
 
-/// The agent's counters, published to Redis for `mesh status`, tests and chaos checkers.
+/// One input whose offset may be committed once it is finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ticket {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// Inputs read and not yet finished, per partition in offset order: the position to commit is the first
+/// unfinished offset, so nothing is committed past an answer still in flight.
 #[derive(Debug, Default)]
+struct Progress {
+    open: BTreeMap<(String, i32), VecDeque<(i64, bool)>>,
+    committable: BTreeMap<(String, i32), i64>,
+    changed: bool,
+}
+
+impl Progress {
+    fn start(&mut self, record: &InRecord) -> Ticket {
+        self.open.entry((record.topic.clone(), record.partition)).or_default().push_back((record.offset, false));
+        Ticket { topic: record.topic.clone(), partition: record.partition, offset: record.offset }
+    }
+
+    fn finish(&mut self, ticket: &Ticket) {
+        let key = (ticket.topic.clone(), ticket.partition);
+        let Some(queue) = self.open.get_mut(&key) else { return };
+        if let Ok(i) = queue.binary_search_by_key(&ticket.offset, |(o, _)| *o) {
+            queue[i].1 = true;
+        }
+        while let Some(&(offset, true)) = queue.front() {
+            queue.pop_front();
+            self.committable.insert(key.clone(), offset + 1);
+            self.changed = true;
+        }
+    }
+
+    /// The positions to commit, if they moved since the last call.
+    fn take_positions(&mut self) -> Option<Vec<Position>> {
+        if !std::mem::take(&mut self.changed) {
+            return None;
+        }
+        Some(
+            self.committable
+                .iter()
+                .map(|((topic, partition), next)| Position {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    next_offset: *next,
+                })
+                .collect(),
+        )
+    }
+
+    fn all_positions(&self) -> Vec<Position> {
+        self.committable
+            .iter()
+            .map(|((topic, partition), next)| Position {
+                topic: topic.clone(),
+                partition: *partition,
+                next_offset: *next,
+            })
+            .collect()
+    }
+}
+
+/// What an acknowledgement finishes.
+enum Sent {
+    /// The answer to a task, or a vote on a proposal: the input it finishes.
+    Input(Ticket),
+    /// Anything else (a task, a heartbeat, a join).
+    Other,
+}
+
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (Sent, Result<i64, NodeError>)> + Send>>>;
+
+fn track(in_flight: &mut InFlight, sent: Sent, sending: Sending) {
+    in_flight.push(Box::pin(async move { (sent, sending.await) }));
+}
+
+/// The agent's counters, published to Redis for `mesh status`, tests and chaos checkers.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 struct Counters {
     tasks_sent: u64,
     tasks_handled: u64,
@@ -77,6 +165,8 @@ struct Counters {
     votes: u64,
     no_recipient: u64,
     round_trips_lost: u64,
+    not_member: u64,
+    errors_answered: u64,
 }
 
 struct Agent<B: Bus> {
@@ -86,27 +176,31 @@ struct Agent<B: Bus> {
     scenario: Scenario,
     rng: StdRng,
     seen: SeenIds,
-    /// Subject → the proposal this agent supports on it: one support per subject, so exclusive proposals cannot
-    /// both reach a quorum above one half.
-    supporting: BTreeMap<String, ProposalId>,
+    voter: Voter,
     voted: SeenIds,
     counters: Counters,
-    positions: BTreeMap<(String, i32), i64>,
+    progress: Progress,
+    in_flight: InFlight,
     last_join_ms: u64,
     /// Send (by another agent) to handling here, of every task and response handled.
     delivery: Latency,
-    /// Task sent to its response received.
+    /// Task's intended send time to its response received.
     round_trip: Latency,
-    /// Tasks awaiting a response: id → send time in µs. Bounded: beyond `IN_FLIGHT_LIMIT` the oldest are dropped
-    /// (their round trip goes unmeasured and is counted in `round_trips_lost`).
-    in_flight: BTreeMap<u64, String>,
-    in_flight_ids: HashMap<String, u64>,
+    /// Tasks awaiting a response: id → intended send time in µs. Bounded: beyond `ROUND_TRIPS_TRACKED` the oldest
+    /// are dropped (their round trip goes unmeasured and is counted in `round_trips_lost`).
+    awaiting: BTreeMap<u64, String>,
+    awaiting_ids: HashMap<String, u64>,
 }
 
 /// Tasks whose round trip is tracked at once.
-const IN_FLIGHT_LIMIT: usize = 50_000;
+const ROUND_TRIPS_TRACKED: usize = 50_000;
 
-/// Runs one agent until shutdown; on shutdown publishes `leave`, commits its offsets and flushes.
+/// Scenario ticks more than this late are not caught up: the agent was stopped (SIGSTOP) or starved, and a burst
+/// of that many tasks would measure the stall, not the mesh.
+const MAX_CATCH_UP: Duration = Duration::from_secs(5);
+
+/// Runs one agent until shutdown; on shutdown publishes `leave`, waits for its sends, commits its offsets and
+/// flushes.
 pub async fn run<B: Bus, S: SnapshotStore>(
     bus: B,
     store: S,
@@ -117,13 +211,13 @@ pub async fn run<B: Bus, S: SnapshotStore>(
 ) -> Result<(), NodeError> {
     let prefix = mesh.topics.prefix().to_owned();
     let id = config.id.clone();
-    ensure_topics(&bus, &mesh, &shutdown).await?;
+    // Waits (with backoff, reporting) until the managers or `mesh up` created the topics.
     let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), &format!("agent-{id}"), &shutdown).await?;
     let my_partition = partition_for(id.as_str().as_bytes(), publisher.partitions(TopicKind::Messages));
 
     // One reader (one Kafka consumer) for everything the agent reads: its partition of the messages topic and the
-    // proposals from where it left off, the membership from the beginning (never committed). With hundreds of
-    // agent processes, consumers per process is what the broker pays for.
+    // proposals from where it left off, the membership from the beginning (never committed), and decisions from
+    // now on (a support is held until its proposal's decision is read).
     let group = format!("{prefix}-agent-{id}");
     let mut inputs = vec![Assignment {
         topic: mesh.topics.name(TopicKind::Messages),
@@ -132,6 +226,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     }];
     inputs.extend(partitions_of(&publisher, TopicKind::Proposals, StartAt::CommittedOrEnd));
     inputs.extend(partitions_of(&publisher, TopicKind::Membership, StartAt::Beginning));
+    inputs.extend(partitions_of(&publisher, TopicKind::Decisions, StartAt::End));
     let mut reader = retry("opening the reader", &shutdown, || bus.reader(&group, inputs.clone())).await?;
     let stats_key = redis_keys::agent_stats(&prefix, id.as_str());
     let started = [("started_at_ms".to_owned(), now_ms().to_string())];
@@ -140,76 +235,114 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let mut agent = Agent {
         scenario: Scenario::new(config.role.as_str(), config.seed, config.proposal_every),
         rng: StdRng::seed_from_u64(config.seed ^ 0x5eed),
+        voter: Voter::new(config.id.clone()),
         config,
         publisher,
         roster: BTreeMap::new(),
         seen: SeenIds::new(100_000),
-        supporting: BTreeMap::new(),
         voted: SeenIds::new(100_000),
         counters: Counters::default(),
-        positions: BTreeMap::new(),
+        progress: Progress::default(),
+        in_flight: FuturesUnordered::new(),
         last_join_ms: 0,
         delivery: Latency::new(),
         round_trip: Latency::new(),
-        in_flight: BTreeMap::new(),
-        in_flight_ids: HashMap::new(),
+        awaiting: BTreeMap::new(),
+        awaiting_ids: HashMap::new(),
     };
-    agent.join(&shutdown).await?;
+    let join = agent.join_envelope();
+    agent.publisher.send(TopicKind::Topology, id.as_str(), &join, &shutdown).await?;
+    agent.last_join_ms = now_ms();
     tracing::info!(agent = %id, partition = my_partition, "agent joined");
     readiness.ready();
 
     let mut heartbeat = tokio::time::interval(agent.config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let pace = if agent.config.rate > 0.0 {
         Duration::from_secs_f64(1.0 / agent.config.rate)
     } else {
         Duration::from_secs(3600)
     };
+    // Burst: a tick the loop could not take on time is taken as soon as it can, stamped with the time it was due, so
+    // the latency of a late send counts from when it should have left (no coordinated omission).
     let mut scenario_timer = tokio::time::interval_at(tokio::time::Instant::now() + pace, pace);
-    scenario_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    scenario_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
+    housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (stats, stats_rx) = tokio::sync::watch::channel(Vec::new());
     let stats_task = tokio::spawn(stats_writer(store.clone(), stats_key.clone(), stats_rx));
+    let mut published = Counters::default();
+    let mut published_at = 0;
     let mut hb_seq = 0u64;
     let mut read_errors = ReadErrors::new("reading");
     let mut shutdown_wait = shutdown.clone();
     loop {
+        let room = agent.in_flight.len() < IN_FLIGHT_LIMIT;
         tokio::select! {
             () = shutdown_wait.wait() => break,
             _ = heartbeat.tick() => {
                 hb_seq += 1;
                 let env = agent.publisher.envelope(Record::Heartbeat(HeartbeatBody { agent: id.clone(), seq: hb_seq }));
-                agent.publisher.send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown).await?;
+                let sending = agent.publisher.start_send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown);
+                track(&mut agent.in_flight, Sent::Other, sending);
             }
-            _ = scenario_timer.tick(), if agent.config.rate > 0.0 => agent.start_work(&shutdown).await?,
+            due = scenario_timer.tick(), if agent.config.rate > 0.0 && room => {
+                let late = tokio::time::Instant::now().saturating_duration_since(due);
+                if late <= MAX_CATCH_UP {
+                    let intended_us = now_us().saturating_sub(u64::try_from(late.as_micros()).unwrap_or(u64::MAX));
+                    agent.start_work(intended_us, &shutdown);
+                }
+            }
             _ = housekeeping.tick() => {
                 readiness.watchdog();
-                agent.commit(&mut reader).await;
-                stats.send_replace(agent.stats_fields());
+                if let Some(positions) = agent.progress.take_positions()
+                    && let Err(e) = reader.commit_async(&positions)
+                {
+                    tracing::warn!(error = %e, "committing offsets failed; messages will be re-delivered and deduplicated");
+                }
+                // Stats only when something changed (or every 10 s): 500 idle agents must cost next to nothing.
+                let now = now_ms();
+                if agent.counters != published || now.saturating_sub(published_at) >= 10_000 {
+                    stats.send_replace(agent.stats_fields());
+                    published = agent.counters.clone();
+                    published_at = now;
+                }
                 readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));
             }
-            r = reader.next() => match r {
+            Some((sent, result)) = agent.in_flight.next(), if !agent.in_flight.is_empty() => agent.acknowledged(sent, result),
+            r = reader.next(), if room => match r {
                 Ok(record) => match agent.publisher.topics.kind_of(&record.topic) {
-                    Some(TopicKind::Messages) => agent.on_message(record, &shutdown).await?,
-                    Some(TopicKind::Proposals) => agent.on_proposal(record, &shutdown).await?,
-                    Some(TopicKind::Membership) => agent.on_member(record, &shutdown).await?,
+                    Some(TopicKind::Messages) => agent.on_message(&record, &shutdown),
+                    Some(TopicKind::Proposals) => agent.on_proposal(&record, &shutdown),
+                    Some(TopicKind::Membership) => agent.on_member(&record, &shutdown),
+                    Some(TopicKind::Decisions) => agent.on_decision(&record),
                     _ => tracing::warn!(topic = %record.topic, "a record of a topic this agent did not ask for"),
                 },
                 Err(e) => read_errors.on_error(&e).await,
             },
         }
     }
-    tracing::info!(agent = %id, "leaving: publishing leave, committing offsets, flushing");
+    tracing::info!(agent = %id, "leaving: publishing leave, finishing sends, committing offsets, flushing");
     let (_tx, no_shutdown) = Shutdown::new();
     let leave = agent.publisher.envelope(Record::Leave(LeaveBody { agent: id.clone(), reason: "shutdown".into() }));
-    let left = tokio::time::timeout(
-        Duration::from_secs(5),
-        agent.publisher.send(TopicKind::Topology, id.as_str(), &leave, &no_shutdown),
-    )
-    .await;
-    if left.is_err() {
-        tracing::warn!("could not publish leave within 5 s; the failure detector will declare this agent dead");
+    let left = agent.publisher.start_send(TopicKind::Topology, id.as_str(), &leave, &no_shutdown);
+    let finish = async {
+        while let Some((sent, result)) = agent.in_flight.next().await {
+            agent.acknowledged(sent, result);
+        }
+        left.await
+    };
+    if tokio::time::timeout(Duration::from_secs(5), finish).await.is_err() {
+        tracing::warn!(
+            "sends not acknowledged within 5 s; the failure detector will declare this agent dead if leave was lost"
+        );
     }
-    agent.commit(&mut reader).await;
+    let positions = agent.progress.all_positions();
+    if !positions.is_empty()
+        && let Err(e) = reader.commit(&positions).await
+    {
+        tracing::warn!(error = %e, "committing the final offsets failed; messages will be re-delivered and deduplicated");
+    }
     stats_task.abort();
     match tokio::time::timeout(Duration::from_secs(2), store.hset(&stats_key, &agent.stats_fields())).await {
         Ok(Ok(())) => {}
@@ -242,11 +375,14 @@ impl<B: Bus> Agent<B> {
         }
     }
 
-    async fn join(&mut self, shutdown: &Shutdown) -> Result<(), NodeError> {
-        let env = self.publisher.envelope(Record::Join(JoinBody { agent: self.profile() }));
-        self.publisher.send(TopicKind::Topology, self.config.id.as_str(), &env, shutdown).await?;
-        self.last_join_ms = now_ms();
-        Ok(())
+    fn join_envelope(&self) -> Envelope {
+        self.publisher.envelope(Record::Join(JoinBody { agent: self.profile() }))
+    }
+
+    /// Whether the roster (as the topology manager published it) has this agent live: until then it starts no
+    /// task, so a ramp-up does not build a backlog the mesh then spends seconds draining.
+    fn is_member(&self) -> bool {
+        self.roster.get(&self.config.id).is_some_and(|m| m.status == MemberStatus::Live)
     }
 
     fn live_peers(&self) -> usize {
@@ -269,7 +405,12 @@ impl<B: Bus> Agent<B> {
         Some(candidates[i].clone())
     }
 
-    async fn start_work(&mut self, shutdown: &Shutdown) -> Result<(), NodeError> {
+    /// One scenario tick that was due at `intended_us`: a task to another role, and every Nth time a proposal.
+    fn start_work(&mut self, intended_us: u64, shutdown: &Shutdown) {
+        if !self.is_member() {
+            self.counters.not_member += 1;
+            return;
+        }
         if let Some(draft) = self.scenario.next_task() {
             match self.pick(draft.to_role) {
                 Some(to) => {
@@ -280,28 +421,36 @@ impl<B: Bus> Agent<B> {
                         payload: draft.payload,
                     };
                     let env = self.publisher.envelope(Record::Task(body));
-                    let sent = now_us();
-                    self.publisher.send(TopicKind::Messages, to.as_str(), &env, shutdown).await?;
+                    let partition =
+                        partition_for(to.as_str().as_bytes(), self.publisher.partitions(TopicKind::Messages));
+                    let sending = self.publisher.start_send_to(
+                        TopicKind::Messages,
+                        partition,
+                        to.as_str(),
+                        &env,
+                        Some(intended_us),
+                        shutdown,
+                    );
+                    track(&mut self.in_flight, Sent::Other, sending);
                     self.counters.tasks_sent += 1;
-                    self.track(env.header.id, sent);
+                    self.await_answer(env.header.id, intended_us);
                 }
                 None => self.counters.no_recipient += 1,
             }
         }
         if let Some(draft) = self.scenario.next_proposal() {
-            self.propose(draft, shutdown).await?;
+            self.propose(draft, shutdown);
         }
-        Ok(())
     }
 
-    async fn propose(&mut self, draft: crate::scenario::ProposalDraft, shutdown: &Shutdown) -> Result<(), NodeError> {
+    fn propose(&mut self, draft: crate::scenario::ProposalDraft, shutdown: &Shutdown) {
         let voters: std::collections::BTreeSet<AgentId> =
             self.roster.values().filter(|m| m.status == MemberStatus::Live).map(|m| m.profile.id.clone()).collect();
         if voters.is_empty() {
-            return Ok(());
+            return;
         }
         let epoch = self.roster.values().map(|m| m.epoch).max().unwrap_or(0);
-        let Ok(id) = ProposalId::new(self.publisher.next_id()) else { return Ok(()) };
+        let Ok(id) = ProposalId::new(self.publisher.next_id()) else { return };
         let proposal = Proposal {
             id: id.clone(),
             proposer: self.config.id.clone(),
@@ -318,28 +467,41 @@ impl<B: Bus> Agent<B> {
             header: Header { id: id.to_string(), ts: proposal.created_at_ms },
             record: Record::Proposal(ProposalBody { proposal, inputs: draft.inputs, payload: draft.payload }),
         };
-        self.publisher.send(TopicKind::Proposals, id.as_str(), &env, shutdown).await?;
+        let sending = self.publisher.start_send(TopicKind::Proposals, id.as_str(), &env, shutdown);
+        track(&mut self.in_flight, Sent::Other, sending);
         self.counters.proposals += 1;
-        Ok(())
     }
 
-    /// Handles one record of this agent's partition; its offset is committed only once this returned `Ok`.
-    async fn on_message(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
-        self.handle_message(&record, shutdown).await?;
-        self.positions.insert((record.topic.clone(), record.partition), record.offset + 1);
-        Ok(())
+    /// A send was acknowledged: the input it answers is finished (and may be committed).
+    fn acknowledged(&mut self, sent: Sent, result: Result<i64, NodeError>) {
+        match (sent, result) {
+            (Sent::Input(ticket), Ok(_)) => self.progress.finish(&ticket),
+            // Only a shutdown ends a send's retries: the input stays uncommitted and is handled again after a restart.
+            (_, Err(e)) => tracing::debug!(error = %e, "a send ended without an acknowledgement"),
+            (Sent::Other, Ok(_)) => {}
+        }
     }
 
-    async fn handle_message(&mut self, record: &InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
+    /// One record of this agent's partition; its offset is committed once the answer (if any) is acknowledged.
+    fn on_message(&mut self, record: &InRecord, shutdown: &Shutdown) {
+        let ticket = self.progress.start(record);
+        match self.handle_message(record, shutdown) {
+            Some(answer) => track(&mut self.in_flight, Sent::Input(ticket), answer),
+            None => self.progress.finish(&ticket),
+        }
+    }
+
+    /// Handles a message; the answer in flight, if one was sent.
+    fn handle_message(&mut self, record: &InRecord, shutdown: &Shutdown) -> Option<Sending> {
         // The partition is shared with agents whose ids hash alike: only records keyed to us are ours.
         if key_text(record) != Some(self.config.id.as_str()) {
-            return Ok(());
+            return None;
         }
         // Undecodable records are dead-lettered by the topology manager, the one reader of every partition.
-        let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Messages)) else { return Ok(()) };
+        let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Messages)) else { return None };
         if self.seen.contains(&env.header.id) {
             self.counters.duplicates += 1;
-            return Ok(());
+            return None;
         }
         let handled_at = now_us();
         let for_me = match &env.record {
@@ -352,15 +514,16 @@ impl<B: Bus> Agent<B> {
         {
             self.delivery.record(handled_at.saturating_sub(sent));
         }
-        match env.record {
+        let answer = match env.record {
             Record::Task(task) if task.to == self.config.id => {
                 let (status, payload) = self.scenario.handle_task(&task.task, &task.payload);
                 if status == ResponseStatus::Error {
+                    self.counters.errors_answered += 1;
                     tracing::info!(task = %task.task, from = %task.from, "answering an unknown task with an error");
                 }
                 let Ok(in_reply_to) = MessageId::new(env.header.id.clone()) else {
                     tracing::warn!(id = %env.header.id, "task id is not a valid message id; answering is impossible");
-                    return Ok(());
+                    return None;
                 };
                 let body =
                     ResponseBody { from: self.config.id.clone(), to: task.from.clone(), in_reply_to, status, payload };
@@ -368,72 +531,73 @@ impl<B: Bus> Agent<B> {
                     header: Header { id: format!("{}.r", env.header.id), ts: now_ms() },
                     record: Record::Response(body),
                 };
-                self.publisher.send(TopicKind::Messages, task.from.as_str(), &reply, shutdown).await?;
                 self.counters.tasks_handled += 1;
                 self.counters.responses_sent += 1;
+                Some(self.publisher.start_send(TopicKind::Messages, task.from.as_str(), &reply, shutdown))
             }
             Record::Response(response) if response.to == self.config.id => {
                 self.counters.responses_received += 1;
-                if let Some(sent) = self.in_flight_ids.remove(response.in_reply_to.as_str()) {
-                    self.in_flight.remove(&sent);
+                if let Some(sent) = self.awaiting_ids.remove(response.in_reply_to.as_str()) {
+                    self.awaiting.remove(&sent);
                     self.round_trip.record(handled_at.saturating_sub(sent));
                 }
                 tracing::debug!(from = %response.from, in_reply_to = %response.in_reply_to, "response");
+                None
             }
-            _ => {}
+            _ => None,
+        };
+        // Remembered once handled: a task whose answer was lost in a crash is not committed, so it comes again
+        // after a restart (a new process, with an empty memory) and is answered again.
+        self.seen.first_time(&env.header.id);
+        answer
+    }
+
+    fn on_proposal(&mut self, record: &InRecord, shutdown: &Shutdown) {
+        let ticket = self.progress.start(record);
+        match self.vote_on(record, shutdown) {
+            Some(vote) => track(&mut self.in_flight, Sent::Input(ticket), vote),
+            None => self.progress.finish(&ticket),
         }
-        // Remembered only once handled: an interrupted answer is given again after a restart.
-        self.seen.insert(&env.header.id);
-        Ok(())
     }
 
-    async fn on_proposal(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
-        self.vote_on(&record, shutdown).await?;
-        self.positions.insert((record.topic.clone(), record.partition), record.offset + 1);
-        Ok(())
-    }
-
-    async fn vote_on(&mut self, record: &InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
-        let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Proposals)) else { return Ok(()) };
-        let Record::Proposal(body) = env.record else { return Ok(()) };
+    fn vote_on(&mut self, record: &InRecord, shutdown: &Shutdown) -> Option<Sending> {
+        let env = decode(record.payload.as_deref(), Some(TopicKind::Proposals)).ok()?;
+        let Record::Proposal(body) = env.record else { return None };
         let proposal = body.proposal;
         if !proposal.voters.contains(&self.config.id) || !self.voted.first_time(proposal.id.as_str()) {
-            return Ok(());
+            return None;
         }
-        let (mut support, intensity) = if proposal.proposer == self.config.id {
-            (true, proposal.dance.intensity)
+        let preference = if proposal.proposer == self.config.id {
+            Preference { support: true, intensity: proposal.dance.intensity }
         } else {
-            self.scenario.vote(&proposal)
+            let (support, intensity) = self.scenario.vote(&proposal);
+            Preference { support, intensity }
         };
-        if support {
-            match self.supporting.get(&proposal.subject) {
-                Some(other) if *other != proposal.id => support = false,
-                _ => {
-                    self.supporting.insert(proposal.subject.clone(), proposal.id.clone());
-                }
-            }
-        }
-        let vote = mesh_core::consensus::Vote {
-            proposal: proposal.id.clone(),
-            voter: self.config.id.clone(),
-            support,
-            intensity,
-        };
+        let vote = self.voter.on_proposal(&proposal, preference)?;
         let env = self.publisher.envelope(Record::Vote(VoteBody { vote }));
-        self.publisher.send(TopicKind::Votes, proposal.id.as_str(), &env, shutdown).await?;
         self.counters.votes += 1;
-        Ok(())
+        Some(self.publisher.start_send(TopicKind::Votes, proposal.id.as_str(), &env, shutdown))
     }
 
-    async fn on_member(&mut self, record: InRecord, shutdown: &Shutdown) -> Result<(), NodeError> {
+    fn on_decision(&mut self, record: &InRecord) {
+        if let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Decisions))
+            && let Record::Decision(body) = env.record
+        {
+            self.voter.on_decision(&body.decision);
+        }
+    }
+
+    fn on_member(&mut self, record: &InRecord, shutdown: &Shutdown) {
         let env = match decode(record.payload.as_deref(), Some(TopicKind::Membership)) {
             Ok(env) => env,
             Err(e) => {
                 // Only the topology manager writes here; each agent dead-letters what it cannot read.
-                return self.publisher.dead_letter(&record, &e.to_string(), shutdown).await;
+                let sending = self.publisher.start_dead_letter(record, &e.to_string(), shutdown);
+                track(&mut self.in_flight, Sent::Other, sending);
+                return;
             }
         };
-        let Record::Member(body) = env.record else { return Ok(()) };
+        let Record::Member(body) = env.record else { return };
         let member = body.member;
         let me = member.profile.id == self.config.id;
         let gone = member.status != MemberStatus::Live;
@@ -441,43 +605,27 @@ impl<B: Bus> Agent<B> {
         // Declared dead while alive (a pause, a partition) or an old `left` entry: join again, as ourselves.
         if me && gone && now_ms().saturating_sub(self.last_join_ms) > 1_000 {
             tracing::info!("the roster says this agent is gone: joining again");
-            self.join(shutdown).await?;
-        }
-        Ok(())
-    }
-
-    /// Commits the messages and proposals handled (membership is always read from the beginning).
-    async fn commit<R: Reader>(&mut self, reader: &mut R) {
-        let positions: Vec<Position> = self
-            .positions
-            .iter()
-            .map(|((topic, partition), next)| Position {
-                topic: topic.clone(),
-                partition: *partition,
-                next_offset: *next,
-            })
-            .collect();
-        if !positions.is_empty()
-            && let Err(e) = reader.commit(&positions).await
-        {
-            tracing::warn!(error = %e, "committing offsets failed; messages will be re-delivered and deduplicated");
+            let join = self.join_envelope();
+            let sending = self.publisher.start_send(TopicKind::Topology, self.config.id.as_str(), &join, shutdown);
+            track(&mut self.in_flight, Sent::Other, sending);
+            self.last_join_ms = now_ms();
         }
     }
 
-    /// Remembers when a task was sent, to measure its round trip when the answer comes.
-    fn track(&mut self, id: String, mut sent_us: u64) {
+    /// Remembers when a task was due, to measure its round trip when the answer comes.
+    fn await_answer(&mut self, id: String, mut sent_us: u64) {
         // Send stamps are keys: two tasks in the same µs are told apart by a nudge.
-        while self.in_flight.contains_key(&sent_us) {
+        while self.awaiting.contains_key(&sent_us) {
             sent_us += 1;
         }
-        if self.in_flight.len() >= IN_FLIGHT_LIMIT
-            && let Some((_, oldest)) = self.in_flight.pop_first()
+        if self.awaiting.len() >= ROUND_TRIPS_TRACKED
+            && let Some((_, oldest)) = self.awaiting.pop_first()
         {
-            self.in_flight_ids.remove(&oldest);
+            self.awaiting_ids.remove(&oldest);
             self.counters.round_trips_lost += 1;
         }
-        self.in_flight_ids.insert(id.clone(), sent_us);
-        self.in_flight.insert(sent_us, id);
+        self.awaiting_ids.insert(id.clone(), sent_us);
+        self.awaiting.insert(sent_us, id);
     }
 
     /// The stats hash fields, for `stats_writer`.
@@ -493,10 +641,14 @@ impl<B: Bus> Agent<B> {
             ("proposals".to_owned(), c.proposals.to_string()),
             ("votes".to_owned(), c.votes.to_string()),
             ("no_recipient".to_owned(), c.no_recipient.to_string()),
+            ("not_member".to_owned(), c.not_member.to_string()),
+            ("errors_answered".to_owned(), c.errors_answered.to_string()),
             ("round_trips_lost".to_owned(), c.round_trips_lost.to_string()),
             ("delivery_us".to_owned(), self.delivery.encode()),
             ("round_trip_us".to_owned(), self.round_trip.encode()),
             ("live_peers".to_owned(), self.live_peers().to_string()),
+            ("in_flight".to_owned(), self.in_flight.len().to_string()),
+            ("supports_held".to_owned(), self.voter.held().to_string()),
             ("updated_at_ms".to_owned(), now_ms().to_string()),
         ]
     }
@@ -515,5 +667,40 @@ async fn stats_writer<S: SnapshotStore>(
         if let Err(e) = store.hset(&key, &fields).await {
             tracing::warn!(error = %e, "writing agent stats to redis failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(partition: i32, offset: i64) -> InRecord {
+        InRecord {
+            topic: "t".into(),
+            partition,
+            offset,
+            key: None,
+            payload: None,
+            timestamp_ms: None,
+            sent_at_us: None,
+        }
+    }
+
+    #[test]
+    fn nothing_is_committed_past_an_answer_in_flight() {
+        let mut p = Progress::default();
+        let a = p.start(&record(0, 10));
+        let b = p.start(&record(0, 11));
+        let c = p.start(&record(0, 12));
+        p.finish(&b);
+        p.finish(&c);
+        assert_eq!(p.take_positions(), None, "10's answer is still in flight");
+        p.finish(&a);
+        let positions = p.take_positions().expect("moved");
+        assert_eq!(positions[0].next_offset, 13);
+        assert_eq!(p.take_positions(), None, "unchanged since");
+        let d = p.start(&record(1, 0));
+        p.finish(&d);
+        assert_eq!(p.take_positions().map(|v| v.len()), Some(2), "each partition on its own");
     }
 }

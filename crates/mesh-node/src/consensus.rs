@@ -10,6 +10,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
 use mesh_core::ProposalId;
 use mesh_core::consensus::{
     BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision, Ignored, Outcome,
@@ -21,7 +24,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ConsensusConfig, MeshConfig};
 use crate::latest_writer::LatestWriter;
-use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, now_ms, redis_keys, retry};
+use crate::runtime::{
+    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, now_ms, redis_keys, retry,
+};
 
 const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -97,15 +102,22 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(100));
     expiry_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut read_errors = ReadErrors::new("reading inputs");
+    // Decisions, markers and dead letters in flight: the loop reads on while they are stored and acknowledged.
+    let mut in_flight: FuturesUnordered<Effect> = FuturesUnordered::new();
     loop {
         tokio::select! {
             () = shutdown_wait.wait() => break,
-            r = reader.next() => match r {
+            r = reader.next(), if in_flight.len() < IN_FLIGHT_LIMIT => match r {
                 Ok(record) => {
                     positions.insert((record.topic.clone(), record.partition), record.offset + 1);
-                    handle_record(&mut machine, &publisher, &store, &decisions_key, &record, &mut counters, &shutdown).await?;
+                    handle_record(&mut machine, &publisher, &store, &decisions_key, &record, &mut counters, &shutdown, &mut in_flight);
                 }
                 Err(e) => read_errors.on_error(&e).await,
+            },
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
+                Ok(Some(outcome)) => counters.count(&outcome),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "a decision or marker could not be published"),
             },
             _ = expiry_timer.tick() => {
                 readiness.watchdog();
@@ -113,9 +125,11 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 for id in machine.due_expiries(now) {
                     let deadline = now;
                     let env = publisher.envelope(Record::Expire(ExpireBody { proposal: id.clone(), deadline_ms: deadline }));
-                    publisher.send(TopicKind::Votes, id.as_str(), &env, &shutdown).await?;
+                    let sending = publisher.start_send(TopicKind::Votes, id.as_str(), &env, &shutdown);
+                    in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
                 }
-                if now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
+                // The snapshot covers only inputs whose decisions and markers are out: nothing in flight.
+                if in_flight.is_empty() && now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
                     redis.blob(encode_snapshot(&snapshot_key, &machine, &positions)?);
                     last_snapshot = now;
                 }
@@ -127,11 +141,40 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             }
         }
     }
-    tracing::info!("consensus manager stopping: saving a final snapshot");
-    redis.blob(encode_snapshot(&snapshot_key, &machine, &positions)?);
+    tracing::info!("consensus manager stopping: finishing decisions in flight, saving a final snapshot");
+    let finish = async {
+        while let Some(done) = in_flight.next().await {
+            if let Ok(Some(outcome)) = done {
+                counters.count(&outcome);
+            }
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(5), finish).await.is_ok() {
+        redis.blob(encode_snapshot(&snapshot_key, &machine, &positions)?);
+    } else {
+        tracing::warn!("decisions still in flight after 5 s: keeping the last snapshot (the log rebuilds the rest)");
+    }
     redis.hash(stats_fields(&machine, &counters));
     redis.finish().await;
     Ok(())
+}
+
+/// Records in flight past which the manager stops reading until the broker and Redis catch up.
+const IN_FLIGHT_LIMIT: usize = 10_000;
+
+/// A decision (with the markers that must precede it), a marker or a dead letter in flight: the outcome published,
+/// if it was a decision.
+type Effect = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Outcome>, NodeError>> + Send>>;
+
+impl Counters {
+    fn count(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Accepted => self.accepted += 1,
+            Outcome::Rejected => self.rejected += 1,
+            Outcome::Expired => self.expired += 1,
+            Outcome::Inhibited { .. } => self.inhibited += 1,
+        }
+    }
 }
 
 type Restored = (BeeConsensus, BTreeMap<(String, i32), i64>);
@@ -158,7 +201,8 @@ fn to_input(record: Record) -> Option<ConsensusInput> {
     }
 }
 
-async fn handle_record<B: Bus, S: SnapshotStore>(
+#[expect(clippy::too_many_arguments, reason = "the runtime's handles, passed down rather than bundled")]
+fn handle_record<B: Bus, S: SnapshotStore>(
     machine: &mut BeeConsensus,
     publisher: &Publisher<B>,
     store: &S,
@@ -166,16 +210,19 @@ async fn handle_record<B: Bus, S: SnapshotStore>(
     record: &InRecord,
     counters: &mut Counters,
     shutdown: &Shutdown,
-) -> Result<(), NodeError> {
+    in_flight: &mut FuturesUnordered<Effect>,
+) {
     let kind = publisher.topics.kind_of(&record.topic);
     let input = match decode(record.payload.as_deref(), kind) {
         Ok(env) => to_input(env.record),
         Err(e) => {
             counters.dead_lettered += 1;
-            return publisher.dead_letter(record, &e.to_string(), shutdown).await;
+            let sending = publisher.start_dead_letter(record, &e.to_string(), shutdown);
+            in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
+            return;
         }
     };
-    let Some(input) = input else { return Ok(()) };
+    let Some(input) = input else { return };
     let out = machine.step(input);
     for ignored in &out.ignored {
         counters.ignored += 1;
@@ -184,30 +231,43 @@ async fn handle_record<B: Bus, S: SnapshotStore>(
             _ => tracing::info!(?ignored, "input ignored"),
         }
     }
+    // Commands in order: the inhibit markers a step appends are acknowledged before a decision of the same step is
+    // stored and published (an acceptance's rivals are suppressed before any voter can read it; `mesh_core::voter`).
+    let mut markers: Vec<Sending> = Vec::new();
     for command in out.commands {
         match command {
-            ConsensusCommand::Publish(decision) => {
-                publish_decision(publisher, store, decisions_key, decision, counters, shutdown).await?;
-            }
             ConsensusCommand::AppendInhibit { proposal, by } => {
                 let env = publisher.envelope(Record::Inhibit(InhibitBody { proposal: proposal.clone(), by }));
-                publisher.send(TopicKind::Votes, proposal.as_str(), &env, shutdown).await?;
+                markers.push(publisher.start_send(TopicKind::Votes, proposal.as_str(), &env, shutdown));
+            }
+            ConsensusCommand::Publish(decision) => {
+                let before = std::mem::take(&mut markers);
+                let (publisher, store, key, shutdown) =
+                    (publisher.clone(), store.clone(), decisions_key.to_owned(), shutdown.clone());
+                in_flight.push(Box::pin(async move {
+                    for marker in before {
+                        marker.await?;
+                    }
+                    publish_decision(&publisher, &store, &key, decision, &shutdown).await
+                }));
             }
         }
     }
-    Ok(())
+    for marker in markers {
+        in_flight.push(Box::pin(async move { marker.await.map(|_| None) }));
+    }
 }
 
 /// Stores the decision in Redis unless one is stored already, and publishes it only if it equals the stored one:
-/// a published decision is never contradicted, even by a manager that replayed a different log.
+/// a published decision is never contradicted, even by a manager that replayed a different log. The outcome
+/// published, if any.
 async fn publish_decision<B: Bus, S: SnapshotStore>(
     publisher: &Publisher<B>,
     store: &S,
     decisions_key: &str,
     decision: Decision,
-    counters: &mut Counters,
     shutdown: &Shutdown,
-) -> Result<(), NodeError> {
+) -> Result<Option<Outcome>, NodeError> {
     let id: ProposalId = decision.proposal.clone();
     let json = serde_json::to_string(&decision)
         .map_err(|e| NodeError::Snapshot { key: decisions_key.to_owned(), detail: e.to_string() })?;
@@ -218,19 +278,15 @@ async fn publish_decision<B: Bus, S: SnapshotStore>(
         if stored.as_ref() != Some(&decision) {
             tracing::error!(proposal = %id, ?stored, computed = ?decision,
                 "computed decision differs from the stored one: keeping the stored one, not publishing");
-            return Ok(());
+            return Ok(None);
         }
-    }
-    match &decision.outcome {
-        Outcome::Accepted => counters.accepted += 1,
-        Outcome::Rejected => counters.rejected += 1,
-        Outcome::Expired => counters.expired += 1,
-        Outcome::Inhibited { .. } => counters.inhibited += 1,
     }
     tracing::info!(proposal = %id, outcome = ?decision.outcome, supports = decision.supports,
         against = decision.against, voters = decision.voters, "decided");
+    let outcome = decision.outcome.clone();
     let env = publisher.envelope(Record::Decision(DecisionBody { decision }));
-    publisher.send(TopicKind::Decisions, id.as_str(), &env, shutdown).await.map(|_| ())
+    publisher.send(TopicKind::Decisions, id.as_str(), &env, shutdown).await?;
+    Ok(Some(outcome))
 }
 
 fn encode_snapshot(

@@ -28,6 +28,13 @@ pub enum NodeError {
         /// What is wrong and how to fix it.
         detail: String,
     },
+    /// A state machine refused what this runtime itself produced: a bug. The process exits, and its successor
+    /// recovers from the snapshot and the log.
+    #[error("invariant broken: {detail}")]
+    Invariant {
+        /// What was refused and why.
+        detail: String,
+    },
     /// Shutdown was requested while an operation was waiting for Kafka or Redis to come back. The runtime stops
     /// at once, without a final snapshot: its state may be ahead of what it managed to publish, and the last
     /// snapshot plus the log rebuild it exactly. The binary treats this as a clean stop.
@@ -37,7 +44,7 @@ pub enum NodeError {
 
 /// The Redis keys the runtimes write, under the mesh's prefix. Documented in `docs/protocol.md`.
 pub mod redis_keys {
-    /// JSON snapshot of the topology manager (graph, roster, aligner positions).
+    /// JSON snapshot of the topology manager (state after the last applied window, changelog position).
     pub fn topology_snapshot(prefix: &str) -> String {
         format!("{prefix}:topology:snapshot")
     }
@@ -190,7 +197,7 @@ pub fn topic_specs(config: &MeshConfig) -> Vec<TopicSpec> {
                 TopicKind::Proposals | TopicKind::Votes => (config.consensus_partitions, false, None),
                 TopicKind::Membership | TopicKind::Decisions => (1, true, None),
                 TopicKind::Heartbeats => (1, false, Some(Duration::from_secs(3600))),
-                TopicKind::Topology | TopicKind::Deadletter => (1, false, None),
+                TopicKind::Topology | TopicKind::Windows | TopicKind::Deadletter => (1, false, None),
             };
             TopicSpec { name: config.topics.name(kind), partitions, compacted, retention }
         })
@@ -202,6 +209,9 @@ pub(crate) async fn ensure_topics<B: Bus>(bus: &B, config: &MeshConfig, shutdown
     let specs = topic_specs(config);
     retry("creating topics", shutdown, || bus.ensure_topics(&specs)).await
 }
+
+/// A send in flight: resolves to the record's offset once acknowledged (see [`Publisher::start_send`]).
+pub(crate) type Sending = std::pin::Pin<Box<dyn Future<Output = Result<i64, NodeError>> + Send + 'static>>;
 
 /// Publishes envelopes, choosing partitions by the wire contract's murmur2 of the key.
 #[derive(Clone)]
@@ -224,7 +234,8 @@ impl<B: Bus> Publisher<B> {
         let mut partitions = std::collections::BTreeMap::new();
         for kind in TopicKind::ALL {
             let name = topics.name(kind);
-            let n = retry(&format!("reading partitions of {name}"), shutdown, || bus.partition_count(&name)).await?;
+            let what = format!("reading partitions of {name} (the managers or `mesh up` create the topics)");
+            let n = retry(&what, shutdown, || bus.partition_count(&name)).await?;
             partitions.insert(kind, n);
         }
         Ok(Self {
@@ -264,7 +275,7 @@ impl<B: Bus> Publisher<B> {
         self.send_to(kind, partition, key, envelope, shutdown).await
     }
 
-    /// Publishes to an explicit partition (tick markers go to every partition).
+    /// Publishes to an explicit partition; retried until acknowledged.
     pub(crate) async fn send_to(
         &self,
         kind: TopicKind,
@@ -273,26 +284,53 @@ impl<B: Bus> Publisher<B> {
         envelope: &Envelope,
         shutdown: &Shutdown,
     ) -> Result<i64, NodeError> {
+        self.start_send_to(kind, partition, key, envelope, None, shutdown).await
+    }
+
+    /// Hands a record to the bus now (so records started in turn keep their order in a partition) and returns its
+    /// acknowledgement, retried with backoff like [`Self::send`]: what a runtime keeps in flight instead of waiting.
+    pub(crate) fn start_send(&self, kind: TopicKind, key: &str, envelope: &Envelope, shutdown: &Shutdown) -> Sending {
+        let partition = partition_for(key.as_bytes(), self.partitions(kind));
+        self.start_send_to(kind, partition, key, envelope, None, shutdown)
+    }
+
+    /// [`Self::start_send`] to an explicit partition, stamped with `sent_at_us` (the intended send time, for
+    /// latency measured without coordinated omission) or now.
+    pub(crate) fn start_send_to(
+        &self,
+        kind: TopicKind,
+        partition: i32,
+        key: &str,
+        envelope: &Envelope,
+        sent_at_us: Option<u64>,
+        shutdown: &Shutdown,
+    ) -> Sending {
         let record = OutRecord {
             topic: self.topics.name(kind),
             partition,
             key: key.as_bytes().to_vec(),
             payload: encode(envelope),
-            sent_at_us: Some(now_us()),
+            sent_at_us: Some(sent_at_us.unwrap_or_else(now_us)),
         };
-        retry(&format!("publishing {} to {}", envelope.record.kind(), record.topic), shutdown, || {
-            self.bus.publish(record.clone())
+        let first = self.bus.enqueue(record.clone());
+        let bus = self.bus.clone();
+        let shutdown = shutdown.clone();
+        let what = format!("publishing {} to {}", envelope.record.kind(), record.topic);
+        Box::pin(async move {
+            let error = match first.await {
+                Ok(offset) => return Ok(offset),
+                Err(e) => e,
+            };
+            if shutdown.requested() {
+                return Err(NodeError::Interrupted);
+            }
+            tracing::warn!(error = %error, "{what} failed, retrying");
+            retry(&what, &shutdown, || bus.enqueue(record.clone())).await
         })
-        .await
     }
 
-    /// Sends an unusable record to the dead-letter topic with the reason, keeping its bytes and origin.
-    pub(crate) async fn dead_letter(
-        &self,
-        record: &InRecord,
-        reason: &str,
-        shutdown: &Shutdown,
-    ) -> Result<(), NodeError> {
+    /// Sends an unusable record to the dead-letter topic with the reason, keeping its bytes and origin; in flight.
+    pub(crate) fn start_dead_letter(&self, record: &InRecord, reason: &str, shutdown: &Shutdown) -> Sending {
         tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, reason,
             "dead-lettering an unusable record");
         let body = DeadLetterBody::new(
@@ -304,7 +342,7 @@ impl<B: Bus> Publisher<B> {
         );
         let key = body.key.clone().unwrap_or_default();
         let env = self.envelope(Record::DeadLetter(body));
-        self.send_to(TopicKind::Deadletter, 0, &key, &env, shutdown).await.map(|_| ())
+        self.start_send_to(TopicKind::Deadletter, 0, &key, &env, None, shutdown)
     }
 }
 

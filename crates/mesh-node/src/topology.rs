@@ -1,24 +1,29 @@
-//! The topology manager: owns the SlimeMold graph and the roster.
+//! The topology manager's runtime: the I/O around [`mesh_core::topology::Topology`].
 //!
-//! Inputs are the topology topic (joins, leaves, deaths) and every partition of the messages topic (each task or
-//! response A→B reinforces A→B). When the wall clock crosses a tick boundary the manager appends a `tick` marker to
-//! every one of those partitions; [`TickAligner`] closes a window when every partition has delivered its marker, and
-//! the window is applied as: decay for the ticks elapsed, then the window's events in canonical order. The graph is
-//! therefore a pure function of the log, which is what makes crash recovery exact: the snapshot in Redis holds the
-//! graph, the roster and, per partition, where to resume; replaying from there rebuilds the same windows.
+//! It reads joins, leaves and deaths (the topology topic) and every messages partition, feeding each record to the
+//! state machine's open window as it arrives; it waits for no marker. When its clock crosses a decay tick it seals the
+//! open window, appends it to its changelog (the windows topic) and, once the broker acknowledged it, applies it and
+//! publishes what changed (roster entries, edge events). Recovery loads the Redis snapshot and replays the changelog
+//! after it, then reads the inputs on from where the last applied window ended: the graph is a pure function of the
+//! changelog, and the windows' ranges tile every input partition, so each message reinforces its edge exactly once.
 //!
-//! Liveness is the one clock-driven judgement: heartbeats (read live, never replayed) feed a [`FailureDetector`],
-//! whose verdicts are appended to the topology topic as `dead` records and take effect when read back, in log order.
+//! Liveness is the one clock-driven judgement. The manager appends its own `probe` records to the heartbeats topic
+//! and reads them back with the agents' heartbeats; since the topic has one partition, a returned probe proves every
+//! heartbeat appended before it was read. Death verdicts are judged at the send time of the last returned probe, so
+//! a stall of the manager's own (broker down, its link cut, its process paused) delays verdicts instead of faking
+//! them. Verdicts are appended as `dead` records and take effect when read back, in a window like any join.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::VecDeque;
 use std::time::Duration;
 
-use futures::future::join_all;
-use mesh_core::aligner::{TickAligner, Window};
-use mesh_core::graph::{EdgeChange, SlimeGraph};
-use mesh_core::membership::{AgentProfile, FailureDetector, Member, Roster};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use mesh_core::membership::{FailureDetector, Member};
+use mesh_core::topology::{Refusal, Source, Topology, TopologyInput, Window, WindowEffects};
 use mesh_core::{AgentId, Milli};
-use mesh_proto::records::{DeadBody, EdgeBody, EdgeChangeKind, EdgesBody, MemberBody, Record, TickBody};
+use mesh_proto::changelog::{self, Assembler, REINFORCEMENTS_PER_PART};
+use mesh_proto::edges::{edge_record_key, edge_records, weights_records};
+use mesh_proto::records::{DeadBody, MemberBody, ProbeBody, Record, WindowBody};
 use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
@@ -26,229 +31,72 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MeshConfig, TopologyConfig};
 use crate::latest_writer::LatestWriter;
 use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry,
+    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry,
 };
 
-/// What the aligner carries between markers.
-#[derive(Debug, Clone, PartialEq)]
-enum TopoEvent {
-    Join(AgentProfile),
-    Leave(AgentId),
-    Dead(AgentId),
-    Message { from: AgentId, to: AgentId },
-}
-
-/// One input partition and where to resume reading it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct SourceResume {
-    topic: String,
-    partition: i32,
-    resume: Option<i64>,
-}
-
-/// Everything needed to resume exactly where the last snapshot was taken.
+/// What the manager snapshots to Redis: the state machine and where in the changelog it stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct TopologySnapshot {
     format: u32,
     decay_interval_ms: u64,
-    graph: SlimeGraph,
-    roster: Roster,
-    last_closed: Option<u64>,
-    sources: Vec<SourceResume>,
+    topology: Topology,
+    /// The changelog offset after the last applied window: recovery replays from here.
+    changelog_next: i64,
     taken_at_ms: u64,
 }
 
-const SNAPSHOT_FORMAT: u32 = 1;
+/// 2: the changelog (1 was the tick-marker aligner; such a snapshot is refused and the state rebuilt from the log).
+const SNAPSHOT_FORMAT: u32 = 2;
 
-/// How many missed ticks a late timer emits one by one.
-const MAX_CATCH_UP_TICKS: u64 = 100;
+/// Effects in flight (edge events, roster entries, verdicts) past which the manager stops reading until the broker
+/// catches up: memory stays bounded when the broker is slow.
+const OUTBOX_LIMIT: usize = 20_000;
 
-/// The topology manager's whole state (apart from I/O handles).
-struct TopologyState {
-    graph: SlimeGraph,
-    roster: Roster,
-    aligner: TickAligner<TopoEvent>,
-    sources: Vec<(String, i32)>,
-    last_seen: Vec<Option<i64>>,
-    last_pushed: Vec<Option<i64>>,
-}
-
-impl TopologyState {
-    fn source_index(&self, topic: &str, partition: i32) -> Option<usize> {
-        self.sources.iter().position(|(t, p)| t == topic && *p == partition)
-    }
-
-    fn snapshot(&self, interval_ms: u64) -> TopologySnapshot {
-        let resume = self.aligner.resume_positions();
-        let sources = self
-            .sources
-            .iter()
-            .enumerate()
-            .map(|(i, (topic, partition))| {
-                let from_aligner = resume.get(i).copied().flatten();
-                // Records the aligner never saw (edge events, dead letters) need not be read again.
-                let nothing_pending = from_aligner.is_none() || from_aligner == self.last_pushed[i].map(|p| p + 1);
-                let resume = if nothing_pending {
-                    match (from_aligner, self.last_seen[i].map(|p| p + 1)) {
-                        (Some(a), Some(b)) => Some(a.max(b)),
-                        (a, b) => a.or(b),
-                    }
-                } else {
-                    from_aligner
-                };
-                SourceResume { topic: topic.clone(), partition: *partition, resume }
-            })
-            .collect();
-        TopologySnapshot {
-            format: SNAPSHOT_FORMAT,
-            decay_interval_ms: interval_ms,
-            graph: self.graph.clone(),
-            roster: self.roster.clone(),
-            last_closed: self.aligner.last_closed(),
-            sources,
-            taken_at_ms: now_ms(),
-        }
-    }
-}
-
-/// What applying a window changed, to be published.
-#[derive(Default)]
-struct WindowEffects {
-    members: Vec<Member>,
-    edges: Vec<(u64, EdgeChange)>,
-    joined: Vec<AgentId>,
-    gone: Vec<AgentId>,
-}
-
-/// Applies one closed window: decay for the elapsed ticks, then the events in order. Pure.
-fn apply_window(graph: &mut SlimeGraph, roster: &mut Roster, window: Window<TopoEvent>, fx: &mut WindowEffects) {
-    let ticks = window.previous_tick.map_or(0, |prev| window.tick.saturating_sub(prev));
-    for change in graph.decay(ticks) {
-        fx.edges.push((window.tick, change));
-    }
-    for event in window.events {
-        match event {
-            TopoEvent::Join(profile) => {
-                let id = profile.id.clone();
-                if let Some(m) = roster.join(profile) {
-                    fx.members.push(m);
-                    fx.joined.push(id.clone());
-                }
-                fx.edges.extend(graph.add_agent(&id).into_iter().map(|c| (window.tick, c)));
-            }
-            TopoEvent::Leave(id) | TopoEvent::Dead(id) if !roster.is_live(&id) => {
-                let _ = id;
-            }
-            TopoEvent::Leave(id) => {
-                if let Some(m) = roster.leave(&id) {
-                    fx.members.push(m);
-                }
-                fx.edges.extend(graph.remove_agent(&id).into_iter().map(|c| (window.tick, c)));
-                fx.gone.push(id);
-            }
-            TopoEvent::Dead(id) => {
-                if let Some(m) = roster.declare_dead(&id) {
-                    fx.members.push(m);
-                }
-                fx.edges.extend(graph.remove_agent(&id).into_iter().map(|c| (window.tick, c)));
-                fx.gone.push(id);
-            }
-            TopoEvent::Message { from, to } => {
-                if let Some(c) = graph.reinforce(&from, &to) {
-                    fx.edges.push((window.tick, c));
-                }
-            }
-        }
-    }
-}
-
-fn edge_body(tick: u64, change: EdgeChange) -> EdgeBody {
-    let (change, from, to, weight) = match change {
-        EdgeChange::Created { from, to, weight } => (EdgeChangeKind::Created, from, to, Some(weight)),
-        EdgeChange::Reinforced { from, to, weight } => (EdgeChangeKind::Reinforced, from, to, Some(weight)),
-        EdgeChange::Pruned { from, to } => (EdgeChangeKind::Pruned, from, to, None),
-        EdgeChange::Removed { from, to } => (EdgeChangeKind::Removed, from, to, None),
-    };
-    EdgeBody { tick, change, from, to, weight }
-}
-
-/// The window's edge changes as records: where an agent had the same change (created, pruned, removed) both ways
-/// with two or more peers, one `edges` record stands for them all, the agents with the most such pairs taken first;
-/// everything else is one `edge` record each, in the order it happened. Pure.
-fn edge_records(edges: Vec<(u64, EdgeChange)>) -> Vec<Record> {
-    type Group = (u64, EdgeChangeKind, Option<Milli>);
-    let mut directed: BTreeMap<Group, BTreeSet<(AgentId, AgentId)>> = BTreeMap::new();
-    let bodies: Vec<EdgeBody> = edges.into_iter().map(|(tick, change)| edge_body(tick, change)).collect();
-    for b in &bodies {
-        if b.change != EdgeChangeKind::Reinforced {
-            directed.entry((b.tick, b.change, b.weight)).or_default().insert((b.from.clone(), b.to.clone()));
-        }
-    }
-    let mut covered: BTreeSet<(Group, AgentId, AgentId)> = BTreeSet::new();
-    let mut out = Vec::new();
-    for (group, set) in directed {
-        // Pairs present both ways, as an adjacency.
-        let mut both: BTreeMap<AgentId, BTreeSet<AgentId>> = BTreeMap::new();
-        for (a, b) in &set {
-            if a < b && set.contains(&(b.clone(), a.clone())) {
-                both.entry(a.clone()).or_default().insert(b.clone());
-                both.entry(b.clone()).or_default().insert(a.clone());
-            }
-        }
-        // The agent with the most pairs left first (ties: the smallest id); stop when none has two.
-        let busiest = |both: &BTreeMap<AgentId, BTreeSet<AgentId>>| {
-            both.iter()
-                .max_by(|x, y| x.1.len().cmp(&y.1.len()).then_with(|| y.0.cmp(x.0)))
-                .filter(|(_, p)| p.len() >= 2)
-                .map(|(a, p)| (a.clone(), p.clone()))
-        };
-        while let Some((agent, peers)) = busiest(&both) {
-            for p in &peers {
-                if let Some(theirs) = both.get_mut(p) {
-                    theirs.remove(&agent);
-                }
-                covered.insert((group, agent.clone(), p.clone()));
-                covered.insert((group, p.clone(), agent.clone()));
-            }
-            both.remove(&agent);
-            out.push(Record::Edges(EdgesBody {
-                tick: group.0,
-                change: group.1,
-                agent,
-                peers: peers.into_iter().collect(),
-                weight: group.2,
-            }));
-        }
-    }
-    for b in bodies {
-        if !covered.contains(&((b.tick, b.change, b.weight), b.from.clone(), b.to.clone())) {
-            out.push(Record::Edge(b));
-        }
-    }
-    out
-}
-
-/// Turns a decoded input record into an aligner item: `Ok(None)` for records the manager reads but does not use.
-enum Item {
-    Event(TopoEvent),
-    Marker(u64),
-    Skip,
-}
-
-fn classify(record: Record, interval_ms: u64) -> Item {
+/// What a record read by the manager means for the graph; `None` for the records it reads but does not use. Pure.
+pub fn classify(record: Record) -> Option<TopologyInput> {
     match record {
-        Record::Join(b) => Item::Event(TopoEvent::Join(b.agent)),
-        Record::Leave(b) => Item::Event(TopoEvent::Leave(b.agent)),
-        Record::Dead(b) => Item::Event(TopoEvent::Dead(b.agent)),
-        Record::Task(b) => Item::Event(TopoEvent::Message { from: b.from, to: b.to }),
-        Record::Response(b) => Item::Event(TopoEvent::Message { from: b.from, to: b.to }),
-        Record::Tick(b) if b.interval_ms == interval_ms => Item::Marker(b.tick),
-        Record::Tick(b) => {
-            tracing::warn!(tick = b.tick, interval_ms = b.interval_ms, "ignoring a tick marker of another interval");
-            Item::Skip
-        }
-        _ => Item::Skip,
+        Record::Join(b) => Some(TopologyInput::Join(b.agent)),
+        Record::Leave(b) => Some(TopologyInput::Leave(b.agent)),
+        Record::Dead(b) => Some(TopologyInput::Dead(b.agent)),
+        Record::Task(b) => Some(TopologyInput::Message { from: b.from, to: b.to }),
+        Record::Response(b) => Some(TopologyInput::Message { from: b.from, to: b.to }),
+        _ => None,
     }
+}
+
+/// The sealed window whose changelog records are being appended: one at a time, part after part, so the changelog
+/// holds windows in `seq` order whatever is retried.
+struct Sealing {
+    window: Window,
+    parts: VecDeque<WindowBody>,
+    ack: Sending,
+    sealed_at_ms: u64,
+}
+
+/// How late windows are, for the stats and the log.
+#[derive(Debug, Default, Clone)]
+struct Lateness {
+    /// How long after its tick boundary the last window was applied.
+    last_ms: u64,
+    /// The worst since start.
+    max_ms: u64,
+    /// Windows applied since start.
+    windows: u64,
+    /// Windows applied more than one decay interval + 100 ms after their tick.
+    late: u64,
+}
+
+/// The manager's probes on the heartbeats topic.
+#[derive(Default)]
+struct Probes {
+    seq: u64,
+    in_flight: Option<Sending>,
+    /// Send time of the last probe read back: every heartbeat appended before it has been read.
+    complete_until_ms: Option<u64>,
+    /// When that probe was read back.
+    back_at_ms: u64,
+    rtt_ms: u64,
+    stalled_since: Option<u64>,
 }
 
 /// Runs the topology manager until shutdown. Waits (with backoff, reporting) for Kafka and Redis as long as needed.
@@ -261,173 +109,434 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     readiness: impl Readiness,
 ) -> Result<(), NodeError> {
     let interval_ms = u64::try_from(config.decay_interval.as_millis()).unwrap_or(u64::MAX).max(1);
+    let failure_timeout_ms = u64::try_from(config.failure_timeout.as_millis()).unwrap_or(u64::MAX);
+    let probe_every = Duration::from_millis((failure_timeout_ms / 40).clamp(20, 250));
     let prefix = mesh.topics.prefix().to_owned();
     ensure_topics(&bus, &mesh, &shutdown).await?;
     let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), "topology", &shutdown).await?;
+    let writer = format!("topology-{}-{}", now_ms(), std::process::id());
 
-    let mut sources = Vec::new();
+    let snapshot_key = redis_keys::topology_snapshot(&prefix);
+    let loaded = retry("loading the topology snapshot", &shutdown, || store.get(&snapshot_key)).await?;
+    let (mut topology, mut changelog_next) = match loaded.map(|b| restore(&b, interval_ms, &config)) {
+        None => (Topology::new(config.graph), 0),
+        Some(Ok(s)) => s,
+        Some(Err(reason)) => {
+            tracing::warn!(key = %snapshot_key, "snapshot unusable ({reason}): rebuilding from the changelog");
+            (Topology::new(config.graph), 0)
+        }
+    };
+    let restored_from = topology.last();
+    let (replayed, replayed_effects) =
+        catch_up(&bus, &publisher, &mut topology, &mut changelog_next, interval_ms, &prefix, &shutdown).await?;
+    tracing::info!(restored = ?restored_from, replayed, last = ?topology.last(), changelog_next,
+        agents = topology.roster().live().len(), "topology manager starting");
+
+    let mut assignments = Vec::new();
     for kind in [TopicKind::Topology, TopicKind::Messages] {
         for p in 0..publisher.partitions(kind) {
             #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
-            sources.push((mesh.topics.name(kind), p as i32));
+            let source = Source { topic: mesh.topics.name(kind), partition: p as i32 };
+            let start = topology.resume_positions().get(&source).map_or(StartAt::Beginning, |o| StartAt::Offset(*o));
+            assignments.push(Assignment { topic: source.topic, partition: source.partition, start });
         }
     }
-
-    let snapshot_key = redis_keys::topology_snapshot(&prefix);
-    let snapshot = retry("loading the topology snapshot", &shutdown, || store.get(&snapshot_key)).await?;
-    let fresh = |sources: Vec<(String, i32)>| TopologyState {
-        graph: SlimeGraph::new(config.graph),
-        roster: Roster::new(),
-        aligner: TickAligner::new(sources.len(), None),
-        last_seen: vec![None; sources.len()],
-        last_pushed: vec![None; sources.len()],
-        sources,
-    };
-    let mut state = match snapshot {
-        None => fresh(sources),
-        Some(bytes) => match restore(&bytes, &sources, interval_ms, &config) {
-            Ok(state) => state,
-            Err(reason) => {
-                tracing::warn!(key = %snapshot_key, "snapshot unusable ({reason}): rebuilding from the log");
-                fresh(sources)
-            }
-        },
-    };
-    // After a restore, `last_seen + 1` is where the snapshot said to resume.
-    let assignments = state
-        .sources
-        .iter()
-        .zip(&state.last_seen)
-        .map(|((topic, partition), last)| Assignment {
-            topic: topic.clone(),
-            partition: *partition,
-            start: last.map_or(StartAt::Beginning, |l| StartAt::Offset(l + 1)),
-        })
-        .collect::<Vec<_>>();
-    tracing::info!(sources = assignments.len(), last_closed = ?state.aligner.last_closed(),
-        agents = state.roster.live().len(), edges = state.graph.edge_count(), "topology manager starting");
     let group = format!("{prefix}-topology");
     let mut reader = retry("opening the input reader", &shutdown, || bus.reader(&group, assignments.clone())).await?;
-    let heartbeats = (0..publisher.partitions(TopicKind::Heartbeats))
-        .map(|p| Assignment {
-            topic: mesh.topics.name(TopicKind::Heartbeats),
-            #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
-            partition: p as i32,
-            start: StartAt::End,
-        })
-        .collect::<Vec<_>>();
+    let heartbeats =
+        vec![Assignment { topic: mesh.topics.name(TopicKind::Heartbeats), partition: 0, start: StartAt::End }];
     let hb_group = format!("{prefix}-topology-heartbeats");
     let mut hb_reader =
         retry("opening the heartbeat reader", &shutdown, || bus.reader(&hb_group, heartbeats.clone())).await?;
 
-    let failure_timeout_ms = u64::try_from(config.failure_timeout.as_millis()).unwrap_or(u64::MAX);
     let mut detector = FailureDetector::new(failure_timeout_ms);
     let start = now_ms();
-    for m in state.roster.live() {
+    for m in topology.roster().live() {
         detector.watch(&m.profile.id, start);
     }
-    // Membership is compacted: republish the roster so a lost publication before a crash is repaired.
-    publish_members(&publisher, state.roster.all().into_iter().cloned().collect(), &shutdown).await?;
+    let mut outbox: FuturesUnordered<Sending> = FuturesUnordered::new();
+    // Membership is compacted: republish the roster so a publication lost before a crash is repaired.
+    publish_members(&publisher, topology.roster().all().into_iter().cloned().collect(), &shutdown, &mut outbox);
+    for (tick, fx) in replayed_effects {
+        publish_effects(&publisher, tick, fx, &shutdown, &mut outbox);
+    }
     readiness.ready();
 
     // Stats and snapshots go to Redis from a task of their own: a hung Redis must not stop windows closing.
     let redis = LatestWriter::spawn(store.clone(), redis_keys::topology_stats(&prefix), snapshot_key.clone());
-    let mut last_emitted = start / interval_ms;
-    // Zero: the first window closed after a start is snapshotted at once.
+    // Zero: the first window applied after a start is snapshotted at once.
     let mut last_snapshot = 0;
-    let mut detector_timer = tokio::time::interval(Duration::from_millis(100));
-    let mut last_progress = start;
-    let mut stalled_since: Option<u64> = None;
-    let stall_after_ms = interval_ms * 3 / 2 + 500;
-    detector_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sealing: Option<Sealing> = None;
+    let mut lateness = Lateness::default();
+    let mut probes = Probes { back_at_ms: start, ..Probes::default() };
+    let mut probe_timer = tokio::time::interval(probe_every);
+    probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stats_timer = tokio::time::interval(Duration::from_secs(1));
+    stats_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown_wait = shutdown.clone();
     let mut input_errors = ReadErrors::new("reading inputs");
     let mut heartbeat_errors = ReadErrors::new("reading heartbeats");
+    let mut sealed_tick = topology.last().map_or(start / interval_ms, |c| c.tick.max(start / interval_ms));
+    // A snapshot is taken once every effect of the windows it covers is acknowledged (the outbox is empty), so a
+    // crash after it never loses a roster entry or edge event that the changelog replay would not publish again.
+    let mut snapshot_due = false;
     loop {
-        let next_tick_ms = (now_ms() / interval_ms + 1) * interval_ms;
-        let sleep_for = Duration::from_millis(next_tick_ms.saturating_sub(now_ms()).max(1));
+        if snapshot_due && outbox.is_empty() {
+            redis.blob(encode_snapshot(&topology, changelog_next, interval_ms, &snapshot_key)?);
+            last_snapshot = now_ms();
+            snapshot_due = false;
+        }
+        let next_tick_ms = (sealed_tick + 1) * interval_ms;
+        let sleep_for = Duration::from_millis(next_tick_ms.saturating_sub(now_ms()));
         tokio::select! {
             () = shutdown_wait.wait() => break,
-            r = reader.next() => match r {
-                Ok(record) => {
-                    let fx = handle_input(&mut state, &publisher, record, interval_ms, &shutdown).await?;
-                    if let Some(fx) = fx {
-                        last_progress = now_ms();
-                        if let Some(since) = stalled_since.take() {
-                            // Our own markers make the round trip again. After a long stall the agents' heartbeats
-                            // could not reach us either: give every agent a fresh grace period.
-                            if last_progress.saturating_sub(since) > failure_timeout_ms / 2 {
-                                tracing::info!("the log moves again: restarting the failure detector's clocks");
-                                for m in state.roster.live() {
-                                    detector.watch(&m.profile.id, last_progress);
-                                }
-                            }
-                        }
-                        publish_effects(&publisher, &redis, &state, fx, &mut detector, &shutdown, &readiness).await?;
-                        readiness.status(&status_line(&state));
-                        if now_ms().saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
-                            redis.blob(encode_snapshot(&state, interval_ms, &snapshot_key)?);
-                            last_snapshot = now_ms();
-                        }
-                    }
-                }
+            r = reader.next(), if outbox.len() < OUTBOX_LIMIT => match r {
+                Ok(record) => on_input(&mut topology, &publisher, record, &shutdown, &mut outbox),
                 Err(e) => input_errors.on_error(&e).await,
             },
             r = hb_reader.next() => match r {
-                Ok(record) => {
-                    if let Err(reason) = handle_heartbeat(&mut detector, &record) {
-                        publisher.dead_letter(&record, &reason, &shutdown).await?;
-                    }
-                }
+                Ok(record) => on_heartbeat(&mut detector, &mut probes, &writer, &publisher, record, &shutdown, &mut outbox),
                 Err(e) => heartbeat_errors.on_error(&e).await,
             },
-            () = tokio::time::sleep(sleep_for) => {
-                let now = now_ms();
-                let tick = now / interval_ms;
-                // Every tick gets its own window, even when this loop was late: each missed tick is emitted (up to
-                // a bound, past which one marker stands for the whole gap and decays by its length).
-                if tick > last_emitted {
-                    for t in (last_emitted + 1).max(tick.saturating_sub(MAX_CATCH_UP_TICKS))..=tick {
-                        emit_markers(&publisher, &state.sources, t, interval_ms, &shutdown).await?;
-                    }
-                    last_emitted = tick;
+            () = tokio::time::sleep(sleep_for), if sealing.is_none() => {
+                let tick = now_ms() / interval_ms;
+                if tick > sealed_tick {
+                    sealing = Some(seal(&mut topology, &publisher, &writer, tick, interval_ms, &shutdown));
+                    sealed_tick = tick;
                 }
             }
-            _ = detector_timer.tick() => {
-                readiness.watchdog();
-                let now = now_ms();
-                // Declare deaths only while our own tick markers make the round trip through the broker: when they
-                // stall, the silence may be ours (broker down, partition), not the agents'.
-                if now.saturating_sub(last_progress) > stall_after_ms {
-                    if stalled_since.is_none() {
-                        tracing::warn!("no window closed for {} ms: the log is stalled, suspending death verdicts", now - last_progress);
-                        stalled_since = Some(last_progress);
-                    }
+            acked = part_acked(&mut sealing) => {
+                let offset = acked?;
+                let Some(mut s) = sealing.take() else { continue };
+                if let Some(part) = s.parts.pop_front() {
+                    let env = publisher.envelope(Record::Window(part));
+                    s.ack = publisher.start_send(TopicKind::Windows, &writer, &env, &shutdown);
+                    sealing = Some(s);
                     continue;
                 }
-                for dead in detector.check(now) {
-                    tracing::info!(agent = %dead, "no heartbeat for {failure_timeout_ms} ms: declaring dead");
-                    let env = publisher.envelope(Record::Dead(DeadBody { agent: dead.clone(), last_heard_ms: now.saturating_sub(failure_timeout_ms) }));
-                    publisher.send(TopicKind::Topology, dead.as_str(), &env, &shutdown).await?;
+                changelog_next = offset + 1;
+                let fx = topology.apply(&s.window).map_err(|refusal| NodeError::Invariant {
+                    detail: format!("the manager's own window {} was refused: {refusal}", s.window.seq),
+                })?;
+                let now = now_ms();
+                note_lateness(&mut lateness, s.window.tick, interval_ms, s.sealed_at_ms, now);
+                for id in &fx.joined {
+                    detector.watch(id, now);
                 }
+                for id in &fx.gone {
+                    detector.forget(id);
+                }
+                publish_effects(&publisher, s.window.tick, fx, &shutdown, &mut outbox);
+                redis.hash(stats_fields(&topology, &lateness, &probes, None, now));
+                readiness.status(&status_line(&topology));
+                snapshot_due |= now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64;
+                // A window overdue while this one was in flight (a slow or absent broker) is sealed at once.
+                let tick = now / interval_ms;
+                if tick > sealed_tick {
+                    sealing = Some(seal(&mut topology, &publisher, &writer, tick, interval_ms, &shutdown));
+                    sealed_tick = tick;
+                }
+            }
+            Some(sent) = outbox.next(), if !outbox.is_empty() => {
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "an effect could not be published");
+                }
+            }
+            acked = probe_acked(&mut probes.in_flight) => {
+                probes.in_flight = None;
+                if let Err(e) = acked {
+                    tracing::debug!(error = %e, "a probe could not be published");
+                }
+            }
+            _ = probe_timer.tick() => {
+                readiness.watchdog();
+                if probes.in_flight.is_none() {
+                    probes.seq += 1;
+                    let env = publisher.envelope(Record::Probe(ProbeBody { writer: writer.clone(), seq: probes.seq }));
+                    probes.in_flight = Some(publisher.start_send(TopicKind::Heartbeats, "probe", &env, &shutdown));
+                }
+                let now = now_ms();
+                let silent = now.saturating_sub(probes.back_at_ms);
+                if silent > failure_timeout_ms.min(3 * probe_every.as_millis() as u64 + 1_000) && probes.stalled_since.is_none() {
+                    tracing::warn!(silent_ms = silent, "no probe came back for {silent} ms: the heartbeat path is stalled, no death verdicts until it moves");
+                    probes.stalled_since = Some(probes.back_at_ms);
+                }
+            }
+            _ = stats_timer.tick() => {
+                let now = now_ms();
+                let waiting = sealing.as_ref().map(|s| (s.window.seq, now.saturating_sub(s.sealed_at_ms)));
+                if let Some((seq, ms)) = waiting
+                    && ms > interval_ms
+                {
+                    tracing::warn!(window = seq, waited_ms = ms, "window {seq} waits for the changelog acknowledgement");
+                }
+                redis.hash(stats_fields(&topology, &lateness, &probes, waiting, now));
             }
         }
     }
-    tracing::info!("topology manager stopping: saving a final snapshot");
-    redis.blob(encode_snapshot(&state, interval_ms, &snapshot_key)?);
+    tracing::info!("topology manager stopping: publishing what is in flight, saving a final snapshot");
+    let drain = async { while outbox.next().await.is_some() {} };
+    if tokio::time::timeout(Duration::from_secs(2), drain).await.is_err() {
+        tracing::warn!("some edge events were not acknowledged within 2 s; the changelog still holds every window");
+    }
+    redis.blob(encode_snapshot(&topology, changelog_next, interval_ms, &snapshot_key)?);
     redis.finish().await;
     tracing::debug!("final topology snapshot saved");
     Ok(())
 }
 
-/// Rebuilds the state from a snapshot; `Err` says why it cannot be used (the caller then rebuilds from the log,
-/// which is always exact, only slower).
-fn restore(
-    bytes: &[u8],
-    sources: &[(String, i32)],
+/// Resolves when the part in flight of the window being sealed is acknowledged; never while none is.
+async fn part_acked(sealing: &mut Option<Sealing>) -> Result<i64, NodeError> {
+    match sealing {
+        Some(s) => (&mut s.ack).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when the probe in flight is acknowledged; never while none is.
+async fn probe_acked(probe: &mut Option<Sending>) -> Result<i64, NodeError> {
+    match probe {
+        Some(p) => p.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Seals the open window at `tick` and starts appending it to the changelog, first part first.
+fn seal<B: Bus>(
+    topology: &mut Topology,
+    publisher: &Publisher<B>,
+    writer: &str,
+    tick: u64,
     interval_ms: u64,
-    config: &TopologyConfig,
-) -> Result<TopologyState, String> {
+    shutdown: &Shutdown,
+) -> Sealing {
+    let window = topology.close(tick);
+    let mut parts: VecDeque<WindowBody> =
+        changelog::split(window.clone(), writer, interval_ms, REINFORCEMENTS_PER_PART).into();
+    let first = parts.pop_front().expect("invariant: a window has at least one part");
+    let env = publisher.envelope(Record::Window(first));
+    let ack = publisher.start_send(TopicKind::Windows, writer, &env, shutdown);
+    Sealing { window, parts, ack, sealed_at_ms: now_ms() }
+}
+
+fn note_lateness(lateness: &mut Lateness, tick: u64, interval_ms: u64, sealed_at_ms: u64, now: u64) {
+    let due = tick.saturating_mul(interval_ms);
+    let late = now.saturating_sub(due);
+    lateness.last_ms = late;
+    lateness.max_ms = lateness.max_ms.max(late);
+    lateness.windows += 1;
+    if late > interval_ms + 100 {
+        lateness.late += 1;
+        tracing::warn!(
+            tick,
+            late_ms = late,
+            sealed_after_ms = sealed_at_ms.saturating_sub(due),
+            acknowledged_after_ms = now.saturating_sub(sealed_at_ms),
+            "window of tick {tick} applied {late} ms after its tick"
+        );
+    }
+}
+
+/// One input record into the open window (or the dead-letter topic, if it cannot be decoded).
+fn on_input<B: Bus>(
+    topology: &mut Topology,
+    publisher: &Publisher<B>,
+    record: InRecord,
+    shutdown: &Shutdown,
+    outbox: &mut FuturesUnordered<Sending>,
+) {
+    let source = Source { topic: record.topic.clone(), partition: record.partition };
+    let kind = publisher.topics.kind_of(&record.topic);
+    let input = match decode(record.payload.as_deref(), kind) {
+        Ok(envelope) => classify(envelope.record),
+        Err(e) => {
+            // The manager is the one reader of every partition of these topics, so it dead-letters for all.
+            outbox.push(publisher.start_dead_letter(&record, &e.to_string(), shutdown));
+            None
+        }
+    };
+    if let (Some(TopologyInput::Message { to, .. }), Some(key)) = (&input, key_text(&record))
+        && key != to.as_str()
+    {
+        tracing::debug!(key, to = %to, "message keyed differently from its recipient");
+    }
+    topology.observe(&source, record.offset, input);
+}
+
+/// A heartbeat (the failure detector hears from an agent) or one of our probes (every heartbeat appended before it
+/// was read: judge silences up to its send time).
+fn on_heartbeat<B: Bus>(
+    detector: &mut FailureDetector,
+    probes: &mut Probes,
+    writer: &str,
+    publisher: &Publisher<B>,
+    record: InRecord,
+    shutdown: &Shutdown,
+    outbox: &mut FuturesUnordered<Sending>,
+) {
+    let env = match decode(record.payload.as_deref(), Some(TopicKind::Heartbeats)) {
+        Ok(env) => env,
+        Err(e) => {
+            outbox.push(publisher.start_dead_letter(&record, &e.to_string(), shutdown));
+            return;
+        }
+    };
+    let now = now_ms();
+    match env.record {
+        Record::Heartbeat(hb) => detector.heartbeat(&hb.agent, now),
+        Record::Probe(p) if p.writer == writer => {
+            if let Some(since) = probes.stalled_since.take() {
+                tracing::info!(stalled_ms = now.saturating_sub(since), "probes come back again: death verdicts resume");
+            }
+            probes.complete_until_ms = Some(env.header.ts);
+            probes.back_at_ms = now;
+            probes.rtt_ms = now.saturating_sub(env.header.ts);
+            for dead in detector.check(env.header.ts) {
+                tracing::info!(agent = %dead, "no heartbeat appended for {} ms: declaring dead", detector.timeout_ms());
+                let body = DeadBody { agent: dead.clone(), last_heard_ms: detector.last_seen(&dead).unwrap_or(0) };
+                let env = publisher.envelope(Record::Dead(body));
+                outbox.push(publisher.start_send(TopicKind::Topology, dead.as_str(), &env, shutdown));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Replays the changelog from `changelog_next` to its end (as of now) into `topology`: the windows the last run
+/// recorded after its snapshot. Returns how many applied, and their effects to publish again (at least once).
+async fn catch_up<B: Bus>(
+    bus: &B,
+    publisher: &Publisher<B>,
+    topology: &mut Topology,
+    changelog_next: &mut i64,
+    interval_ms: u64,
+    prefix: &str,
+    shutdown: &Shutdown,
+) -> Result<(usize, Vec<(u64, WindowEffects)>), NodeError> {
+    let topic = publisher.topics.name(TopicKind::Windows);
+    let end = retry("reading the end of the changelog", shutdown, || bus.end_offset(&topic, 0)).await?;
+    if end <= *changelog_next {
+        return Ok((0, Vec::new()));
+    }
+    let assignment = vec![Assignment { topic: topic.clone(), partition: 0, start: StartAt::Offset(*changelog_next) }];
+    let group = format!("{prefix}-topology-changelog");
+    let mut reader = retry("opening the changelog", shutdown, || bus.reader(&group, assignment.clone())).await?;
+    let mut assembler = Assembler::new();
+    let mut effects = Vec::new();
+    let mut errors = ReadErrors::new("reading the changelog");
+    loop {
+        let record = match reader.next().await {
+            Ok(r) => r,
+            Err(e) => {
+                if shutdown.requested() {
+                    return Err(NodeError::Interrupted);
+                }
+                errors.on_error(&e).await;
+                continue;
+            }
+        };
+        let at_end = record.offset + 1 >= end;
+        if let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Windows))
+            && let Record::Window(part) = env.record
+            && let Some((mut window, written_at)) = assembler.push(part)
+        {
+            window.tick = rescale_tick(window.tick, written_at, interval_ms);
+            match topology.apply(&window) {
+                Ok(fx) => {
+                    *changelog_next = record.offset + 1;
+                    effects.push((window.tick, fx));
+                }
+                Err(refusal) => tracing::info!(window = window.seq, %refusal, "changelog window not applied"),
+            }
+        }
+        if at_end {
+            return Ok((effects.len(), effects));
+        }
+    }
+}
+
+/// A window's tick counted in another decay interval, in this one's (the interval was changed between runs).
+fn rescale_tick(tick: u64, written_at_ms: u64, interval_ms: u64) -> u64 {
+    if written_at_ms == interval_ms { tick } else { tick.saturating_mul(written_at_ms) / interval_ms.max(1) }
+}
+
+fn publish_members<B: Bus>(
+    publisher: &Publisher<B>,
+    members: Vec<Member>,
+    shutdown: &Shutdown,
+    outbox: &mut FuturesUnordered<Sending>,
+) {
+    for member in members {
+        let key = member.profile.id.to_string();
+        let env = publisher.envelope(Record::Member(MemberBody { member }));
+        outbox.push(publisher.start_send(TopicKind::Membership, &key, &env, shutdown));
+    }
+}
+
+/// Roster entries and edge events of an applied window, in flight through the outbox.
+fn publish_effects<B: Bus>(
+    publisher: &Publisher<B>,
+    tick: u64,
+    fx: WindowEffects,
+    shutdown: &Shutdown,
+    outbox: &mut FuturesUnordered<Sending>,
+) {
+    publish_members(publisher, fx.members, shutdown, outbox);
+    let mut records = edge_records(fx.edges);
+    records.extend(weights_records(tick, &fx.reinforced));
+    for record in records {
+        let key = edge_record_key(&record);
+        let env = publisher.envelope(record);
+        outbox.push(publisher.start_send(TopicKind::Topology, &key, &env, shutdown));
+    }
+}
+
+fn stats_fields(
+    topology: &Topology,
+    lateness: &Lateness,
+    probes: &Probes,
+    waiting: Option<(u64, u64)>,
+    now: u64,
+) -> Vec<(String, String)> {
+    let stats = topology.graph().stats();
+    let roster = topology.roster();
+    let waiting_for = match waiting {
+        Some((seq, ms)) => format!("changelog acknowledgement of window {seq} ({ms} ms)"),
+        None if probes.stalled_since.is_some() => "probes: the heartbeat path is stalled".to_owned(),
+        None => "the next tick".to_owned(),
+    };
+    let mut fields: Vec<(String, String)> = vec![
+        ("agents".into(), stats.agents.to_string()),
+        ("live_agents".into(), roster.live().len().to_string()),
+        ("edges".into(), stats.edges.to_string()),
+        ("active_edges".into(), stats.active_edges.to_string()),
+        ("density".into(), format!("{:.4}", stats.density)),
+        ("reduction_vs_full_mesh".into(), format!("{:.4}", stats.reduction_vs_full_mesh)),
+        ("mean_weight".into(), format!("{:.4}", stats.mean_weight)),
+        ("min_weight".into(), format!("{:.4}", stats.min_weight)),
+        ("max_weight".into(), format!("{:.4}", stats.max_weight)),
+        ("epoch".into(), roster.epoch().to_string()),
+        ("messages_counted".into(), topology.messages().to_string()),
+        ("open_window_records".into(), topology.open_records().to_string()),
+        ("oldest_open_window_ms".into(), waiting.map_or(0, |(_, ms)| ms).to_string()),
+        ("waiting_for".into(), waiting_for),
+        ("window_late_ms".into(), lateness.last_ms.to_string()),
+        ("window_late_max_ms".into(), lateness.max_ms.to_string()),
+        ("windows_applied".into(), lateness.windows.to_string()),
+        ("windows_late".into(), lateness.late.to_string()),
+        ("probe_rtt_ms".into(), probes.rtt_ms.to_string()),
+        ("updated_at_ms".into(), now.to_string()),
+    ];
+    if let Some(last) = topology.last() {
+        fields.push(("tick".into(), last.tick.to_string()));
+        fields.push(("window".into(), last.seq.to_string()));
+    }
+    fields
+}
+
+/// Rebuilds the state from a snapshot; `Err` says why it cannot be used (the caller then rebuilds from the
+/// changelog, which is always exact, only slower).
+fn restore(bytes: &[u8], interval_ms: u64, config: &TopologyConfig) -> Result<(Topology, i64), String> {
     let snap: TopologySnapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
     if snap.format != SNAPSHOT_FORMAT {
         return Err(format!("format {} is not {SNAPSHOT_FORMAT}", snap.format));
@@ -438,181 +547,33 @@ fn restore(
             snap.decay_interval_ms
         ));
     }
-    if snap.graph.params() != config.graph {
+    if snap.topology.graph().params() != config.graph {
         return Err("the graph parameters changed since it was taken".to_owned());
     }
-    let known: Vec<(String, i32)> = snap.sources.iter().map(|s| (s.topic.clone(), s.partition)).collect();
-    if known != sources {
-        return Err(format!("it covers partitions {known:?} but the topics now have {sources:?}"));
-    }
-    let resume: Vec<Option<i64>> = snap.sources.iter().map(|s| s.resume).collect();
-    Ok(TopologyState {
-        graph: snap.graph,
-        roster: snap.roster,
-        aligner: TickAligner::new(sources.len(), snap.last_closed),
-        last_seen: resume.iter().map(|r| r.map(|p| p - 1)).collect(),
-        last_pushed: vec![None; sources.len()],
-        sources: sources.to_vec(),
-    })
+    Ok((snap.topology, snap.changelog_next))
 }
 
-async fn handle_input<B: Bus>(
-    state: &mut TopologyState,
-    publisher: &Publisher<B>,
-    record: InRecord,
+fn encode_snapshot(
+    topology: &Topology,
+    changelog_next: i64,
     interval_ms: u64,
-    shutdown: &Shutdown,
-) -> Result<Option<WindowEffects>, NodeError> {
-    let Some(source) = state.source_index(&record.topic, record.partition) else {
-        return Ok(None);
+    key: &str,
+) -> Result<Vec<u8>, NodeError> {
+    let snap = TopologySnapshot {
+        format: SNAPSHOT_FORMAT,
+        decay_interval_ms: interval_ms,
+        topology: topology.clone(),
+        changelog_next,
+        taken_at_ms: now_ms(),
     };
-    state.last_seen[source] = Some(record.offset);
-    let kind = publisher.topics.kind_of(&record.topic);
-    let envelope = match decode(record.payload.as_deref(), kind) {
-        Ok(e) => e,
-        Err(e) => {
-            // The manager is the one reader of every partition of these topics, so it dead-letters for all.
-            publisher.dead_letter(&record, &e.to_string(), shutdown).await?;
-            return Ok(None);
-        }
-    };
-    let windows = match classify(envelope.record, interval_ms) {
-        Item::Event(event) => {
-            if let (TopoEvent::Message { to, .. }, Some(key)) = (&event, key_text(&record))
-                && key != to.as_str()
-            {
-                tracing::debug!(key, to = %to, "message keyed differently from its recipient");
-            }
-            state.last_pushed[source] = Some(record.offset);
-            state.aligner.push_event(source, record.offset, event)
-        }
-        Item::Marker(tick) => {
-            state.last_pushed[source] = Some(record.offset);
-            state.aligner.push_marker(source, record.offset, tick)
-        }
-        Item::Skip => Vec::new(),
-    };
-    if windows.is_empty() {
-        return Ok(None);
-    }
-    let mut fx = WindowEffects::default();
-    for w in windows {
-        apply_window(&mut state.graph, &mut state.roster, w, &mut fx);
-    }
-    Ok(Some(fx))
+    serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })
 }
 
-fn handle_heartbeat(detector: &mut FailureDetector, record: &InRecord) -> Result<(), String> {
-    let env = decode(record.payload.as_deref(), Some(TopicKind::Heartbeats)).map_err(|e| e.to_string())?;
-    if let Record::Heartbeat(hb) = env.record {
-        detector.heartbeat(&hb.agent, now_ms());
-    }
-    Ok(())
-}
-
-async fn emit_markers<B: Bus>(
-    publisher: &Publisher<B>,
-    sources: &[(String, i32)],
-    tick: u64,
-    interval_ms: u64,
-    shutdown: &Shutdown,
-) -> Result<(), NodeError> {
-    let sends = sources.iter().map(|(topic, partition)| {
-        let kind = publisher.topics.kind_of(topic).unwrap_or(TopicKind::Topology);
-        let env = publisher.envelope(Record::Tick(TickBody { tick, interval_ms }));
-        async move { publisher.send_to(kind, *partition, "tick", &env, shutdown).await }
-    });
-    for r in join_all(sends).await {
-        r?;
-    }
-    Ok(())
-}
-
-async fn publish_members<B: Bus>(
-    publisher: &Publisher<B>,
-    members: Vec<Member>,
-    shutdown: &Shutdown,
-) -> Result<(), NodeError> {
-    let sends = members.into_iter().map(|member| {
-        let key = member.profile.id.to_string();
-        let env = publisher.envelope(Record::Member(MemberBody { member }));
-        async move { publisher.send(TopicKind::Membership, &key, &env, shutdown).await }
-    });
-    for r in join_all(sends).await {
-        r?;
-    }
-    Ok(())
-}
-
-/// Edge events in flight at once: a join of the 500th agent makes 998 of them and the idle mesh of 500 agents is
-/// pruned as 249,500; sending them in bounded batches keeps memory flat and lets the watchdog hear from us.
-const EDGE_BATCH: usize = 5_000;
-
-async fn publish_effects<B: Bus>(
-    publisher: &Publisher<B>,
-    redis: &LatestWriter,
-    state: &TopologyState,
-    fx: WindowEffects,
-    detector: &mut FailureDetector,
-    shutdown: &Shutdown,
-    readiness: &impl Readiness,
-) -> Result<(), NodeError> {
-    let now = now_ms();
-    for id in &fx.joined {
-        detector.watch(id, now);
-    }
-    for id in &fx.gone {
-        detector.forget(id);
-    }
-    publish_members(publisher, fx.members, shutdown).await?;
-    let mut edges = edge_records(fx.edges).into_iter().peekable();
-    while edges.peek().is_some() {
-        let sends = edges.by_ref().take(EDGE_BATCH).map(|record| {
-            let key = match &record {
-                Record::Edges(b) => b.agent.to_string(),
-                Record::Edge(b) => b.from.to_string(),
-                _ => String::new(),
-            };
-            let env = publisher.envelope(record);
-            async move { publisher.send(TopicKind::Topology, &key, &env, shutdown).await }
-        });
-        for r in join_all(sends.collect::<Vec<_>>()).await {
-            r?;
-        }
-        // Progress: the records are acknowledged, the loop is not hung.
-        readiness.watchdog();
-    }
-    let stats = state.graph.stats();
-    let mut fields: Vec<(String, String)> = vec![
-        ("agents".into(), stats.agents.to_string()),
-        ("live_agents".into(), state.roster.live().len().to_string()),
-        ("edges".into(), stats.edges.to_string()),
-        ("active_edges".into(), stats.active_edges.to_string()),
-        ("density".into(), format!("{:.4}", stats.density)),
-        ("reduction_vs_full_mesh".into(), format!("{:.4}", stats.reduction_vs_full_mesh)),
-        ("mean_weight".into(), format!("{:.4}", stats.mean_weight)),
-        ("min_weight".into(), format!("{:.4}", stats.min_weight)),
-        ("max_weight".into(), format!("{:.4}", stats.max_weight)),
-        ("epoch".into(), state.roster.epoch().to_string()),
-        ("updated_at_ms".into(), now.to_string()),
-    ];
-    if let Some(t) = state.aligner.last_closed() {
-        fields.push(("tick".into(), t.to_string()));
-    }
-    redis.hash(fields);
-    Ok(())
-}
-
-fn encode_snapshot(state: &TopologyState, interval_ms: u64, key: &str) -> Result<Vec<u8>, NodeError> {
-    serde_json::to_vec(&state.snapshot(interval_ms))
-        .map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })
-}
-
-fn status_line(state: &TopologyState) -> String {
-    let s = state.graph.stats();
+fn status_line(topology: &Topology) -> String {
+    let s = topology.graph().stats();
     format!(
         "{} live agents, {} edges, reduction {:.0}%",
-        state.roster.live().len(),
+        topology.roster().live().len(),
         s.edges,
         s.reduction_vs_full_mesh * 100.0
     )
@@ -623,135 +584,212 @@ pub async fn snapshot_edges<S: SnapshotStore>(
     store: &S,
     prefix: &str,
 ) -> Result<Option<Vec<(AgentId, AgentId, Milli)>>, NodeError> {
+    Ok(read_snapshot(store, prefix).await?.map(|t| t.graph().edges()))
+}
+
+/// The state of the latest topology snapshot in Redis, if any.
+pub async fn read_snapshot<S: SnapshotStore>(store: &S, prefix: &str) -> Result<Option<Topology>, NodeError> {
     let key = redis_keys::topology_snapshot(prefix);
     let Some(bytes) = store.get(&key).await? else { return Ok(None) };
     let snap: TopologySnapshot =
         serde_json::from_slice(&bytes).map_err(|e| NodeError::Snapshot { key: key.clone(), detail: e.to_string() })?;
-    Ok(Some(snap.graph.edges()))
+    Ok(Some(snap.topology))
 }
 
-/// The graph, roster and last closed tick of the latest topology snapshot in Redis, if any.
-pub async fn read_snapshot<S: SnapshotStore>(
-    store: &S,
-    prefix: &str,
-) -> Result<Option<(SlimeGraph, Roster, Option<u64>)>, NodeError> {
-    let key = redis_keys::topology_snapshot(prefix);
-    let Some(bytes) = store.get(&key).await? else { return Ok(None) };
-    let snap: TopologySnapshot =
-        serde_json::from_slice(&bytes).map_err(|e| NodeError::Snapshot { key: key.clone(), detail: e.to_string() })?;
-    Ok(Some((snap.graph, snap.roster, snap.last_closed)))
+/// A changelog read back and applied from scratch, as every reader of it applies it.
+#[derive(Debug)]
+pub struct Replay {
+    /// The state it leads to.
+    pub topology: Topology,
+    /// The windows applied, in order.
+    pub applied: Vec<Window>,
+    /// Complete windows refused (a stale writer's, a duplicate), with why.
+    pub refused: Vec<(u64, Refusal)>,
 }
 
-/// Replays a log into a fresh graph, closing windows up to and including tick `until` (all, if `None`): the
-/// reference a crash-recovered manager is checked against. `inputs` are (source index, offset, decoded record), in
-/// any interleaving that keeps each source's order; sources are numbered as the manager numbers them (the topology
-/// topic's partitions, then the messages topic's).
-pub fn replay_log(
-    sources: usize,
+/// Applies the `window` records of a changelog, in log order, from an empty graph, up to and including window
+/// `until` (all, if `None`): the reference a recovered manager is held to (the recovery test, `cargo xtask chaos`).
+/// Records of other kinds are skipped.
+pub fn replay_changelog(
     interval_ms: u64,
     config: &TopologyConfig,
     until: Option<u64>,
-    inputs: impl IntoIterator<Item = (usize, i64, Record)>,
-) -> (SlimeGraph, Roster, Option<u64>) {
-    let mut graph = SlimeGraph::new(config.graph);
-    let mut roster = Roster::new();
-    let mut aligner = TickAligner::new(sources, None);
-    let mut fx = WindowEffects::default();
-    let mut last = None;
-    for (source, offset, record) in inputs {
-        let windows = match classify(record, interval_ms) {
-            Item::Event(e) => aligner.push_event(source, offset, e),
-            Item::Marker(t) => aligner.push_marker(source, offset, t),
-            Item::Skip => Vec::new(),
-        };
-        for w in windows {
-            if until.is_some_and(|u| w.tick > u) {
-                continue;
-            }
-            last = Some(w.tick);
-            apply_window(&mut graph, &mut roster, w, &mut fx);
+    records: impl IntoIterator<Item = Record>,
+) -> Replay {
+    let mut topology = Topology::new(config.graph);
+    let mut assembler = Assembler::new();
+    let (mut applied, mut refused) = (Vec::new(), Vec::new());
+    for record in records {
+        let Record::Window(part) = record else { continue };
+        let Some((mut window, written_at)) = assembler.push(part) else { continue };
+        if until.is_some_and(|u| topology.last().is_some_and(|l| l.seq >= u)) {
+            break;
+        }
+        window.tick = rescale_tick(window.tick, written_at, interval_ms);
+        match topology.apply(&window) {
+            Ok(_) => applied.push(window),
+            Err(r) => refused.push((window.seq, r)),
         }
     }
-    (graph, roster, last)
+    Replay { topology, applied, refused }
+}
+
+/// What [`audit`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Audit {
+    /// Messages the applied windows counted.
+    pub counted: u64,
+    /// Tasks and responses in the log within the ranges the windows cover.
+    pub in_log: u64,
+    /// Problems: a range that skips or repeats offsets, a window whose counts differ from its range's records.
+    pub problems: Vec<String>,
+}
+
+/// Holds the applied windows to the input log: their ranges must tile each partition from its first record on, and
+/// each window's per-edge counts and roster changes must be exactly what the log holds in its ranges. `inputs` are
+/// (partition, offset, record) in any order. Pure; this is how chaos proves that every message reinforced its edge
+/// exactly once.
+pub fn audit(applied: &[Window], inputs: impl IntoIterator<Item = (Source, i64, Record)>) -> Audit {
+    use std::collections::BTreeMap;
+    let mut log: BTreeMap<Source, BTreeMap<i64, Record>> = BTreeMap::new();
+    for (source, offset, record) in inputs {
+        log.entry(source).or_default().insert(offset, record);
+    }
+    let mut out = Audit::default();
+    let mut ends: BTreeMap<Source, i64> = BTreeMap::new();
+    for w in applied {
+        let mut counts: BTreeMap<(AgentId, AgentId), u32> = BTreeMap::new();
+        let mut roster = Vec::new();
+        for span in &w.spans {
+            let source = Source { topic: span.topic.clone(), partition: span.partition };
+            let records = log.get(&source);
+            let first = records.and_then(|r| r.keys().next().copied()).unwrap_or(0);
+            let expected = ends.get(&source).copied().unwrap_or(first.min(span.from));
+            if span.from != expected {
+                out.problems.push(format!(
+                    "window {}: {}/{} starts at {}, not at {expected}",
+                    w.seq, span.topic, span.partition, span.from
+                ));
+            }
+            ends.insert(source.clone(), span.to);
+            for (_, record) in records.into_iter().flat_map(|r| r.range(span.from..span.to)) {
+                match classify(record.clone()) {
+                    Some(TopologyInput::Message { from, to }) => {
+                        out.in_log += 1;
+                        *counts.entry((from, to)).or_default() += 1;
+                    }
+                    Some(TopologyInput::Join(p)) => roster.push(mesh_core::topology::RosterChange::Join(p)),
+                    Some(TopologyInput::Leave(a)) => roster.push(mesh_core::topology::RosterChange::Leave(a)),
+                    Some(TopologyInput::Dead(a)) => roster.push(mesh_core::topology::RosterChange::Dead(a)),
+                    None => {}
+                }
+            }
+        }
+        out.counted += w.messages();
+        let recorded: BTreeMap<(AgentId, AgentId), u32> =
+            w.reinforcements.iter().map(|r| ((r.0.clone(), r.1.clone()), r.2)).collect();
+        if recorded != counts {
+            out.problems.push(format!("window {}: its counts differ from the messages in its ranges", w.seq));
+        }
+        if roster != w.roster {
+            out.problems.push(format!("window {}: its roster changes differ from the log's", w.seq));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mesh_core::Role;
     use mesh_core::graph::GraphParams;
+    use mesh_core::membership::AgentProfile;
+    use mesh_core::topology::Span;
+    use mesh_proto::records::{JoinBody, TaskBody};
 
     fn id(s: &str) -> AgentId {
         AgentId::new(s).expect("valid id")
     }
 
-    /// Every (tick, change, from, to, weight) a list of records stands for.
-    fn expand(records: &[Record]) -> BTreeSet<(u64, EdgeChangeKind, AgentId, AgentId, Option<Milli>)> {
-        let mut out = BTreeSet::new();
-        for r in records {
-            match r {
-                Record::Edge(b) => {
-                    assert!(out.insert((b.tick, b.change, b.from.clone(), b.to.clone(), b.weight)), "duplicate {b:?}");
-                }
-                Record::Edges(b) => {
-                    assert!(b.peers.len() >= 2, "an edges record stands for at least two peers: {b:?}");
-                    for p in &b.peers {
-                        assert!(out.insert((b.tick, b.change, b.agent.clone(), p.clone(), b.weight)));
-                        assert!(out.insert((b.tick, b.change, p.clone(), b.agent.clone(), b.weight)));
-                    }
-                }
-                other => panic!("not an edge record: {other:?}"),
+    fn join(name: &str) -> Record {
+        Record::Join(JoinBody {
+            agent: AgentProfile {
+                id: id(name),
+                name: name.into(),
+                role: Role::new("sales").expect("role"),
+                capabilities: vec![],
+                metadata: Default::default(),
+            },
+        })
+    }
+
+    fn task(from: &str, to: &str) -> Record {
+        Record::Task(TaskBody { from: id(from), to: id(to), task: "t".into(), payload: Default::default() })
+    }
+
+    fn source(topic: &str) -> Source {
+        Source { topic: topic.into(), partition: 0 }
+    }
+
+    /// A manager's windows over a small log, and the log.
+    fn run_manager() -> (Vec<Window>, Vec<(Source, i64, Record)>) {
+        let log = vec![
+            (source("t.topology"), 0, join("a")),
+            (source("t.topology"), 1, join("b")),
+            (source("t.messages"), 0, task("a", "b")),
+            (source("t.messages"), 1, task("a", "b")),
+            (source("t.messages"), 2, task("b", "a")),
+        ];
+        let mut t = Topology::new(GraphParams::default());
+        let mut windows = Vec::new();
+        for (i, (s, o, r)) in log.iter().enumerate() {
+            t.observe(s, *o, classify(r.clone()));
+            if i == 1 || i == 4 {
+                let w = t.close(10 + i as u64);
+                t.apply(&w).expect("own window");
+                windows.push(w);
             }
         }
-        out
-    }
-
-    fn changes_of(tick: u64, changes: Vec<EdgeChange>) -> Vec<(u64, EdgeChange)> {
-        changes.into_iter().map(|c| (tick, c)).collect()
+        (windows, log)
     }
 
     #[test]
-    fn a_join_is_one_edges_record_and_stands_for_exactly_its_edges() {
-        let mut g = SlimeGraph::new(GraphParams::default());
-        let mut fx = Vec::new();
-        for a in ["a", "b", "c"] {
-            fx.extend(changes_of(1, g.add_agent(&id(a))));
-        }
-        let join = changes_of(2, g.add_agent(&id("d")));
-        let records = edge_records(join.clone());
-        assert_eq!(records.len(), 1, "{records:?}");
-        let Record::Edges(b) = &records[0] else { panic!("{records:?}") };
-        assert_eq!(
-            (b.agent.as_str(), b.peers.len(), b.change, b.weight),
-            ("d", 3, EdgeChangeKind::Created, Some(Milli(500)))
-        );
-        let expected: BTreeSet<_> = join
-            .into_iter()
-            .map(|(t, c)| edge_body(t, c))
-            .map(|b| (b.tick, b.change, b.from, b.to, b.weight))
-            .collect();
-        assert_eq!(expand(&records), expected);
+    fn the_audit_passes_a_faithful_changelog_and_catches_a_lost_or_doubled_message() {
+        let (windows, log) = run_manager();
+        let faithful = audit(&windows, log.clone());
+        assert_eq!(faithful, Audit { counted: 3, in_log: 3, problems: vec![] });
+
+        let mut doubled = windows.clone();
+        doubled[1].reinforcements[0].2 += 1;
+        assert_eq!(audit(&doubled, log.clone()).problems.len(), 1, "a message counted twice");
+
+        let mut skipped = windows.clone();
+        skipped[1].spans[0] = Span { topic: "t.messages".into(), partition: 0, from: 1, to: 3 };
+        let a = audit(&skipped, log);
+        assert!(a.problems.iter().any(|p| p.contains("starts at 1, not at 0")), "{a:?}");
     }
 
     #[test]
-    fn pruning_an_idle_mesh_needs_a_record_per_agent_not_per_edge_and_traffic_stays_per_edge() {
-        let mut g = SlimeGraph::new(GraphParams::default());
-        let names: Vec<String> = (0..30).map(|i| format!("a{i:02}")).collect();
-        for n in &names {
-            g.add_agent(&id(n));
+    fn replaying_the_changelog_records_rebuilds_the_state_and_ignores_a_stale_writer() {
+        let (windows, _) = run_manager();
+        let mut records: Vec<Record> = Vec::new();
+        for w in &windows {
+            records.extend(changelog::split(w.clone(), "topology-1-1", 200, 8_000).into_iter().map(Record::Window));
         }
-        g.reinforce(&id("a00"), &id("a01"));
-        let mut window = changes_of(5, g.decay(21));
-        window.push((5, g.reinforce(&id("a02"), &id("a03")).expect("reinforced")));
-        let expected: BTreeSet<_> = window
-            .iter()
-            .cloned()
-            .map(|(t, c)| edge_body(t, c))
-            .map(|b| (b.tick, b.change, b.from, b.to, b.weight))
-            .collect();
-        let records = edge_records(window);
-        assert_eq!(expand(&records), expected, "the records stand for exactly the changes");
-        assert!(records.len() < 60, "{} records for {} changes", records.len(), expected.len());
-        let single = records.iter().filter(|r| matches!(r, Record::Edge(_))).count();
-        assert!(single >= 2, "a01→a00 pruned alone (a00→a01 carried a message), plus the reinforcement: {records:?}");
+        // A zombie writes its own window 2 after the real one.
+        let mut zombie = windows[1].clone();
+        zombie.reinforcements.clear();
+        records.extend(changelog::split(zombie, "topology-0-9", 200, 8_000).into_iter().map(Record::Window));
+        let replay = replay_changelog(200, &TopologyConfig::default(), None, records);
+        assert_eq!(replay.applied, windows);
+        assert_eq!(replay.refused.len(), 1);
+        assert_eq!(replay.topology.messages(), 3);
+    }
+
+    #[test]
+    fn ticks_written_at_another_interval_are_counted_in_this_one() {
+        assert_eq!(rescale_tick(10, 1000, 1000), 10);
+        assert_eq!(rescale_tick(10, 1000, 200), 50);
+        assert_eq!(rescale_tick(51, 200, 1000), 10);
     }
 }

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use crate::records::{
     DeadBody, DeadLetterBody, DecisionBody, EdgeBody, EdgesBody, ExpireBody, HeartbeatBody, InhibitBody, JoinBody,
-    LeaveBody, MemberBody, ProposalBody, Record, ResponseBody, TaskBody, TickBody, VoteBody,
+    LeaveBody, MemberBody, ProbeBody, ProposalBody, Record, ResponseBody, TaskBody, TickBody, VoteBody, WeightsBody,
+    WindowBody,
 };
 use crate::topics::TopicKind;
 
@@ -94,6 +95,9 @@ fn body_value(record: &Record) -> Result<Value, serde_json::Error> {
         Record::Leave(b) => serde_json::to_value(b),
         Record::Dead(b) => serde_json::to_value(b),
         Record::Tick(b) => serde_json::to_value(b),
+        Record::Window(b) => serde_json::to_value(b),
+        Record::Probe(b) => serde_json::to_value(b),
+        Record::Weights(b) => serde_json::to_value(b),
         Record::Edge(b) => serde_json::to_value(b),
         Record::Edges(b) => serde_json::to_value(b),
         Record::Heartbeat(b) => serde_json::to_value(b),
@@ -143,6 +147,9 @@ pub fn decode(bytes: Option<&[u8]>, topic: Option<TopicKind>) -> Result<Envelope
         "leave" => Record::Leave(body::<LeaveBody>(kind, raw.body)?),
         "dead" => Record::Dead(body::<DeadBody>(kind, raw.body)?),
         "tick" => Record::Tick(body::<TickBody>(kind, raw.body)?),
+        "window" => Record::Window(body::<WindowBody>(kind, raw.body)?),
+        "probe" => Record::Probe(body::<ProbeBody>(kind, raw.body)?),
+        "weights" => Record::Weights(body::<WeightsBody>(kind, raw.body)?),
         "edge" => Record::Edge(body::<EdgeBody>(kind, raw.body)?),
         "edges" => Record::Edges(body::<EdgesBody>(kind, raw.body)?),
         "heartbeat" => Record::Heartbeat(body::<HeartbeatBody>(kind, raw.body)?),

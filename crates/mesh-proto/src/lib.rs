@@ -4,6 +4,8 @@
 //! part in the mesh; `docs/protocol.md` documents each kind with the golden examples under `fixtures/golden/`.
 #![warn(missing_docs)]
 
+pub mod changelog;
+pub mod edges;
 pub mod envelope;
 pub mod partition;
 pub mod records;

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use mesh_core::consensus::{Decision, Proposal, Vote};
 use mesh_core::membership::{AgentProfile, Member};
+use mesh_core::topology::Window;
 use mesh_core::waggle::DanceInputs;
 use mesh_core::{AgentId, MessageId, Milli, ProposalId, UnixMillis};
 use serde::{Deserialize, Serialize};
@@ -19,8 +20,14 @@ pub enum Record {
     Leave(LeaveBody),
     /// The topology manager declares a silent agent dead (topology topic).
     Dead(DeadBody),
-    /// The topology manager's tick marker (topology and messages topics).
+    /// A tick marker of earlier versions (topology and messages topics): no longer written, read and ignored.
     Tick(TickBody),
+    /// One part of a window the topology manager sealed (windows topic).
+    Window(WindowBody),
+    /// The topology manager's own round-trip marker (heartbeats topic).
+    Probe(ProbeBody),
+    /// The weights of one agent's out-edges that carried messages in a window (topology topic).
+    Weights(WeightsBody),
     /// An edge changed (topology topic, informational).
     Edge(EdgeBody),
     /// The same change to the edges both ways between one agent and several peers (topology topic).
@@ -55,6 +62,9 @@ impl Record {
             Record::Leave(_) => "leave",
             Record::Dead(_) => "dead",
             Record::Tick(_) => "tick",
+            Record::Window(_) => "window",
+            Record::Probe(_) => "probe",
+            Record::Weights(_) => "weights",
             Record::Edge(_) => "edge",
             Record::Edges(_) => "edges",
             Record::Heartbeat(_) => "heartbeat",
@@ -71,11 +81,14 @@ impl Record {
     }
 
     /// Every kind on the wire.
-    pub const KINDS: [&'static str; 16] = [
+    pub const KINDS: [&'static str; 19] = [
         "join",
         "leave",
         "dead",
         "tick",
+        "window",
+        "probe",
+        "weights",
         "edge",
         "edges",
         "heartbeat",
@@ -93,9 +106,10 @@ impl Record {
     /// The topics a kind may appear on; a record of another kind on a topic is invalid and dead-lettered.
     pub fn allowed_on(kind: &str) -> &'static [TopicKind] {
         match kind {
-            "join" | "leave" | "dead" | "edge" | "edges" => &[TopicKind::Topology],
+            "join" | "leave" | "dead" | "edge" | "edges" | "weights" => &[TopicKind::Topology],
             "tick" => &[TopicKind::Topology, TopicKind::Messages],
-            "heartbeat" => &[TopicKind::Heartbeats],
+            "window" => &[TopicKind::Windows],
+            "heartbeat" | "probe" => &[TopicKind::Heartbeats],
             "task" | "response" => &[TopicKind::Messages],
             "member" => &[TopicKind::Membership],
             "proposal" => &[TopicKind::Proposals],
@@ -135,7 +149,9 @@ pub struct DeadBody {
     pub last_heard_ms: UnixMillis,
 }
 
-/// `tick`: a decay tick marker, appended by the topology manager to every partition it reads. Key: `tick`.
+/// `tick`: a decay tick marker that versions before the changelog appended to every partition the topology manager
+/// reads. Nothing writes it any more; readers accept and ignore it, so logs written by those versions stay readable.
+/// Key: `tick`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TickBody {
@@ -145,13 +161,70 @@ pub struct TickBody {
     pub interval_ms: u64,
 }
 
+/// `window`: one part of a window the topology manager sealed, appended to its changelog (the windows topic)
+/// before the window is applied. A window is usually one part; a large one is split so each record stays well
+/// under the broker's size limit: part 0 carries the roster changes and the ranges, every part a share of the
+/// reinforcements, and the window applies once its last part is read. Key: the writer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowBody {
+    /// Which run of the manager wrote it (`topology-{start ms}-{pid}`): the parts of one window share it.
+    pub writer: String,
+    /// The decay interval the window's tick is counted in.
+    pub interval_ms: u64,
+    /// This part's number, from 0.
+    pub part: u32,
+    /// How many parts the window has.
+    pub parts: u32,
+    /// The window, or this part's share of it.
+    pub window: Window,
+}
+
+/// `probe`: the topology manager's own marker on the heartbeats topic. It reads it back like the agents'
+/// heartbeats, and gives death verdicts only while its probes make the round trip: when they stop (broker down, its
+/// own link cut, its own process paused) the silence may be its own, not the agents'. Key: `probe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeBody {
+    /// The manager run that sent it (the same as in its `window` records).
+    pub writer: String,
+    /// Counter since that run started.
+    pub seq: u64,
+}
+
+/// One out-edge in a `weights` record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightedEdge {
+    /// Edge target.
+    pub to: AgentId,
+    /// Weight after the window.
+    pub weight: Milli,
+    /// Messages along the edge in the window.
+    pub messages: u32,
+}
+
+/// `weights`: the out-edges of `agent` that carried messages in a window, with their weight after it: one record per
+/// sending agent and window rather than one per message. An edge the observer does not have (pruned earlier) was
+/// created again. Key: `agent`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsBody {
+    /// The window (tick).
+    pub tick: u64,
+    /// The sending agent.
+    pub agent: AgentId,
+    /// Its reinforced out-edges, in target order.
+    pub edges: Vec<WeightedEdge>,
+}
+
 /// What happened to an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EdgeChangeKind {
-    /// Created by a join (full mesh) or a message along a missing edge.
+    /// Created by a join (full mesh), or (in versions before `weights`) a message along a missing edge.
     Created,
-    /// Strengthened by a message.
+    /// Strengthened by a message (versions before `weights`; now reported in `weights` records).
     Reinforced,
     /// Decayed below the prune threshold.
     Pruned,

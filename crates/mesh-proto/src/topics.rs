@@ -2,15 +2,17 @@
 
 use std::fmt;
 
-/// The eight record flows of the mesh.
+/// The nine record flows of the mesh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TopicKind {
     /// Tasks and responses, keyed by recipient agent id.
     Messages,
     /// Liveness beats, keyed by agent id.
     Heartbeats,
-    /// Join, leave, dead, tick and edge events.
+    /// Join, leave and dead events, and the topology manager's edge events.
     Topology,
+    /// The topology manager's changelog: the windows it sealed, each recorded before it is applied.
+    Windows,
     /// The live roster, compacted by agent id.
     Membership,
     /// Proposals, keyed by proposal id.
@@ -25,10 +27,11 @@ pub enum TopicKind {
 
 impl TopicKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [TopicKind; 8] = [
+    pub const ALL: [TopicKind; 9] = [
         TopicKind::Messages,
         TopicKind::Heartbeats,
         TopicKind::Topology,
+        TopicKind::Windows,
         TopicKind::Membership,
         TopicKind::Proposals,
         TopicKind::Votes,
@@ -42,6 +45,7 @@ impl TopicKind {
             TopicKind::Messages => "messages",
             TopicKind::Heartbeats => "heartbeats",
             TopicKind::Topology => "topology",
+            TopicKind::Windows => "windows",
             TopicKind::Membership => "membership",
             TopicKind::Proposals => "proposals",
             TopicKind::Votes => "votes",

@@ -50,6 +50,27 @@ impl MemoryBus {
         self.log.lock().map_err(|_| poisoned())
     }
 
+    /// Appends a record to its partition; its offset.
+    fn append(&self, record: OutRecord) -> Result<i64, TransportError> {
+        let offset = {
+            let mut log = self.lock()?;
+            let partitions = log
+                .topics
+                .get_mut(&record.topic)
+                .ok_or_else(|| TransportError::failed("publishing", format!("topic {} is missing", record.topic)))?;
+            let p = usize::try_from(record.partition)
+                .ok()
+                .and_then(|p| partitions.get_mut(p))
+                .ok_or_else(|| TransportError::failed("publishing", format!("no partition {}", record.partition)))?;
+            let timestamp_ms =
+                SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
+            p.push(Stored { key: record.key, payload: record.payload, timestamp_ms, sent_at_us: record.sent_at_us });
+            i64::try_from(p.len() - 1).unwrap_or(i64::MAX)
+        };
+        self.appended.notify_waiters();
+        Ok(offset)
+    }
+
     /// Records in a partition so far.
     pub fn len(&self, topic: &str, partition: i32) -> usize {
         self.log
@@ -80,24 +101,13 @@ impl Bus for MemoryBus {
         u32::try_from(parts.len()).map_err(|e| TransportError::failed("reading metadata", e))
     }
 
-    async fn publish(&self, record: OutRecord) -> Result<i64, TransportError> {
-        let offset = {
-            let mut log = self.lock()?;
-            let partitions = log
-                .topics
-                .get_mut(&record.topic)
-                .ok_or_else(|| TransportError::failed("publishing", format!("topic {} is missing", record.topic)))?;
-            let p = usize::try_from(record.partition)
-                .ok()
-                .and_then(|p| partitions.get_mut(p))
-                .ok_or_else(|| TransportError::failed("publishing", format!("no partition {}", record.partition)))?;
-            let timestamp_ms =
-                SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-            p.push(Stored { key: record.key, payload: record.payload, timestamp_ms, sent_at_us: record.sent_at_us });
-            i64::try_from(p.len() - 1).unwrap_or(i64::MAX)
-        };
-        self.appended.notify_waiters();
-        Ok(offset)
+    fn enqueue(&self, record: OutRecord) -> mesh_transport::Delivery {
+        let appended = self.append(record);
+        Box::pin(std::future::ready(appended))
+    }
+
+    async fn end_offset(&self, topic: &str, partition: i32) -> Result<i64, TransportError> {
+        Ok(i64::try_from(self.len(topic, partition)).unwrap_or(i64::MAX))
     }
 
     async fn flush(&self, _timeout: Duration) -> Result<(), TransportError> {
@@ -178,6 +188,10 @@ impl Reader for MemoryReader {
     }
 
     async fn commit(&mut self, positions: &[Position]) -> Result<(), TransportError> {
+        self.commit_async(positions)
+    }
+
+    fn commit_async(&mut self, positions: &[Position]) -> Result<(), TransportError> {
         let mut log = self.bus.lock()?;
         for p in positions {
             log.committed.insert((self.group.clone(), p.topic.clone(), p.partition), p.next_offset);

@@ -125,10 +125,23 @@ pub struct Position {
     pub next_offset: i64,
 }
 
+/// The acknowledgement of one appended record: resolves to its offset, or to why it could not be appended. Owns
+/// everything it needs, so a runtime can keep many in flight while it goes on with its loop.
+pub type Delivery = std::pin::Pin<Box<dyn Future<Output = Result<i64, TransportError>> + Send + 'static>>;
+
 /// An append-only, partitioned log: what the runtimes need of Kafka.
 pub trait Bus: Clone + Send + Sync + 'static {
     /// A reader of assigned partitions.
     type Reader: Reader;
+
+    /// Hands a record to the log at once and returns its acknowledgement. Records enqueued one after another to a
+    /// partition are appended in that order, however their acknowledgements are awaited: this is how a runtime
+    /// pipelines its sends instead of waiting for each before the next.
+    fn enqueue(&self, record: OutRecord) -> Delivery;
+
+    /// The offset the next record appended to a partition will get (its high watermark): where "everything so far"
+    /// ends, for a reader that must catch up before going on (the topology manager's changelog).
+    fn end_offset(&self, topic: &str, partition: i32) -> impl Future<Output = Result<i64, TransportError>> + Send;
 
     /// Creates the topics that are missing; existing topics are left as they are.
     fn ensure_topics(&self, specs: &[TopicSpec]) -> impl Future<Output = Result<(), TransportError>> + Send;
@@ -137,7 +150,9 @@ pub trait Bus: Clone + Send + Sync + 'static {
     fn partition_count(&self, topic: &str) -> impl Future<Output = Result<u32, TransportError>> + Send;
 
     /// Appends a record and waits until the broker acknowledged it; returns its offset.
-    fn publish(&self, record: OutRecord) -> impl Future<Output = Result<i64, TransportError>> + Send;
+    fn publish(&self, record: OutRecord) -> impl Future<Output = Result<i64, TransportError>> + Send {
+        self.enqueue(record)
+    }
 
     /// Waits until every record published so far is acknowledged (or `timeout` passes).
     fn flush(&self, timeout: Duration) -> impl Future<Output = Result<(), TransportError>> + Send;
@@ -157,6 +172,10 @@ pub trait Reader: Send + 'static {
 
     /// Records how far the group got, synchronously with the broker.
     fn commit(&mut self, positions: &[Position]) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Records how far the group got without waiting for the broker: for the periodic commits of a loop that must
+    /// not stall on them (a lost one only means re-delivery, which readers deduplicate).
+    fn commit_async(&mut self, positions: &[Position]) -> Result<(), TransportError>;
 }
 
 /// A small key-value store for snapshots and read models: what the runtimes need of Redis.

@@ -269,6 +269,11 @@ pub(crate) struct InfraArgs {
     /// Kafka bootstrap servers, HOST:PORT[,HOST:PORT...] [default: 127.0.0.1:9092].
     #[arg(long, env = "MESH_KAFKA", value_name = "HOST:PORT")]
     pub(crate) kafka: Option<String>,
+    /// How long a reader's fetch waits at the broker when there is nothing to read (librdkafka's
+    /// `fetch.wait.max.ms`); data is returned as soon as it arrives, so this only bounds how often an idle reader
+    /// asks again [default: 500ms; `mesh up` sets 10ms on its embedded broker, which holds empty fetches].
+    #[arg(long, env = "MESH_KAFKA_FETCH_WAIT", value_name = "DURATION")]
+    pub(crate) kafka_fetch_wait: Option<String>,
     /// Redis URL [default: redis://127.0.0.1:6379].
     #[arg(long, env = "MESH_REDIS", value_name = "URL")]
     pub(crate) redis: Option<String>,

@@ -61,7 +61,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // An agent is one event loop that mostly waits: a single-threaded runtime (hundreds of agent processes share two
+    // cores, and every idle thread costs); the managers and tools get two workers.
+    let builder = match &cli.command {
+        Command::Agent(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+    };
+    let runtime = match builder {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: failed to start the async runtime: {e}");
@@ -130,7 +136,8 @@ fn shutdown_on_signals() -> Result<Shutdown> {
 }
 
 async fn connect(infra: &settings::Infra, client: &str, shutdown: &Shutdown) -> Result<(KafkaBus, AnyStore)> {
-    let bus = KafkaBus::new(KafkaConfig::new(&infra.kafka, client)).context("failed to set up the kafka client")?;
+    let config = KafkaConfig { fetch_wait: infra.kafka_fetch_wait, ..KafkaConfig::new(&infra.kafka, client) };
+    let bus = KafkaBus::new(config).context("failed to set up the kafka client")?;
     let mut delay = std::time::Duration::from_millis(100);
     let store = loop {
         match AnyStore::connect(&infra.redis).await {

@@ -105,6 +105,11 @@ async fn mesh_health(state: &StateFile) -> Value {
             "live_agents": num(&topo, "live_agents"),
             "edges": num(&topo, "edges"),
             "reduction_vs_full_mesh": num(&topo, "reduction_vs_full_mesh"),
+            "window": num(&topo, "window"),
+            "window_late_ms": num(&topo, "window_late_ms"),
+            "window_late_max_ms": num(&topo, "window_late_max_ms"),
+            "oldest_open_window_ms": num(&topo, "oldest_open_window_ms"),
+            "waiting_for": topo.get("waiting_for").map_or(Value::Null, |w| json!(w)),
             "pending_proposals": num(&cons, "pending"),
             "decided_proposals": num(&cons, "decided"),
         }))
@@ -208,6 +213,19 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
             reduction,
             f("pending_proposals"),
             f("decided_proposals")
+        )?;
+        // A stall is impossible to miss: how late the topology manager's windows are, and what it waits for.
+        writeln!(
+            out,
+            "topology: window {} applied {} ms after its tick (worst {} ms) · waiting for {}{}",
+            f("window"),
+            f("window_late_ms"),
+            f("window_late_max_ms"),
+            health["waiting_for"].as_str().unwrap_or("?"),
+            match health["oldest_open_window_ms"].as_f64() {
+                Some(ms) if ms > 0.0 => format!(" · oldest open window waiting {ms} ms"),
+                _ => String::new(),
+            }
         )?;
     }
     Ok(all_ready)

@@ -20,6 +20,7 @@ use crate::cli::{AgentArgs, ConsensusArgs, InfraArgs, TopologyArgs};
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
     kafka: Option<String>,
+    kafka_fetch_wait: Option<String>,
     redis: Option<String>,
     topic_prefix: Option<String>,
     messages_partitions: Option<u32>,
@@ -83,12 +84,20 @@ impl FileConfig {
 /// Where Kafka and Redis are, resolved.
 pub(crate) struct Infra {
     pub(crate) kafka: String,
+    /// How long a reader's fetch may wait at the broker for data (`fetch.wait.max.ms`).
+    pub(crate) kafka_fetch_wait: Duration,
     pub(crate) redis: String,
     pub(crate) mesh: MeshConfig,
 }
 
 pub(crate) const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
 pub(crate) const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
+/// A broker answers a waiting fetch as soon as data arrives, so this bounds only how often an idle reader asks
+/// again; with hundreds of idle agents that is most of the broker's load.
+pub(crate) const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(500);
+/// librdkafka's mock cluster (the embedded default) holds an empty fetch for the whole wait even when data arrives,
+/// so every hop there costs up to the wait: `mesh up` sets this much shorter one for its children.
+pub(crate) const EMBEDDED_FETCH_WAIT: &str = "10ms";
 
 fn pick<T>(flag: Option<T>, file: Option<T>, default: T) -> T {
     flag.or(file).unwrap_or(default)
@@ -137,6 +146,13 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
             "invalid topic_prefix (--topic-prefix, MESH_TOPIC_PREFIX): {prefix:?}; use letters, digits, '.', '_' and '-'"
         );
     }
+    let kafka_fetch_wait = duration(
+        "kafka_fetch_wait",
+        "--kafka-fetch-wait, MESH_KAFKA_FETCH_WAIT",
+        args.kafka_fetch_wait.clone(),
+        file.kafka_fetch_wait.clone(),
+        DEFAULT_FETCH_WAIT,
+    )?;
     let messages_partitions = pick(args.messages_partitions, file.messages_partitions, 8);
     let consensus_partitions = pick(args.consensus_partitions, file.consensus_partitions, 4);
     if messages_partitions == 0 || consensus_partitions == 0 {
@@ -144,6 +160,7 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
     }
     Ok(Infra {
         kafka,
+        kafka_fetch_wait,
         redis,
         mesh: MeshConfig { topics: TopicNames::new(prefix), messages_partitions, consensus_partitions },
     })
@@ -298,7 +315,10 @@ mod tests {
         assert_eq!(consensus(&c, &file).expect("valid"), consensus(&c, &empty).expect("valid"));
         assert_eq!(agent(&a, &file).expect("valid"), agent(&a, &empty).expect("valid"));
         let (fi, ei) = (infra(&t.infra, &file).expect("valid"), infra(&t.infra, &empty).expect("valid"));
-        assert_eq!((fi.kafka, fi.redis, fi.mesh), (ei.kafka, ei.redis, ei.mesh));
+        assert_eq!(
+            (fi.kafka, fi.kafka_fetch_wait, fi.redis, fi.mesh),
+            (ei.kafka, ei.kafka_fetch_wait, ei.redis, ei.mesh)
+        );
     }
 
     #[test]

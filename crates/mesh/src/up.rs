@@ -96,6 +96,9 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     env.insert("MESH_KAFKA".to_owned(), kafka.clone());
     env.insert("MESH_REDIS".to_owned(), redis.clone());
     env.insert("MESH_TOPIC_PREFIX".to_owned(), infra.mesh.topics.prefix().to_owned());
+    if embedded.is_some() {
+        env.insert("MESH_KAFKA_FETCH_WAIT".to_owned(), crate::settings::EMBEDDED_FETCH_WAIT.to_owned());
+    }
     if let Some(path) = config_path {
         env.insert("MESH_CONFIG".to_owned(), absolute(path)?.display().to_string());
     }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use mesh_core::consensus::{ConsensusParams, Decision};
+use mesh_core::topology::Source;
 use mesh_node::TopologyConfig;
 use mesh_proto::TopicKind;
 use mesh_proto::records::Record;
@@ -71,34 +72,48 @@ async fn managers_killed_under_traffic_recover_exactly() {
         assert!(status.success(), "{m} stopped cleanly\n{}", mesh.logs(m));
     }
 
-    // Topology: the recovered snapshot equals a crash-free replay of the log up to the same tick.
-    let (graph, roster, last_closed) =
+    // Topology: the recovered snapshot equals what its changelog replays to at the same window, from scratch, and
+    // the changelog accounts for the log: every task and response counted once, in the window whose range holds it.
+    let recovered =
         mesh_node::topology::read_snapshot(&mesh.store, &mesh.prefix).await.expect("redis").expect("a snapshot");
-    let last_closed = last_closed.expect("windows closed");
-    let topology = mesh.read_topic(TopicKind::Topology).await;
-    let messages = mesh.read_topic(TopicKind::Messages).await;
-    let message_partitions = messages.iter().map(|r| r.partition).max().map_or(8, |p| p + 1).max(8);
-    let mut inputs = Vec::new();
-    for r in topology {
-        if let Ok(e) = r.envelope {
-            inputs.push((0usize, r.offset, e.record));
-        }
-    }
-    for r in messages {
-        if let Ok(e) = r.envelope {
-            inputs.push((1 + usize::try_from(r.partition).expect("partition"), r.offset, e.record));
-        }
-    }
-    // A different interleaving than any live run: messages first, then the topology topic.
-    inputs.sort_by_key(|(source, offset, _)| (usize::from(*source == 0), *source, *offset));
+    let last = recovered.last().expect("windows applied");
+    let changelog: Vec<Record> = mesh
+        .read_topic(TopicKind::Windows)
+        .await
+        .into_iter()
+        .filter_map(|r| r.envelope.ok())
+        .map(|e| e.record)
+        .collect();
     let config = TopologyConfig::default();
-    let sources = 1 + usize::try_from(message_partitions).expect("partitions");
-    let (replayed, replayed_roster, replayed_last) =
-        mesh_node::topology::replay_log(sources, 200, &config, Some(last_closed), inputs);
-    assert_eq!(replayed_last, Some(last_closed), "seed {seed}: the replay reached the snapshot's tick");
-    assert!(!graph.edges().is_empty() || !replayed.edges().is_empty() || roster.live().is_empty(), "seed {seed}");
-    assert_eq!(graph.edges(), replayed.edges(), "seed {seed}: recovered edges and weights equal a crash-free replay");
-    assert_eq!(roster, replayed_roster, "seed {seed}: recovered roster equals a crash-free replay");
+    let replay = mesh_node::topology::replay_changelog(200, &config, Some(last.seq), changelog.clone());
+    assert_eq!(replay.topology.last(), Some(last), "seed {seed}: the changelog reaches the snapshot's window");
+    assert!(!recovered.graph().edges().is_empty() || recovered.roster().live().is_empty(), "seed {seed}");
+    assert_eq!(
+        recovered.graph().edges(),
+        replay.topology.graph().edges(),
+        "seed {seed}: recovered edges and weights equal the changelog's replay"
+    );
+    assert_eq!(recovered.roster(), replay.topology.roster(), "seed {seed}: recovered roster equals the replay's");
+    let mut inputs = Vec::new();
+    for kind in [TopicKind::Topology, TopicKind::Messages] {
+        for r in mesh.read_topic(kind).await {
+            if let Ok(e) = r.envelope {
+                let source = Source { topic: mesh.topics.name(kind), partition: r.partition };
+                inputs.push((source, r.offset, e.record));
+            }
+        }
+    }
+    let all = mesh_node::topology::replay_changelog(200, &config, None, changelog);
+    let audit = mesh_node::topology::audit(&all.applied, inputs);
+    assert!(audit.problems.is_empty(), "seed {seed}: {:?}", audit.problems);
+    assert_eq!(audit.counted, audit.in_log, "seed {seed}: the windows count every message in their ranges once");
+    assert!(audit.counted > 0, "seed {seed}: messages flowed");
+    eprintln!(
+        "seed {seed}: {} windows ({} refused), {} messages counted once each",
+        all.applied.len(),
+        all.refused.len(),
+        audit.counted
+    );
 
     // Consensus: one outcome per proposal on the decisions topic, equal to Redis and to a crash-free replay.
     let mut published: BTreeMap<String, Decision> = BTreeMap::new();
