@@ -3,6 +3,7 @@
 //! the supervisor) so they are tested without either; `benches/core.rs` is the criterion suite of the pure core,
 //! which uses the inputs below.
 
+pub mod profile;
 pub mod report;
 pub mod svg;
 

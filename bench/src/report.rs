@@ -125,6 +125,41 @@ pub struct Consensus {
     pub voters: f64,
     /// Proposal published to decision published.
     pub latency: Percentiles,
+    /// Of the decisions, how many were expiries (the proposal timeout passed first).
+    #[serde(default)]
+    pub expired: u64,
+}
+
+/// The same deployment with no traffic (`--idle`): what being there costs.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Idle {
+    /// Agents.
+    pub agents: usize,
+    /// Seconds watched.
+    pub seconds: f64,
+    /// CPU of all agent processes together, in cores.
+    pub agent_cores: f64,
+    /// CPU of one agent process, ms per second.
+    pub agent_ms_per_s: f64,
+    /// The topology manager, in cores.
+    pub topology_cores: f64,
+    /// The consensus manager, in cores.
+    pub consensus_cores: f64,
+    /// The broker (when the run started it), in cores.
+    pub kafka_cores: f64,
+    /// Largest peak RSS of an agent process, MiB.
+    pub agent_peak_rss_mib: f64,
+}
+
+/// The topology manager's windows during the run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Windows {
+    /// Windows applied since the manager started.
+    pub applied: u64,
+    /// Of those, applied more than one decay interval + 100 ms after their tick.
+    pub late: u64,
+    /// The latest any window was applied after its tick, ms.
+    pub worst_late_ms: u64,
 }
 
 /// The SlimeMold graph after traffic shaped it.
@@ -158,6 +193,10 @@ pub struct Cost {
 /// Plain rdkafka, same broker, size and rate.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Baseline {
+    /// Worker processes (each a producer and a consumer): 1 for what Kafka itself sustains here, N (as many as the
+    /// mesh's agent processes) for what N client processes cost on this machine.
+    #[serde(default = "one")]
+    pub processes: usize,
     /// Messages offered per second.
     pub offered_msgs_per_s: f64,
     /// Bytes per message.
@@ -168,8 +207,59 @@ pub struct Baseline {
     pub received: u64,
     /// Received per second.
     pub delivered_per_s: f64,
-    /// Send to receive.
+    /// Intended send time to receive (no coordinated omission).
     pub latency: Percentiles,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// One rate of a peak search (`--rate max`): the mesh and the one-process baseline at the same offered rate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeakStep {
+    /// Messages per second offered.
+    pub offered_msgs_per_s: f64,
+    /// The mesh's delivered rate and p99 at it.
+    pub mesh_delivered_per_s: f64,
+    /// p99 end-to-end, µs.
+    pub mesh_p99_us: u64,
+    /// The baseline's delivered rate and p99 at it.
+    pub baseline_delivered_per_s: f64,
+    /// p99, µs.
+    pub baseline_p99_us: u64,
+    /// The mesh delivered at least 95 % of the offer with p99 within 2x the baseline's.
+    pub mesh_sustained: bool,
+    /// The baseline delivered at least 95 % of the offer.
+    pub baseline_sustained: bool,
+}
+
+/// The highest rates sustained, mesh and plain Kafka, found in one run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Peak {
+    /// Every rate tried, in order.
+    pub steps: Vec<PeakStep>,
+    /// The highest delivered rate of a step the mesh sustained (0 if none).
+    pub mesh_peak_msgs_per_s: f64,
+    /// The highest delivered rate of a step the baseline sustained.
+    pub baseline_peak_msgs_per_s: f64,
+    /// Mesh peak / baseline peak.
+    pub ratio: f64,
+}
+
+/// A CPU profile of one kind of process over the measured window (`--profile`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProfileSummary {
+    /// `agent`, `topology`, `consensus`, `kafka`, `redis`.
+    pub kind: String,
+    /// Processes profiled.
+    pub processes: usize,
+    /// Samples taken.
+    pub samples: u64,
+    /// The flamegraph, relative to the report directory.
+    pub svg: String,
+    /// The functions with the most samples at the top of the stack: (name, share of samples).
+    pub top: Vec<(String, f64)>,
 }
 
 /// Mesh divided by baseline, from the same run: what is tracked across machines.
@@ -222,10 +312,28 @@ pub struct Report {
     pub topology: Topology,
     /// Cost per process kind.
     pub cost: Vec<Cost>,
-    /// The plain-Kafka baseline, unless skipped.
+    /// The plain-Kafka baseline in one process, unless skipped.
     pub baseline: Option<Baseline>,
     /// Mesh / baseline.
     pub ratios: Option<Ratios>,
+    /// The plain-Kafka baseline in as many processes as the mesh has agent processes, when there is more than one.
+    #[serde(default)]
+    pub baseline_processes: Option<Baseline>,
+    /// Mesh / that baseline.
+    #[serde(default)]
+    pub ratios_processes: Option<Ratios>,
+    /// Peak search (`--rate max`).
+    #[serde(default)]
+    pub peak: Option<Peak>,
+    /// CPU profiles per kind of process (`--profile`).
+    #[serde(default)]
+    pub profiles: Vec<ProfileSummary>,
+    /// The run with no traffic (`--idle`).
+    #[serde(default)]
+    pub idle: Option<Idle>,
+    /// The topology manager's windows.
+    #[serde(default)]
+    pub window_stats: Option<Windows>,
     /// Throughput over time.
     pub timeline: Vec<Sample>,
     /// Baseline throughput over time.
@@ -310,6 +418,31 @@ impl Report {
             push("throughput mesh/baseline", r.throughput, "x", Better::Higher);
             push("p99 latency mesh/baseline", r.p99_latency, "x", Better::Lower);
         }
+        if let Some(b) = &self.baseline_processes {
+            push(&format!("{}-process baseline delivered", b.processes), b.delivered_per_s, "msg/s", Better::Higher);
+            for (q, v) in lat(&b.latency) {
+                push(&format!("{}-process baseline {q}", b.processes), ms(v), "ms", Better::Lower);
+            }
+        }
+        if let Some(r) = &self.ratios_processes {
+            push("throughput mesh/N-process baseline", r.throughput, "x", Better::Higher);
+            push("p99 latency mesh/N-process baseline", r.p99_latency, "x", Better::Lower);
+        }
+        if let Some(i) = &self.idle {
+            push("idle agents CPU", i.agent_cores, "cores", Better::Lower);
+            push("idle agent CPU, each", i.agent_ms_per_s, "ms/s", Better::Lower);
+            push("idle topology CPU", i.topology_cores, "cores", Better::Lower);
+            push("idle kafka CPU", i.kafka_cores, "cores", Better::Lower);
+        }
+        if let Some(w) = &self.window_stats {
+            push("windows late (> interval + 100 ms)", w.late as f64, "", Better::Lower);
+            push("latest window after its tick", w.worst_late_ms as f64, "ms", Better::Lower);
+        }
+        if let Some(p) = &self.peak {
+            push("peak sustained, mesh", p.mesh_peak_msgs_per_s, "msg/s", Better::Higher);
+            push("peak sustained, baseline", p.baseline_peak_msgs_per_s, "msg/s", Better::Higher);
+            push("peak mesh/baseline", p.ratio, "x", Better::Higher);
+        }
         let _ = self.messages.delivered as f64;
         out
     }
@@ -343,6 +476,33 @@ impl Report {
             "join: live agents / edges",
             format!("{}/{}", self.join.live_agents, self.join.edges)
         ));
+        if let Some(p) = &self.peak {
+            s.push_str(&format!(
+                "\n  peak search {:>10} {:>12} {:>10} {:>12} {:>10}\n",
+                "offered", "mesh msg/s", "mesh p99", "base msg/s", "base p99"
+            ));
+            for st in &p.steps {
+                s.push_str(&format!(
+                    "  {:<11} {:>10.0} {:>12.0} {:>8.1}ms {:>12.0} {:>8.1}ms  {}{}\n",
+                    "",
+                    st.offered_msgs_per_s,
+                    st.mesh_delivered_per_s,
+                    ms(st.mesh_p99_us),
+                    st.baseline_delivered_per_s,
+                    ms(st.baseline_p99_us),
+                    if st.mesh_sustained { "mesh ok" } else { "mesh no" },
+                    if st.baseline_sustained { ", baseline ok" } else { ", baseline no" },
+                ));
+            }
+        }
+        if !self.profiles.is_empty() {
+            s.push_str("\n  CPU profiles (top frames by samples)\n");
+            for p in &self.profiles {
+                let top: Vec<String> =
+                    p.top.iter().take(4).map(|(f, share)| format!("{f} {:.0}%", share * 100.0)).collect();
+                s.push_str(&format!("  {:<10} {:>7} samples  {}  ({})\n", p.kind, p.samples, top.join(", "), p.svg));
+            }
+        }
         if !self.targets.is_empty() {
             s.push_str("\n  targets\n");
             for t in &self.targets {

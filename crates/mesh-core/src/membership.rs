@@ -139,6 +139,14 @@ impl FailureDetector {
         self.reported.remove(id);
     }
 
+    /// Restarts every watched agent's clock at `now_ms`, as if each had just been heard from: after a silence of
+    /// the watcher's own, which says nothing about the agents.
+    pub fn rearm(&mut self, now_ms: u64) {
+        for seen in self.last_seen.values_mut() {
+            *seen = (*seen).max(now_ms);
+        }
+    }
+
     /// Stops watching `id` (left or dead).
     pub fn forget(&mut self, id: &AgentId) {
         self.last_seen.remove(id);

@@ -1,7 +1,15 @@
-//! The physical limit `mesh bench` compares the mesh against: the same message size and rate through one plain
-//! rdkafka producer and one consumer, with no mesh logic at all (no envelopes, no membership, no awaiting each
+//! The physical limit `mesh bench` compares the mesh against: the same message size and rate through plain rdkafka
+//! producers and consumers, with no mesh logic at all (no envelopes, no membership, no awaiting each
 //! acknowledgement before the next send). Same broker, same producer guarantees (idempotent, `acks=all`,
 //! `linger.ms=2`) and the same consumer fetch wait as the mesh's readers, so the ratio isolates the mesh's cost.
+//!
+//! One run is one *worker*: a producer and a consumer. `mesh bench` runs one worker in its own process (what Kafka
+//! itself sustains here) and, separately, as many worker processes as the mesh has agent processes, each reading its
+//! own partition and sending to the others like agents do (what N client processes cost on one machine).
+//!
+//! Latency is measured from each message's *intended* send time (`start + k / rate`), as the OpenMessaging
+//! Benchmark does: a sender that falls behind its schedule sends as fast as it can and the wait counts, so a stall
+//! shows in the figures instead of thinning the samples (no coordinated omission).
 
 use std::time::{Duration, Instant};
 
@@ -13,31 +21,38 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use crate::{KafkaConfig, unreachable};
 use mesh_transport::TransportError;
 
-/// What to send.
+/// What one worker sends and reads.
 #[derive(Debug, Clone)]
 pub struct BaselineSpec {
-    /// Topic to use; it must exist with `partitions` partitions.
+    /// Topic to use; it must exist.
     pub topic: String,
-    /// Partitions written round-robin and all read by the one consumer.
+    /// Partitions of the topic.
     pub partitions: i32,
-    /// Messages per second offered.
+    /// Workers of the run (1: this one sends to every partition and reads them all).
+    pub workers: u32,
+    /// This worker's number, `0..workers`: it reads partition `index % partitions` and counts the messages keyed
+    /// to it, as an agent reads its partition and keeps what is keyed to it.
+    pub index: u32,
+    /// Messages per second this worker offers.
     pub rate: f64,
-    /// Value size in bytes (at least 8: the send stamp).
+    /// Value size in bytes (at least 8: the intended send time).
     pub payload_bytes: usize,
     /// Sending before measuring, to fill connections and caches.
     pub warmup: Duration,
     /// Measured sending.
     pub duration: Duration,
+    /// When sending starts, µs since the Unix epoch: the same for every worker of a run (`None`: 2 s from now).
+    pub start_at_us: Option<u64>,
 }
 
-/// What came out.
+/// What came out of one worker.
 #[derive(Debug, Clone, Default)]
 pub struct BaselineRun {
-    /// Messages sent during the measured window.
+    /// Messages sent during the measured window (by intended send time).
     pub sent: u64,
-    /// Of those, received by the consumer.
+    /// Messages of the measured window received by this worker (from any worker).
     pub received: u64,
-    /// Send-to-receive latency of every measured message, µs.
+    /// Intended-send-to-receive latency of every measured message received, µs.
     pub latencies_us: Vec<u64>,
     /// Measured messages received in each second of the window.
     pub per_second: Vec<u64>,
@@ -51,46 +66,63 @@ fn now_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Runs the baseline: paced sends for `warmup + duration`, then up to 5 s for the last messages to arrive.
+/// The key messages for worker `index` carry.
+fn key_of(index: u32) -> String {
+    format!("w{index}")
+}
+
+/// Runs one worker: paced sends for `warmup + duration` from the start time, then up to 5 s for the last messages.
 pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRun, TransportError> {
     let mut pc = config.base();
     pc.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "2");
     let producer: FutureProducer = pc.create().map_err(|e| unreachable(config, &e))?;
     let mut cc = config.base();
-    cc.set("group.id", format!("{}-baseline", config.client_id))
+    cc.set("group.id", format!("{}-baseline-{}", config.client_id, spec.index))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
-        .set("fetch.wait.max.ms", "50");
+        .set("fetch.wait.max.ms", config.fetch_wait.as_millis().max(1).to_string())
+        .set("fetch.queue.backoff.ms", "10");
     let consumer: StreamConsumer = cc.create().map_err(|e| unreachable(config, &e))?;
+    let partitions = spec.partitions.max(1);
+    let workers = spec.workers.max(1);
     let mut tpl = TopicPartitionList::new();
-    for p in 0..spec.partitions {
-        tpl.add_partition_offset(&spec.topic, p, rdkafka::Offset::End)
+    let mine: Vec<i32> = if workers == 1 {
+        (0..partitions).collect()
+    } else {
+        vec![i32::try_from(spec.index).unwrap_or(0) % partitions]
+    };
+    for p in &mine {
+        tpl.add_partition_offset(&spec.topic, *p, rdkafka::Offset::End)
             .map_err(|e| TransportError::failed("assigning partitions", e))?;
     }
     consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
-    // Let the consumer resolve its end offsets before the first send, or early messages are skipped.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let my_key = key_of(spec.index);
 
-    let start = Instant::now();
-    let measure_from = now_us() + u64::try_from(spec.warmup.as_micros()).unwrap_or(u64::MAX);
-    let measure_until = measure_from + u64::try_from(spec.duration.as_micros()).unwrap_or(u64::MAX);
-    let total = spec.warmup + spec.duration;
+    let start_us = spec.start_at_us.unwrap_or_else(|| now_us() + 2_000_000);
+    let warmup_us = u64::try_from(spec.warmup.as_micros()).unwrap_or(u64::MAX);
+    let duration_us = u64::try_from(spec.duration.as_micros()).unwrap_or(u64::MAX);
+    let measure_from = start_us + warmup_us;
+    let measure_until = measure_from + duration_us;
     let payload_bytes = spec.payload_bytes.max(8);
     let receiver = async {
         let mut run = BaselineRun::default();
-        let deadline = tokio::time::Instant::now() + total + Duration::from_secs(5);
+        let until = Duration::from_micros(measure_until.saturating_sub(now_us())) + Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + until;
         let seconds = usize::try_from(spec.duration.as_secs().max(1)).unwrap_or(1);
         run.per_second = vec![0; seconds];
         while let Ok(Ok(m)) = tokio::time::timeout_at(deadline, consumer.recv()).await {
+            if workers > 1 && m.key() != Some(my_key.as_bytes()) {
+                continue;
+            }
             let Some(stamp) = m.payload().and_then(|p| p.get(..8)).and_then(|b| b.try_into().ok()) else { continue };
-            let sent = u64::from_be_bytes(stamp);
-            if sent < measure_from || sent >= measure_until {
+            let intended = u64::from_be_bytes(stamp);
+            if intended < measure_from || intended >= measure_until {
                 continue;
             }
             let got = now_us();
             run.received += 1;
-            run.latencies_us.push(got.saturating_sub(sent));
-            let second = usize::try_from((got.saturating_sub(measure_from)) / 1_000_000).unwrap_or(usize::MAX);
+            run.latencies_us.push(got.saturating_sub(intended));
+            let second = usize::try_from(got.saturating_sub(measure_from) / 1_000_000).unwrap_or(usize::MAX);
             if let Some(slot) = run.per_second.get_mut(second.min(seconds - 1)) {
                 *slot += 1;
             }
@@ -100,31 +132,51 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
     let sender = async {
         let (mut sent, mut measured, mut failed) = (0u64, 0u64, 0u64);
         let mut in_flight = futures::stream::FuturesUnordered::new();
+        if let Some(wait) = start_us.checked_sub(now_us()) {
+            tokio::time::sleep(Duration::from_micros(wait)).await;
+        }
+        let started = Instant::now();
+        let total = spec.warmup + spec.duration;
         let mut pace = tokio::time::interval(Duration::from_millis(1));
-        let mut partition = 0;
+        let mut rng = u64::from(spec.index) * 0x9e37_79b9_7f4a_7c15 + 1;
+        let mut next_partition = 0;
+        let interval_us = 1_000_000.0 / spec.rate.max(1e-9);
         loop {
             tokio::select! {
                 _ = pace.tick() => {
-                    let elapsed = start.elapsed();
+                    let elapsed = started.elapsed();
                     if elapsed >= total {
                         break;
                     }
                     #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a message count")]
                     let due = (elapsed.as_secs_f64() * spec.rate) as u64;
                     while sent < due {
-                        let stamp = now_us();
+                        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "µs offsets")]
+                        let intended = start_us + (sent as f64 * interval_us) as u64;
                         let mut value = vec![0u8; payload_bytes];
-                        value[..8].copy_from_slice(&stamp.to_be_bytes());
-                        let p = partition;
-                        partition = (partition + 1) % spec.partitions.max(1);
+                        value[..8].copy_from_slice(&intended.to_be_bytes());
+                        // One worker spreads over every partition; several send to a random peer, as agents do.
+                        let (partition, key) = if workers == 1 {
+                            next_partition = (next_partition + 1) % partitions;
+                            (next_partition, key_of(0))
+                        } else {
+                            rng ^= rng << 13;
+                            rng ^= rng >> 7;
+                            rng ^= rng << 17;
+                            let peer = u32::try_from(rng % u64::from(workers)).unwrap_or(0);
+                            (i32::try_from(peer).unwrap_or(0) % partitions, key_of(peer))
+                        };
                         let producer = &producer;
                         let topic = spec.topic.as_str();
                         in_flight.push(async move {
-                            let record = FutureRecord::<[u8], [u8]>::to(topic).partition(p).payload(&value);
+                            let record = FutureRecord::<[u8], [u8]>::to(topic)
+                                .partition(partition)
+                                .key(key.as_bytes())
+                                .payload(&value);
                             producer.send(record, Duration::from_secs(10)).await.is_ok()
                         });
                         sent += 1;
-                        if (measure_from..measure_until).contains(&stamp) {
+                        if (measure_from..measure_until).contains(&intended) {
                             measured += 1;
                         }
                     }

@@ -97,6 +97,8 @@ struct Probes {
     back_at_ms: u64,
     rtt_ms: u64,
     stalled_since: Option<u64>,
+    /// A gap between returned probes longer than this restarts every agent's clock.
+    rearm_after_ms: u64,
 }
 
 /// Runs the topology manager until shutdown. Waits (with backoff, reporting) for Kafka and Redis as long as needed.
@@ -168,7 +170,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let mut last_snapshot = 0;
     let mut sealing: Option<Sealing> = None;
     let mut lateness = Lateness::default();
-    let mut probes = Probes { back_at_ms: start, ..Probes::default() };
+    let rearm_after_ms = (failure_timeout_ms / 4).max(4 * probe_every.as_millis() as u64);
+    let mut probes = Probes { back_at_ms: start, rearm_after_ms, ..Probes::default() };
     let mut probe_timer = tokio::time::interval(probe_every);
     probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_timer = tokio::time::interval(Duration::from_secs(1));
@@ -387,6 +390,16 @@ fn on_heartbeat<B: Bus>(
         Record::Probe(p) if p.writer == writer => {
             if let Some(since) = probes.stalled_since.take() {
                 tracing::info!(stalled_ms = now.saturating_sub(since), "probes come back again: death verdicts resume");
+            }
+            // After a gap of our own (the broker restarted, our link was cut, this process was paused), the agents
+            // may not have reconnected yet either: their heartbeats queued in their producers are not in the log
+            // before our probe. Everyone gets a fresh grace period from now, as after a restart of the manager.
+            if now.saturating_sub(probes.back_at_ms) > probes.rearm_after_ms {
+                tracing::info!(
+                    gap_ms = now.saturating_sub(probes.back_at_ms),
+                    "the heartbeat path was stalled: restarting the failure detector's clocks"
+                );
+                detector.rearm(now);
             }
             probes.complete_until_ms = Some(env.header.ts);
             probes.back_at_ms = now;
@@ -692,7 +705,23 @@ pub fn audit(applied: &[Window], inputs: impl IntoIterator<Item = (Source, i64, 
             out.problems.push(format!("window {}: its counts differ from the messages in its ranges", w.seq));
         }
         if roster != w.roster {
-            out.problems.push(format!("window {}: its roster changes differ from the log's", w.seq));
+            let show = |r: &[mesh_core::topology::RosterChange]| {
+                r.iter()
+                    .map(|c| match c {
+                        mesh_core::topology::RosterChange::Join(p) => format!("join {}", p.id),
+                        mesh_core::topology::RosterChange::Leave(a) => format!("leave {a}"),
+                        mesh_core::topology::RosterChange::Dead(a) => format!("dead {a}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            out.problems.push(format!(
+                "window {}: its roster changes [{}] differ from the log's [{}] in {:?}",
+                w.seq,
+                show(&w.roster),
+                show(&roster),
+                w.spans.iter().map(|s| format!("{}/{} {}..{}", s.topic, s.partition, s.from, s.to)).collect::<Vec<_>>()
+            ));
         }
     }
     out

@@ -81,6 +81,47 @@ pub(crate) enum Command {
     /// latency, consensus latency, pruning and cost per process, next to plain Kafka at the same rate in the same
     /// run (docs/bench.md).
     Bench(BenchArgs),
+    /// One plain-rdkafka worker of `mesh bench`'s N-process baseline (started by `mesh bench`; prints JSON).
+    #[command(hide = true)]
+    BenchWorker(BenchWorkerArgs),
+}
+
+/// One process of the N-process baseline: a producer and a consumer at a share of the rate.
+#[derive(Debug, Args)]
+pub(crate) struct BenchWorkerArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long)]
+    pub(crate) kafka: String,
+    /// The baseline topic (it exists).
+    #[arg(long)]
+    pub(crate) topic: String,
+    /// Its partitions.
+    #[arg(long)]
+    pub(crate) partitions: i32,
+    /// Workers in the run.
+    #[arg(long)]
+    pub(crate) workers: u32,
+    /// This worker's number, from 0.
+    #[arg(long)]
+    pub(crate) index: u32,
+    /// Messages per second this worker sends.
+    #[arg(long)]
+    pub(crate) rate: f64,
+    /// Message size in bytes.
+    #[arg(long)]
+    pub(crate) payload_bytes: usize,
+    /// Sending before the measured window, in ms.
+    #[arg(long)]
+    pub(crate) warmup_ms: u64,
+    /// The measured window, in ms.
+    #[arg(long)]
+    pub(crate) duration_ms: u64,
+    /// When every worker starts sending, µs since the Unix epoch.
+    #[arg(long)]
+    pub(crate) start_at_us: u64,
+    /// The readers' fetch wait, in ms (the mesh's).
+    #[arg(long, default_value_t = 500)]
+    pub(crate) fetch_wait_ms: u64,
 }
 
 #[derive(Debug, Args)]
@@ -99,9 +140,22 @@ pub(crate) struct BenchArgs {
     /// Traffic before the window opens (also the baseline's warm-up).
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub(crate) warmup: String,
-    /// Messages per second offered in total, tasks and their answers [default: 20 per agent].
-    #[arg(long, value_name = "MSGS_PER_S")]
-    pub(crate) rate: Option<f64>,
+    /// Messages per second offered in total, tasks and their answers [default: 20 per agent]; `max` searches the
+    /// highest rate the mesh sustains (delivering at least 95 % with p99 within 2x plain Kafka's at that rate) next
+    /// to plain Kafka's own peak, stepping the rate up in one run.
+    #[arg(long, value_name = "MSGS_PER_S|max")]
+    pub(crate) rate: Option<String>,
+    /// Worker processes of the second baseline (plain rdkafka, a producer and a consumer each, the same traffic)
+    /// [default: as many as the mesh's agent processes; 0 skips it].
+    #[arg(long, value_name = "N")]
+    pub(crate) baseline_processes: Option<usize>,
+    /// Before the traffic run, a run of the same deployment with no traffic, to measure what idle agents cost.
+    #[arg(long)]
+    pub(crate) idle: bool,
+    /// CPU profile of each kind of process over the measured window (`perf` from Debian, installed when missing and
+    /// root), as flamegraph SVGs in the report directory (needs --report).
+    #[arg(long, requires = "report")]
+    pub(crate) profile: bool,
     /// Proposals per second, all agents together; each is voted on by every live agent.
     #[arg(long, default_value_t = 2.0, value_name = "PER_S")]
     pub(crate) proposals_per_sec: f64,

@@ -7,6 +7,7 @@
 mod bench;
 mod cli;
 mod demo;
+mod fleet;
 mod inspect;
 mod notify;
 mod ops;
@@ -64,7 +65,9 @@ fn main() -> ExitCode {
     // An agent is one event loop that mostly waits: a single-threaded runtime (hundreds of agent processes share two
     // cores, and every idle thread costs); the managers and tools get two workers.
     let builder = match &cli.command {
-        Command::Agent(_) => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        Command::Agent(_) | Command::BenchWorker(_) => {
+            tokio::runtime::Builder::new_current_thread().enable_all().build()
+        }
         _ => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
     };
     let runtime = match builder {
@@ -220,6 +223,7 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             Err(e) => Err(runtime(e)),
         },
         Command::Demo(args) => demo::run(&args).await.map_err(runtime),
+        Command::BenchWorker(args) => fleet::worker(&args).await.map_err(runtime),
         Command::Up(_)
         | Command::Down(_)
         | Command::Kill(_)
