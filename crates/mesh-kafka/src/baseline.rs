@@ -11,13 +11,13 @@
 //! Benchmark does: a sender that falls behind its schedule sends as fast as it can and the wait counts, so a stall
 //! shows in the figures instead of thinning the samples (no coordinated omission).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::Message;
 use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use crate::producer::{Outgoing, Producer};
 use crate::{KafkaConfig, unreachable};
 use mesh_transport::TransportError;
 
@@ -75,7 +75,8 @@ fn key_of(index: u32) -> String {
 pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRun, TransportError> {
     let mut pc = config.base();
     pc.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "2");
-    let producer: FutureProducer = pc.create().map_err(|e| unreachable(config, &e))?;
+    // The mesh's own producer (see `producer.rs`): the same client costs on both sides of the ratio.
+    let producer = Producer::new(&pc).map_err(|e| unreachable(config, &e))?;
     let mut cc = config.base();
     cc.set("group.id", format!("{}-baseline-{}", config.client_id, spec.index))
         .set("enable.auto.commit", "false")
@@ -135,21 +136,23 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
         if let Some(wait) = start_us.checked_sub(now_us()) {
             tokio::time::sleep(Duration::from_micros(wait)).await;
         }
-        let started = Instant::now();
         let total = spec.warmup + spec.duration;
+        let total_us = u64::try_from(total.as_micros()).unwrap_or(u64::MAX);
         let mut pace = tokio::time::interval(Duration::from_millis(1));
-        let mut rng = u64::from(spec.index) * 0x9e37_79b9_7f4a_7c15 + 1;
+        let mut rng = u64::from(spec.index).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         let mut next_partition = 0;
         let interval_us = 1_000_000.0 / spec.rate.max(1e-9);
         loop {
             tokio::select! {
                 _ = pace.tick() => {
-                    let elapsed = started.elapsed();
-                    if elapsed >= total {
+                    // Due by the wall clock against the common start, not against when this loop woke: a late
+                    // wake-up is a late send, and it counts.
+                    let elapsed_us = now_us().saturating_sub(start_us);
+                    if elapsed_us >= total_us {
                         break;
                     }
                     #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "a message count")]
-                    let due = (elapsed.as_secs_f64() * spec.rate) as u64;
+                    let due = (elapsed_us as f64 / 1e6 * spec.rate) as u64 + 1;
                     while sent < due {
                         #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "µs offsets")]
                         let intended = start_us + (sent as f64 * interval_us) as u64;
@@ -166,14 +169,19 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
                             let peer = u32::try_from(rng % u64::from(workers)).unwrap_or(0);
                             (i32::try_from(peer).unwrap_or(0) % partitions, key_of(peer))
                         };
-                        let producer = &producer;
-                        let topic = spec.topic.as_str();
+                        let out = Outgoing {
+                            topic: &spec.topic,
+                            partition,
+                            key: key.as_bytes(),
+                            payload: &value,
+                            header: None,
+                        };
+                        let ack = producer.send(&out);
                         in_flight.push(async move {
-                            let record = FutureRecord::<[u8], [u8]>::to(topic)
-                                .partition(partition)
-                                .key(key.as_bytes())
-                                .payload(&value);
-                            producer.send(record, Duration::from_secs(10)).await.is_ok()
+                            match ack {
+                                Ok(ack) => matches!(ack.await, Ok(Ok(_))),
+                                Err(_) => false,
+                            }
                         });
                         sent += 1;
                         if (measure_from..measure_until).contains(&intended) {

@@ -7,6 +7,7 @@
 #![warn(missing_docs)]
 
 pub mod baseline;
+mod producer;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +18,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
 /// How to reach the brokers.
@@ -32,6 +32,8 @@ pub struct KafkaConfig {
     pub send_timeout: Duration,
     /// How long a reader's fetch may wait at the broker for data (`fetch.wait.max.ms`).
     pub fetch_wait: Duration,
+    /// How long the producer holds records to fill a batch (`linger.ms`).
+    pub linger: Duration,
     /// Extra librdkafka properties, applied last (for tuning and tests).
     pub extra: Vec<(String, String)>,
 }
@@ -43,7 +45,8 @@ impl KafkaConfig {
             brokers: brokers.into(),
             client_id: client_id.into(),
             send_timeout: Duration::from_secs(10),
-            fetch_wait: Duration::from_millis(500),
+            fetch_wait: Duration::from_secs(5),
+            linger: Duration::from_millis(2),
             extra: Vec::new(),
         }
     }
@@ -76,7 +79,7 @@ pub struct KafkaBus {
 
 struct Inner {
     config: KafkaConfig,
-    producer: FutureProducer,
+    producer: producer::Producer,
     admin: std::sync::OnceLock<AdminClient<DefaultClientContext>>,
 }
 
@@ -90,12 +93,12 @@ impl KafkaBus {
         let mut pc = config.base();
         pc.set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "2")
+            .set("linger.ms", config.linger.as_millis().to_string())
             .set("message.timeout.ms", config.send_timeout.as_millis().to_string());
         for (k, v) in &config.extra {
             pc.set(k, v);
         }
-        let producer: FutureProducer = pc.create().map_err(|e| unreachable(&config, &e))?;
+        let producer = producer::Producer::new(&pc).map_err(|e| unreachable(&config, &e))?;
         Ok(Self { inner: Arc::new(Inner { config, producer, admin: std::sync::OnceLock::new() }) })
     }
 
@@ -253,46 +256,30 @@ impl Bus for KafkaBus {
     fn enqueue(&self, record: OutRecord) -> mesh_transport::Delivery {
         // Handed to librdkafka now, so records enqueued in turn keep their order in the partition; only a full local
         // queue (100,000 records) makes the first attempt wait, inside the future.
-        let enqueued = {
-            let mut fr =
-                FutureRecord::to(&record.topic).partition(record.partition).key(&record.key).payload(&record.payload);
-            if let Some(us) = record.sent_at_us {
-                fr = fr.headers(
-                    OwnedHeaders::new().insert(Header { key: SENT_AT_HEADER, value: Some(&us.to_be_bytes()) }),
-                );
-            }
-            match self.inner.producer.send_result(fr) {
-                Ok(delivery) => Ok(delivery),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => Err(None),
-                Err((e, _)) => Err(Some(e)),
-            }
-        };
+        let stamp = record.sent_at_us.map(u64::to_be_bytes);
+        let first = self.inner.producer.send(&outgoing(&record, stamp.as_ref()));
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
             let what = || format!("publishing to {}", record.topic);
-            let delivery = match enqueued {
-                Ok(delivery) => delivery.await,
-                Err(Some(e)) => return Err(TransportError::failed(what(), e)),
-                Err(None) => {
-                    let mut fr = FutureRecord::to(&record.topic)
-                        .partition(record.partition)
-                        .key(&record.key)
-                        .payload(&record.payload);
-                    if let Some(us) = record.sent_at_us {
-                        fr = fr.headers(
-                            OwnedHeaders::new().insert(Header { key: SENT_AT_HEADER, value: Some(&us.to_be_bytes()) }),
-                        );
+            let mut sent = first;
+            loop {
+                match sent {
+                    Ok(ack) => {
+                        return match ack.await {
+                            Ok(Ok(offset)) => Ok(offset),
+                            Ok(Err(e)) => Err(TransportError::failed(what(), e)),
+                            Err(_) => Err(TransportError::failed(
+                                what(),
+                                "the producer was dropped before the acknowledgement",
+                            )),
+                        };
                     }
-                    return match inner.producer.send(fr, Duration::from_secs(5)).await {
-                        Ok(delivery) => Ok(delivery.offset),
-                        Err((e, _)) => Err(TransportError::failed(what(), e)),
-                    };
+                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        sent = inner.producer.send(&outgoing(&record, stamp.as_ref()));
+                    }
+                    Err(e) => return Err(TransportError::failed(what(), e)),
                 }
-            };
-            match delivery {
-                Ok(Ok(delivery)) => Ok(delivery.offset),
-                Ok(Err((e, _))) => Err(TransportError::failed(what(), e)),
-                Err(_) => Err(TransportError::failed(what(), "the producer was dropped before the acknowledgement")),
             }
         })
     }
@@ -366,6 +353,16 @@ impl Bus for KafkaBus {
         }
         consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
         Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone() })
+    }
+}
+
+fn outgoing<'a>(record: &'a OutRecord, stamp: Option<&'a [u8; 8]>) -> producer::Outgoing<'a> {
+    producer::Outgoing {
+        topic: &record.topic,
+        partition: record.partition,
+        key: &record.key,
+        payload: &record.payload,
+        header: stamp.map(|s| (SENT_AT_HEADER, &s[..])),
     }
 }
 

@@ -4,7 +4,6 @@
 //! (`body of 'task': missing field 'to'`), which is what the dead-letter topic keeps.
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use crate::records::{
     DeadBody, DeadLetterBody, DecisionBody, EdgeBody, EdgesBody, ExpireBody, HeartbeatBody, InhibitBody, JoinBody,
@@ -71,59 +70,66 @@ pub enum DecodeError {
 }
 
 #[derive(Serialize)]
-struct RawOut<'a> {
+struct RawOut<'a, B> {
     v: u16,
     kind: &'a str,
     id: &'a str,
     ts: u64,
-    body: Value,
+    body: &'a B,
 }
 
+/// The body is kept as raw JSON text at first and parsed once, straight into its kind's type: a record is read
+/// once, not into a generic value and then again into its type (the hot path of every reader).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawIn {
+struct RawIn<'a> {
     v: u16,
     kind: String,
     id: String,
     ts: u64,
-    body: Value,
+    #[serde(borrow)]
+    body: &'a serde_json::value::RawValue,
 }
 
-fn body_value(record: &Record) -> Result<Value, serde_json::Error> {
-    match record {
-        Record::Join(b) => serde_json::to_value(b),
-        Record::Leave(b) => serde_json::to_value(b),
-        Record::Dead(b) => serde_json::to_value(b),
-        Record::Tick(b) => serde_json::to_value(b),
-        Record::Window(b) => serde_json::to_value(b),
-        Record::Probe(b) => serde_json::to_value(b),
-        Record::Weights(b) => serde_json::to_value(b),
-        Record::Edge(b) => serde_json::to_value(b),
-        Record::Edges(b) => serde_json::to_value(b),
-        Record::Heartbeat(b) => serde_json::to_value(b),
-        Record::Task(b) => serde_json::to_value(b),
-        Record::Response(b) => serde_json::to_value(b),
-        Record::Member(b) => serde_json::to_value(b),
-        Record::Proposal(b) => serde_json::to_value(b),
-        Record::Vote(b) => serde_json::to_value(b),
-        Record::Expire(b) => serde_json::to_value(b),
-        Record::Inhibit(b) => serde_json::to_value(b),
-        Record::Decision(b) => serde_json::to_value(b),
-        Record::DeadLetter(b) => serde_json::to_value(b),
-    }
+fn write<B: Serialize>(envelope: &Envelope, body: &B) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&RawOut {
+        v: WIRE_VERSION,
+        kind: envelope.record.kind(),
+        id: &envelope.header.id,
+        ts: envelope.header.ts,
+        body,
+    })
 }
 
 /// Encodes a record. Serialization of these plain types cannot fail; if it ever did, it would be a bug in this crate,
 /// so the error is not part of the signature.
 pub fn encode(envelope: &Envelope) -> Vec<u8> {
-    let body = body_value(&envelope.record).expect("invariant: record bodies are plain data that always serialize");
-    let raw =
-        RawOut { v: WIRE_VERSION, kind: envelope.record.kind(), id: &envelope.header.id, ts: envelope.header.ts, body };
-    serde_json::to_vec(&raw).expect("invariant: a JSON value always serializes")
+    let written = match &envelope.record {
+        Record::Join(b) => write(envelope, b),
+        Record::Leave(b) => write(envelope, b),
+        Record::Dead(b) => write(envelope, b),
+        Record::Tick(b) => write(envelope, b),
+        Record::Window(b) => write(envelope, b),
+        Record::Probe(b) => write(envelope, b),
+        Record::Weights(b) => write(envelope, b),
+        Record::Edge(b) => write(envelope, b),
+        Record::Edges(b) => write(envelope, b),
+        Record::Heartbeat(b) => write(envelope, b),
+        Record::Task(b) => write(envelope, b),
+        Record::Response(b) => write(envelope, b),
+        Record::Member(b) => write(envelope, b),
+        Record::Proposal(b) => write(envelope, b),
+        Record::Vote(b) => write(envelope, b),
+        Record::Expire(b) => write(envelope, b),
+        Record::Inhibit(b) => write(envelope, b),
+        Record::Decision(b) => write(envelope, b),
+        Record::DeadLetter(b) => write(envelope, b),
+    };
+    written.expect("invariant: record bodies are plain data that always serialize")
 }
 
-fn body<T: serde::de::DeserializeOwned>(kind: &str, value: Value) -> Result<T, DecodeError> {
-    serde_json::from_value(value).map_err(|e| DecodeError::BadBody { kind: kind.to_owned(), detail: e.to_string() })
+fn body<T: serde::de::DeserializeOwned>(kind: &str, raw: &serde_json::value::RawValue) -> Result<T, DecodeError> {
+    serde_json::from_str(raw.get()).map_err(|e| DecodeError::BadBody { kind: kind.to_owned(), detail: e.to_string() })
 }
 
 /// Decodes a record read from `topic`, checking the version, the kind, the body and that the kind belongs there.

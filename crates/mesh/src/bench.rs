@@ -756,7 +756,7 @@ async fn ramp_up(plan: &Plan, deployment: &mut Deployment, store: &AnyStore) -> 
     })
 }
 
-/// How long the idle deployment is watched, after it settled.
+/// How long the idle deployment is watched at most, after it settled (the measured window's length if shorter).
 const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
 /// The deployment with no traffic: what the agents, managers and broker cost while nothing happens.
@@ -768,10 +768,11 @@ async fn measure_idle(plan: &Plan, infra: &Infra, deployment: &mut Deployment) -
     }
     // Let the ramp-up's own work (joins, the full mesh's edge events) drain before measuring.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let pb = bar(IDLE_WINDOW.as_secs(), "idle");
+    let window = IDLE_WINDOW.min(plan.duration);
+    let pb = bar(window.as_secs(), "idle");
     let cpu_start = process_cpu(&deployment.state()?, infra);
     let started = Instant::now();
-    while started.elapsed() < IDLE_WINDOW {
+    while started.elapsed() < window {
         tokio::time::sleep(Duration::from_secs(1)).await;
         check_interrupted()?;
         pb.inc(1);

@@ -139,7 +139,11 @@ fn shutdown_on_signals() -> Result<Shutdown> {
 }
 
 async fn connect(infra: &settings::Infra, client: &str, shutdown: &Shutdown) -> Result<(KafkaBus, AnyStore)> {
-    let config = KafkaConfig { fetch_wait: infra.kafka_fetch_wait, ..KafkaConfig::new(&infra.kafka, client) };
+    let config = KafkaConfig {
+        fetch_wait: infra.kafka_fetch_wait,
+        linger: infra.kafka_linger,
+        ..KafkaConfig::new(&infra.kafka, client)
+    };
     let bus = KafkaBus::new(config).context("failed to set up the kafka client")?;
     let mut delay = std::time::Duration::from_millis(100);
     let store = loop {

@@ -1,5 +1,6 @@
-//! `mesh bench` smoke run: 20 agent processes on the shared real Kafka and Redis, 10 s measured. Asserts only that
-//! the harness completes and reports sane, non-zero figures; speed targets belong to the benchmark itself.
+//! `mesh bench` smoke run: 20 agent processes on the shared real Kafka and Redis, an idle run and 10 s measured,
+//! then both baselines (one process, and 20 worker processes). Asserts only that the harness completes and reports
+//! sane, non-zero figures; speed targets belong to the benchmark itself.
 
 use std::process::Command;
 
@@ -10,7 +11,7 @@ fn a_short_bench_completes_and_reports_sane_figures() {
     let json = dir.join("out.json");
     let report = dir.join("report");
     let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
-        .args(["bench", "--agents", "20", "--duration", "10s", "--warmup", "3s", "--decay-interval", "200ms"])
+        .args(["bench", "--agents", "20", "--duration", "10s", "--warmup", "3s", "--decay-interval", "200ms", "--idle"])
         .args(["--kafka", &infra.kafka, "--redis", &infra.redis])
         .arg("--json")
         .arg(&json)
@@ -36,6 +37,10 @@ fn a_short_bench_completes_and_reports_sane_figures() {
         ("consensus p50", &r["consensus"]["latency"]["p50_us"]),
         ("baseline received", &r["baseline"]["received"]),
         ("throughput ratio", &r["ratios"]["throughput"]),
+        ("20-process baseline received", &r["baseline_processes"]["received"]),
+        ("throughput ratio to it", &r["ratios_processes"]["throughput"]),
+        ("idle agents' CPU", &r["idle"]["agent_cores"]),
+        ("windows applied", &r["window_stats"]["applied"]),
         ("pruning began after", &r["topology"]["pruned_after_s"]),
     ] {
         assert!(positive(v), "{what} = {v}: {r:#}");
@@ -51,6 +56,8 @@ fn a_short_bench_completes_and_reports_sane_figures() {
     assert_eq!(agent_cost["processes"], 20);
     assert!(positive(&agent_cost["peak_rss_mib_max"]) && positive(&agent_cost["cpu_s"]), "{agent_cost}");
     assert!(stdout.contains("throughput mesh/baseline"), "{stdout}");
+    assert_eq!(r["baseline_processes"]["processes"], 20);
+    assert!(stdout.contains("throughput mesh/N-process baseline"), "{stdout}");
     let svg = std::fs::read_to_string(report.join("bench.svg")).expect("SVG written");
     assert!(svg.starts_with("<svg") && svg.contains("plain Kafka baseline"));
     let compare = Command::new(env!("CARGO_BIN_EXE_mesh"))
