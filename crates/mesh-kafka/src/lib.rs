@@ -58,7 +58,10 @@ impl KafkaConfig {
             .set("socket.keepalive.enable", "true")
             .set("reconnect.backoff.ms", "100")
             .set("reconnect.backoff.max.ms", "2000")
-            .set("topic.metadata.refresh.interval.ms", "10000")
+            // librdkafka's default periodic metadata refresh (5 min): every client asks for the metadata of every topic
+            // it knows, the messages topic's hundreds of partitions included, so 1,000 clients refreshing every 10 s
+            // cost the broker a quarter of a core while idle. Leaders are learnt on errors and at creation anyway
+            // (`ensure_topics` waits for them).
             // Never let a metadata request create a topic (a broker with `auto.create.topics.enable` would make it
             // with its default partition count): the managers and `mesh up` create topics as the mesh needs them.
             .set("allow.auto.create.topics", "false");

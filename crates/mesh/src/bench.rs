@@ -536,17 +536,24 @@ impl Deployment {
                 crate::up::tail(&self.dir.root().join("supervisor.log"), 20)
             );
         }
-        // A supervisor of hundreds of processes on a loaded machine can be slow to answer: a few tries.
-        let mut last = None;
-        for _ in 0..5 {
+        // A supervisor starting or stopping hundreds of processes on two saturated cores can be slow to answer: it is
+        // asked again for up to 5 minutes, as long as it runs.
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
             match mesh_supervisor::control::call(&self.dir.socket(), &Request::Status, Duration::from_secs(30)) {
                 Ok(r) => return Ok(r.state),
                 Err(mesh_supervisor::ControlError::NotRunning(_)) => return Ok(None),
-                Err(e) => last = Some(e),
+                Err(e) if Instant::now() >= deadline => {
+                    bail!("the bench supervisor has not answered for 5 minutes: {e}")
+                }
+                Err(e) => tracing::debug!(error = %e, "the bench supervisor did not answer; asking again"),
+            }
+            check_interrupted()?;
+            if let Some(status) = self.child.try_wait()? {
+                bail!("the bench supervisor exited ({status})");
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-        Err(anyhow!("the bench supervisor does not answer: {}", last.map(|e| e.to_string()).unwrap_or_default()))
     }
 
     fn state(&mut self) -> Result<StateFile> {
@@ -602,7 +609,7 @@ fn settings_toml(plan: &Plan, infra: &Infra) -> String {
 /// Agents started at once: each later agent waits for the one `RAMP_WAVE` places before it to be READY, so start-up
 /// comes in waves instead of hundreds of processes competing for the cores at the same moment (and missing their
 /// readiness deadline).
-const RAMP_WAVE: usize = 25;
+const RAMP_WAVE: usize = 50;
 
 fn deployment_toml(plan: &Plan) -> String {
     let mut s = String::from(
@@ -1391,7 +1398,7 @@ mod tests {
         let deployment = deployment_toml(&plan);
         assert_eq!(deployment.matches("[[process]]").count(), 502);
         assert!(deployment.contains("\"--name\", \"b0499\", \"--role\", \"fraud\""));
-        assert!(deployment.contains("depends_on = [\"topology\", \"consensus\", \"agent-b0474\"]"), "ramp in waves");
+        assert!(deployment.contains("depends_on = [\"topology\", \"consensus\", \"agent-b0449\"]"), "ramp in waves");
         assert!(deployment.contains("depends_on = [\"topology\", \"consensus\"]\n"), "the first wave");
         let packed = Plan::new(&args(&["--agents", "500", "--agents-per-process", "10"]), 0).expect("plan");
         let deployment = deployment_toml(&packed);
@@ -1399,7 +1406,7 @@ mod tests {
         assert!(deployment.contains(
             "\"--name\", \"b0490\", \"--role\", \"inventory\", \"--extra-agent\", \"b0491:fraud,b0492:sales"
         ));
-        assert!(deployment.contains("\"agent-b0470\"]"), "waves of 2 processes (20 agents)");
+        assert!(deployment.contains("\"agent-b0450\"]"), "waves of 5 processes (50 agents)");
     }
 
     #[test]
