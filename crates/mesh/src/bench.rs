@@ -1406,7 +1406,7 @@ mod tests {
         assert!(deployment.contains(
             "\"--name\", \"b0490\", \"--role\", \"inventory\", \"--extra-agent\", \"b0491:fraud,b0492:sales"
         ));
-        assert!(deployment.contains("\"agent-b0450\"]"), "waves of 5 processes (50 agents)");
+        assert!(deployment.contains("\"agent-b0440\"]"), "waves of 5 processes (50 agents)");
     }
 
     #[test]
