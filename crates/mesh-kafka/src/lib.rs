@@ -230,6 +230,31 @@ impl Bus for KafkaBus {
         self.wait_until_led(all).await
     }
 
+    async fn partition_counts(&self, topics: &[String]) -> Result<Vec<u32>, TransportError> {
+        let inner = Arc::clone(&self.inner);
+        let topics = topics.to_vec();
+        tokio::task::spawn_blocking(move || {
+            let md = inner
+                .producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map_err(|e| unreachable(&inner.config, &e))?;
+            topics
+                .iter()
+                .map(|topic| {
+                    let t = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).ok_or_else(|| {
+                        TransportError::failed("reading metadata", format!("topic {topic} is missing"))
+                    })?;
+                    u32::try_from(t.partitions().len()).ok().filter(|n| *n > 0).ok_or_else(|| {
+                        TransportError::failed("reading metadata", format!("topic {topic} has no partitions"))
+                    })
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| TransportError::failed("reading metadata", e))?
+    }
+
     async fn partition_count(&self, topic: &str) -> Result<u32, TransportError> {
         let inner = Arc::clone(&self.inner);
         let topic = topic.to_owned();

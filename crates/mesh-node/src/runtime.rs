@@ -231,13 +231,13 @@ impl<B: Bus> Publisher<B> {
         consumer: &str,
         shutdown: &Shutdown,
     ) -> Result<Self, NodeError> {
-        let mut partitions = std::collections::BTreeMap::new();
-        for kind in TopicKind::ALL {
-            let name = topics.name(kind);
-            let what = format!("reading partitions of {name} (the managers or `mesh up` create the topics)");
-            let n = retry(&what, shutdown, || bus.partition_count(&name)).await?;
-            partitions.insert(kind, n);
-        }
+        let names: Vec<String> = TopicKind::ALL.into_iter().map(|kind| topics.name(kind)).collect();
+        let what = format!(
+            "reading the partitions of the {}.* topics (the managers or `mesh up` create them)",
+            topics.prefix()
+        );
+        let counts = retry(&what, shutdown, || bus.partition_counts(&names)).await?;
+        let partitions = TopicKind::ALL.into_iter().zip(counts).collect();
         Ok(Self {
             bus,
             topics,

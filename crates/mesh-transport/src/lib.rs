@@ -149,6 +149,18 @@ pub trait Bus: Clone + Send + Sync + 'static {
     /// The number of partitions of `topic`.
     fn partition_count(&self, topic: &str) -> impl Future<Output = Result<u32, TransportError>> + Send;
 
+    /// The number of partitions of each of `topics`, in order; fails if any is missing. One request where the
+    /// bus can (a starting agent asks for all nine topics, and 500 agents start at once).
+    fn partition_counts(&self, topics: &[String]) -> impl Future<Output = Result<Vec<u32>, TransportError>> + Send {
+        async move {
+            let mut out = Vec::with_capacity(topics.len());
+            for t in topics {
+                out.push(self.partition_count(t).await?);
+            }
+            Ok(out)
+        }
+    }
+
     /// Appends a record and waits until the broker acknowledged it; returns its offset.
     fn publish(&self, record: OutRecord) -> impl Future<Output = Result<i64, TransportError>> + Send {
         self.enqueue(record)
