@@ -514,7 +514,7 @@ impl Scene<'_> {
             .and_then(|t| t.parse::<u64>().ok());
         match tick {
             Some(t) if (t + 1) * timings.decay_interval_ms >= since => Ok(()),
-            _ => Err("the topology manager has not closed a tick since healing".into()),
+            _ => Err("the topology manager has not applied a window since healing".into()),
         }
     }
 

@@ -395,6 +395,7 @@ impl<B: Bus> Agent<B> {
     /// task, so a ramp-up does not build a backlog the mesh then spends seconds draining.
     fn is_member(&self) -> bool {
         self.roster.get(&self.config.id).is_some_and(|m| m.status == MemberStatus::Live)
+            && self.live_peers() + 1 >= self.config.start_after_members
     }
 
     fn live_peers(&self) -> usize {

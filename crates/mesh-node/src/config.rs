@@ -84,6 +84,10 @@ pub struct AgentConfig {
     pub rate: f64,
     /// Every how many started tasks the agent also makes a proposal, if its role makes any (default 5; 0 = never).
     pub proposal_every: u32,
+    /// Start the scenario's tasks only once at least this many agents (itself included) are live in the roster
+    /// (default 0: as soon as it is a member itself). A coordinated start: `mesh bench` holds 500 agents' traffic
+    /// until all have joined, so the last ones do not join into a mesh already at full load.
+    pub start_after_members: usize,
     /// Seed of the scenario's random choices (default: derived from the id).
     pub seed: u64,
 }

@@ -602,7 +602,8 @@ fn settings_toml(plan: &Plan, infra: &Infra) -> String {
     format!(
         "# written by `mesh bench` for one run\nkafka = {kafka:?}\nkafka_fetch_wait = {fetch_wait:?}\nredis = {redis:?}\n\
          topic_prefix = {prefix:?}\nmessages_partitions = {partitions}\nconsensus_partitions = 4\n\n[topology]\n\
-         decay_interval = {decay:?}\nsnapshot_interval = \"5s\"\n\n[agent]\nrate = {rate}\nproposal_every = {every}\n",
+         decay_interval = {decay:?}\nsnapshot_interval = \"5s\"\n\n[agent]\nrate = {rate}\nproposal_every = {every}\n\
+         start_after_members = {agents}\n",
         kafka = infra.kafka,
         // The embedded broker holds empty fetches for the whole wait: the bench runs it as `mesh up` does.
         fetch_wait = if infra.label == "embedded" {
@@ -616,6 +617,7 @@ fn settings_toml(plan: &Plan, infra: &Infra) -> String {
         decay = humantime::format_duration(plan.decay_interval).to_string(),
         rate = plan.task_rate,
         every = plan.proposal_every,
+        agents = plan.agents,
     )
 }
 

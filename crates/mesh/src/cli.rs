@@ -371,6 +371,10 @@ pub(crate) struct AgentArgs {
     /// Make a proposal every N started tasks (roles that propose); 0 never [default: 5].
     #[arg(long, env = "MESH_PROPOSAL_EVERY", value_name = "N")]
     pub(crate) proposal_every: Option<u32>,
+    /// Start tasks only once at least N agents (this one included) are live in the roster; 0: as soon as this
+    /// agent is a member [default: 0].
+    #[arg(long, env = "MESH_START_AFTER_MEMBERS", value_name = "N")]
+    pub(crate) start_after_members: Option<usize>,
     /// Seed of the scenario's random choices [default: derived from the name].
     #[arg(long, env = "MESH_AGENT_SEED")]
     pub(crate) seed: Option<u64>,

@@ -88,6 +88,7 @@ pub(crate) async fn run(args: &DemoArgs) -> Result<()> {
             heartbeat_interval: heartbeat,
             rate,
             proposal_every: 5,
+            start_after_members: 0,
             seed: 7 + i as u64,
         };
         tasks.push(tokio::spawn(mesh_node::agent::run(

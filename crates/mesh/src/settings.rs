@@ -60,6 +60,7 @@ struct FileAgent {
     heartbeat_interval: Option<String>,
     rate: Option<f64>,
     proposal_every: Option<u32>,
+    start_after_members: Option<usize>,
 }
 
 impl FileConfig {
@@ -295,6 +296,7 @@ pub(crate) fn agent(args: &AgentArgs, file: &FileConfig) -> Result<AgentConfig> 
         )?,
         rate,
         proposal_every: pick(args.proposal_every, f.proposal_every, 5),
+        start_after_members: pick(args.start_after_members, f.start_after_members, 0),
         seed,
     })
 }
