@@ -653,30 +653,76 @@ fn deployment_toml(plan: &Plan) -> String {
     s
 }
 
-/// What the agents published at one moment: counters and histograms summed over all of them.
-#[derive(Default)]
-struct AgentTotals {
+/// What one agent had published at one moment.
+#[derive(Default, Clone)]
+struct AgentSnapshot {
+    /// When this incarnation of the agent started: a restarted agent's counters and histograms begin again at zero.
+    started_at_ms: u64,
     delivered: u64,
     delivery: Latency,
     round_trip: Latency,
 }
 
+/// What the agents had published at one moment, per agent.
+#[derive(Default)]
+struct AgentTotals {
+    agents: BTreeMap<String, AgentSnapshot>,
+}
+
+impl AgentTotals {
+    /// Everything the agents counted after `start`: per agent, the difference if it is the same incarnation, else
+    /// all of the newer one (it started inside the window). Also the number of agents that restarted. An agent
+    /// restarted in the window used to fail the whole run ("histograms went backwards").
+    fn since(&self, start: &AgentTotals) -> (AgentSnapshot, usize) {
+        let mut window = AgentSnapshot::default();
+        let mut restarted = 0;
+        for (name, end) in &self.agents {
+            let mut part = end.clone();
+            match start.agents.get(name) {
+                Some(begin) if begin.started_at_ms == end.started_at_ms => {
+                    part.delivered = end.delivered.saturating_sub(begin.delivered);
+                    // Same incarnation: its histograms only grow, so the subtraction cannot fail; if it did, the
+                    // newer histogram alone is the honest upper bound.
+                    if part.delivery.subtract(&begin.delivery).is_err() {
+                        part.delivery = end.delivery.clone();
+                    }
+                    if part.round_trip.subtract(&begin.round_trip).is_err() {
+                        part.round_trip = end.round_trip.clone();
+                    }
+                }
+                Some(_) => restarted += 1,
+                None => {}
+            }
+            window.delivered += part.delivered;
+            window.delivery.add(&part.delivery);
+            window.round_trip.add(&part.round_trip);
+        }
+        (window, restarted)
+    }
+}
+
 async fn agent_totals(store: &AnyStore, plan: &Plan, with_histograms: bool) -> AgentTotals {
     let mut totals = AgentTotals::default();
     for i in 0..plan.agents {
-        let key = redis_keys::agent_stats(&plan.prefix, &Plan::agent_name(i));
+        let name = Plan::agent_name(i);
+        let key = redis_keys::agent_stats(&plan.prefix, &name);
         let Ok(fields) = store.hgetall(&key).await else { continue };
         let map: BTreeMap<String, String> = fields.into_iter().collect();
         let count = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        totals.delivered += count("tasks_handled") + count("responses_received");
+        let mut agent = AgentSnapshot {
+            started_at_ms: count("started_at_ms"),
+            delivered: count("tasks_handled") + count("responses_received"),
+            ..AgentSnapshot::default()
+        };
         if with_histograms {
             if let Some(h) = map.get("delivery_us").and_then(|t| Latency::decode(t).ok()) {
-                totals.delivery.add(&h);
+                agent.delivery = h;
             }
             if let Some(h) = map.get("round_trip_us").and_then(|t| Latency::decode(t).ok()) {
-                totals.round_trip.add(&h);
+                agent.round_trip = h;
             }
         }
+        totals.agents.insert(name, agent);
     }
     totals
 }
@@ -863,16 +909,18 @@ async fn measure_mesh(
     };
     let pb = bar(plan.duration.as_secs(), "measuring");
     let mut timeline = Vec::new();
-    let mut last = (start.delivered, Instant::now());
+    // Delivered within the window so far, and when.
+    let mut last = (0u64, Instant::now());
     while window_start.elapsed() < plan.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         check_interrupted()?;
         let now = agent_totals(&store, plan, false).await;
         let dt = last.1.elapsed().as_secs_f64();
+        let so_far = now.since(&start).0.delivered;
         #[expect(clippy::cast_precision_loss, reason = "rates for display")]
-        let rate = now.delivered.saturating_sub(last.0) as f64 / dt.max(1e-3);
+        let rate = so_far.saturating_sub(last.0) as f64 / dt.max(1e-3);
         timeline.push(Sample { t_s: window_start.elapsed().as_secs_f64(), mesh_per_s: rate });
-        last = (now.delivered, Instant::now());
+        last = (so_far, Instant::now());
         pb.set_position(window_start.elapsed().as_secs());
         pb.set_message(format!("{rate:.0} msg/s delivered"));
         let (_, e, _) = topology_figures(&store, &plan.prefix).await;
@@ -891,15 +939,15 @@ async fn measure_mesh(
     let end = agent_totals(&store, plan, true).await;
     let window_s = window_start.elapsed().as_secs_f64();
     let window_end_ms = now_ms();
-    done(&pb, format!("{} messages delivered", end.delivered.saturating_sub(start.delivered)));
+    let (window, restarted) = end.since(&start);
+    done(&pb, format!("{} messages delivered", window.delivered));
+    if restarted > 0 {
+        eprintln!("warning: {restarted} agents restarted during the window; their figures count from their restart");
+    }
     let state = deployment.state()?;
     let cpu_end = process_cpu(&state, infra);
 
-    let mut delivery = end.delivery.clone();
-    delivery.subtract(&start.delivery).map_err(|e| anyhow!("agent histograms went backwards: {e}"))?;
-    let mut round_trip = end.round_trip.clone();
-    round_trip.subtract(&start.round_trip).map_err(|e| anyhow!("agent histograms went backwards: {e}"))?;
-    let delivered = end.delivered.saturating_sub(start.delivered);
+    let AgentSnapshot { delivered, delivery, round_trip, .. } = window;
     #[expect(clippy::cast_precision_loss, reason = "rates for display")]
     let delivered_per_s = delivered as f64 / window_s;
     report.messages = Messages {
@@ -1408,6 +1456,33 @@ fn finish(report: &mut Report) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn snapshot(started_at_ms: u64, delivered: u64, latencies: &[u64]) -> AgentSnapshot {
+        let mut delivery = Latency::new();
+        for &us in latencies {
+            delivery.record(us);
+        }
+        AgentSnapshot { started_at_ms, delivered, delivery, round_trip: Latency::new() }
+    }
+
+    #[test]
+    fn the_window_counts_a_restarted_agent_from_its_restart_and_the_others_by_difference() {
+        let mut start = AgentTotals::default();
+        start.agents.insert("a".into(), snapshot(1, 10, &[100, 100]));
+        start.agents.insert("b".into(), snapshot(1, 50, &[100; 5]));
+        let mut end = AgentTotals::default();
+        end.agents.insert("a".into(), snapshot(1, 15, &[100, 100, 300]));
+        // b restarted during the window: its counters began again at zero.
+        end.agents.insert("b".into(), snapshot(2, 4, &[200]));
+        // c joined during the window.
+        end.agents.insert("c".into(), snapshot(3, 1, &[]));
+        let (window, restarted) = end.since(&start);
+        assert_eq!(restarted, 1);
+        assert_eq!(window.delivered, 5 + 4 + 1);
+        assert_eq!(window.delivery.len(), 2);
+        assert_eq!(window.delivery.histogram().min(), 200);
+        assert_eq!(window.delivery.histogram().max(), 300);
+    }
 
     fn args(extra: &[&str]) -> BenchArgs {
         use clap::Parser;
