@@ -1,5 +1,5 @@
 //! CPU profiles of `mesh bench` per kind of process (all agents together, the topology manager, the broker...):
-//! one `perf record` per kind over its pids, folded with inferno's perf collapser into `<kind>.folded` and drawn as
+//! one system-wide `perf record` per kind, its samples filtered to the kind's pids, folded with inferno's perf collapser into `<kind>.folded` and drawn as
 //! `<kind>.svg`, plus the leaf frames that take the most samples, so a report can say where each kind spends its
 //! CPU. Folding and the leaf summary are a pure function ([`fold_perf_script`]), tested without perf.
 //!
@@ -171,6 +171,8 @@ pub struct Profiler {
 struct Recording {
     kind: String,
     processes: usize,
+    /// The kind's processes: `perf script` keeps only their samples.
+    pids: String,
     child: Child,
     data: PathBuf,
     log: PathBuf,
@@ -208,11 +210,10 @@ impl Profiler {
             let log = out_dir.join(format!("{}.perf.log", request.kind));
             let mut log_file =
                 File::create(&log).map_err(|source| io_error(format!("create {}", log.display()), source))?;
-            writeln!(log_file, "# perf record -e {event} -F {frequency_hz} -g over {} pids", pids.len())
+            writeln!(log_file, "# perf record -a -e {event} -F {frequency_hz} -g, kept for {} pids", pids.len())
                 .map_err(|source| io_error(format!("write {}", log.display()), source))?;
-            // At a raised priority (`nice -n -10`; without root, GNU nice warns and runs it unchanged): on two
-            // cores under a load of 90 runnable threads, perf got so little CPU that a 30 s window ended before it
-            // had written its data file.
+            // At a raised priority (`nice -n -10`; without root, GNU nice warns and runs it unchanged), so it keeps
+            // up on two cores under a load of 100 runnable threads.
             let child = Command::new("nice")
                 .args(["-n", "-10"])
                 .arg(&perf)
@@ -223,7 +224,10 @@ impl Profiler {
                 .args(["--no-buildid", "--no-buildid-cache"])
                 .arg("-o")
                 .arg(&data)
-                .args(["-p", &pids.join(",")])
+                // System-wide (`-a`, one event per core) and filtered by pid when folded: `-p` over 25 busy
+                // processes opens an event per thread and core, and on two cores under a load of 100 perf was
+                // still setting that up when a 30 s window ended, so it wrote no samples.
+                .arg("-a")
                 .stdin(Stdio::null())
                 .stdout(clone_file(&log_file, &log)?)
                 .stderr(log_file)
@@ -232,6 +236,7 @@ impl Profiler {
             profiler.recordings.push(Recording {
                 kind: request.kind.clone(),
                 processes: pids.len(),
+                pids: pids.join(","),
                 child,
                 data,
                 log,
@@ -441,7 +446,7 @@ fn wait_until(child: &mut Child, deadline: Instant) -> io::Result<Option<ExitSta
 
 /// Runs `perf script` on one recording, folds it as it streams, and writes `<kind>.folded` and `<kind>.svg`.
 fn fold_recording(perf: &Path, recording: &Recording) -> Result<KindProfile, ProfileError> {
-    let Recording { kind, processes, data, log, out_dir, .. } = recording;
+    let Recording { kind, processes, pids, data, log, out_dir, .. } = recording;
     let log_file = OpenOptions::new()
         .append(true)
         .open(log)
@@ -451,6 +456,7 @@ fn fold_recording(perf: &Path, recording: &Recording) -> Result<KindProfile, Pro
         .arg("-i")
         .arg(data)
         .args(["-F", SCRIPT_FIELDS, "--no-inline"])
+        .arg(format!("--pid={pids}"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file)

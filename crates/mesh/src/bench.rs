@@ -957,7 +957,22 @@ async fn measure_mesh(
         round_trip: Percentiles::of(round_trip.histogram()),
     };
     report.timeline = timeline;
-    report.consensus = consensus_figures(infra, plan, window_start_ms, window_end_ms).await?;
+    // Read back from a broker the run may have overloaded: a few tries, then the run keeps its other figures.
+    let mut tries = 0;
+    report.consensus = loop {
+        match consensus_figures(infra, plan, window_start_ms, window_end_ms).await {
+            Ok(figures) => break figures,
+            Err(e) if tries < 3 => {
+                tries += 1;
+                eprintln!("warning: reading the proposals and decisions back failed (try {tries} of 4): {e:#}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+            Err(e) => {
+                eprintln!("warning: no consensus figures in this run: {e:#}");
+                break Consensus::default();
+            }
+        }
+    };
 
     // Pruning: wait (bounded) for the idle full-mesh edges to go if they have not yet.
     let expected = plan.decay_interval.as_secs_f64() * 21.0;
@@ -998,23 +1013,12 @@ async fn window_stats(store: &AnyStore, prefix: &str) -> Option<Windows> {
     })
 }
 
-/// The most processes of one kind `--profile` samples.
-const PROFILED_PER_KIND: usize = 25;
-
 /// Starts a CPU profile of each kind of process of the deployment (and the local broker and Redis).
 fn start_profiles(state: &StateFile, infra: &Infra, dir: &Path) -> Result<mesh_bench::profile::Profiler> {
     let mut kinds: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for p in &state.processes {
         if let Some(pid) = p.pid {
             kinds.entry(kind_of(&p.name).to_owned()).or_default().push(pid);
-        }
-    }
-    // Agents all run the same code: an even sample of them profiles the kind. `perf record` over all 500 (some 4,000
-    // threads, one event per thread and core) never got its data file written on two busy cores.
-    for pids in kinds.values_mut() {
-        if pids.len() > PROFILED_PER_KIND {
-            let step = pids.len().div_ceil(PROFILED_PER_KIND);
-            *pids = pids.iter().step_by(step).copied().collect();
         }
     }
     for (kind, pid) in [("kafka", infra.broker_pid), ("redis", infra.redis_pid)] {
