@@ -2,6 +2,7 @@
 //! dead-lettering, topic layout, shutdown and readiness.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -158,6 +159,38 @@ impl ReadErrors {
     }
 }
 
+/// Failures come in bursts (every record in flight fails at once when the broker times out), so their warnings pass
+/// this gate: one per second per process, saying how many were folded into it; the rest are debug lines. A warning
+/// per failed send made 500 agents write 1.3 GB of logs through their supervisor in one overloaded run, which kept
+/// the starved machine starved.
+pub(crate) struct WarnGate {
+    last_ms: AtomicU64,
+    folded: AtomicU64,
+}
+
+impl WarnGate {
+    const fn new() -> Self {
+        Self { last_ms: AtomicU64::new(0), folded: AtomicU64::new(0) }
+    }
+
+    /// `Some(failures folded since the last warning)` when this failure should be a warning.
+    pub(crate) fn admit(&self) -> Option<u64> {
+        let now = now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1_000
+            && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            Some(self.folded.swap(0, Ordering::Relaxed))
+        } else {
+            self.folded.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
+/// The gate of every retried operation's failure warnings in this process.
+pub(crate) static FAILURE_WARNINGS: WarnGate = WarnGate::new();
+
 pub(crate) async fn retry<T, F, Fut>(what: &str, shutdown: &Shutdown, mut op: F) -> Result<T, NodeError>
 where
     F: FnMut() -> Fut,
@@ -178,7 +211,11 @@ where
             return Err(NodeError::Interrupted);
         }
         let delay = delays.next().unwrap_or(Duration::from_secs(5));
-        tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying");
+        match FAILURE_WARNINGS.admit() {
+            Some(folded) => tracing::warn!(error = %error, retry_in_ms = delay.as_millis() as u64, folded,
+                "{what} failed, retrying (folded: other failures since the last warning)"),
+            None => tracing::debug!(error = %error, retry_in_ms = delay.as_millis() as u64, "{what} failed, retrying"),
+        }
         let mut wait = shutdown.clone();
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
@@ -324,7 +361,11 @@ impl<B: Bus> Publisher<B> {
             if shutdown.requested() {
                 return Err(NodeError::Interrupted);
             }
-            tracing::warn!(error = %error, "{what} failed, retrying");
+            match FAILURE_WARNINGS.admit() {
+                Some(folded) => tracing::warn!(error = %error, folded,
+                    "{what} failed, retrying (folded: other failures since the last warning)"),
+                None => tracing::debug!(error = %error, "{what} failed, retrying"),
+            }
             retry(&what, &shutdown, || bus.enqueue(record.clone())).await
         })
     }
@@ -354,4 +395,22 @@ fn process_start_ms() -> u64 {
 /// The key of a record as text (keys of our records are ids).
 pub(crate) fn key_text(record: &InRecord) -> Option<&str> {
     record.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_failures_is_one_warning_that_counts_the_rest() {
+        let gate = WarnGate::new();
+        assert_eq!(gate.admit(), Some(0), "the first failure is a warning");
+        for _ in 0..5 {
+            assert_eq!(gate.admit(), None, "failures within a second are folded");
+        }
+        // A second later the next failure is a warning again and says how many were folded.
+        gate.last_ms.store(now_ms().saturating_sub(1_000), Ordering::Relaxed);
+        assert_eq!(gate.admit(), Some(5));
+        assert_eq!(gate.admit(), None);
+    }
 }
