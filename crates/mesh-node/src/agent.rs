@@ -302,14 +302,13 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             _ = heartbeat.tick() => {
                 // One heartbeat in flight at most: while the broker is slow, the pending one already says this agent
                 // lives, and a heartbeat per tick piling up in retries (hundreds per agent after a minute) kept a
-                // starved broker starved: 500 agents made a ramp-up stall of a few seconds last for minutes. It is
-                // not retried: when librdkafka gives up on it, the next tick sends a fresh one.
+                // starved broker starved: 500 agents made a ramp-up stall of a few seconds last for minutes.
                 if agent.heartbeat_pending {
                     agent.counters.heartbeats_skipped += 1;
                 } else {
                     hb_seq += 1;
                     let env = agent.publisher.envelope(Record::Heartbeat(HeartbeatBody { agent: id.clone(), seq: hb_seq }));
-                    let sending = agent.publisher.start_send_once(TopicKind::Heartbeats, id.as_str(), &env);
+                    let sending = agent.publisher.start_send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown);
                     track(&mut agent.in_flight, Sent::Heartbeat, sending);
                     agent.heartbeat_pending = true;
                 }
