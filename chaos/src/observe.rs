@@ -215,8 +215,16 @@ impl Tail {
 
     /// Waits until everything written before this call has been read; `false` on timeout.
     pub async fn catch_up(&self, bus: &KafkaBus, timeout: Duration) -> Result<bool> {
+        let kinds: Vec<TopicKind> = self.topics.iter().map(|t| t.0).collect();
+        self.catch_up_kinds(bus, &kinds, timeout).await
+    }
+
+    /// [`Self::catch_up`] on the topics of `kinds` only. The tail reads partitions independently, so a record can
+    /// be read before the records of other partitions it was caused by: a checker that needs both first copies what
+    /// it read of the effects, then calls this for the causes (their end offsets now cover everything before them).
+    pub async fn catch_up_kinds(&self, bus: &KafkaBus, kinds: &[TopicKind], timeout: Duration) -> Result<bool> {
         let mut ends = Vec::new();
-        for (_, name, partitions) in &self.topics {
+        for (_, name, partitions) in self.topics.iter().filter(|t| kinds.contains(&t.0)) {
             for p in 0..*partitions {
                 let partition = i32::try_from(p).context("partition number")?;
                 let end = bus.end_offset(name, partition).await.with_context(|| format!("end of {name}/{p}"))?;

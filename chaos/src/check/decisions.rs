@@ -1,5 +1,9 @@
 //! Every proposal is decided at most once and never contradicted: all decision records of a proposal agree, Redis
 //! stores the same decision, and a crash-free replay of the proposals and votes decides it the same way.
+//!
+//! The decisions checked are a copy taken before Redis and the inputs are read (see [`check`]): a decision is
+//! stored before it is published and published after its inputs were read, so each of those reads, made later,
+//! holds everything that decision depends on.
 
 use std::collections::BTreeMap;
 
@@ -16,17 +20,26 @@ pub fn replay(o: &Observed, params: ConsensusParams) -> BTreeMap<String, Decisio
     mesh_node::consensus::replay_log(params, o.consensus_inputs.iter().cloned())
 }
 
+/// Decision records per proposal id, as the tail read them.
+pub type Published = BTreeMap<String, Vec<Decision>>;
+
 /// Contradicting copies of a decision (the count that must be zero).
-pub fn contradicted(o: &Observed) -> Vec<String> {
-    o.decisions.iter().filter(|(_, v)| v.iter().any(|d| d != &v[0])).map(|(id, _)| id.clone()).collect()
+pub fn contradicted(published: &Published) -> Vec<String> {
+    published.iter().filter(|(_, v)| v.iter().any(|d| d != &v[0])).map(|(id, _)| id.clone()).collect()
 }
 
-/// `stored` is the decisions hash in Redis (proposal id → decision JSON).
-pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusParams) -> CheckResult {
-    if o.decisions.is_empty() {
+/// `published` is a copy of the decisions the tail had read, taken before `stored` (the decisions hash in Redis,
+/// proposal id → decision JSON) was read and before the tail caught up with the proposals and votes in `o`.
+pub fn check(
+    published: &Published,
+    o: &Observed,
+    stored: &BTreeMap<String, String>,
+    params: ConsensusParams,
+) -> CheckResult {
+    if published.is_empty() {
         return CheckResult::new(NAME, Verdict::Unknown, "no decision was published: nothing to check");
     }
-    let contradicted = contradicted(o);
+    let contradicted = contradicted(published);
     if let Some(id) = contradicted.first() {
         return CheckResult::holds(
             NAME,
@@ -34,7 +47,7 @@ pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusP
             format!("{} proposals decided differently twice, e.g. {id}", contradicted.len()),
         );
     }
-    for (id, copies) in &o.decisions {
+    for (id, copies) in published {
         match stored.get(id).map(|s| serde_json::from_str::<Decision>(s)) {
             Some(Ok(d)) if d == copies[0] => {}
             Some(Ok(d)) => {
@@ -53,7 +66,7 @@ pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusP
         }
     }
     let replayed = replay(o, params);
-    for (id, copies) in &o.decisions {
+    for (id, copies) in published {
         if replayed.get(id) != Some(&copies[0]) {
             return CheckResult::holds(
                 NAME,
@@ -66,13 +79,13 @@ pub fn check(o: &Observed, stored: &BTreeMap<String, String>, params: ConsensusP
             );
         }
     }
-    let republished: usize = o.decisions.values().map(|v| v.len() - 1).sum();
+    let republished: usize = published.values().map(|v| v.len() - 1).sum();
     CheckResult::holds(
         NAME,
         true,
         format!(
             "{} proposals decided once each ({republished} identical re-publications), equal in Redis and in a replay",
-            o.decisions.len()
+            published.len()
         ),
     )
 }
@@ -101,24 +114,25 @@ mod tests {
     #[test]
     fn contradicting_copies_fail_and_redis_must_agree() {
         let params = ConsensusParams::default();
-        assert_eq!(check(&Observed::default(), &BTreeMap::new(), params).verdict, Verdict::Unknown);
+        let o = Observed::default();
+        assert_eq!(check(&Published::new(), &o, &BTreeMap::new(), params).verdict, Verdict::Unknown);
 
-        let mut o = Observed::default();
-        o.decisions.insert("p1".into(), vec![decision(Outcome::Accepted), decision(Outcome::Expired)]);
-        assert_eq!(contradicted(&o), vec!["p1".to_owned()]);
-        let c = check(&o, &BTreeMap::new(), params);
+        let mut published = Published::new();
+        published.insert("p1".into(), vec![decision(Outcome::Accepted), decision(Outcome::Expired)]);
+        assert_eq!(contradicted(&published), vec!["p1".to_owned()]);
+        let c = check(&published, &o, &BTreeMap::new(), params);
         assert!(c.verdict == Verdict::Fail && c.detail.contains("decided differently"), "{c:?}");
 
-        o.decisions.insert("p1".into(), vec![decision(Outcome::Accepted), decision(Outcome::Accepted)]);
-        assert!(contradicted(&o).is_empty(), "an identical re-publication is not a contradiction");
-        let missing = check(&o, &BTreeMap::new(), params);
+        published.insert("p1".into(), vec![decision(Outcome::Accepted), decision(Outcome::Accepted)]);
+        assert!(contradicted(&published).is_empty(), "an identical re-publication is not a contradiction");
+        let missing = check(&published, &o, &BTreeMap::new(), params);
         assert!(missing.verdict == Verdict::Fail && missing.detail.contains("not stored"), "{missing:?}");
         let other = serde_json::to_string(&decision(Outcome::Rejected)).expect("json");
-        let differs = check(&o, &BTreeMap::from([("p1".to_owned(), other)]), params);
+        let differs = check(&published, &o, &BTreeMap::from([("p1".to_owned(), other)]), params);
         assert!(differs.verdict == Verdict::Fail && differs.detail.contains("Redis"), "{differs:?}");
         // Stored and published agree, but nothing in the log explains the decision: the replay disagrees.
         let same = serde_json::to_string(&decision(Outcome::Accepted)).expect("json");
-        let unexplained = check(&o, &BTreeMap::from([("p1".to_owned(), same)]), params);
+        let unexplained = check(&published, &o, &BTreeMap::from([("p1".to_owned(), same)]), params);
         assert!(unexplained.verdict == Verdict::Fail && unexplained.detail.contains("replay"), "{unexplained:?}");
     }
 }
