@@ -30,7 +30,8 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// How long a send may be retried inside librdkafka before it is reported as failed.
     pub send_timeout: Duration,
-    /// How long a reader's fetch may wait at the broker for data (`fetch.wait.max.ms`).
+    /// How long a reader's fetch may wait at the broker for data (`fetch.wait.max.ms`): also the longest a
+    /// partition that becomes readable while a fetch waits goes unread (one fetch in flight per broker).
     pub fetch_wait: Duration,
     /// How long the producer holds records to fill a batch (`linger.ms`).
     pub linger: Duration,
@@ -45,7 +46,7 @@ impl KafkaConfig {
             brokers: brokers.into(),
             client_id: client_id.into(),
             send_timeout: Duration::from_secs(10),
-            fetch_wait: Duration::from_secs(5),
+            fetch_wait: Duration::from_millis(500),
             linger: Duration::from_millis(2),
             extra: Vec::new(),
         }

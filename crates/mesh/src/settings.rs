@@ -96,10 +96,13 @@ pub(crate) struct Infra {
 
 pub(crate) const DEFAULT_KAFKA: &str = "127.0.0.1:9092";
 pub(crate) const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
-/// A broker answers a waiting fetch as soon as data arrives, so this bounds only how often an idle reader asks
-/// again; with hundreds of idle agents that is a large share of the broker's idle load (100 idle agents: 0.10 of a
-/// core for the broker at 500 ms, 0.06 at 5 s).
-pub(crate) const DEFAULT_FETCH_WAIT: Duration = Duration::from_secs(5);
+/// A waiting fetch returns as soon as data arrives for a partition it asked about, but librdkafka keeps one fetch
+/// in flight per broker, so a partition that becomes readable while one waits (a reader starting, or resuming after
+/// a broker restart, one partition after another) is first asked about when that fetch returns: the wait bounds that
+/// stall as well as how often an idle reader asks again. 5 s made agents miss their own membership for 5 s after
+/// starting (a flaky test) and slowed recovery from a broker restart; librdkafka's default, 500 ms, costs the broker
+/// more while idle (100 idle agents: 0.10 of a core at 500 ms, 0.06 at 5 s).
+pub(crate) const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(500);
 /// librdkafka's mock cluster (the embedded default) holds an empty fetch for the whole wait even when data arrives,
 /// so every hop there costs up to the wait: `mesh up` sets this much shorter one for its children.
 pub(crate) const EMBEDDED_FETCH_WAIT: &str = "10ms";

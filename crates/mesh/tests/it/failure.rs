@@ -74,7 +74,14 @@ async fn a_killed_agent_is_declared_dead_in_time_and_rejoins_as_itself() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (role, b) in ["sales", "support", "inventory"].into_iter().zip(before) {
         let after = mesh.agent_stat(role, "tasks_handled").await;
-        assert!(after > b, "{role} handled no task after the kill ({b} -> {after})");
+        if after <= b {
+            let mut counters = String::new();
+            for agent in ROLES {
+                let stats = mesh.hash(&mesh_node::redis_keys::agent_stats(&mesh.prefix, agent)).await;
+                counters.push_str(&format!("{agent}: {stats:?}\n"));
+            }
+            panic!("{role} handled no task after the kill ({b} -> {after})\n{counters}{}", mesh.all_logs_tail());
+        }
     }
 
     // Restarted, it rejoins as itself (same id, a later roster epoch) and serves again.

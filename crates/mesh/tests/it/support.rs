@@ -60,7 +60,8 @@ impl Mesh {
             ("MESH_KAFKA".into(), infra.kafka.clone()),
             ("MESH_REDIS".into(), infra.redis.clone()),
             ("MESH_TOPIC_PREFIX".into(), prefix.clone()),
-            ("RUST_LOG".into(), "info,rdkafka=warn".into()),
+            // MESH_TEST_LOG replaces the processes' log filter, for a post-mortem of a failing test.
+            ("RUST_LOG".into(), std::env::var("MESH_TEST_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into())),
         ];
         env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Mesh {
@@ -235,6 +236,11 @@ impl Mesh {
 
 impl Drop for Mesh {
     fn drop(&mut self) {
+        // A failed test keeps its processes' logs for the post-mortem (the assertion shows only their tails).
+        if std::thread::panicking() {
+            self.dir.disable_cleanup(true);
+            eprintln!("the logs of {} are kept in {}", self.prefix, self.dir.path().display());
+        }
         for child in self.children.values_mut() {
             if let Ok(pid) = i32::try_from(child.id()) {
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
