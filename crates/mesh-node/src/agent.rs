@@ -155,7 +155,9 @@ impl Progress {
 enum Sent {
     /// The answer to a task, or a vote on a proposal: the input it finishes.
     Input(Ticket),
-    /// Anything else (a task, a heartbeat, a join).
+    /// A heartbeat: at most one is in flight (see the heartbeat tick).
+    Heartbeat,
+    /// Anything else (a task, a join, a dead letter).
     Other,
 }
 
@@ -179,6 +181,8 @@ struct Counters {
     round_trips_lost: u64,
     not_member: u64,
     errors_answered: u64,
+    /// Heartbeat ticks skipped because the previous heartbeat was still unacknowledged.
+    heartbeats_skipped: u64,
 }
 
 struct Agent<B: Bus> {
@@ -202,6 +206,8 @@ struct Agent<B: Bus> {
     /// are dropped (their round trip goes unmeasured and is counted in `round_trips_lost`).
     awaiting: BTreeMap<u64, String>,
     awaiting_ids: HashMap<String, u64>,
+    /// A heartbeat is in flight (unacknowledged).
+    heartbeat_pending: bool,
 }
 
 /// Tasks whose round trip is tracked at once.
@@ -261,6 +267,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         round_trip: Latency::new(),
         awaiting: BTreeMap::new(),
         awaiting_ids: HashMap::new(),
+        heartbeat_pending: false,
     };
     let join = agent.join_envelope();
     agent.publisher.send(TopicKind::Topology, id.as_str(), &join, &shutdown).await?;
@@ -293,10 +300,19 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         tokio::select! {
             () = shutdown_wait.wait() => break,
             _ = heartbeat.tick() => {
-                hb_seq += 1;
-                let env = agent.publisher.envelope(Record::Heartbeat(HeartbeatBody { agent: id.clone(), seq: hb_seq }));
-                let sending = agent.publisher.start_send(TopicKind::Heartbeats, id.as_str(), &env, &shutdown);
-                track(&mut agent.in_flight, Sent::Other, sending);
+                // One heartbeat in flight at most: while the broker is slow, the pending one already says this agent
+                // lives, and a heartbeat per tick piling up in retries (hundreds per agent after a minute) kept a
+                // starved broker starved: 500 agents made a ramp-up stall of a few seconds last for minutes. It is
+                // not retried: when librdkafka gives up on it, the next tick sends a fresh one.
+                if agent.heartbeat_pending {
+                    agent.counters.heartbeats_skipped += 1;
+                } else {
+                    hb_seq += 1;
+                    let env = agent.publisher.envelope(Record::Heartbeat(HeartbeatBody { agent: id.clone(), seq: hb_seq }));
+                    let sending = agent.publisher.start_send_once(TopicKind::Heartbeats, id.as_str(), &env);
+                    track(&mut agent.in_flight, Sent::Heartbeat, sending);
+                    agent.heartbeat_pending = true;
+                }
             }
             due = scenario_timer.tick(), if agent.config.rate > 0.0 && room => {
                 let late = tokio::time::Instant::now().saturating_duration_since(due);
@@ -489,6 +505,12 @@ impl<B: Bus> Agent<B> {
     fn acknowledged(&mut self, sent: Sent, result: Result<i64, NodeError>) {
         match (sent, result) {
             (Sent::Input(ticket), Ok(_)) => self.progress.finish(&ticket),
+            (Sent::Heartbeat, result) => {
+                self.heartbeat_pending = false;
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "a heartbeat ended without an acknowledgement");
+                }
+            }
             // Only a shutdown ends a send's retries: the input stays uncommitted and is handled again after a restart.
             (_, Err(e)) => tracing::debug!(error = %e, "a send ended without an acknowledgement"),
             (Sent::Other, Ok(_)) => {}
@@ -656,6 +678,7 @@ impl<B: Bus> Agent<B> {
             ("no_recipient".to_owned(), c.no_recipient.to_string()),
             ("not_member".to_owned(), c.not_member.to_string()),
             ("errors_answered".to_owned(), c.errors_answered.to_string()),
+            ("heartbeats_skipped".to_owned(), c.heartbeats_skipped.to_string()),
             ("round_trips_lost".to_owned(), c.round_trips_lost.to_string()),
             ("delivery_us".to_owned(), self.delivery.encode()),
             ("round_trip_us".to_owned(), self.round_trip.encode()),

@@ -370,6 +370,21 @@ impl<B: Bus> Publisher<B> {
         })
     }
 
+    /// [`Self::start_send`] without retries beyond librdkafka's own (`message.timeout.ms`): for a record that a
+    /// newer one replaces, such as a heartbeat. A retried heartbeat waited out a backoff of up to 5 s after a broker
+    /// restart, and its agent was declared dead meanwhile; a failed one ends here and the next tick sends afresh.
+    pub(crate) fn start_send_once(&self, kind: TopicKind, key: &str, envelope: &Envelope) -> Sending {
+        let record = OutRecord {
+            topic: self.topics.name(kind),
+            partition: partition_for(key.as_bytes(), self.partitions(kind)),
+            key: key.as_bytes().to_vec(),
+            payload: encode(envelope),
+            sent_at_us: Some(now_us()),
+        };
+        let delivery = self.bus.enqueue(record);
+        Box::pin(async move { delivery.await.map_err(NodeError::from) })
+    }
+
     /// Sends an unusable record to the dead-letter topic with the reason, keeping its bytes and origin; in flight.
     pub(crate) fn start_dead_letter(&self, record: &InRecord, reason: &str, shutdown: &Shutdown) -> Sending {
         tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, reason,
