@@ -240,17 +240,7 @@ impl Bus for KafkaBus {
                 .client()
                 .fetch_metadata(None, Duration::from_secs(5))
                 .map_err(|e| unreachable(&inner.config, &e))?;
-            topics
-                .iter()
-                .map(|topic| {
-                    let t = md.topics().iter().find(|t| t.name() == topic && t.error().is_none()).ok_or_else(|| {
-                        TransportError::failed("reading metadata", format!("topic {topic} is missing"))
-                    })?;
-                    u32::try_from(t.partitions().len()).ok().filter(|n| *n > 0).ok_or_else(|| {
-                        TransportError::failed("reading metadata", format!("topic {topic} has no partitions"))
-                    })
-                })
-                .collect()
+            topics.iter().map(|topic| partitions_in(&md, topic)).collect()
         })
         .await
         .map_err(|e| TransportError::failed("reading metadata", e))?
@@ -265,18 +255,7 @@ impl Bus for KafkaBus {
                 .client()
                 .fetch_metadata(Some(&topic), Duration::from_secs(5))
                 .map_err(|e| unreachable(&inner.config, &e))?;
-            let t = md
-                .topics()
-                .iter()
-                .find(|t| t.name() == topic)
-                .ok_or_else(|| TransportError::failed("reading metadata", format!("topic {topic} is missing")))?;
-            if let Some(err) = t.error() {
-                return Err(TransportError::failed(format!("reading metadata of {topic}"), format!("{err:?}")));
-            }
-            u32::try_from(t.partitions().len())
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| TransportError::failed("reading metadata", format!("topic {topic} has no partitions")))
+            partitions_in(&md, &topic)
         })
         .await
         .map_err(|e| TransportError::failed("reading metadata", e))?
@@ -383,6 +362,22 @@ impl Bus for KafkaBus {
         consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
         Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone() })
     }
+}
+
+/// Partitions of `topic` in a metadata answer: an error if the broker does not know it (yet) or has none for it.
+fn partitions_in(md: &rdkafka::metadata::Metadata, topic: &str) -> Result<u32, TransportError> {
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| TransportError::failed("reading metadata", format!("topic {topic} is missing")))?;
+    if let Some(err) = t.error() {
+        return Err(TransportError::failed(format!("reading metadata of {topic}"), format!("{err:?}")));
+    }
+    u32::try_from(t.partitions().len())
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| TransportError::failed("reading metadata", format!("topic {topic} has no partitions")))
 }
 
 fn outgoing<'a>(record: &'a OutRecord, stamp: Option<&'a [u8; 8]>) -> producer::Outgoing<'a> {
