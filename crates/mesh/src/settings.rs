@@ -99,10 +99,10 @@ pub(crate) const DEFAULT_REDIS: &str = "redis://127.0.0.1:6379";
 /// A waiting fetch returns as soon as data arrives for a partition it asked about, but librdkafka keeps one fetch
 /// in flight per broker, so a partition that becomes readable while one waits (a reader starting, or resuming after
 /// a broker restart, one partition after another) is first asked about when that fetch returns: the wait bounds that
-/// stall as well as how often an idle reader asks again. 5 s made agents miss their own membership for 5 s after
-/// starting (a flaky test) and slowed recovery from a broker restart; librdkafka's default, 500 ms, costs the broker
-/// more while idle (100 idle agents: 0.10 of a core at 500 ms, 0.06 at 5 s).
-pub(crate) const DEFAULT_FETCH_WAIT: Duration = Duration::from_millis(500);
+/// stall as well as how often an idle reader asks again. At 5 s agents missed their own membership for 5 s after
+/// starting (a flaky test) and a broker restart took 10 s to recover from; at 500 ms (librdkafka's default) 500
+/// agents asking twice a second kept the broker too busy for them all to start (411 of 502 READY after 300 s).
+pub(crate) const DEFAULT_FETCH_WAIT: Duration = Duration::from_secs(2);
 /// librdkafka's mock cluster (the embedded default) holds an empty fetch for the whole wait even when data arrives,
 /// so every hop there costs up to the wait: `mesh up` sets this much shorter one for its children.
 pub(crate) const EMBEDDED_FETCH_WAIT: &str = "10ms";
