@@ -46,7 +46,7 @@ impl KafkaConfig {
             brokers: brokers.into(),
             client_id: client_id.into(),
             send_timeout: Duration::from_secs(10),
-            fetch_wait: Duration::from_secs(2),
+            fetch_wait: Duration::from_millis(500),
             linger: Duration::from_millis(2),
             extra: Vec::new(),
         }

@@ -120,7 +120,7 @@ pub(crate) struct BenchWorkerArgs {
     #[arg(long)]
     pub(crate) start_at_us: u64,
     /// The readers' fetch wait, in ms (the mesh's).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 500)]
     pub(crate) fetch_wait_ms: u64,
 }
 
@@ -325,7 +325,7 @@ pub(crate) struct InfraArgs {
     pub(crate) kafka: Option<String>,
     /// How long a reader's fetch waits at the broker when there is nothing to read (librdkafka's
     /// `fetch.wait.max.ms`): how often an idle reader asks again, and the longest a partition that becomes readable
-    /// meanwhile goes unread [default: 2s; `mesh up` sets 10ms on its embedded broker, which holds empty fetches].
+    /// meanwhile goes unread [default: 500ms; `mesh up` sets 10ms on its embedded broker, which holds empty fetches].
     #[arg(long, env = "MESH_KAFKA_FETCH_WAIT", value_name = "DURATION")]
     pub(crate) kafka_fetch_wait: Option<String>,
     /// How long a producer holds records to fill a batch (librdkafka's `linger.ms`): one request per partition
