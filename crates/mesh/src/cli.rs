@@ -140,6 +140,12 @@ pub(crate) struct BenchArgs {
     /// Traffic before the window opens (also the baseline's warm-up).
     #[arg(long, default_value = "10s", value_name = "DURATION")]
     pub(crate) warmup: String,
+    /// Plain Kafka traffic (at least 5,000 msg/s) sent before anything is measured, so that the broker's JVM has
+    /// compiled its hot paths: a cold broker burns about twice the CPU for its first minute, and on two cores that
+    /// alone made the mesh's p99 tens of times the baseline's [default: 30s for a broker this run starts, 0s for a
+    /// given --kafka or the embedded broker].
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) broker_warmup: Option<String>,
     /// Messages per second offered in total, tasks and their answers [default: 20 per agent]; `max` searches the
     /// highest rate the mesh sustains (delivering at least 95 % with p99 within 2x plain Kafka's at that rate) next
     /// to plain Kafka's own peak, stepping the rate up in one run.

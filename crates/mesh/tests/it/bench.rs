@@ -1,5 +1,5 @@
-//! `mesh bench` smoke run: 20 agent processes on the shared real Kafka and Redis, an idle run and 10 s measured,
-//! then both baselines (one process, and 20 worker processes). Asserts only that the harness completes and reports
+//! `mesh bench` smoke run: a 1 s broker warm-up, 20 agent processes on the shared real Kafka and Redis, an idle run
+//! and 10 s measured, then both baselines (one process, and 20 worker processes). Asserts only that the harness completes and reports
 //! sane, non-zero figures; speed targets belong to the benchmark itself.
 
 use std::process::Command;
@@ -12,6 +12,7 @@ fn a_short_bench_completes_and_reports_sane_figures() {
     let report = dir.join("report");
     let out = Command::new(env!("CARGO_BIN_EXE_mesh"))
         .args(["bench", "--agents", "20", "--duration", "10s", "--warmup", "3s", "--decay-interval", "200ms", "--idle"])
+        .args(["--broker-warmup", "1s"])
         .args(["--kafka", &infra.kafka, "--redis", &infra.redis])
         .arg("--json")
         .arg(&json)
@@ -26,6 +27,7 @@ fn a_short_bench_completes_and_reports_sane_figures() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).expect("JSON written")).expect("JSON");
     assert_eq!(r["schema"], "mesh-bench/1");
+    assert_eq!(r["config"]["broker_warmup_s"], 1.0, "the broker warm-up ran first: {r:#}");
     assert_eq!(r["join"]["live_agents"], 20, "{r:#}");
     assert_eq!(r["join"]["edges"], 380, "the full mesh was seen: {r:#}");
     let positive = |v: &serde_json::Value| v.as_f64().is_some_and(|x| x > 0.0);
