@@ -138,9 +138,34 @@ fn shutdown_on_signals() -> Result<Shutdown> {
     Ok(shutdown)
 }
 
-async fn connect(infra: &settings::Infra, client: &str, shutdown: &Shutdown) -> Result<(KafkaBus, AnyStore)> {
+/// How a process reads: at once (agents and the consensus manager answer what they read), or in batches (the
+/// topology manager only counts messages into windows of seconds).
+#[derive(Clone, Copy)]
+enum Reads {
+    Prompt,
+    Batched,
+}
+
+/// The topology manager's fetches wait for this much data, or [`BATCHED_FETCH_WAIT`].
+const BATCHED_FETCH_BYTES: u32 = 64 * 1024;
+
+/// At most this late, a batched reader sees a record: small against a decay interval, and against the failure
+/// detector's probe interval (`failure_timeout / 40`) at the defaults.
+const BATCHED_FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+
+async fn connect(
+    infra: &settings::Infra,
+    client: &str,
+    reads: Reads,
+    shutdown: &Shutdown,
+) -> Result<(KafkaBus, AnyStore)> {
+    let (fetch_wait, fetch_min_bytes) = match reads {
+        Reads::Prompt => (infra.kafka_fetch_wait, 1),
+        Reads::Batched => (infra.kafka_fetch_wait.min(BATCHED_FETCH_WAIT), BATCHED_FETCH_BYTES),
+    };
     let config = KafkaConfig {
-        fetch_wait: infra.kafka_fetch_wait,
+        fetch_wait,
+        fetch_min_bytes,
         linger: infra.kafka_linger,
         ..KafkaConfig::new(&infra.kafka, client)
     };
@@ -181,8 +206,9 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
                 extra.push(settings::agent(&more, &file).map_err(usage)?);
             }
             let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let (bus, store) =
-                connect(&infra, &format!("mesh-agent-{}", config.id), &shutdown).await.map_err(runtime)?;
+            let (bus, store) = connect(&infra, &format!("mesh-agent-{}", config.id), Reads::Prompt, &shutdown)
+                .await
+                .map_err(runtime)?;
             if extra.is_empty() {
                 return mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
                     .await
@@ -201,7 +227,7 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             let config = settings::topology(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let (bus, store) = connect(&infra, "mesh-topology", &shutdown).await.map_err(runtime)?;
+            let (bus, store) = connect(&infra, "mesh-topology", Reads::Batched, &shutdown).await.map_err(runtime)?;
             mesh_node::topology::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
                 .await
                 .context("topology manager failed")
@@ -211,7 +237,7 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             let config = settings::consensus(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let (bus, store) = connect(&infra, "mesh-consensus", &shutdown).await.map_err(runtime)?;
+            let (bus, store) = connect(&infra, "mesh-consensus", Reads::Prompt, &shutdown).await.map_err(runtime)?;
             mesh_node::consensus::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
                 .await
                 .context("consensus manager failed")
