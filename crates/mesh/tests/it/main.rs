@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod deployment;
 mod failure;
+mod reader;
 mod recovery;
 mod supervisor;
 mod support;
