@@ -224,6 +224,10 @@ fn one() -> usize {
 pub struct PeakStep {
     /// Messages per second offered.
     pub offered_msgs_per_s: f64,
+    /// Whether the mesh ran at this rate (once it failed a rate, only the baseline goes on); reports written before
+    /// this field read as run.
+    #[serde(default = "ran_by_default")]
+    pub mesh_ran: bool,
     /// The mesh's delivered rate and p99 at it.
     pub mesh_delivered_per_s: f64,
     /// p99 end-to-end, µs.
@@ -236,6 +240,10 @@ pub struct PeakStep {
     pub mesh_sustained: bool,
     /// The baseline delivered at least 95 % of the offer.
     pub baseline_sustained: bool,
+}
+
+fn ran_by_default() -> bool {
+    true
 }
 
 /// The highest rates sustained, mesh and plain Kafka, found in one run.
@@ -487,15 +495,24 @@ impl Report {
                 "offered", "mesh msg/s", "mesh p99", "base msg/s", "base p99"
             ));
             for st in &p.steps {
+                let (mesh_rate, mesh_p99, mesh_verdict) = if st.mesh_ran {
+                    (
+                        format!("{:.0}", st.mesh_delivered_per_s),
+                        format!("{:.1}ms", ms(st.mesh_p99_us)),
+                        if st.mesh_sustained { "mesh ok" } else { "mesh no" },
+                    )
+                } else {
+                    ("not run".to_owned(), "-".to_owned(), "mesh not run")
+                };
                 s.push_str(&format!(
-                    "  {:<11} {:>10.0} {:>12.0} {:>8.1}ms {:>12.0} {:>8.1}ms  {}{}\n",
+                    "  {:<11} {:>10.0} {:>12} {:>10} {:>12.0} {:>8.1}ms  {}{}\n",
                     "",
                     st.offered_msgs_per_s,
-                    st.mesh_delivered_per_s,
-                    ms(st.mesh_p99_us),
+                    mesh_rate,
+                    mesh_p99,
                     st.baseline_delivered_per_s,
                     ms(st.baseline_p99_us),
-                    if st.mesh_sustained { "mesh ok" } else { "mesh no" },
+                    mesh_verdict,
                     if st.baseline_sustained { ", baseline ok" } else { ", baseline no" },
                 ));
             }
