@@ -1,7 +1,8 @@
 //! The physical limit `mesh bench` compares the mesh against: the same message size and rate through plain rdkafka
 //! producers and consumers, with no mesh logic at all (no envelopes, no membership, no awaiting each
-//! acknowledgement before the next send). Same broker, same producer guarantees (idempotent, `acks=all`,
-//! `linger.ms=2`) and the same consumer fetch wait as the mesh's readers, so the ratio isolates the mesh's cost.
+//! acknowledgement before the next send). Same broker, the producer settings the caller gives (`mesh bench` gives
+//! the agents': `acks=all`, `linger.ms=2`, one request in flight) and the same consumer fetch wait as the mesh's
+//! readers, so the ratio isolates the mesh's cost.
 //!
 //! One run is one *worker*: a producer and a consumer. `mesh bench` runs one worker in its own process (what Kafka
 //! itself sustains here) and, separately, as many worker processes as the mesh has agent processes, each reading its
@@ -73,10 +74,9 @@ fn key_of(index: u32) -> String {
 
 /// Runs one worker: paced sends for `warmup + duration` from the start time, then up to 5 s for the last messages.
 pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRun, TransportError> {
-    let mut pc = config.base();
-    pc.set("enable.idempotence", "true").set("acks", "all").set("linger.ms", "2");
-    // The mesh's own producer (see `producer.rs`): the same client costs on both sides of the ratio.
-    let producer = Producer::new(&pc).map_err(|e| unreachable(config, &e))?;
+    // The mesh's own producer (see `producer.rs`) with the caller's settings: the same client costs on both sides
+    // of the ratio.
+    let producer = Producer::new(&config.producer_config()).map_err(|e| unreachable(config, &e))?;
     let mut cc = config.base();
     cc.set("group.id", format!("{}-baseline-{}", config.client_id, spec.index))
         .set("enable.auto.commit", "false")

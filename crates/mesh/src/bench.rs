@@ -21,7 +21,7 @@ use mesh_bench::report::{
     RunConfig, SCHEMA, Sample, TargetCheck, Topology, Windows,
 };
 use mesh_kafka::baseline::{self, BaselineSpec};
-use mesh_kafka::{EmbeddedKafka, KafkaBus, KafkaConfig};
+use mesh_kafka::{EmbeddedKafka, KafkaBus, KafkaConfig, ProducerMode};
 use mesh_node::latency::Latency;
 use mesh_node::redis_keys;
 use mesh_proto::records::Record;
@@ -470,6 +470,12 @@ async fn run_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Resul
     Ok((baseline, timeline))
 }
 
+/// A baseline client's settings: the agents' producer (one request in flight, `acks=all`, the default linger), so
+/// the ratio compares the mesh with Kafka under the same guarantees.
+pub(crate) fn baseline_config(kafka: &str, client: impl Into<String>) -> KafkaConfig {
+    KafkaConfig { producer: ProducerMode::OneRequestInFlight, ..KafkaConfig::new(kafka, client) }
+}
+
 /// Runs one plain producer and consumer (`spec`) on its own topic, ticking `pb` each second; an interrupt ends it.
 async fn plain_traffic(
     infra: &Infra,
@@ -477,7 +483,7 @@ async fn plain_traffic(
     spec: &BaselineSpec,
     pb: &ProgressBar,
 ) -> Result<baseline::BaselineRun> {
-    let config = KafkaConfig::new(&infra.kafka, client);
+    let config = baseline_config(&infra.kafka, client);
     let bus = KafkaBus::new(config.clone())?;
     let topic = TopicSpec {
         name: spec.topic.clone(),

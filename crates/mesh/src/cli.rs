@@ -338,6 +338,11 @@ pub(crate) struct InfraArgs {
     /// carries more records, at this much added latency [default: 2ms].
     #[arg(long, env = "MESH_KAFKA_LINGER", value_name = "DURATION")]
     pub(crate) kafka_linger: Option<String>,
+    /// A librdkafka client property, KEY=VALUE, applied last to every client this process opens (repeat the flag,
+    /// or separate them with commas in the variable): security settings such as `security.protocol`, or tuning
+    /// [default: none].
+    #[arg(long = "kafka-property", env = "MESH_KAFKA_PROPERTIES", value_delimiter = ',', value_name = "KEY=VALUE")]
+    pub(crate) kafka_properties: Vec<String>,
     /// Redis URL [default: redis://127.0.0.1:6379].
     #[arg(long, env = "MESH_REDIS", value_name = "URL")]
     pub(crate) redis: Option<String>,

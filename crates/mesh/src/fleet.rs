@@ -33,7 +33,7 @@ struct WorkerReport {
 pub(crate) async fn worker(args: &BenchWorkerArgs) -> Result<()> {
     let config = KafkaConfig {
         fetch_wait: Duration::from_millis(args.fetch_wait_ms),
-        ..KafkaConfig::new(&args.kafka, format!("mesh-bench-worker-{}", args.index))
+        ..crate::bench::baseline_config(&args.kafka, format!("mesh-bench-worker-{}", args.index))
     };
     let spec = BaselineSpec {
         topic: args.topic.clone(),

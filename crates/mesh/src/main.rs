@@ -19,7 +19,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Parser;
-use mesh_kafka::{KafkaBus, KafkaConfig};
+use mesh_kafka::{KafkaBus, KafkaConfig, ProducerMode};
 use mesh_node::Shutdown;
 use tracing_subscriber::EnvFilter;
 
@@ -157,6 +157,7 @@ async fn connect(
     infra: &settings::Infra,
     client: &str,
     reads: Reads,
+    producer: ProducerMode,
     shutdown: &Shutdown,
 ) -> Result<(KafkaBus, AnyStore)> {
     let (fetch_wait, fetch_min_bytes) = match reads {
@@ -167,6 +168,8 @@ async fn connect(
         fetch_wait,
         fetch_min_bytes,
         linger: infra.kafka_linger,
+        producer,
+        extra: infra.kafka_properties.clone(),
         ..KafkaConfig::new(&infra.kafka, client)
     };
     let bus = KafkaBus::new(config).context("failed to set up the kafka client")?;
@@ -206,9 +209,15 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
                 extra.push(settings::agent(&more, &file).map_err(usage)?);
             }
             let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let (bus, store) = connect(&infra, &format!("mesh-agent-{}", config.id), Reads::Prompt, &shutdown)
-                .await
-                .map_err(runtime)?;
+            let (bus, store) = connect(
+                &infra,
+                &format!("mesh-agent-{}", config.id),
+                Reads::Prompt,
+                ProducerMode::OneRequestInFlight,
+                &shutdown,
+            )
+            .await
+            .map_err(runtime)?;
             if extra.is_empty() {
                 return mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
                     .await
@@ -227,7 +236,9 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             let config = settings::topology(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let (bus, store) = connect(&infra, "mesh-topology", Reads::Batched, &shutdown).await.map_err(runtime)?;
+            let (bus, store) = connect(&infra, "mesh-topology", Reads::Batched, ProducerMode::Idempotent, &shutdown)
+                .await
+                .map_err(runtime)?;
             mesh_node::topology::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
                 .await
                 .context("topology manager failed")
@@ -237,7 +248,9 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             let config = settings::consensus(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let (bus, store) = connect(&infra, "mesh-consensus", Reads::Prompt, &shutdown).await.map_err(runtime)?;
+            let (bus, store) = connect(&infra, "mesh-consensus", Reads::Prompt, ProducerMode::Idempotent, &shutdown)
+                .await
+                .map_err(runtime)?;
             mesh_node::consensus::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
                 .await
                 .context("consensus manager failed")

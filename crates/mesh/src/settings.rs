@@ -22,6 +22,8 @@ pub(crate) struct FileConfig {
     kafka: Option<String>,
     kafka_fetch_wait: Option<String>,
     kafka_linger: Option<String>,
+    #[serde(default)]
+    kafka_properties: BTreeMap<String, String>,
     redis: Option<String>,
     topic_prefix: Option<String>,
     messages_partitions: Option<u32>,
@@ -90,6 +92,8 @@ pub(crate) struct Infra {
     pub(crate) kafka_fetch_wait: Duration,
     /// How long a producer holds records to fill a batch (`linger.ms`).
     pub(crate) kafka_linger: Duration,
+    /// librdkafka properties applied last to every client: the file's, then the flags' (which win on a key).
+    pub(crate) kafka_properties: Vec<(String, String)>,
     pub(crate) redis: String,
     pub(crate) mesh: MeshConfig,
 }
@@ -175,6 +179,7 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
             )
         })?,
     };
+    let kafka_properties = kafka_properties(&args.kafka_properties, &file.kafka_properties)?;
     let messages_partitions = pick(args.messages_partitions, file.messages_partitions, 8);
     let consensus_partitions = pick(args.consensus_partitions, file.consensus_partitions, 4);
     if messages_partitions == 0 || consensus_partitions == 0 {
@@ -184,9 +189,30 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         kafka,
         kafka_fetch_wait,
         kafka_linger,
+        kafka_properties,
         redis,
         mesh: MeshConfig { topics: TopicNames::new(prefix), messages_partitions, consensus_partitions },
     })
+}
+
+/// The file's `[kafka_properties]` table, then each `KEY=VALUE` flag over it. librdkafka itself names an unknown
+/// property or a bad value when the client is created.
+fn kafka_properties(flags: &[String], file: &BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
+    let mut merged = file.clone();
+    for item in flags {
+        let Some((key, value)) = item.split_once('=') else {
+            bail!(
+                "invalid kafka_properties (--kafka-property, MESH_KAFKA_PROPERTIES): {item:?} is not KEY=VALUE; write \
+                 for example \"security.protocol=ssl\""
+            );
+        };
+        let key = key.trim();
+        if key.is_empty() {
+            bail!("invalid kafka_properties (--kafka-property, MESH_KAFKA_PROPERTIES): {item:?} names no property");
+        }
+        merged.insert(key.to_owned(), value.trim().to_owned());
+    }
+    Ok(merged.into_iter().collect())
 }
 
 pub(crate) fn topology(args: &TopologyArgs, file: &FileConfig) -> Result<TopologyConfig> {
@@ -340,8 +366,8 @@ mod tests {
         assert_eq!(agent(&a, &file).expect("valid"), agent(&a, &empty).expect("valid"));
         let (fi, ei) = (infra(&t.infra, &file).expect("valid"), infra(&t.infra, &empty).expect("valid"));
         assert_eq!(
-            (fi.kafka, fi.kafka_fetch_wait, fi.redis, fi.mesh),
-            (ei.kafka, ei.kafka_fetch_wait, ei.redis, ei.mesh)
+            (fi.kafka, fi.kafka_fetch_wait, fi.kafka_linger, fi.kafka_properties, fi.redis, fi.mesh),
+            (ei.kafka, ei.kafka_fetch_wait, ei.kafka_linger, ei.kafka_properties, ei.redis, ei.mesh)
         );
     }
 
@@ -364,6 +390,25 @@ mod tests {
         assert_eq!(pick(Some(1), Some(2), 3), 1);
         assert_eq!(pick(None, Some(2), 3), 2);
         assert_eq!(pick(None, None, 3), 3);
+    }
+
+    #[test]
+    fn kafka_property_flags_override_the_file_by_key_and_bad_ones_are_named() {
+        let file = BTreeMap::from([
+            ("security.protocol".to_owned(), "ssl".to_owned()),
+            ("linger.ms".to_owned(), "5".to_owned()),
+        ]);
+        let merged = kafka_properties(&["linger.ms = 20".to_owned(), "client.rack=r1".to_owned()], &file)
+            .expect("valid properties");
+        assert_eq!(
+            merged,
+            [("client.rack", "r1"), ("linger.ms", "20"), ("security.protocol", "ssl")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        let e = kafka_properties(&["linger.ms".to_owned()], &file).expect_err("no value");
+        assert!(e.to_string().contains("--kafka-property") && e.to_string().contains("KEY=VALUE"), "{e}");
+        let e = kafka_properties(&["=5".to_owned()], &file).expect_err("no key");
+        assert!(e.to_string().contains("names no property"), "{e}");
     }
 
     #[test]
