@@ -370,48 +370,58 @@ impl Bus for KafkaBus {
         }
         let consumer: StreamConsumer = cc.create().map_err(|e| unreachable(&self.inner.config, &e))?;
         // Committed offsets are looked up here, so one reader can mix "committed or beginning" and "committed or
-        // end" partitions (a consumer has a single reset policy).
-        let mut wanted = TopicPartitionList::new();
-        for a in
-            assignments.iter().filter(|a| matches!(a.start, StartAt::CommittedOrBeginning | StartAt::CommittedOrEnd))
-        {
-            wanted.add_partition(&a.topic, a.partition);
-        }
-        let (consumer, committed) = if wanted.count() == 0 {
-            (consumer, TopicPartitionList::new())
-        } else {
-            tokio::task::spawn_blocking(move || {
-                let committed = consumer.committed_offsets(wanted, Duration::from_secs(10));
-                (consumer, committed)
-            })
-            .await
-            .map(|(c, r)| r.map(|t| (c, t)))
-            .map_err(|e| TransportError::failed("reading committed offsets", e))?
-            .map_err(|e| unreachable(&self.inner.config, &e))?
-        };
-        let mut tpl = TopicPartitionList::new();
-        for a in &assignments {
-            let stored = || committed.find_partition(&a.topic, a.partition).map(|p| p.offset());
-            let offset = match (a.start, stored()) {
-                (StartAt::Beginning, _) => Offset::Beginning,
-                (StartAt::End, _) => Offset::End,
-                (StartAt::Offset(n), _) => Offset::Offset(n),
-                (StartAt::CommittedOrBeginning | StartAt::CommittedOrEnd, Some(Offset::Offset(n))) => Offset::Offset(n),
-                (StartAt::CommittedOrBeginning, _) => Offset::Beginning,
-                (StartAt::CommittedOrEnd, _) => Offset::End,
-            };
-            tpl.add_partition_offset(&a.topic, a.partition, offset)
-                .map_err(|e| TransportError::failed("assigning partitions", e))?;
-        }
+        // end" partitions (a consumer has a single reset policy); then the logical starts become offsets. Both are
+        // blocking round trips, made on one blocking thread.
+        let config = self.inner.config.clone();
         let (consumer, tpl) = tokio::task::spawn_blocking(move || {
+            let tpl = start_positions(&consumer, &assignments).map_err(|e| match e {
+                StartError::Committed(e) => unreachable(&config, &e),
+                StartError::Assign(e) => TransportError::failed("assigning partitions", e),
+            })?;
             let tpl = resolve_logical_offsets(&consumer, tpl);
-            (consumer, tpl)
+            Ok::<_, TransportError>((consumer, tpl))
         })
         .await
-        .map_err(|e| TransportError::failed("looking up start offsets", e))?;
+        .map_err(|e| TransportError::failed("looking up start offsets", e))??;
         consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
         Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone() })
     }
+}
+
+/// Why a reader's start positions could not be worked out.
+enum StartError {
+    /// The committed offsets could not be read.
+    Committed(KafkaError),
+    /// A partition could not be added to the list.
+    Assign(KafkaError),
+}
+
+/// Where each assigned partition starts: its committed offset where it asks for one and has one, else the logical
+/// start it names.
+fn start_positions(consumer: &StreamConsumer, assignments: &[Assignment]) -> Result<TopicPartitionList, StartError> {
+    let mut wanted = TopicPartitionList::new();
+    for a in assignments.iter().filter(|a| matches!(a.start, StartAt::CommittedOrBeginning | StartAt::CommittedOrEnd)) {
+        wanted.add_partition(&a.topic, a.partition);
+    }
+    let committed = if wanted.count() == 0 {
+        TopicPartitionList::new()
+    } else {
+        consumer.committed_offsets(wanted, Duration::from_secs(10)).map_err(StartError::Committed)?
+    };
+    let mut tpl = TopicPartitionList::new();
+    for a in assignments {
+        let stored = || committed.find_partition(&a.topic, a.partition).map(|p| p.offset());
+        let offset = match (a.start, stored()) {
+            (StartAt::Beginning, _) => Offset::Beginning,
+            (StartAt::End, _) => Offset::End,
+            (StartAt::Offset(n), _) => Offset::Offset(n),
+            (StartAt::CommittedOrBeginning | StartAt::CommittedOrEnd, Some(Offset::Offset(n))) => Offset::Offset(n),
+            (StartAt::CommittedOrBeginning, _) => Offset::Beginning,
+            (StartAt::CommittedOrEnd, _) => Offset::End,
+        };
+        tpl.add_partition_offset(&a.topic, a.partition, offset).map_err(StartError::Assign)?;
+    }
+    Ok(tpl)
 }
 
 /// `tpl` with every partition that starts at the beginning or the end given its offset, looked up in one ListOffsets
