@@ -96,6 +96,11 @@ struct Probes {
     /// When that probe was read back.
     back_at_ms: u64,
     rtt_ms: u64,
+    /// Probes read back so far: until the first, no heartbeat is known to have been read.
+    returned: u64,
+    /// When the failure detector's clocks last started: the manager's start, or the return of the heartbeat path
+    /// after a stall. An agent silent since before then is judged from then.
+    clocks_since_ms: u64,
     stalled_since: Option<u64>,
     /// A gap between returned probes longer than this restarts every agent's clock.
     rearm_after_ms: u64,
@@ -171,7 +176,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let mut sealing: Option<Sealing> = None;
     let mut lateness = Lateness::default();
     let rearm_after_ms = (failure_timeout_ms / 4).max(4 * probe_every.as_millis() as u64);
-    let mut probes = Probes { back_at_ms: start, rearm_after_ms, ..Probes::default() };
+    let mut probes = Probes { back_at_ms: start, clocks_since_ms: start, rearm_after_ms, ..Probes::default() };
     let mut probe_timer = tokio::time::interval(probe_every);
     probe_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stats_timer = tokio::time::interval(Duration::from_secs(1));
@@ -400,7 +405,9 @@ fn on_heartbeat<B: Bus>(
                     "the heartbeat path was stalled: restarting the failure detector's clocks"
                 );
                 detector.rearm(now);
+                probes.clocks_since_ms = now;
             }
+            probes.returned += 1;
             probes.complete_until_ms = Some(env.header.ts);
             probes.back_at_ms = now;
             probes.rtt_ms = now.saturating_sub(env.header.ts);
@@ -538,6 +545,8 @@ fn stats_fields(
         ("windows_applied".into(), lateness.windows.to_string()),
         ("windows_late".into(), lateness.late.to_string()),
         ("probe_rtt_ms".into(), probes.rtt_ms.to_string()),
+        ("probes_returned".into(), probes.returned.to_string()),
+        ("detector_clocks_since_ms".into(), probes.clocks_since_ms.to_string()),
         ("updated_at_ms".into(), now.to_string()),
     ];
     if let Some(last) = topology.last() {
