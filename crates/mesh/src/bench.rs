@@ -626,26 +626,33 @@ impl Deployment {
         self.status()?.ok_or_else(|| anyhow!("the bench supervisor stopped answering"))
     }
 
-    /// `mesh down`, then waits for the supervisor to exit.
+    /// Stops the deployment with a SIGTERM to the supervisor (its ordered stop, the same as `mesh down`), then waits
+    /// for it to exit, and kills its process group if it has not after 180 s. A signal needs no answer: a supervisor
+    /// starved by 500 collapsing agents did not answer the control socket's stop request for minutes, while a
+    /// SIGTERM stopped all of them in about two.
     fn stop(&mut self) -> Result<()> {
-        let request = Request::Down { timeout_secs: Some(10.0) };
-        let answered = mesh_supervisor::control::call(&self.dir.socket(), &request, Duration::from_secs(300));
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).context("supervisor pid")?);
+        if self.child.try_wait()?.is_none() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(180);
         loop {
-            if self.child.try_wait()?.is_some() {
-                break;
+            if let Some(status) = self.child.try_wait()? {
+                if !status.success() {
+                    bail!(
+                        "the bench supervisor exited with {status} while stopping; see {}",
+                        self.dir.root().join("supervisor.log").display()
+                    );
+                }
+                return Ok(());
             }
             if Instant::now() >= deadline {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0)),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = self.child.wait();
-                bail!("the bench supervisor did not stop within 120 s and was killed");
+                bail!("the bench supervisor did not stop within 180 s of its SIGTERM and was killed");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        answered.map(|_| ()).map_err(|e| anyhow!("stopping the bench deployment: {e}"))
     }
 }
 
