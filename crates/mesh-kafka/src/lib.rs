@@ -55,7 +55,7 @@ pub struct KafkaConfig {
 /// samples in that loop), the broker starved, and p99 was 2.8 s against plain Kafka's 14.6 ms. With one request in
 /// flight per connection and no idempotence, records wait for the request ahead of them in librdkafka's queue, where
 /// they fill the next batch, and the thread sleeps: the agents spent 0.75 of a core, p99 was 15.6 ms, and at
-/// 10,000 msg/s 16.9 ms against plain Kafka's 14.7 ms.
+/// 10,000 msg/s 16.6 ms against plain Kafka's 9.1 ms (docs/bench.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProducerMode {
     /// The broker drops a retried record it already has (`enable.idempotence`): for a writer whose records must
@@ -374,10 +374,7 @@ impl Bus for KafkaBus {
         // blocking round trips, made on one blocking thread.
         let config = self.inner.config.clone();
         let (consumer, tpl) = tokio::task::spawn_blocking(move || {
-            let tpl = start_positions(&consumer, &assignments).map_err(|e| match e {
-                StartError::Committed(e) => unreachable(&config, &e),
-                StartError::Assign(e) => TransportError::failed("assigning partitions", e),
-            })?;
+            let tpl = start_positions(&consumer, &assignments, &config)?;
             let tpl = resolve_logical_offsets(&consumer, tpl);
             Ok::<_, TransportError>((consumer, tpl))
         })
@@ -388,17 +385,13 @@ impl Bus for KafkaBus {
     }
 }
 
-/// Why a reader's start positions could not be worked out.
-enum StartError {
-    /// The committed offsets could not be read.
-    Committed(KafkaError),
-    /// A partition could not be added to the list.
-    Assign(KafkaError),
-}
-
 /// Where each assigned partition starts: its committed offset where it asks for one and has one, else the logical
 /// start it names.
-fn start_positions(consumer: &StreamConsumer, assignments: &[Assignment]) -> Result<TopicPartitionList, StartError> {
+fn start_positions(
+    consumer: &StreamConsumer,
+    assignments: &[Assignment],
+    config: &KafkaConfig,
+) -> Result<TopicPartitionList, TransportError> {
     let mut wanted = TopicPartitionList::new();
     for a in assignments.iter().filter(|a| matches!(a.start, StartAt::CommittedOrBeginning | StartAt::CommittedOrEnd)) {
         wanted.add_partition(&a.topic, a.partition);
@@ -406,7 +399,7 @@ fn start_positions(consumer: &StreamConsumer, assignments: &[Assignment]) -> Res
     let committed = if wanted.count() == 0 {
         TopicPartitionList::new()
     } else {
-        consumer.committed_offsets(wanted, Duration::from_secs(10)).map_err(StartError::Committed)?
+        consumer.committed_offsets(wanted, Duration::from_secs(10)).map_err(|e| unreachable(config, &e))?
     };
     let mut tpl = TopicPartitionList::new();
     for a in assignments {
@@ -419,7 +412,8 @@ fn start_positions(consumer: &StreamConsumer, assignments: &[Assignment]) -> Res
             (StartAt::CommittedOrBeginning, _) => Offset::Beginning,
             (StartAt::CommittedOrEnd, _) => Offset::End,
         };
-        tpl.add_partition_offset(&a.topic, a.partition, offset).map_err(StartError::Assign)?;
+        tpl.add_partition_offset(&a.topic, a.partition, offset)
+            .map_err(|e| TransportError::failed("assigning partitions", e))?;
     }
     Ok(tpl)
 }
