@@ -9,6 +9,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::rotating::RotatingLog;
+
 /// Where the supervisor writes what a person watching the terminal should see.
 #[derive(Clone)]
 pub(crate) struct Console {
@@ -85,7 +87,7 @@ pub(crate) async fn pump_output(
     name: String,
     console: Option<(Console, u8)>,
     stream: impl AsyncRead + Unpin,
-    log: Arc<Mutex<std::fs::File>>,
+    log: Arc<Mutex<RotatingLog>>,
 ) {
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
@@ -104,7 +106,7 @@ pub(crate) async fn pump_output(
         }
         let stamp = humantime::format_rfc3339_millis(SystemTime::now());
         if let Ok(mut f) = log.lock() {
-            let _ = writeln!(f, "{stamp} {text}");
+            let _ = f.line(&format!("{stamp} {text}"));
         }
         if let Some((console, code)) = &console {
             console.line(&name, *code, &text);

@@ -43,6 +43,34 @@ pub enum Request {
     },
 }
 
+/// The longest wait a request may ask for (a pause, a grace period): one day. Longer is a typo or an attack, and
+/// a wait past what `Instant` can hold would panic the supervisor.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
+/// `secs` as a duration, if it is a number of seconds a request may carry: finite, from 0 to [`MAX_SECONDS`].
+/// The error names the field and the range.
+pub fn seconds(field: &str, secs: f64) -> Result<Duration, String> {
+    if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(format!("{field} must be a number of seconds from 0 to {MAX_SECONDS}, not {secs}"))
+    }
+}
+
+impl Request {
+    /// Decodes one request line and checks every number in it, so that no request can make the supervisor panic
+    /// (it is the parent of every process: its panic would take the whole deployment down).
+    pub fn decode(line: &str) -> Result<Request, String> {
+        let request: Request = serde_json::from_str(line).map_err(|e| format!("bad request: {e}"))?;
+        match &request {
+            Request::Kill { pause_secs: Some(secs), .. } => seconds("pause_secs", *secs).map(drop)?,
+            Request::Down { timeout_secs: Some(secs) } => seconds("timeout_secs", *secs).map(drop)?,
+            _ => {}
+        }
+        Ok(request)
+    }
+}
+
 /// The supervisor's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Response {
@@ -113,5 +141,46 @@ mod tests {
         let text = serde_json::to_string(&r).expect("json");
         assert!(text.starts_with(r#"{"cmd":"kill","name":"agent-sales""#), "{text}");
         assert_eq!(serde_json::from_str::<Request>(r#"{"cmd":"status"}"#).expect("status"), Request::Status);
+    }
+
+    #[test]
+    fn waits_that_no_duration_can_hold_are_refused_by_name() {
+        for (line, field) in [
+            (r#"{"cmd":"kill","name":"agent-sales","signal":"STOP","pause_secs":1e20}"#, "pause_secs"),
+            (r#"{"cmd":"kill","name":"agent-sales","signal":"STOP","pause_secs":-1}"#, "pause_secs"),
+            (r#"{"cmd":"down","timeout_secs":-1}"#, "timeout_secs"),
+            (r#"{"cmd":"down","timeout_secs":86400.5}"#, "timeout_secs"),
+        ] {
+            let error = Request::decode(line).expect_err(line);
+            assert!(error.contains(field) && error.contains("from 0 to 86400"), "{line}: {error}");
+        }
+        assert_eq!(
+            Request::decode(r#"{"cmd":"down","timeout_secs":2.5}"#),
+            Ok(Request::Down { timeout_secs: Some(2.5) })
+        );
+    }
+
+    proptest::proptest! {
+        /// Whatever arrives on the socket, decoding answers instead of panicking, and a request it accepts carries
+        /// only waits the supervisor can turn into an `Instant`.
+        #[test]
+        fn no_request_line_panics_the_decoder(
+            line in proptest::prelude::any::<String>(),
+            secs in proptest::prelude::any::<f64>(),
+            cmd in proptest::sample::select(vec!["kill", "down", "status", "restart"]),
+        ) {
+            let _ = Request::decode(&line);
+            let built = format!(r#"{{"cmd":"{cmd}","name":"a","signal":"STOP","pause_secs":{secs},"timeout_secs":{secs}}}"#);
+            if let Ok(request) = Request::decode(&built) {
+                let waits = match request {
+                    Request::Kill { pause_secs, .. } => pause_secs,
+                    Request::Down { timeout_secs } => timeout_secs,
+                    _ => None,
+                };
+                if let Some(w) = waits {
+                    let _ = std::time::Instant::now() + seconds("wait", w).expect("accepted waits are durations");
+                }
+            }
+        }
     }
 }

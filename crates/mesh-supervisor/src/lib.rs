@@ -8,6 +8,8 @@ mod console;
 pub mod control;
 mod listen;
 mod lock;
+pub mod private;
+pub mod rotating;
 pub mod spec;
 pub mod state;
 pub mod supervisor;

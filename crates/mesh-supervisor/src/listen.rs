@@ -18,12 +18,26 @@ pub(crate) async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSen
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
+        // The socket file is 0600 in a 0700 directory; the peer's uid is checked as well, so that a socket made
+        // reachable by mistake (a loosened mode, a bind mount) still obeys only its own user.
+        let own = nix::unistd::getuid().as_raw();
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == own => {}
+            Ok(cred) => {
+                tracing::warn!(uid = cred.uid(), "refused a control connection from another user");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a control connection whose peer is unknown");
+                continue;
+            }
+        }
         let tx = tx.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
             let mut lines = BufReader::new(read).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let response = match serde_json::from_str::<Request>(&line) {
+                let response = match Request::decode(&line) {
                     Ok(request) => {
                         let (reply, answer) = oneshot::channel();
                         if tx.send(Msg::Control { request, reply }).is_err() {
@@ -31,7 +45,7 @@ pub(crate) async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSen
                         }
                         answer.await.unwrap_or_else(|_| Response::error("the supervisor is stopping"))
                     }
-                    Err(e) => Response::error(format!("bad request: {e}")),
+                    Err(e) => Response::error(e),
                 };
                 let mut text = serde_json::to_string(&response).unwrap_or_else(|_| "{\"ok\":false}".into());
                 text.push('\n');

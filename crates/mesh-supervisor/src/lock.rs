@@ -15,15 +15,9 @@ pub struct InstanceLock {
 impl InstanceLock {
     /// Takes the lock, or says who holds it.
     pub fn acquire(dir: &StateDir) -> Result<InstanceLock, SupervisorError> {
-        std::fs::create_dir_all(dir.root()).map_err(io(format!("create {}", dir.root().display())))?;
+        crate::private::create_dir(dir.root()).map_err(io(format!("create {}", dir.root().display())))?;
         let path = dir.lock();
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io(format!("open {}", path.display())))?;
+        let file = crate::private::open_rw(&path).map_err(io(format!("open {}", path.display())))?;
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
             Ok(mut lock) => {
                 let _ = lock.set_len(0);

@@ -112,7 +112,7 @@ impl StateFile {
     pub fn write(&self, path: &Path) -> std::io::Result<()> {
         let tmp = path.with_extension("json.tmp");
         // Buffered: unbuffered, serde_json made a write system call per token (thousands per file at 500 processes).
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        let mut f = std::io::BufWriter::new(crate::private::create(&tmp)?);
         serde_json::to_writer_pretty(&mut f, self)?;
         f.write_all(b"\n")?;
         f.into_inner().map_err(std::io::IntoInnerError::into_error)?;
@@ -163,11 +163,7 @@ impl EventLog {
                 return;
             }
         };
-        let written = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .and_then(|mut f| writeln!(f, "{line}"));
+        let written = crate::private::open_append(&self.path).and_then(|mut f| writeln!(f, "{line}"));
         if let Err(e) = written {
             tracing::warn!(error = %e, path = %self.path.display(), "could not append to the event log");
         }

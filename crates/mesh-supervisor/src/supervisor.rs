@@ -17,9 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::child::{self, Ended};
 use crate::console::{Console, StatusLine, pump_output};
-use crate::control::{Request, Response};
+use crate::control::{self, Request, Response};
 use crate::listen::{read_notify, serve_control};
 use crate::lock::InstanceLock;
+use crate::rotating::RotatingLog;
 use crate::spec::{DeploymentSpec, ProcessSpec};
 use crate::state::{Event, EventLog, ExitInfo, ProcState, ProcessStatus, StateDir, StateFile};
 
@@ -104,7 +105,7 @@ struct Proc {
     no_restart: bool,
     /// Why the next exit happens, if the supervisor caused it.
     kill_cause: Option<String>,
-    log: Arc<Mutex<std::fs::File>>,
+    log: Arc<Mutex<RotatingLog>>,
     color: usize,
     line: StatusLine,
 }
@@ -151,8 +152,10 @@ const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 /// Must run on a current-thread runtime: children's parent-death signal is tied to the thread that spawned them.
 pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorError> {
     let dir = opts.state_dir.clone();
-    for d in [dir.logs(), dir.notify_dir()] {
-        std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
+    // Everything this process and its children create is private to the user (the settings may hold secrets).
+    crate::private::restrict_umask();
+    for d in [dir.root().to_path_buf(), dir.logs(), dir.notify_dir()] {
+        crate::private::create_dir(&d).map_err(io(format!("create {}", d.display())))?;
     }
     if let Err(e) = child::become_subreaper() {
         tracing::warn!(error = %e, "could not become a child subreaper; orphaned grandchildren go to init");
@@ -177,10 +180,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         let sock = UnixDatagram::bind(&notify).map_err(io(format!("bind {}", notify.display())))?;
         tokio::spawn(read_notify(spec.name.clone(), sock, tx.clone()));
         let log_path = dir.log(&spec.name);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
+        let log = RotatingLog::open(&log_path, crate::rotating::LOG_LIMIT)
             .map_err(io(format!("open {}", log_path.display())))?;
         procs.push(Proc {
             status: ProcessStatus::new(&spec.name),
@@ -259,7 +259,8 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         tokio::select! { _ = sigint.recv() => {}, _ = sigterm.recv() => {} }
         force.store(true, Ordering::SeqCst);
     });
-    let timeout = down_reply.as_ref().and_then(|(_, t)| *t).map(Duration::from_secs_f64);
+    // Checked when decoded; a wait no duration can hold falls back to each process's own grace.
+    let timeout = down_reply.as_ref().and_then(|(_, t)| *t).and_then(|t| control::seconds("timeout_secs", t).ok());
     sup.stop_all(timeout).await;
     sup.console.clear();
     sup.event("supervisor", "stopped", json!({}));
@@ -641,10 +642,14 @@ impl Supervisor {
                 if no_restart {
                     self.procs[i].no_restart = true;
                 }
+                let pause = match pause_secs.map(|secs| control::seconds("pause_secs", secs)).transpose() {
+                    Ok(pause) => pause,
+                    Err(e) => return Response::error(e),
+                };
                 if sig == Signal::SIGSTOP
-                    && let Some(secs) = pause_secs
+                    && let Some(pause) = pause
                 {
-                    self.procs[i].resume_at = Some(Instant::now() + Duration::from_secs_f64(secs.max(0.0)));
+                    self.procs[i].resume_at = Some(Instant::now() + pause);
                 }
                 self.kill(i, pgid, sig, "chaos");
                 let mut r = Response::ok(self.state_file(false));

@@ -62,7 +62,7 @@ pub(crate) enum Command {
     /// Start and supervise the deployment (the two managers, then the four agents) until Ctrl-C or `mesh down`.
     ///
     /// Without --kafka/--redis (or MESH_KAFKA/MESH_REDIS) it runs on the embedded default: a Kafka-protocol broker
-    /// inside the supervisor (not durable) and Redis if one answers on 127.0.0.1:6379, else a local file store.
+    /// inside the supervisor (not durable) and a local file store (a Redis is used only when named with --redis).
     /// --infra local supervises a real Apache Kafka and redis-server too.
     Up(UpArgs),
     /// Stop a running deployment in reverse dependency order.
@@ -257,8 +257,9 @@ pub(crate) struct UpArgs {
 pub(crate) struct DownArgs {
     #[command(flatten)]
     pub(crate) dir: StateDirArgs,
-    /// Per-process grace between SIGTERM and SIGKILL, in seconds [default: each process's stop_timeout, 10].
-    #[arg(long, value_name = "SECONDS")]
+    /// Per-process grace between SIGTERM and SIGKILL, in seconds (0 to 86400) [default: each process's
+    /// stop_timeout, 10].
+    #[arg(long, value_name = "SECONDS", value_parser = seconds)]
     pub(crate) timeout: Option<f64>,
     /// Without a supervisor, SIGKILL every process group recorded in the state file.
     #[arg(long)]
@@ -275,8 +276,8 @@ pub(crate) struct StatusArgs {
     /// Wait until every process is READY (or the timeout passes).
     #[arg(long)]
     pub(crate) wait: bool,
-    /// With --wait, seconds to wait.
-    #[arg(long, default_value_t = 60.0, value_name = "SECONDS")]
+    /// With --wait, seconds to wait (0 to 86400).
+    #[arg(long, default_value_t = 60.0, value_name = "SECONDS", value_parser = seconds)]
     pub(crate) timeout: f64,
 }
 
@@ -293,8 +294,8 @@ pub(crate) struct KillArgs {
     /// Signal: KILL, TERM, STOP, CONT, or a number.
     #[arg(long, short = 's', default_value = "KILL")]
     pub(crate) signal: String,
-    /// Pause: SIGSTOP now and SIGCONT after this many seconds.
-    #[arg(long, value_name = "SECONDS", conflicts_with = "signal")]
+    /// Pause: SIGSTOP now and SIGCONT after this many seconds (0 to 86400).
+    #[arg(long, value_name = "SECONDS", conflicts_with = "signal", value_parser = seconds)]
     pub(crate) pause: Option<f64>,
     /// Do not restart it afterwards.
     #[arg(long)]
@@ -343,6 +344,10 @@ pub(crate) struct InfraArgs {
     /// [default: none].
     #[arg(long = "kafka-property", env = "MESH_KAFKA_PROPERTIES", value_delimiter = ',', value_name = "KEY=VALUE")]
     pub(crate) kafka_properties: Vec<String>,
+    /// A file of librdkafka properties, one KEY=VALUE a line (`#` starts a comment): where secrets such as
+    /// `sasl.password` belong, out of argv and the environment; the flags above win on a key [default: none].
+    #[arg(long, env = "MESH_KAFKA_PROPERTIES_FILE", value_name = "FILE")]
+    pub(crate) kafka_properties_file: Option<std::path::PathBuf>,
     /// Redis URL [default: redis://127.0.0.1:6379].
     #[arg(long, env = "MESH_REDIS", value_name = "URL")]
     pub(crate) redis: Option<String>,
@@ -445,4 +450,34 @@ pub(crate) struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+/// A wait in seconds as the control requests carry it: refused at the flag, by range, rather than by the supervisor.
+fn seconds(text: &str) -> Result<f64, String> {
+    let secs: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    mesh_supervisor::control::seconds("the value", secs).map(|_| secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[test]
+    fn waits_outside_what_the_supervisor_accepts_are_refused_at_the_flag() {
+        for argv in [
+            &["mesh", "kill", "agent-sales", "--pause", "1e20"][..],
+            &["mesh", "kill", "agent-sales", "--pause=-1"],
+            &["mesh", "kill", "agent-sales", "--pause", "NaN"],
+            &["mesh", "down", "--timeout=-1"],
+            &["mesh", "down", "--timeout", "inf"],
+            &["mesh", "status", "--wait", "--timeout", "1e300"],
+        ] {
+            let error = Cli::try_parse_from(argv).map(|_| ()).expect_err(&argv.join(" ")).to_string();
+            assert!(error.contains("from 0 to 86400"), "{}: {error}", argv.join(" "));
+        }
+        let ok = Cli::try_parse_from(["mesh", "kill", "agent-sales", "--pause", "2.5"]).expect("a sane pause");
+        assert!(matches!(ok.command, Command::Kill(KillArgs { pause: Some(p), .. }) if p == 2.5));
+    }
 }

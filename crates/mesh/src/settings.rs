@@ -24,6 +24,7 @@ pub(crate) struct FileConfig {
     kafka_linger: Option<String>,
     #[serde(default)]
     kafka_properties: BTreeMap<String, String>,
+    kafka_properties_file: Option<std::path::PathBuf>,
     redis: Option<String>,
     topic_prefix: Option<String>,
     messages_partitions: Option<u32>,
@@ -179,7 +180,8 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
             )
         })?,
     };
-    let kafka_properties = kafka_properties(&args.kafka_properties, &file.kafka_properties)?;
+    let properties_file = args.kafka_properties_file.as_deref().or(file.kafka_properties_file.as_deref());
+    let kafka_properties = kafka_properties(&args.kafka_properties, &file.kafka_properties, properties_file)?;
     let messages_partitions = pick(args.messages_partitions, file.messages_partitions, 8);
     let consensus_partitions = pick(args.consensus_partitions, file.consensus_partitions, 4);
     if messages_partitions == 0 || consensus_partitions == 0 {
@@ -195,10 +197,20 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
     })
 }
 
-/// The file's `[kafka_properties]` table, then each `KEY=VALUE` flag over it. librdkafka itself names an unknown
-/// property or a bad value when the client is created.
-fn kafka_properties(flags: &[String], file: &BTreeMap<String, String>) -> Result<Vec<(String, String)>> {
+/// The config file's `[kafka_properties]` table, then the properties file's lines over it, then each `KEY=VALUE`
+/// flag over both. librdkafka itself names an unknown property or a bad value when the client is created.
+fn kafka_properties(
+    flags: &[String],
+    file: &BTreeMap<String, String>,
+    properties_file: Option<&Path>,
+) -> Result<Vec<(String, String)>> {
     let mut merged = file.clone();
+    if let Some(path) = properties_file {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("invalid kafka_properties_file (--kafka-properties-file): cannot read {}", path.display())
+        })?;
+        merged.extend(properties(&text, path)?);
+    }
     for item in flags {
         let Some((key, value)) = item.split_once('=') else {
             bail!(
@@ -213,6 +225,41 @@ fn kafka_properties(flags: &[String], file: &BTreeMap<String, String>) -> Result
         merged.insert(key.to_owned(), value.trim().to_owned());
     }
     Ok(merged.into_iter().collect())
+}
+
+/// The lines of a properties file: `KEY=VALUE`, blank lines and `#` comments; a bad line is named by number.
+pub(crate) fn properties(text: &str, path: &Path) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                out.insert(key.trim().to_owned(), value.trim().to_owned());
+            }
+            _ => bail!(
+                "invalid kafka_properties_file {}:{}: not KEY=VALUE (write for example \"sasl.username=mesh\")",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    Ok(out)
+}
+
+/// Writes resolved properties where `mesh up`'s children read them (private: they may hold secrets), in the
+/// format [`properties`] reads.
+pub(crate) fn write_properties(path: &Path, properties: &[(String, String)]) -> Result<()> {
+    use std::io::Write;
+    let mut f =
+        mesh_supervisor::private::create(path).with_context(|| format!("failed to write {}", path.display()))?;
+    writeln!(f, "# written by `mesh up` for its processes: the resolved librdkafka properties")?;
+    for (key, value) in properties {
+        writeln!(f, "{key}={value}")?;
+    }
+    Ok(())
 }
 
 pub(crate) fn topology(args: &TopologyArgs, file: &FileConfig) -> Result<TopologyConfig> {
@@ -398,16 +445,27 @@ mod tests {
             ("security.protocol".to_owned(), "ssl".to_owned()),
             ("linger.ms".to_owned(), "5".to_owned()),
         ]);
-        let merged = kafka_properties(&["linger.ms = 20".to_owned(), "client.rack=r1".to_owned()], &file)
+        let tmp = tempfile::tempdir().expect("tmp");
+        let props = tmp.path().join("kafka.properties");
+        std::fs::write(&props, "# secrets\nsasl.password = s3cr=t\n\nlinger.ms=10\n").expect("write");
+        let merged = kafka_properties(&["linger.ms = 20".to_owned(), "client.rack=r1".to_owned()], &file, Some(&props))
             .expect("valid properties");
         assert_eq!(
             merged,
-            [("client.rack", "r1"), ("linger.ms", "20"), ("security.protocol", "ssl")]
+            [("client.rack", "r1"), ("linger.ms", "20"), ("sasl.password", "s3cr=t"), ("security.protocol", "ssl")]
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
-        let e = kafka_properties(&["linger.ms".to_owned()], &file).expect_err("no value");
+        // What `mesh up` writes for its children reads back the same.
+        let written = tmp.path().join("resolved.properties");
+        write_properties(&written, &merged).expect("written");
+        let again = kafka_properties(&[], &BTreeMap::new(), Some(&written)).expect("valid");
+        assert_eq!(again, merged);
+        std::fs::write(&props, "ok=1\nnot a property\n").expect("write");
+        let e = kafka_properties(&[], &file, Some(&props)).expect_err("bad line");
+        assert!(e.to_string().contains("kafka.properties:2"), "{e}");
+        let e = kafka_properties(&["linger.ms".to_owned()], &file, None).expect_err("no value");
         assert!(e.to_string().contains("--kafka-property") && e.to_string().contains("KEY=VALUE"), "{e}");
-        let e = kafka_properties(&["=5".to_owned()], &file).expect_err("no key");
+        let e = kafka_properties(&["=5".to_owned()], &file, None).expect_err("no key");
         assert!(e.to_string().contains("names no property"), "{e}");
     }
 

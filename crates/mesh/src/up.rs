@@ -2,8 +2,7 @@
 //! the foreground, or detached (`-d`: re-executed in a new session, returning once everything is READY).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -56,13 +55,12 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
         (r.clone(), None)
     } else if redis_given {
         (infra.redis.clone(), None)
-    } else if redis_answers("127.0.0.1:6379") {
-        (settings::DEFAULT_REDIS.to_owned(), Some(format!("Redis found at {}", settings::DEFAULT_REDIS)))
     } else {
+        // Never whatever answers on 6379: on a shared machine that may be anyone's Redis (or a trap).
         let store = dir.root().join("store");
         (
             format!("file://{}", store.display()),
-            Some(format!("no Redis reachable at {}: snapshots go to {}", settings::DEFAULT_REDIS, store.display())),
+            Some(format!("snapshots go to {} (name a Redis with --redis to use one)", store.display())),
         )
     };
     let infra_label = if embedded.is_some() {
@@ -96,8 +94,18 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     env.insert("MESH_KAFKA".to_owned(), kafka.clone());
     env.insert("MESH_REDIS".to_owned(), redis.clone());
     env.insert("MESH_TOPIC_PREFIX".to_owned(), infra.mesh.topics.prefix().to_owned());
+    // Properties given to `mesh up` (flags, variables, the config file's table or its properties file) reach every
+    // process through one private file: a value may hold commas or secrets that neither a variable nor argv should.
+    if !infra.kafka_properties.is_empty() {
+        let path = dir.root().join("kafka.properties");
+        settings::write_properties(&path, &infra.kafka_properties)?;
+        env.insert("MESH_KAFKA_PROPERTIES_FILE".to_owned(), path.display().to_string());
+    }
+    env.insert("MESH_KAFKA_LINGER".to_owned(), format!("{}us", infra.kafka_linger.as_micros()));
     if embedded.is_some() {
         env.insert("MESH_KAFKA_FETCH_WAIT".to_owned(), crate::settings::EMBEDDED_FETCH_WAIT.to_owned());
+    } else {
+        env.insert("MESH_KAFKA_FETCH_WAIT".to_owned(), format!("{}ms", infra.kafka_fetch_wait.as_millis()));
     }
     if let Some(path) = config_path {
         env.insert("MESH_CONFIG".to_owned(), absolute(path)?.display().to_string());
@@ -141,9 +149,12 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
             dir.root().display()
         );
     }
-    std::fs::create_dir_all(dir.root()).with_context(|| format!("failed to create {}", dir.root().display()))?;
+    mesh_supervisor::private::restrict_umask();
+    mesh_supervisor::private::create_dir(dir.root())
+        .with_context(|| format!("failed to create {}", dir.root().display()))?;
     let log_path = dir.supervisor_log();
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path)?;
+    let log = mesh_supervisor::private::open_append(&log_path)
+        .with_context(|| format!("failed to open {}", log_path.display()))?;
     let wait = humantime::parse_duration(&args.wait_timeout)
         .map_err(|e| anyhow!("invalid --wait-timeout {:?}: {e}; write for example \"60s\"", args.wait_timeout))?;
     let forwarded: Vec<String> = std::env::args()
@@ -208,7 +219,7 @@ fn local_ports(path: &Path) -> Result<(u16, u16, u16)> {
 /// Adds a real Kafka broker and redis-server to the deployment, before everything else.
 fn with_local_infrastructure(spec: DeploymentSpec, dir: &StateDir) -> Result<(DeploymentSpec, String, String)> {
     let root = dir.root().join("infra");
-    std::fs::create_dir_all(&root).with_context(|| format!("failed to create {}", root.display()))?;
+    mesh_supervisor::private::create_dir(&root).with_context(|| format!("failed to create {}", root.display()))?;
     let (kafka_port, controller_port, redis_port) = local_ports(&root.join("ports"))?;
     let kafka = mesh_fixtures::prepare_kafka(&root.join("kafka"), kafka_port, controller_port, &[])
         .context("failed to prepare the local Kafka broker")?;
@@ -237,18 +248,6 @@ pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     } else {
         Ok(std::env::current_dir().context("failed to read the current directory")?.join(path))
     }
-}
-
-/// Whether a Redis answers PING at `addr` within a short time.
-fn redis_answers(addr: &str) -> bool {
-    let Ok(addr) = addr.parse::<SocketAddr>() else { return false };
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(300)) else { return false };
-    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    if s.write_all(b"*1\r\n$4\r\nPING\r\n").is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// The last `n` lines of a file.

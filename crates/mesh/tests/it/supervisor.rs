@@ -211,6 +211,26 @@ fn the_real_deployment_on_the_embedded_default() {
     assert_eq!(json["processes"].as_array().map(Vec::len), Some(6));
     assert_eq!(json["supervisor"]["infra"], "embedded");
     assert!(mesh(dir, &["up", "-d"]).status.code() != Some(0), "a second `up` is refused");
+    // Private to the user: the settings, state, events and logs, the infrastructure's data and the sockets.
+    let open_to_others = files_open_to_others(dir);
+    assert!(open_to_others.is_empty(), "readable by others: {open_to_others:?}");
+    // A request no duration can hold is answered with an error; it once panicked the supervisor and every child.
+    let socket = StateDir::new(dir).socket();
+    for request in [
+        r#"{"cmd":"kill","name":"agent-sales","signal":"STOP","pause_secs":1e20}"#,
+        r#"{"cmd":"down","timeout_secs":-1}"#,
+    ] {
+        use std::io::{BufRead, BufReader, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(&socket).expect("control socket");
+        writeln!(stream, "{request}").expect("send");
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer).expect("answer");
+        let answer: serde_json::Value = serde_json::from_str(&answer).expect("json answer");
+        assert_eq!(answer["ok"], false, "{request}: {answer}");
+        assert!(answer["error"].as_str().is_some_and(|e| e.contains("from 0 to 86400")), "{answer}");
+    }
+    assert!(alive(state(dir).supervisor_pid), "the supervisor survives hostile requests");
+    assert!(mesh(dir, &["status"]).status.success(), "and still answers");
 
     // Crash injection through the supervisor, then a plain kill -9 of an agent: each is restarted and READY again.
     let ready_again = |name: &str, after: usize| {
@@ -247,6 +267,39 @@ fn the_real_deployment_on_the_embedded_default() {
     for pid in pids {
         assert!(!alive(pid), "pid {pid} survived `mesh down`");
     }
+}
+
+/// Every path under `dir` (not following links) that grants anything to group or others.
+fn files_open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut open = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(path) = todo.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+        let mode = meta.permissions().mode() & 0o777;
+        if !meta.file_type().is_symlink() && mode & 0o077 != 0 {
+            open.push((path.clone(), mode));
+        }
+        if meta.is_dir() {
+            todo.extend(std::fs::read_dir(&path).into_iter().flatten().flatten().map(|e| e.path()));
+        }
+    }
+    open
+}
+
+#[test]
+fn a_link_planted_in_the_state_directory_is_not_written_through() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("state");
+    std::fs::create_dir(&dir).expect("state dir");
+    let victim = tmp.path().join("victim");
+    std::fs::write(&victim, "precious\n").expect("victim");
+    std::os::unix::fs::symlink(&victim, StateDir::new(&dir).supervisor_log()).expect("plant");
+    let up = mesh(&dir, &["up", "-d"]);
+    let _down = DownOnDrop(&dir);
+    assert!(!up.status.success(), "`mesh up` must refuse to log through a planted link:\n{}", text(&up));
+    assert!(text(&up).contains("supervisor.log"), "the error names the file: {}", text(&up));
+    assert_eq!(std::fs::read_to_string(&victim).expect("victim"), "precious\n", "nothing written through the link");
 }
 
 #[test]
