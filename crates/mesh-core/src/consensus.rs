@@ -6,7 +6,7 @@
 //! the outcome is a pure function of the proposal and that sequence: inputs arriving before their proposal are
 //! buffered and applied in order when it arrives. Replays after a crash therefore decide exactly as the first run.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -207,6 +207,23 @@ pub enum Ignored {
     },
     /// The proposal has an empty voter set.
     NoVoters(ProposalId),
+    /// Inputs buffered for a proposal never seen were dropped to keep the buffer within its limit (a flood of
+    /// votes for proposals that do not exist); the oldest-buffered proposal goes first.
+    EarlyDropped {
+        /// The proposal the inputs were for.
+        proposal: ProposalId,
+        /// How many inputs were dropped.
+        inputs: usize,
+    },
+}
+
+/// The most inputs buffered for proposals not seen yet, across all of them. A real vote waits for its proposal a
+/// few reads at most (the two topics interleave); anyone who can write the votes topic could otherwise grow the
+/// buffer without bound. At ~200 bytes an input, 100,000 is ~20 MB.
+pub const EARLY_LIMIT: usize = 100_000;
+
+fn early_limit() -> usize {
+    EARLY_LIMIT
 }
 
 /// A buffered input for a proposal not seen yet, in log order.
@@ -234,6 +251,14 @@ pub struct BeeConsensus {
     pending: BTreeMap<ProposalId, Pending>,
     decided: BTreeMap<ProposalId, Outcome>,
     early: BTreeMap<ProposalId, Vec<Early>>,
+    /// Proposal ids of `early` in the order they were first buffered: who is dropped first when it is full.
+    #[serde(default)]
+    early_order: VecDeque<ProposalId>,
+    /// Inputs in `early` (as counted since they were recorded; a snapshot from before counts from zero).
+    #[serde(default)]
+    early_inputs: usize,
+    #[serde(default = "early_limit")]
+    early_limit: usize,
     expiry_requested: BTreeSet<ProposalId>,
     inhibit_requested: BTreeSet<(ProposalId, ProposalId)>,
 }
@@ -255,8 +280,51 @@ impl BeeConsensus {
             pending: BTreeMap::new(),
             decided: BTreeMap::new(),
             early: BTreeMap::new(),
+            early_order: VecDeque::new(),
+            early_inputs: 0,
+            early_limit: EARLY_LIMIT,
             expiry_requested: BTreeSet::new(),
             inhibit_requested: BTreeSet::new(),
+        }
+    }
+
+    /// An empty state machine whose buffer of inputs for unseen proposals holds at most `limit` (tests).
+    pub fn with_early_limit(params: ConsensusParams, limit: usize) -> Self {
+        Self { early_limit: limit.max(1), ..Self::new(params) }
+    }
+
+    /// Inputs buffered for proposals not seen yet.
+    pub fn early_inputs(&self) -> usize {
+        self.early_inputs
+    }
+
+    /// Takes the buffered inputs of a proposal out of the buffer.
+    fn take_early(&mut self, id: &ProposalId) -> Vec<Early> {
+        let taken = self.early.remove(id).unwrap_or_default();
+        self.early_inputs = self.early_inputs.saturating_sub(taken.len());
+        // The order keeps ids whose inputs were taken; compacting it when it is mostly such ids keeps it bounded
+        // by the buffer at a constant cost per input.
+        if !taken.is_empty() && self.early_order.len() > 2 * self.early.len() + 16 {
+            let early = &self.early;
+            self.early_order.retain(|id| early.contains_key(id));
+        }
+        taken
+    }
+
+    /// Buffers an input for a proposal not seen yet, dropping the oldest-buffered proposal's inputs when full.
+    fn buffer_early(&mut self, id: &ProposalId, input: Early, out: &mut StepOutput) {
+        let inputs = self.early.entry(id.clone()).or_default();
+        if inputs.is_empty() {
+            self.early_order.push_back(id.clone());
+        }
+        inputs.push(input);
+        self.early_inputs += 1;
+        while self.early_inputs > self.early_limit {
+            let Some(oldest) = self.early_order.pop_front() else { break };
+            let dropped = self.take_early(&oldest);
+            if !dropped.is_empty() {
+                out.ignored.push(Ignored::EarlyDropped { proposal: oldest, inputs: dropped.len() });
+            }
         }
     }
 
@@ -289,13 +357,13 @@ impl BeeConsensus {
         }
         if proposal.voters.is_empty() {
             out.ignored.push(Ignored::NoVoters(id.clone()));
-            self.early.remove(&id);
+            self.take_early(&id);
             self.pending.insert(id.clone(), Pending::new(proposal));
             self.decide(&id, Outcome::Rejected, out);
             return;
         }
         self.pending.insert(id.clone(), Pending::new(proposal));
-        for early in self.early.remove(&id).unwrap_or_default() {
+        for early in self.take_early(&id) {
             self.apply(&id, early, out);
         }
         // Cross-inhibition: of two pending proposals on one subject, the weaker dance is suppressed.
@@ -328,7 +396,7 @@ impl BeeConsensus {
             return;
         }
         let Some(p) = self.pending.get_mut(id) else {
-            self.early.entry(id.clone()).or_default().push(input);
+            self.buffer_early(id, input, out);
             return;
         };
         match input {
@@ -490,6 +558,45 @@ mod tests {
     }
 
     const FOUR: [&str; 4] = ["a", "b", "c", "d"];
+
+    #[test]
+    fn a_flood_of_votes_for_unseen_proposals_stays_within_the_limit_and_real_ones_still_decide() {
+        let mut m = BeeConsensus::with_early_limit(ConsensusParams::default(), 1_000);
+        let mut dropped = 0;
+        for i in 0..20_000 {
+            let out = m.step(vote(&format!("ghost-{i}"), "a", true));
+            dropped += out
+                .ignored
+                .iter()
+                .map(|x| match x {
+                    Ignored::EarlyDropped { inputs, .. } => *inputs,
+                    _ => 0,
+                })
+                .sum::<usize>();
+            assert!(m.early_inputs() <= 1_000);
+        }
+        assert_eq!(dropped, 19_000, "every input beyond the limit is counted once");
+        assert!(m.early.len() <= 1_000 && m.early_order.len() <= 1_000 + 16 + 2 * m.early.len());
+        // A real proposal whose votes came early (and recently) still decides on them.
+        for v in ["a", "b", "c"] {
+            m.step(vote("real", v, true));
+        }
+        let out = m.step(ConsensusInput::Propose(proposal("real", "s", 500, &FOUR)));
+        assert_eq!(decisions(&out), vec![("real".to_owned(), Outcome::Accepted)]);
+        assert!(!m.early.contains_key(&pid("real")));
+    }
+
+    #[test]
+    fn buffered_ids_taken_by_their_proposals_do_not_pile_up_in_the_order() {
+        let mut m = BeeConsensus::with_early_limit(ConsensusParams::default(), 1_000);
+        for i in 0..5_000 {
+            let name = format!("p-{i}");
+            m.step(vote(&name, "a", true));
+            m.step(ConsensusInput::Propose(proposal(&name, &format!("s-{i}"), 500, &FOUR)));
+        }
+        assert_eq!(m.early_inputs(), 0);
+        assert!(m.early_order.len() <= 16, "{} stale ids kept", m.early_order.len());
+    }
 
     #[test]
     fn quorum_is_the_exact_ceiling() {

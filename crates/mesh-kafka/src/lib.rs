@@ -1,8 +1,9 @@
 //! [`Bus`] over Apache Kafka through rdkafka (librdkafka): the only crate that names rdkafka.
 //!
 //! Thin on purpose: it maps the trait's few operations onto librdkafka and turns its errors into
-//! [`TransportError`]s. Choices that matter for correctness are made here and documented: idempotent producer with
-//! `acks=all` (a retried send is not duplicated in the log), manual partition choice (the wire contract's murmur2),
+//! [`TransportError`]s. Choices that matter for correctness are made here and documented: `acks=all` with the
+//! producer mode each process needs ([`ProducerMode`]), refusals that no retry can fix told apart from transient
+//! errors ([`TransportError::Refused`]), manual partition choice (the wire contract's murmur2),
 //! manual offset commits (at-least-once: commit after handling).
 #![warn(missing_docs)]
 
@@ -135,6 +136,35 @@ struct Inner {
     config: KafkaConfig,
     producer: producer::Producer,
     admin: std::sync::OnceLock<AdminClient<DefaultClientContext>>,
+}
+
+/// A failed publish as the runtime must treat it: [`TransportError::Refused`] when the broker or client refuses
+/// this record for good (retrying the same bytes to the same partition cannot succeed), otherwise transient.
+fn publish_error(operation: String, e: &KafkaError) -> TransportError {
+    match e.rdkafka_error_code() {
+        Some(code) if refused_for_good(code) => TransportError::Refused { operation, detail: e.to_string() },
+        _ => TransportError::failed(operation, e),
+    }
+}
+
+/// Error codes that a publish of the same record cannot outlive. Timeouts, leadership changes, a full queue and an
+/// unknown topic (a topic being created) are absent on purpose: they pass.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::InvalidArgument
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::PolicyViolation
+            | RDKafkaErrorCode::UnsupportedForMessageFormat
+    )
 }
 
 fn unreachable(what: &KafkaConfig, e: &KafkaError) -> TransportError {
@@ -318,7 +348,7 @@ impl Bus for KafkaBus {
                     Ok(ack) => {
                         return match ack.await {
                             Ok(Ok(offset)) => Ok(offset),
-                            Ok(Err(e)) => Err(TransportError::failed(what(), e)),
+                            Ok(Err(e)) => Err(publish_error(what(), &e)),
                             Err(_) => Err(TransportError::failed(
                                 what(),
                                 "the producer was dropped before the acknowledgement",
@@ -329,7 +359,7 @@ impl Bus for KafkaBus {
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         sent = inner.producer.send(&outgoing(&record, stamp.as_ref()));
                     }
-                    Err(e) => return Err(TransportError::failed(what(), e)),
+                    Err(e) => return Err(publish_error(what(), &e)),
                 }
             }
         })

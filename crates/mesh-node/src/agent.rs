@@ -181,6 +181,10 @@ struct Counters {
     round_trips_lost: u64,
     not_member: u64,
     errors_answered: u64,
+    /// Tasks dead-lettered because they could not be answered (an envelope id that no response can name).
+    tasks_unanswerable: u64,
+    /// Sends the broker refused for good (dead-lettered by the publisher, their input finished).
+    sends_refused: u64,
     /// Heartbeat ticks skipped because the previous heartbeat was still unacknowledged.
     heartbeats_skipped: u64,
 }
@@ -511,7 +515,16 @@ impl<B: Bus> Agent<B> {
                     tracing::debug!(error = %e, "a heartbeat ended without an acknowledgement");
                 }
             }
-            // Only a shutdown ends a send's retries: the input stays uncommitted and is handled again after a restart.
+            // Refused for good (the publisher dead-lettered it): waiting would stall this reader forever, so the input
+            // it answers is finished and committed.
+            (sent, Err(NodeError::Transport(e))) if e.is_permanent() => {
+                self.counters.sends_refused += 1;
+                if let Sent::Input(ticket) = sent {
+                    self.progress.finish(&ticket);
+                }
+            }
+            // Otherwise only a shutdown ends a send's retries: the input stays uncommitted and is handled again after
+            // a restart.
             (_, Err(e)) => tracing::debug!(error = %e, "a send ended without an acknowledgement"),
             (Sent::Other, Ok(_)) => {}
         }
@@ -556,9 +569,15 @@ impl<B: Bus> Agent<B> {
                     self.counters.errors_answered += 1;
                     tracing::info!(task = %task.task, from = %task.from, "answering an unknown task with an error");
                 }
-                let Ok(in_reply_to) = MessageId::new(env.header.id.clone()) else {
-                    tracing::warn!(id = %env.header.id, "task id is not a valid message id; answering is impossible");
-                    return None;
+                let in_reply_to = match MessageId::new(env.header.id.clone()) {
+                    Ok(id) => id,
+                    // A response must name the task by a valid id: this one cannot be answered, so it is
+                    // dead-lettered with the reason (its asker can read why there), never dropped in silence.
+                    Err(e) => {
+                        self.counters.tasks_unanswerable += 1;
+                        let reason = format!("task id {:?} cannot be answered: {e}", env.header.id);
+                        return Some(self.publisher.start_dead_letter(record, &reason, shutdown));
+                    }
                 };
                 let body =
                     ResponseBody { from: self.config.id.clone(), to: task.from.clone(), in_reply_to, status, payload };
@@ -678,6 +697,8 @@ impl<B: Bus> Agent<B> {
             ("no_recipient".to_owned(), c.no_recipient.to_string()),
             ("not_member".to_owned(), c.not_member.to_string()),
             ("errors_answered".to_owned(), c.errors_answered.to_string()),
+            ("tasks_unanswerable".to_owned(), c.tasks_unanswerable.to_string()),
+            ("sends_refused".to_owned(), c.sends_refused.to_string()),
             ("heartbeats_skipped".to_owned(), c.heartbeats_skipped.to_string()),
             ("round_trips_lost".to_owned(), c.round_trips_lost.to_string()),
             ("delivery_us".to_owned(), self.delivery.encode()),

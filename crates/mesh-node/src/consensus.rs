@@ -48,6 +48,8 @@ struct Counters {
     inhibited: u64,
     ignored: u64,
     dead_lettered: u64,
+    /// Inputs for proposals never seen, dropped to keep their buffer within `mesh_core::consensus::EARLY_LIMIT`.
+    early_dropped: u64,
 }
 
 /// Runs the consensus manager until shutdown. Waits (with backoff, reporting) for Kafka and Redis as long as needed.
@@ -228,6 +230,11 @@ fn handle_record<B: Bus, S: SnapshotStore>(
         counters.ignored += 1;
         match ignored {
             Ignored::DuplicateVote { .. } | Ignored::AlreadyDecided(_) => tracing::debug!(?ignored, "input ignored"),
+            // A flood would be a flood of log lines too: counted, and logged at debug.
+            Ignored::EarlyDropped { inputs, .. } => {
+                counters.early_dropped += *inputs as u64;
+                tracing::debug!(?ignored, "buffered inputs dropped");
+            }
             _ => tracing::info!(?ignored, "input ignored"),
         }
     }
@@ -313,6 +320,8 @@ fn stats_fields(machine: &BeeConsensus, c: &Counters) -> Vec<(String, String)> {
         ("inhibited".into(), c.inhibited.to_string()),
         ("ignored_inputs".into(), c.ignored.to_string()),
         ("dead_lettered".into(), c.dead_lettered.to_string()),
+        ("early_dropped".into(), c.early_dropped.to_string()),
+        ("early_buffered".into(), machine.early_inputs().to_string()),
         ("updated_at_ms".into(), now_ms().to_string()),
     ]
 }

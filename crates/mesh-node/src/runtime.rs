@@ -2,6 +2,7 @@
 //! dead-lettering, topic layout, shutdown and readiness.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -205,6 +206,7 @@ where
     loop {
         let error = match op().await {
             Ok(v) => return Ok(v),
+            Err(e) if e.is_permanent() => return Err(e.into()),
             Err(e) => e,
         };
         if shutdown.requested() {
@@ -256,8 +258,69 @@ pub(crate) struct Publisher<B> {
     pub(crate) bus: B,
     pub(crate) topics: TopicNames,
     partitions: std::collections::BTreeMap<TopicKind, u32>,
+    letters: Arc<Letters>,
+}
+
+/// What every send needs to dead-letter its own record if the broker refuses it for good: shared, so that a send
+/// costs one reference count, not copies.
+struct Letters {
+    /// The writer's name (`topology`, `agent-sales`): a letter's `consumer`, and the start of record ids.
     consumer: String,
-    seq: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// The dead-letter topic's full name.
+    topic: String,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl Letters {
+    /// A fresh record id, unique per process run: `{consumer}-{start ms}-{seq}`.
+    fn next_id(&self) -> String {
+        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("{}-{}-{n}", self.consumer, process_start_ms())
+    }
+
+    /// The letter for a record that could not be used (`offset` -1: a record of ours the broker refused).
+    fn letter(&self, reason: &str, source: SourcePosition, key: Option<&[u8]>, payload: Option<&[u8]>) -> OutRecord {
+        let body = DeadLetterBody::new(reason, source, self.consumer.clone(), key, payload);
+        let key = body.key.clone().unwrap_or_default();
+        let envelope =
+            Envelope { header: Header { id: self.next_id(), ts: now_ms() }, record: Record::DeadLetter(body) };
+        OutRecord {
+            topic: self.topic.clone(),
+            partition: 0,
+            key: key.into_bytes(),
+            payload: encode(&envelope),
+            sent_at_us: Some(now_us()),
+        }
+    }
+
+    /// After the broker refused `record` for good: dead-letters it (bounded, so the letter fits), or logs it when
+    /// that is refused too or `record` was itself a letter. Returns the refusal, for the caller to skip the input.
+    async fn refused<B: Bus>(
+        &self,
+        bus: &B,
+        record: &OutRecord,
+        error: TransportError,
+        shutdown: &Shutdown,
+    ) -> NodeError {
+        if record.topic == self.topic {
+            tracing::error!(error = %error, "a dead letter was refused by the broker: the record it carried is skipped");
+            return error.into();
+        }
+        let letter = self.letter(
+            &format!("refused by the broker when {} published it: {error}", self.consumer),
+            SourcePosition { topic: record.topic.clone(), partition: record.partition, offset: NOT_WRITTEN },
+            Some(&record.key),
+            Some(&record.payload),
+        );
+        tracing::warn!(topic = %record.topic, bytes = record.payload.len(), error = %error,
+            "a record was refused by the broker for good: dead-lettering it instead of retrying");
+        match retry("publishing a dead letter", shutdown, || bus.enqueue(letter.clone())).await {
+            Ok(_) => {}
+            Err(NodeError::Interrupted) => return NodeError::Interrupted,
+            Err(e) => tracing::error!(error = %e, "its dead letter was refused too: the record is skipped"),
+        }
+        error.into()
+    }
 }
 
 impl<B: Bus> Publisher<B> {
@@ -275,13 +338,12 @@ impl<B: Bus> Publisher<B> {
         );
         let counts = retry(&what, shutdown, || bus.partition_counts(&names)).await?;
         let partitions = TopicKind::ALL.into_iter().zip(counts).collect();
-        Ok(Self {
-            bus,
-            topics,
-            partitions,
+        let letters = Letters {
             consumer: consumer.to_owned(),
-            seq: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        })
+            topic: topics.name(TopicKind::Deadletter),
+            seq: std::sync::atomic::AtomicU64::new(0),
+        };
+        Ok(Self { bus, topics, partitions, letters: Arc::new(letters) })
     }
 
     /// Partition count of a topic.
@@ -291,8 +353,7 @@ impl<B: Bus> Publisher<B> {
 
     /// A fresh record id, unique per process run: `{consumer}-{start ms}-{seq}`.
     pub(crate) fn next_id(&self) -> String {
-        let n = self.seq.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        format!("{}-{}-{n}", self.consumer, process_start_ms())
+        self.letters.next_id()
     }
 
     /// Wraps `record` in an envelope with a fresh id and the current time.
@@ -351,22 +412,32 @@ impl<B: Bus> Publisher<B> {
         };
         let first = self.bus.enqueue(record.clone());
         let bus = self.bus.clone();
+        let letters = Arc::clone(&self.letters);
         let shutdown = shutdown.clone();
-        let what = format!("publishing {} to {}", envelope.record.kind(), record.topic);
+        let kind = envelope.record.kind();
         Box::pin(async move {
-            let error = match first.await {
+            let outcome = match first.await {
                 Ok(offset) => return Ok(offset),
-                Err(e) => e,
+                Err(e) if e.is_permanent() => Err(NodeError::Transport(e)),
+                Err(error) => {
+                    if shutdown.requested() {
+                        return Err(NodeError::Interrupted);
+                    }
+                    let what = format!("publishing {kind} to {}", record.topic);
+                    match FAILURE_WARNINGS.admit() {
+                        Some(folded) => tracing::warn!(error = %error, folded,
+                            "{what} failed, retrying (folded: other failures since the last warning)"),
+                        None => tracing::debug!(error = %error, "{what} failed, retrying"),
+                    }
+                    retry(&what, &shutdown, || bus.enqueue(record.clone())).await
+                }
             };
-            if shutdown.requested() {
-                return Err(NodeError::Interrupted);
+            match outcome {
+                Err(NodeError::Transport(e)) if e.is_permanent() => {
+                    Err(letters.refused(&bus, &record, e, &shutdown).await)
+                }
+                other => other,
             }
-            match FAILURE_WARNINGS.admit() {
-                Some(folded) => tracing::warn!(error = %error, folded,
-                    "{what} failed, retrying (folded: other failures since the last warning)"),
-                None => tracing::debug!(error = %error, "{what} failed, retrying"),
-            }
-            retry(&what, &shutdown, || bus.enqueue(record.clone())).await
         })
     }
 
@@ -385,22 +456,41 @@ impl<B: Bus> Publisher<B> {
         Box::pin(async move { delivery.await.map_err(NodeError::from) })
     }
 
-    /// Sends an unusable record to the dead-letter topic with the reason, keeping its bytes and origin; in flight.
+    /// Sends an unusable record to the dead-letter topic with the reason, its origin and a bounded copy of its
+    /// bytes (a letter always fits the broker's limit, whatever the record's size); in flight. A letter the broker
+    /// refuses anyway (for example, not authorized) is logged and resolves as [`NOT_WRITTEN`]: the record is
+    /// skipped, so that no input can stall its reader.
     pub(crate) fn start_dead_letter(&self, record: &InRecord, reason: &str, shutdown: &Shutdown) -> Sending {
-        tracing::warn!(topic = %record.topic, partition = record.partition, offset = record.offset, reason,
-            "dead-lettering an unusable record");
-        let body = DeadLetterBody::new(
+        let (topic, partition, offset) = (record.topic.clone(), record.partition, record.offset);
+        tracing::warn!(%topic, partition, offset, reason, "dead-lettering an unusable record");
+        let letter = self.letters.letter(
             reason,
-            SourcePosition { topic: record.topic.clone(), partition: record.partition, offset: record.offset },
-            self.consumer.clone(),
+            SourcePosition { topic, partition, offset },
             record.key.as_deref(),
             record.payload.as_deref(),
         );
-        let key = body.key.clone().unwrap_or_default();
-        let env = self.envelope(Record::DeadLetter(body));
-        self.start_send_to(TopicKind::Deadletter, 0, &key, &env, None, shutdown)
+        let first = self.bus.enqueue(letter.clone());
+        let bus = self.bus.clone();
+        let shutdown = shutdown.clone();
+        Box::pin(async move {
+            let outcome = match first.await {
+                Ok(offset) => Ok(offset),
+                Err(e) if e.is_permanent() => Err(NodeError::Transport(e)),
+                Err(_) => retry("publishing a dead letter", &shutdown, || bus.enqueue(letter.clone())).await,
+            };
+            match outcome {
+                Err(NodeError::Transport(e)) if e.is_permanent() => {
+                    tracing::error!(error = %e, "a dead letter was refused by the broker: the record it carried is skipped");
+                    Ok(NOT_WRITTEN)
+                }
+                other => other,
+            }
+        })
     }
 }
+
+/// The offset a [`Sending`] resolves to when its record was deliberately not written (a refused dead letter).
+pub(crate) const NOT_WRITTEN: i64 = -1;
 
 fn process_start_ms() -> u64 {
     static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

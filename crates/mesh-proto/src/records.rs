@@ -8,6 +8,7 @@ use mesh_core::topology::Window;
 use mesh_core::waggle::DanceInputs;
 use mesh_core::{AgentId, MessageId, Milli, ProposalId, UnixMillis};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::topics::TopicKind;
 
@@ -385,26 +386,48 @@ pub struct SourcePosition {
     pub offset: i64,
 }
 
-/// `deadletter`: a record that could not be used, kept whole with the reason. Key: the original key.
+/// `deadletter`: a record that could not be used, with the reason, where it was read and a bounded copy of its
+/// bytes. Key: the original key (cut to [`DeadLetterBody::KEY_LIMIT`] bytes).
+///
+/// Bounded so that a letter always fits the broker's record limit: a record of any size gets a letter, and the
+/// letter's own publish can never be refused for its size (a refused letter would stall the reader that wrote it).
+/// `payload_size` and `payload_sha256` identify the whole original when the copy is cut.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterBody {
-    /// Why it was refused.
+    /// Why it was refused (cut to [`DeadLetterBody::REASON_LIMIT`] bytes).
     pub reason: String,
     /// Where it was read.
     pub source: SourcePosition,
     /// Which process refused it (for example `topology`).
     pub consumer: String,
-    /// The original key, if it was UTF-8.
+    /// The original key, if it was UTF-8 (cut to [`DeadLetterBody::KEY_LIMIT`] bytes).
     pub key: Option<String>,
-    /// The original value, if it was UTF-8.
+    /// The original value (its first [`DeadLetterBody::PAYLOAD_LIMIT`] bytes), if it was UTF-8.
     pub payload_text: Option<String>,
-    /// The original value in hex, if it was not UTF-8.
+    /// The original value (its first [`DeadLetterBody::PAYLOAD_LIMIT`] bytes) in hex, if it was not UTF-8.
     pub payload_hex: Option<String>,
+    /// The original value's size in bytes (absent in letters written before sizes were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_size: Option<u64>,
+    /// SHA-256 of the whole original value, in hex: identifies it when the copy is cut.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_sha256: Option<String>,
+    /// Whether `payload_text`/`payload_hex` hold only a prefix of the value.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub payload_truncated: bool,
 }
 
 impl DeadLetterBody {
-    /// Wraps a refused record, losing nothing: text stays text, anything else becomes hex.
+    /// The most bytes of the original value a letter copies: 64 KiB, 128 KiB in hex, far under the broker's 1 MiB.
+    pub const PAYLOAD_LIMIT: usize = 64 * 1024;
+    /// The most bytes of the original key a letter keeps.
+    pub const KEY_LIMIT: usize = 1024;
+    /// The most bytes of the reason a letter keeps (a reason may quote the input).
+    pub const REASON_LIMIT: usize = 4096;
+
+    /// Wraps a refused record: text stays text, anything else becomes hex, and whatever is beyond the limits is
+    /// cut (at a character boundary) and identified by its size and SHA-256.
     pub fn new(
         reason: impl Into<String>,
         source: SourcePosition,
@@ -412,14 +435,105 @@ impl DeadLetterBody {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) -> Self {
-        let key = key.map(|k| String::from_utf8_lossy(k).into_owned());
-        let (payload_text, payload_hex) = match payload {
-            None => (None, None),
-            Some(bytes) => match std::str::from_utf8(bytes) {
-                Ok(text) => (Some(text.to_owned()), None),
-                Err(_) => (None, Some(bytes.iter().map(|b| format!("{b:02x}")).collect())),
-            },
+        let key = key.map(|k| cut(String::from_utf8_lossy(k).into_owned(), Self::KEY_LIMIT));
+        let (mut payload_text, mut payload_hex, mut payload_size, mut payload_sha256) = (None, None, None, None);
+        let mut payload_truncated = false;
+        if let Some(bytes) = payload {
+            payload_size = Some(bytes.len() as u64);
+            payload_sha256 = Some(hex(&Sha256::digest(bytes)));
+            payload_truncated = bytes.len() > Self::PAYLOAD_LIMIT;
+            let prefix = &bytes[..bytes.len().min(Self::PAYLOAD_LIMIT)];
+            match std::str::from_utf8(prefix) {
+                Ok(text) => payload_text = Some(text.to_owned()),
+                // A cut inside a multi-byte character is still text: keep what is whole.
+                Err(e) if payload_truncated && e.error_len().is_none() => {
+                    payload_text = Some(String::from_utf8_lossy(&prefix[..e.valid_up_to()]).into_owned());
+                }
+                Err(_) => payload_hex = Some(hex(prefix)),
+            }
+        }
+        Self {
+            reason: cut(reason.into(), Self::REASON_LIMIT),
+            source,
+            consumer: consumer.into(),
+            key,
+            payload_text,
+            payload_hex,
+            payload_size,
+            payload_sha256,
+            payload_truncated,
+        }
+    }
+}
+
+/// `text` cut to at most `limit` bytes at a character boundary, marked with an ellipsis when cut.
+fn cut(mut text: String, limit: usize) -> String {
+    if text.len() > limit {
+        let mut end = limit.saturating_sub('…'.len_utf8());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Envelope, Header, encode};
+
+    fn letter_of(payload: &[u8], key: &[u8]) -> (DeadLetterBody, usize) {
+        let source = SourcePosition { topic: "agentmesh.membership".into(), partition: 0, offset: 7 };
+        let body = DeadLetterBody::new("x".repeat(10_000), source, "agent-sales", Some(key), Some(payload));
+        let envelope = Envelope {
+            header: Header { id: "agent-sales-1-1".into(), ts: 1 },
+            record: Record::DeadLetter(body.clone()),
         };
-        Self { reason: reason.into(), source, consumer: consumer.into(), key, payload_text, payload_hex }
+        let size = encode(&envelope).len();
+        (body, size)
+    }
+
+    #[test]
+    fn a_letter_of_a_record_of_any_size_fits_far_under_the_brokers_limit() {
+        // Kafka's default record limit is 1 MiB; a letter carries at most 64 KiB of value (128 KiB as hex).
+        for len in [0, 1, DeadLetterBody::PAYLOAD_LIMIT, DeadLetterBody::PAYLOAD_LIMIT + 1, 1_048_588, 5_000_000] {
+            for payload in [vec![b'a'; len], vec![0xff; len], "é".repeat(len / 2).into_bytes()] {
+                let (body, size) = letter_of(&payload, &vec![b'k'; 100_000]);
+                assert!(size < 200 * 1024, "a letter of {len} bytes is {size} bytes");
+                assert_eq!(body.payload_size, Some(payload.len() as u64));
+                assert_eq!(body.payload_truncated, payload.len() > DeadLetterBody::PAYLOAD_LIMIT);
+                assert_eq!(body.payload_sha256.as_deref(), Some(hex(&Sha256::digest(&payload)).as_str()));
+                assert!(body.reason.len() <= DeadLetterBody::REASON_LIMIT && body.reason.ends_with('…'));
+                assert!(body.key.as_ref().is_some_and(|k| k.len() <= DeadLetterBody::KEY_LIMIT));
+                match (&body.payload_text, &body.payload_hex) {
+                    (Some(text), None) => assert!(payload.starts_with(text.as_bytes()), "text is a prefix"),
+                    (None, Some(hex_text)) => assert!(hex_text.len() <= 2 * DeadLetterBody::PAYLOAD_LIMIT),
+                    other => panic!("one of text or hex: {other:?}"),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn text_cut_inside_a_character_stays_text_and_a_small_record_is_kept_whole() {
+        // 'é' is two bytes: an odd limit would cut one in half.
+        let text = format!("a{}", "é".repeat(DeadLetterBody::PAYLOAD_LIMIT));
+        let (body, _) = letter_of(text.as_bytes(), b"k");
+        let kept = body.payload_text.expect("still text");
+        assert!(kept.len() <= DeadLetterBody::PAYLOAD_LIMIT && text.starts_with(&kept) && body.payload_hex.is_none());
+        let (small, _) = letter_of(b"{\"v\":1}", b"inventory");
+        assert_eq!((small.payload_text.as_deref(), small.payload_truncated), (Some("{\"v\":1}"), false));
+        assert_eq!(small.key.as_deref(), Some("inventory"));
     }
 }

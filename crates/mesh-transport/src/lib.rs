@@ -11,8 +11,8 @@ pub mod file_store;
 use std::future::Future;
 use std::time::Duration;
 
-/// Why a bus or store operation failed. Every variant is transient from the runtime's point of view: it retries
-/// with backoff and reports, it never unwinds.
+/// Why a bus or store operation failed. Every variant but [`TransportError::Refused`] is transient from the
+/// runtime's point of view: it retries with backoff and reports, it never unwinds.
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
     /// The broker or store could not be reached or did not answer in time.
@@ -31,9 +31,24 @@ pub enum TransportError {
         /// The client's own message.
         detail: String,
     },
+    /// The broker refused this one record for good (too large, invalid topic, not authorized, no such partition):
+    /// sending it again cannot succeed, so retrying it would stall whoever waits for it (a consumer whose offset
+    /// waits for the acknowledgement) forever. The caller dead-letters or skips the record instead.
+    #[error("{operation} was refused: {detail}")]
+    Refused {
+        /// What was attempted.
+        operation: String,
+        /// The broker's or client's own message.
+        detail: String,
+    },
 }
 
 impl TransportError {
+    /// Whether retrying the same operation cannot help (see [`TransportError::Refused`]).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, TransportError::Refused { .. })
+    }
+
     /// Shorthand for [`TransportError::Failed`].
     pub fn failed(operation: impl Into<String>, detail: impl ToString) -> Self {
         TransportError::Failed { operation: operation.into(), detail: detail.to_string() }

@@ -203,6 +203,22 @@ impl Mesh {
         self.hash(&redis_keys::topology_stats(&self.prefix)).await.get(field).and_then(|v| v.parse().ok())
     }
 
+    /// One numeric field of the consensus manager's statistics.
+    pub(crate) async fn consensus_stat(&self, field: &str) -> Option<u64> {
+        self.hash(&redis_keys::consensus_stats(&self.prefix)).await.get(field).and_then(|v| v.parse().ok())
+    }
+
+    /// Resident memory of process `name` in KiB (its `VmRSS`).
+    pub(crate) fn rss_kib(&self, name: &str) -> u64 {
+        let pid = self.children.get(name).expect("known process").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a live process");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// One numeric field of an agent's counters.
     pub(crate) async fn agent_stat(&self, agent: &str, field: &str) -> u64 {
         self.hash(&redis_keys::agent_stats(&self.prefix, agent))

@@ -20,9 +20,11 @@ fn kcat() -> &'static str {
 }
 
 /// Produces one record with kcat, keyed, partitioned by murmur2 like the Java client (the documented rule).
-fn produce(mesh: &Mesh, topic: &str, key: &str, value: &[u8]) {
+pub(crate) fn produce(mesh: &Mesh, topic: &str, key: &str, value: &[u8]) {
+    // Up to the broker's own limit: kcat's default (librdkafka's 1,000,000 bytes) is below it.
     let mut child = Command::new(kcat())
         .args(["-P", "-b", &mesh.kafka, "-t", topic, "-k", key, "-X", "topic.partitioner=murmur2_random"])
+        .args(["-X", "message.max.bytes=1048576"])
         .args(["-D", "\u{1}"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -35,7 +37,7 @@ fn produce(mesh: &Mesh, topic: &str, key: &str, value: &[u8]) {
 }
 
 /// The response to `task_id` on the messages topic, with the partition it was found in.
-async fn response_to(mesh: &Mesh, task_id: &str) -> Option<(i32, ResponseBody)> {
+pub(crate) async fn response_to(mesh: &Mesh, task_id: &str) -> Option<(i32, ResponseBody)> {
     mesh.read_topic(TopicKind::Messages).await.into_iter().find_map(|r| match r.envelope {
         Ok(e) => match e.record {
             Record::Response(b) if b.in_reply_to.as_str() == task_id => Some((r.partition, b)),
@@ -45,7 +47,7 @@ async fn response_to(mesh: &Mesh, task_id: &str) -> Option<(i32, ResponseBody)> 
     })
 }
 
-fn task_json(id: &str) -> String {
+pub(crate) fn task_json(id: &str) -> String {
     format!(
         r#"{{"v":1,"kind":"task","id":"{id}","ts":1700000000000,"body":{{"from":"kcat-client","to":"inventory","task":"check_stock","payload":{{"sku":"sku-7","quantity":2}}}}}}"#
     )

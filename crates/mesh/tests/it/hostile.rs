@@ -1,0 +1,236 @@
+//! Hostile input on the real broker: records at the broker's size limit on every topic a process reads, a task no
+//! response can name, and an answer the broker refuses. Each is dead-lettered in a bounded letter (or skipped), and
+//! every process keeps working: no record can stall a reader.
+
+use std::time::Duration;
+
+use mesh_kafka::{KafkaBus, KafkaConfig};
+use mesh_proto::TopicKind;
+use mesh_proto::records::{DeadLetterBody, Record};
+use mesh_transport::{Bus, OutRecord};
+use sha2::{Digest, Sha256};
+
+use crate::support::{FAST, Mesh};
+use crate::wire::{produce, response_to, task_json};
+
+/// A value of `len` bytes that is not UTF-8 and holds no 0x01 (kcat's record delimiter in these tests).
+fn binary(len: usize) -> Vec<u8> {
+    (0..len).map(|i| if i % 2 == 0 { 0xff } else { 2 + (i % 200) as u8 }).collect()
+}
+
+async fn letters(mesh: &Mesh) -> Vec<DeadLetterBody> {
+    mesh.read_topic(TopicKind::Deadletter)
+        .await
+        .into_iter()
+        .filter_map(|r| match r.envelope.ok()?.record {
+            Record::DeadLetter(d) => Some(d),
+            _ => None,
+        })
+        .collect()
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_nobody_stalls() {
+    let mut mesh = Mesh::new("oversized", FAST).await;
+    mesh.start_managers();
+    mesh.start_agent("inventory", "0", "0");
+    mesh.eventually("inventory live", Duration::from_secs(60), async || {
+        (mesh.topology_stat("live_agents").await? == 1).then_some(())
+    })
+    .await;
+
+    // One million bytes, not UTF-8: as hex (a letter of old) it would be twice the broker's limit.
+    let huge = binary(1_000_000);
+    let targets = [
+        (TopicKind::Membership, "inventory"),
+        (TopicKind::Messages, "inventory"),
+        (TopicKind::Topology, "inventory"),
+        (TopicKind::Heartbeats, "inventory"),
+        (TopicKind::Proposals, "p1"),
+        (TopicKind::Votes, "p1"),
+    ];
+    for (kind, key) in targets {
+        produce(&mesh, &mesh.topics.name(kind), key, &huge);
+    }
+    // A task whose envelope id no response can name (ids are lower-case).
+    let messages = mesh.topics.name(TopicKind::Messages);
+    produce(&mesh, &messages, "inventory", task_json("KCAT-UPPER").as_bytes());
+
+    let expected: Vec<String> = targets.iter().map(|(k, _)| mesh.topics.name(*k)).collect();
+    let found = mesh
+        .eventually(
+            "a letter for every oversized record and the unanswerable task",
+            Duration::from_secs(30),
+            async || {
+                let found = letters(&mesh).await;
+                let all_huge = expected
+                    .iter()
+                    .all(|t| found.iter().any(|d| &d.source.topic == t && d.payload_size == Some(1_000_000)));
+                let task = found.iter().any(|d| d.reason.contains("KCAT-UPPER"));
+                (all_huge && task).then_some(found)
+            },
+        )
+        .await;
+    for letter in found.iter().filter(|d| d.payload_size == Some(1_000_000)) {
+        assert!(letter.payload_truncated, "{}: cut to the letter's limit", letter.source.topic);
+        let hex = letter.payload_hex.as_deref().expect("binary stays hex");
+        assert_eq!(hex.len(), 2 * DeadLetterBody::PAYLOAD_LIMIT, "{}", letter.source.topic);
+        assert_eq!(
+            letter.payload_sha256.as_deref(),
+            Some(hex_sha256(&huge).as_str()),
+            "the hash names the whole value"
+        );
+    }
+    let task_letter = found.iter().find(|d| d.reason.contains("KCAT-UPPER")).expect("found above");
+    assert_eq!(task_letter.consumer, "agent-inventory", "the agent that could not answer wrote it");
+    assert_eq!(mesh.agent_stat("inventory", "tasks_unanswerable").await, 1);
+
+    // Everyone still works: a plain task is answered.
+    produce(&mesh, &messages, "inventory", task_json("kcat-after-1").as_bytes());
+    mesh.eventually("a response to kcat-after-1", Duration::from_secs(20), async || {
+        response_to(&mesh, "kcat-after-1").await
+    })
+    .await;
+    for name in ["topology", "consensus", "inventory"] {
+        assert!(mesh.running(name), "{name} died\n{}", mesh.logs(name));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_the_broker_refuses_is_dead_lettered_and_its_task_committed() {
+    let mut mesh = Mesh::new("refused", FAST).await;
+    mesh.start_managers();
+    mesh.start_agent("inventory", "0", "0");
+    mesh.eventually("inventory live", Duration::from_secs(60), async || {
+        (mesh.topology_stat("live_agents").await? == 1).then_some(())
+    })
+    .await;
+
+    // An unknown task is answered with an error quoting its name: 300,000 quotes become 1.2 MB of answer (each is
+    // escaped twice), over the producer's 1,000,000-byte limit, from a 0.6 MB task the broker accepts.
+    let name = "\"".repeat(300_000);
+    let task = serde_json::json!({
+        "v": 1, "kind": "task", "id": "kcat-too-big", "ts": 1_700_000_000_000_u64,
+        "body": {"from": "kcat-client", "to": "inventory", "task": name, "payload": {}}
+    });
+    let messages = mesh.topics.name(TopicKind::Messages);
+    produce(&mesh, &messages, "inventory", task.to_string().as_bytes());
+    let letter = mesh
+        .eventually("the refused answer dead-lettered", Duration::from_secs(30), async || {
+            letters(&mesh).await.into_iter().find(|d| d.reason.contains("refused by the broker"))
+        })
+        .await;
+    assert_eq!(letter.consumer, "agent-inventory");
+    assert_eq!(letter.source.offset, -1, "an answer that was never written has no offset");
+    assert!(letter.payload_truncated && letter.payload_size.is_some_and(|n| n > 1_000_000), "{letter:?}");
+    mesh.eventually("sends_refused counted", Duration::from_secs(20), async || {
+        (mesh.agent_stat("inventory", "sends_refused").await == 1).then_some(())
+    })
+    .await;
+
+    // Not retried forever: the next task is answered.
+    produce(&mesh, &messages, "inventory", task_json("kcat-after-2").as_bytes());
+    mesh.eventually("a response to kcat-after-2", Duration::from_secs(20), async || {
+        response_to(&mesh, "kcat-after-2").await
+    })
+    .await;
+    assert!(mesh.running("inventory"), "inventory died\n{}", mesh.logs("inventory"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_bus_tells_a_refusal_for_good_from_a_transient_failure() {
+    let mesh = Mesh::new("refusal", FAST).await;
+    let bus = KafkaBus::new(KafkaConfig::new(mesh.kafka.clone(), "refusal-test")).expect("kafka client");
+    let record = |topic: &str, partition: i32, bytes: usize| OutRecord {
+        topic: topic.to_owned(),
+        partition,
+        key: b"k".to_vec(),
+        payload: vec![b'x'; bytes],
+        sent_at_us: None,
+    };
+    let topic = mesh.topics.name(TopicKind::Deadletter);
+    bus.ensure_topics(&[mesh_transport::TopicSpec {
+        name: topic.clone(),
+        partitions: 1,
+        compacted: false,
+        retention: None,
+    }])
+    .await
+    .expect("topic");
+    let too_big = tokio::time::timeout(Duration::from_secs(30), bus.enqueue(record(&topic, 0, 2_000_000)))
+        .await
+        .expect("a refusal is not retried until a timeout");
+    assert!(too_big.as_ref().is_err_and(|e| e.is_permanent()), "{too_big:?}");
+    let no_partition = tokio::time::timeout(Duration::from_secs(30), bus.enqueue(record(&topic, 7, 10)))
+        .await
+        .expect("a refusal is not retried until a timeout");
+    assert!(no_partition.as_ref().is_err_and(|e| e.is_permanent()), "{no_partition:?}");
+    assert!(bus.enqueue(record(&topic, 0, 10)).await.is_ok(), "the same bus still publishes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_votes_for_proposals_that_do_not_exist_stays_bounded_and_decisions_go_on() {
+    use mesh_core::consensus::{EARLY_LIMIT, Vote};
+    use mesh_core::{AgentId, Milli, ProposalId};
+    use mesh_proto::records::VoteBody;
+    use mesh_proto::{Envelope, Header, encode, partition_for};
+
+    let mut mesh = Mesh::new("vote-flood", FAST).await;
+    mesh.start_managers();
+    for role in ["sales", "fraud", "inventory"] {
+        mesh.start_agent(role, "5", "2");
+    }
+    mesh.eventually("three agents live", Duration::from_secs(60), async || {
+        (mesh.topology_stat("live_agents").await? == 3).then_some(())
+    })
+    .await;
+    let rss_before = mesh.rss_kib("consensus");
+
+    // Half again as many inputs as the buffer holds, each for a proposal of its own that never comes.
+    let flood = EARLY_LIMIT + EARLY_LIMIT / 2;
+    let topic = mesh.topics.name(TopicKind::Votes);
+    let partitions = mesh.bus.partition_count(&topic).await.expect("votes topic");
+    let mut acks = futures::stream::FuturesUnordered::new();
+    for i in 0..flood {
+        let proposal = ProposalId::new(format!("ghost-{i}")).expect("valid id");
+        let vote =
+            Vote { proposal, voter: AgentId::new("mallory").expect("id"), support: true, intensity: Milli(1000) };
+        let key = vote.proposal.as_str().to_owned();
+        let envelope =
+            Envelope { header: Header { id: format!("flood-{i}"), ts: 1 }, record: Record::Vote(VoteBody { vote }) };
+        acks.push(mesh.bus.enqueue(OutRecord {
+            topic: topic.clone(),
+            partition: partition_for(key.as_bytes(), partitions),
+            key: key.into_bytes(),
+            payload: encode(&envelope),
+            sent_at_us: None,
+        }));
+    }
+    use futures::StreamExt;
+    while let Some(ack) = acks.next().await {
+        ack.expect("flood record acknowledged");
+    }
+
+    let dropped = (flood - EARLY_LIMIT) as u64;
+    mesh.eventually("the flood read and the buffer cut to its limit", Duration::from_secs(120), async || {
+        (mesh.consensus_stat("early_dropped").await? >= dropped).then_some(())
+    })
+    .await;
+    let buffered = mesh.consensus_stat("early_buffered").await.expect("stat");
+    assert!(buffered <= EARLY_LIMIT as u64, "{buffered} inputs buffered, limit {EARLY_LIMIT}");
+    let rss_after = mesh.rss_kib("consensus");
+    // 100,000 buffered votes are ~25 MB; the bound leaves room for the allocator and the reader's queues.
+    assert!(rss_after < rss_before + 150 * 1024, "consensus RSS grew from {rss_before} KiB to {rss_after} KiB");
+
+    // And it still decides: the agents' proposals made after the flood are decided.
+    let decided = mesh.consensus_stat("decided").await.unwrap_or(0);
+    mesh.eventually("decisions after the flood", Duration::from_secs(60), async || {
+        (mesh.consensus_stat("decided").await? > decided).then_some(())
+    })
+    .await;
+    assert!(mesh.running("consensus"), "consensus died\n{}", mesh.logs("consensus"));
+}
