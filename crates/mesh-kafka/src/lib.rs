@@ -225,6 +225,31 @@ impl KafkaBus {
         &self.inner.config.brokers
     }
 
+    /// Deletes a partition's records before `offset`, as retention would (Kafka's DeleteRecords): for an operator who
+    /// must drop records for good, and for tests of what recovery does when the log no longer holds them.
+    pub async fn delete_before(&self, topic: &str, partition: i32, offset: i64) -> Result<(), TransportError> {
+        let admin = match self.inner.admin.get() {
+            Some(admin) => admin,
+            None => {
+                let admin: AdminClient<DefaultClientContext> =
+                    self.inner.config.base().create().map_err(|e| unreachable(&self.inner.config, &e))?;
+                self.inner.admin.get_or_init(|| admin)
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
+            .map_err(|e| TransportError::failed("deleting records", e))?;
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let done = tokio::time::timeout(Duration::from_secs(15), admin.delete_records(&tpl, &opts))
+            .await
+            .map_err(|_| TransportError::failed("deleting records", "the broker did not answer within 15 s"))?
+            .map_err(|e| TransportError::failed("deleting records", e))?;
+        for e in done.elements() {
+            e.error().map_err(|e| TransportError::failed(format!("deleting records of {topic}/{partition}"), e))?;
+        }
+        Ok(())
+    }
+
     /// The offset the next record appended to a partition will get (its high watermark): how far "everything so far"
     /// reaches, for tools and tests that read a topic to its end.
     pub async fn end_offset(&self, topic: &str, partition: i32) -> Result<i64, TransportError> {
@@ -445,7 +470,57 @@ fn start_positions(
         tpl.add_partition_offset(&a.topic, a.partition, offset)
             .map_err(|e| TransportError::failed("assigning partitions", e))?;
     }
+    check_replayable(consumer, assignments, config)?;
     Ok(tpl)
+}
+
+/// Refuses to start a partition at an exact offset (a snapshot's replay position) that the log no longer holds
+/// (deleted by retention) or never held (the topic was recreated): librdkafka would move it to the beginning
+/// (`auto.offset.reset`) without a word, and the rebuilt state would silently differ from a crash-free run. The
+/// refusal is permanent ([`TransportError::Refused`]): the runtime exits saying which snapshot cannot be replayed.
+fn check_replayable(
+    consumer: &StreamConsumer,
+    assignments: &[Assignment],
+    config: &KafkaConfig,
+) -> Result<(), TransportError> {
+    let exact: Vec<(&str, i32, i64)> = assignments
+        .iter()
+        .filter_map(|a| match a.start {
+            StartAt::Offset(n) => Some((a.topic.as_str(), a.partition, n)),
+            _ => None,
+        })
+        .collect();
+    if exact.is_empty() {
+        return Ok(());
+    }
+    // Timestamps -2 and -1 ask for each partition's first and next offsets, one round trip per broker each.
+    let bound = |at: Offset| -> Result<TopicPartitionList, TransportError> {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition, _) in &exact {
+            tpl.add_partition_offset(topic, *partition, at)
+                .map_err(|e| TransportError::failed("looking up the log's bounds", e))?;
+        }
+        consumer.offsets_for_times(tpl, Duration::from_secs(10)).map_err(|e| unreachable(config, &e))
+    };
+    let (first, next) = (bound(Offset::Beginning)?, bound(Offset::End)?);
+    for (topic, partition, wanted) in exact {
+        let at = |l: &TopicPartitionList| match l.find_partition(topic, partition).map(|e| e.offset()) {
+            Some(Offset::Offset(n)) => Some(n),
+            _ => None,
+        };
+        let (Some(low), Some(high)) = (at(&first), at(&next)) else { continue };
+        if wanted < low || wanted > high {
+            return Err(TransportError::Refused {
+                operation: format!("replaying {topic}/{partition} from offset {wanted}"),
+                detail: format!(
+                    "the log holds offsets {low} to {high}: records the snapshot needs were deleted (retention) or \
+                     the topic was recreated, so replaying it would not rebuild the state exactly; delete the \
+                     snapshot in Redis to rebuild from what the log holds, or restore the topic"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `tpl` with every partition that starts at the beginning or the end given its offset, looked up in one ListOffsets

@@ -9,6 +9,7 @@ use mesh_core::topology::Source;
 use mesh_node::TopologyConfig;
 use mesh_proto::TopicKind;
 use mesh_proto::records::Record;
+use mesh_transport::SnapshotStore;
 use nix::sys::signal::Signal;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -144,4 +145,36 @@ async fn managers_killed_under_traffic_recover_exactly() {
     for (id, d) in &published {
         assert_eq!(replayed_decisions.get(id), Some(d), "seed {seed}: crash-free replay decides {id} the same");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_whose_records_the_log_no_longer_holds_is_refused_loudly() {
+    let mut mesh = Mesh::new("truncated", FAST).await;
+    mesh.start_managers();
+    mesh.start_agent("inventory", "0", "0");
+    let snapshot_key = mesh_node::redis_keys::topology_snapshot(&mesh.prefix);
+    mesh.eventually("inventory live and a snapshot taken", Duration::from_secs(60), async || {
+        let live = mesh.topology_stat("live_agents").await? == 1;
+        let snapshot = mesh.store.get(&snapshot_key).await.ok().flatten().is_some();
+        (live && snapshot).then_some(())
+    })
+    .await;
+    mesh.signal("topology", Signal::SIGTERM);
+    assert!(mesh.wait_exit("topology", Duration::from_secs(30)).success(), "{}", mesh.logs("topology"));
+
+    // While the manager is down, a record arrives after its snapshot's position and retention (here on demand)
+    // deletes everything up to the end: the records between the snapshot and now are gone.
+    let topic = mesh.topics.name(TopicKind::Topology);
+    crate::wire::produce(&mesh, &topic, "nobody", b"appended while the manager was down");
+    let end = mesh.bus.end_offset(&topic, 0).await.expect("end offset");
+    mesh.bus.delete_before(&topic, 0, end).await.expect("records deleted");
+
+    mesh.spawn("topology", &["topology"]);
+    let status = mesh.wait_exit("topology", Duration::from_secs(60));
+    assert!(!status.success(), "a replay that cannot be exact must stop the manager\n{}", mesh.logs("topology"));
+    let log = mesh.logs("topology");
+    assert!(
+        log.contains(&format!("replaying {topic}/0 from offset")) && log.contains("delete the snapshot"),
+        "the refusal names the partition and the fix:\n{log}"
+    );
 }
