@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
@@ -82,6 +82,36 @@ impl StatusLine {
 /// Longest line kept whole in logs and on the terminal; longer lines are cut and say by how much.
 const MAX_LINE: usize = 64 * 1024;
 
+/// Reads one line into `line` (without its newline), keeping at most `max` bytes of it and skipping the rest, so
+/// that a writer that never ends its line (a child printing gigabytes, a client sending garbage) cannot make the
+/// supervisor hold it all. Returns how many bytes were skipped, or `None` at the end of the stream.
+pub(crate) async fn read_line_capped<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<Option<usize>> {
+    line.clear();
+    let (mut skipped, mut any) = (0, false);
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(any.then_some(skipped));
+        }
+        any = true;
+        let (content, used, ended) = match chunk.iter().position(|b| *b == b'\n') {
+            Some(i) => (&chunk[..i], i + 1, true),
+            None => (chunk, chunk.len(), false),
+        };
+        let keep = content.len().min(max.saturating_sub(line.len()));
+        line.extend_from_slice(&content[..keep]);
+        skipped += content.len() - keep;
+        reader.consume(used);
+        if ended {
+            return Ok(Some(skipped));
+        }
+    }
+}
+
 /// Copies a child's output stream, line by line, to its log file (timestamped) and to the console.
 pub(crate) async fn pump_output(
     name: String,
@@ -92,17 +122,16 @@ pub(crate) async fn pump_output(
     let mut reader = BufReader::new(stream);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        let skipped = match read_line_capped(&mut reader, &mut line, MAX_LINE).await {
+            Ok(Some(skipped)) => skipped,
+            Ok(None) | Err(_) => return,
+        };
+        while line.last().is_some_and(|b| *b == b'\r') {
             line.pop();
         }
-        let mut text = String::from_utf8_lossy(&line[..line.len().min(MAX_LINE)]).into_owned();
-        if line.len() > MAX_LINE {
-            text.push_str(&format!(" …[{} more bytes cut]", line.len() - MAX_LINE));
+        let mut text = String::from_utf8_lossy(&line).into_owned();
+        if skipped > 0 {
+            text.push_str(&format!(" …[{skipped} more bytes cut]"));
         }
         let stamp = humantime::format_rfc3339_millis(SystemTime::now());
         if let Ok(mut f) = log.lock() {
@@ -111,5 +140,25 @@ pub(crate) async fn pump_output(
         if let Some((console, code)) = &console {
             console.line(&name, *code, &text);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_line_without_end_is_held_only_up_to_the_cap() {
+        let mut input = vec![b'x'; 1_000_000];
+        input.extend_from_slice(b"\nshort\r\nlast");
+        let mut reader = BufReader::with_capacity(4096, &input[..]);
+        let mut line = Vec::new();
+        assert_eq!(read_line_capped(&mut reader, &mut line, 100).await.expect("read"), Some(999_900));
+        assert_eq!(line.len(), 100);
+        assert_eq!(read_line_capped(&mut reader, &mut line, 100).await.expect("read"), Some(0));
+        assert_eq!(line, b"short\r");
+        assert_eq!(read_line_capped(&mut reader, &mut line, 100).await.expect("read"), Some(0));
+        assert_eq!(line, b"last", "the last line needs no newline");
+        assert_eq!(read_line_capped(&mut reader, &mut line, 100).await.expect("read"), None);
     }
 }

@@ -3,12 +3,16 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{UnixDatagram, UnixListener};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::console::read_line_capped;
 use crate::control::{Request, Response};
 use crate::supervisor::Msg;
+
+/// The longest control request line; a longer one is answered with an error without being held.
+const MAX_REQUEST: usize = 64 * 1024;
 
 /// Answers control requests, one JSON line each, by handing them to the dispatcher.
 pub(crate) async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSender<Msg>) {
@@ -35,9 +39,15 @@ pub(crate) async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSen
         let tx = tx.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
-            let mut lines = BufReader::new(read).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let response = match Request::decode(&line) {
+            let mut reader = BufReader::new(read);
+            let mut line = Vec::new();
+            while let Ok(Some(skipped)) = read_line_capped(&mut reader, &mut line, MAX_REQUEST).await {
+                let decoded = match (skipped, std::str::from_utf8(&line)) {
+                    (0, Ok(text)) => Request::decode(text),
+                    (0, Err(_)) => Err("bad request: not UTF-8".to_owned()),
+                    (_, _) => Err(format!("bad request: longer than {MAX_REQUEST} bytes")),
+                };
+                let response = match decoded {
                     Ok(request) => {
                         let (reply, answer) = oneshot::channel();
                         if tx.send(Msg::Control { request, reply }).is_err() {
