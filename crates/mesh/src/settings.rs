@@ -155,7 +155,14 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         bail!("invalid kafka (--kafka, MESH_KAFKA): {kafka:?}; give HOST:PORT[,HOST:PORT...]");
     }
     let redis = pick(args.redis.clone(), file.redis.clone(), DEFAULT_REDIS.to_owned());
-    if !["redis://", "rediss://", "unix://", "file://"].iter().any(|s| redis.starts_with(s)) {
+    if redis.starts_with("rediss://") {
+        // Accepted here once, then retried forever: the client is built without TLS. Refused until it is not.
+        bail!(
+            "invalid redis (--redis, MESH_REDIS): rediss:// (Redis over TLS) is not supported yet; use redis:// on a \
+             trusted network or a unix:// socket"
+        );
+    }
+    if !["redis://", "unix://", "file://"].iter().any(|s| redis.starts_with(s)) {
         bail!("invalid redis (--redis, MESH_REDIS): {redis:?}; give a URL such as redis://127.0.0.1:6379");
     }
     let prefix = pick(args.topic_prefix.clone(), file.topic_prefix.clone(), TopicNames::DEFAULT_PREFIX.to_owned());
@@ -430,6 +437,17 @@ mod tests {
     fn unknown_file_fields_are_named() {
         let err = toml::from_str::<FileConfig>("[topology]\ndecay_rat = 0.1\n").expect_err("typo must be refused");
         assert!(err.to_string().contains("decay_rat"), "{err}");
+    }
+
+    #[test]
+    fn a_redis_url_this_build_cannot_use_is_refused_at_once() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).expect("valid command line").command {
+            Command::Topology(t) => infra(&t.infra, &FileConfig::default()),
+            _ => panic!("topology"),
+        };
+        let e = parse(&["mesh", "topology", "--redis", "rediss://127.0.0.1:6380"]).err().expect("refused");
+        assert!(e.to_string().contains("rediss:// (Redis over TLS) is not supported"), "{e}");
+        assert!(parse(&["mesh", "topology", "--redis", "redis://127.0.0.1:6380"]).is_ok());
     }
 
     #[test]
