@@ -209,4 +209,24 @@ mod tests {
         }
         assert_eq!(decode(None, None), Err(DecodeError::Empty));
     }
+
+    /// docs/protocol.md "Changing the protocol": a field a reader does not know is refused by name (in the envelope
+    /// or a body), and a record without an optional field still decodes.
+    #[test]
+    fn unknown_fields_are_refused_by_name_and_optional_ones_may_be_absent() {
+        let body_extra = br#"{"v":1,"kind":"heartbeat","id":"x","ts":1,"body":{"agent":"sales","seq":1,"colour":"b"}}"#;
+        let err = decode(Some(body_extra), Some(TopicKind::Heartbeats)).expect_err("refused").to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        let envelope_extra =
+            br#"{"v":1,"kind":"heartbeat","id":"x","ts":1,"trace":7,"body":{"agent":"sales","seq":1}}"#;
+        let err = decode(Some(envelope_extra), Some(TopicKind::Heartbeats)).expect_err("refused").to_string();
+        assert!(err.contains("unknown field `trace`"), "{err}");
+        // A letter written before sizes and hashes were recorded.
+        let old_letter = br#"{"v":1,"kind":"deadletter","id":"t-1-1","ts":1,"body":{"reason":"r","source":{"topic":"t","partition":0,"offset":1},"consumer":"topology","key":null,"payload_text":"x","payload_hex":null}}"#;
+        let Record::DeadLetter(letter) = decode(Some(old_letter), Some(TopicKind::Deadletter)).expect("decodes").record
+        else {
+            panic!("a dead letter")
+        };
+        assert_eq!((letter.payload_size, letter.payload_sha256, letter.payload_truncated), (None, None, false));
+    }
 }
