@@ -447,6 +447,10 @@ pub(crate) struct ConsensusArgs {
 pub(crate) struct InspectArgs {
     #[command(flatten)]
     pub(crate) infra: InfraArgs,
+    /// Without --kafka/--redis (flag, variable or config file), the deployment recorded in this state directory is
+    /// read: its broker, store and topic prefix.
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     pub(crate) json: bool,

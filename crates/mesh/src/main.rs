@@ -257,7 +257,11 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
                 .map_err(runtime)
         }
         Command::Inspect(args) => {
-            let infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            let mut infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            let named = args.infra.kafka.is_some() || args.infra.redis.is_some();
+            if !named && !file.kafka_given() && !file.redis_given() {
+                settings::adopt_deployment(&mut infra, &args.dir.state_dir, args.infra.topic_prefix.is_some());
+            }
             inspect::run(&infra, args.json).await.map_err(runtime)
         }
         Command::Status(args) => match ops::status(&args).await {

@@ -204,6 +204,20 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
     })
 }
 
+/// Points a read command at the deployment recorded in `state_dir` (its broker, store and, unless one was given,
+/// topic prefix), when there is one: `mesh up` on the embedded default keeps its snapshots in `.mesh/store`, not in
+/// the default Redis, so a reader that assumed the defaults found nothing.
+pub(crate) fn adopt_deployment(infra: &mut Infra, state_dir: &Path, prefix_given: bool) {
+    let dir = mesh_supervisor::StateDir::new(state_dir);
+    let Ok(Some(state)) = mesh_supervisor::StateFile::read(&dir.state()) else { return };
+    eprintln!("reading the deployment in {} (kafka {}, store {})", state_dir.display(), state.kafka, state.redis);
+    infra.kafka = state.kafka;
+    infra.redis = state.redis;
+    if !prefix_given {
+        infra.mesh.topics = TopicNames::new(state.topic_prefix);
+    }
+}
+
 /// The config file's `[kafka_properties]` table, then the properties file's lines over it, then each `KEY=VALUE`
 /// flag over both. librdkafka itself names an unknown property or a bad value when the client is created.
 fn kafka_properties(

@@ -211,6 +211,13 @@ fn the_real_deployment_on_the_embedded_default() {
     assert_eq!(json["processes"].as_array().map(Vec::len), Some(6));
     assert_eq!(json["supervisor"]["infra"], "embedded");
     assert!(mesh(dir, &["up", "-d"]).status.code() != Some(0), "a second `up` is refused");
+    // `mesh inspect` with no flags reads this deployment (its embedded broker and file store), not the defaults.
+    wait_until("mesh inspect to see the four agents", Duration::from_secs(30), || {
+        let inspect = mesh(dir, &["inspect", "--json"]);
+        assert!(inspect.status.success(), "mesh inspect: {}", text(&inspect));
+        let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("json");
+        json["topology"]["agents"] == "4"
+    });
     // Private to the user: the settings, state, events and logs, the infrastructure's data and the sockets.
     let open_to_others = files_open_to_others(dir);
     assert!(open_to_others.is_empty(), "readable by others: {open_to_others:?}");
