@@ -285,14 +285,15 @@ pub fn complaints(
         let mut from_this = 0;
         for line in text.lines() {
             let Some((stamp, rest)) = line.split_once(' ') else { continue };
-            let rest = strip_ansi(rest);
+            // After the supervisor's stamp: the process's own time (runs outside a supervisor) or straight its level.
+            let rest = format!(" {}", strip_ansi(rest));
             if !(rest.contains(" WARN ") || rest.contains(" ERROR ")) {
                 continue;
             }
             let Ok(t) = humantime::parse_rfc3339(stamp) else { continue };
             let ms = t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
             if ms >= after_ms && ms <= until_ms {
-                found.push((ms, name.clone(), rest.chars().take(200).collect::<String>()));
+                found.push((ms, name.clone(), rest.trim_start().chars().take(200).collect::<String>()));
                 from_this += 1;
                 // Lines of one file are in time order: its first `max` are all it can contribute.
                 if from_this == max {
@@ -344,7 +345,9 @@ mod tests {
              2026-11-25T10:00:05.000Z 2026-11-25T10:00:05.000000Z  WARN x: later\n",
         )
         .expect("write");
-        std::fs::write(&b, "2026-11-25T10:00:03.000Z 2026-11-25T10:00:03.000000Z ERROR y: first\n").expect("write");
+        // A supervised process leaves its own time out: the supervisor's stamp is the only one.
+        std::fs::write(&b, "2026-11-25T10:00:03.000Z ERROR y: first\n2026-11-25T10:00:04.000Z  INFO y: fine\n")
+            .expect("write");
         let at = |s: &str| {
             humantime::parse_rfc3339(s).expect("time").duration_since(std::time::UNIX_EPOCH).expect("epoch").as_millis()
                 as u64

@@ -113,10 +113,20 @@ enum Failure {
     NotReady,
 }
 
+/// Whether the user asked for no colour (`NO_COLOR` set and not empty).
+pub(crate) fn no_color() -> bool {
+    std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty())
+}
+
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour only for a person at a terminal, and never with NO_COLOR (https://no-color.org); a process under the
+    // supervisor leaves the time out, since the supervisor stamps every line it logs.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !no_color();
+    let supervised = std::env::var_os("NOTIFY_SOCKET").is_some_and(|s| !s.is_empty());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
     match format {
+        LogFormat::Text if supervised => builder.without_time().init(),
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }

@@ -327,6 +327,10 @@ pub(crate) fn logs(args: &LogsArgs) -> Result<()> {
     let entries = std::fs::read_dir(d.logs()).with_context(|| format!("no logs in {}", d.logs().display()))?;
     for e in entries.flatten() {
         let path = e.path();
+        // NAME.log only: NAME.log.1 is the generation before the last rotation.
+        if path.extension().and_then(|x| x.to_str()) != Some("log") {
+            continue;
+        }
         let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
         if args.names.is_empty() || args.names.contains(&name) {
             files.push(LogFile { name, path, offset: 0 });

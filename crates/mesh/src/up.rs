@@ -113,7 +113,7 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     let output = if args.detached_child {
         Output::LogsOnly
     } else {
-        Output::Terminal { color: std::io::IsTerminal::is_terminal(&std::io::stdout()) }
+        Output::Terminal { color: std::io::IsTerminal::is_terminal(&std::io::stdout()) && !crate::no_color() }
     };
     {
         let mut out = std::io::stdout().lock();
