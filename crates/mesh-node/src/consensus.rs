@@ -17,6 +17,7 @@ use mesh_core::ProposalId;
 use mesh_core::consensus::{
     BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision, Ignored, Outcome,
 };
+use mesh_core::waggle::WaggleDance;
 use mesh_proto::records::{DecisionBody, ExpireBody, InhibitBody, Record};
 use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
@@ -193,14 +194,28 @@ fn restore(bytes: &[u8], config: &ConsensusConfig) -> Result<Restored, String> {
     Ok((snap.machine, positions))
 }
 
-fn to_input(record: Record) -> Option<ConsensusInput> {
-    match record {
-        Record::Proposal(b) => Some(ConsensusInput::Propose(b.proposal)),
+/// A record as an input of the state machine (`None` for kinds it does not take), or why it is refused.
+///
+/// A proposal's dance must be the one its inputs make (`WaggleDance::perform`): the dance decides which of two rival
+/// proposals suppresses the other, so one claimed rather than computed would let any writer suppress its rivals. The
+/// check is a function of the record alone, so a replay refuses exactly what the live run refused.
+fn to_input(record: Record) -> Result<Option<ConsensusInput>, String> {
+    Ok(match record {
+        Record::Proposal(b) => {
+            let danced = WaggleDance::perform(b.inputs, &b.proposal.subject);
+            if danced != b.proposal.dance {
+                return Err(format!(
+                    "proposal {}: its dance {:?} does not follow from its inputs, which make {danced:?}",
+                    b.proposal.id, b.proposal.dance
+                ));
+            }
+            Some(ConsensusInput::Propose(b.proposal))
+        }
         Record::Vote(b) => Some(ConsensusInput::Vote(b.vote)),
         Record::Expire(b) => Some(ConsensusInput::Expire(b.proposal)),
         Record::Inhibit(b) => Some(ConsensusInput::Inhibit { proposal: b.proposal, by: b.by }),
         _ => None,
-    }
+    })
 }
 
 #[expect(clippy::too_many_arguments, reason = "the runtime's handles, passed down rather than bundled")]
@@ -215,15 +230,16 @@ fn handle_record<B: Bus, S: SnapshotStore>(
     in_flight: &mut FuturesUnordered<Effect>,
 ) {
     let kind = publisher.topics.kind_of(&record.topic);
-    let input = match decode(record.payload.as_deref(), kind) {
-        Ok(env) => to_input(env.record),
-        Err(e) => {
-            counters.dead_lettered += 1;
-            let sending = publisher.start_dead_letter(record, &e.to_string(), shutdown);
-            in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
-            return;
-        }
-    };
+    let input =
+        match decode(record.payload.as_deref(), kind).map_err(|e| e.to_string()).and_then(|e| to_input(e.record)) {
+            Ok(input) => input,
+            Err(e) => {
+                counters.dead_lettered += 1;
+                let sending = publisher.start_dead_letter(record, &e, shutdown);
+                in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
+                return;
+            }
+        };
     let Some(input) = input else { return };
     let out = machine.step(input);
     for ignored in &out.ignored {
@@ -334,13 +350,8 @@ pub fn replay_log(params: ConsensusParams, records: impl IntoIterator<Item = Rec
     let mut machine = BeeConsensus::new(params);
     let mut out = BTreeMap::new();
     for record in records {
-        let input = match record {
-            Record::Proposal(b) => ConsensusInput::Propose(b.proposal),
-            Record::Vote(b) => ConsensusInput::Vote(b.vote),
-            Record::Expire(b) => ConsensusInput::Expire(b.proposal),
-            Record::Inhibit(b) => ConsensusInput::Inhibit { proposal: b.proposal, by: b.by },
-            _ => continue,
-        };
+        // What the live manager refused (dead-lettered) is no input here either.
+        let Ok(Some(input)) = to_input(record) else { continue };
         for c in machine.step(input).commands {
             if let ConsensusCommand::Publish(d) = c {
                 out.insert(d.proposal.to_string(), d);
@@ -348,4 +359,53 @@ pub fn replay_log(params: ConsensusParams, records: impl IntoIterator<Item = Rec
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use mesh_core::Milli;
+    use mesh_proto::{TopicKind, decode};
+
+    use super::*;
+
+    fn golden_proposal() -> Record {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/golden/proposal.json");
+        let text = std::fs::read_to_string(path).expect("the golden proposal");
+        decode(Some(text.as_bytes()), Some(TopicKind::Proposals)).expect("decodes").record
+    }
+
+    #[test]
+    fn a_proposal_whose_dance_its_inputs_do_not_make_is_refused_live_and_in_replay() {
+        assert!(
+            matches!(to_input(golden_proposal()), Ok(Some(ConsensusInput::Propose(_)))),
+            "the golden one dances right"
+        );
+        let Record::Proposal(mut forged) = golden_proposal() else { panic!("a proposal") };
+        forged.proposal.dance.intensity = Milli(1000);
+        let reason = to_input(Record::Proposal(forged.clone())).expect_err("refused");
+        assert!(reason.contains("does not follow from its inputs"), "{reason}");
+        // Every voter supports it: taken as input, it would be decided.
+        let votes = |p: &mesh_core::consensus::Proposal| -> Vec<Record> {
+            p.voters
+                .iter()
+                .map(|v| {
+                    let vote = mesh_core::consensus::Vote {
+                        proposal: p.id.clone(),
+                        voter: v.clone(),
+                        support: true,
+                        intensity: Milli(900),
+                    };
+                    Record::Vote(mesh_proto::records::VoteBody { vote })
+                })
+                .collect()
+        };
+        let Record::Proposal(honest) = golden_proposal() else { panic!("a proposal") };
+        let honest_log: Vec<Record> =
+            std::iter::once(Record::Proposal(honest.clone())).chain(votes(&honest.proposal)).collect();
+        assert_eq!(replay_log(ConsensusParams::default(), honest_log).len(), 1, "the honest one is decided");
+        let forged_log: Vec<Record> =
+            std::iter::once(Record::Proposal(forged.clone())).chain(votes(&forged.proposal)).collect();
+        let decided = replay_log(ConsensusParams::default(), forged_log);
+        assert!(decided.is_empty(), "a replay does not take what the live run refused: {decided:?}");
+    }
 }
