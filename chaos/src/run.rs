@@ -63,6 +63,10 @@ enum InfraOp {
     KillKafka,
     RestartKafka,
     RedisPid,
+    /// Whether the broker is still running; an error says how it exited.
+    KafkaAlive,
+    /// Copies the broker's log (its directory is deleted with the run) to the given path.
+    SaveKafkaLog(PathBuf),
 }
 
 type InfraReply = tokio::sync::oneshot::Sender<Result<Option<u32>, String>>;
@@ -100,6 +104,10 @@ impl InfraThread {
                     }
                     InfraOp::RestartKafka => kafka.restart().map(|()| None).map_err(|e| e.to_string()),
                     InfraOp::RedisPid => Ok(redis.pid()),
+                    InfraOp::KafkaAlive => kafka.exited().map_or(Ok(None), Err),
+                    InfraOp::SaveKafkaLog(to) => {
+                        std::fs::copy(kafka.log_path(), &to).map(|_| None).map_err(|e| format!("{}: {e}", to.display()))
+                    }
                 };
                 let _ = reply.send(result);
             }
@@ -211,6 +219,10 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     let mut scenarios = Vec::new();
     for plan in &opts.schedule.scenarios {
         progress(&format!("scenario {} ({} trials): {}", plan.name, plan.trials.len(), plan.description));
+        // A broker that died under an earlier scenario fails every later one the same way: say so, with its log.
+        if let Err(e) = infra.servers.call(InfraOp::KafkaAlive).await {
+            progress(&format!("  {e:#}"));
+        }
         // Ctrl-C or SIGTERM: dropping the scenario takes its deployment down (`Deployment`'s Drop runs `mesh
         // down`), then the broker and redis-server stop with the infrastructure thread. The supervisor runs in a
         // session of its own, so without this it would outlive an interrupted run.
@@ -225,6 +237,8 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
             Ok(r) => r,
             Err(e) => {
                 infra.heal_all();
+                let broker = infra.servers.call(InfraOp::KafkaAlive).await.err().map(|b| format!("; {b:#}"));
+                let e = anyhow!("{e:#}{}", broker.unwrap_or_default());
                 progress(&format!("  {}: could not be run: {e:#}", plan.name));
                 ScenarioResult {
                     name: plan.name.clone(),
@@ -248,6 +262,10 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
             Err(e) => progress(&format!("  no SVG: {e}")),
         }
         scenarios.push(result);
+    }
+    // The broker's directory goes with the run: its log stays with the report.
+    if let Err(e) = infra.servers.call(InfraOp::SaveKafkaLog(opts.out.join("kafka.log"))).await {
+        progress(&format!("the broker's log was not kept: {e:#}"));
     }
     let verdict = scenarios.iter().map(|s| s.verdict).max().unwrap_or(Verdict::Unknown);
     let report = RunReport {
