@@ -193,8 +193,8 @@ async fn a_flood_of_votes_for_proposals_that_do_not_exist_stays_bounded_and_deci
     .await;
     let rss_before = mesh.rss_kib("consensus");
 
-    // Half again as many inputs as the buffer holds, each for a proposal of its own that never comes.
-    let flood = EARLY_LIMIT + EARLY_LIMIT / 2;
+    // Four times as many inputs as the buffer holds, each for a proposal of its own that never comes.
+    let flood = 4 * EARLY_LIMIT;
     let topic = mesh.topics.name(TopicKind::Votes);
     let partitions = mesh.bus.partition_count(&topic).await.expect("votes topic");
     let mut acks = futures::stream::FuturesUnordered::new();
@@ -218,16 +218,19 @@ async fn a_flood_of_votes_for_proposals_that_do_not_exist_stays_bounded_and_deci
         ack.expect("flood record acknowledged");
     }
 
-    let dropped = (flood - EARLY_LIMIT) as u64;
-    mesh.eventually("the flood read and the buffer cut to its limit", Duration::from_secs(120), async || {
-        (mesh.consensus_stat("early_dropped").await? >= dropped).then_some(())
-    })
-    .await;
-    let buffered = mesh.consensus_stat("early_buffered").await.expect("stat");
+    // Every flood vote read: each is either waiting in the buffer or was dropped from it.
+    let (buffered, dropped) = mesh
+        .eventually("the whole flood read", Duration::from_secs(120), async || {
+            let (b, d) = (mesh.consensus_stat("early_buffered").await?, mesh.consensus_stat("early_dropped").await?);
+            (b + d >= flood as u64).then_some((b, d))
+        })
+        .await;
     assert!(buffered <= EARLY_LIMIT as u64, "{buffered} inputs buffered, limit {EARLY_LIMIT}");
+    assert!(dropped >= flood.saturating_sub(EARLY_LIMIT) as u64, "{dropped} dropped of {flood}");
     let rss_after = mesh.rss_kib("consensus");
-    // 100,000 buffered votes are ~25 MB; the bound leaves room for the allocator and the reader's queues.
-    assert!(rss_after < rss_before + 150 * 1024, "consensus RSS grew from {rss_before} KiB to {rss_after} KiB");
+    // Measured on the 2-core CI machine (debug build): the full buffer, with its snapshot (~12 MB of JSON written
+    // every 500 ms here), grows the manager by ~195 MB; the same 400,000 votes unbounded grew it by ~460 MB.
+    assert!(rss_after < rss_before + 300 * 1024, "consensus RSS grew from {rss_before} KiB to {rss_after} KiB");
 
     // And it still decides: the agents' proposals made after the flood are decided.
     let decided = mesh.consensus_stat("decided").await.unwrap_or(0);
