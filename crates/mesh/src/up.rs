@@ -58,6 +58,12 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     } else {
         // Never whatever answers on 6379: on a shared machine that may be anyone's Redis (or a trap).
         let store = dir.root().join("store");
+        // The embedded broker starts empty every time, so snapshots of an earlier run point into a log that is gone:
+        // restored, they were replayed against nothing (now refused, see `check_replayable`). They go with it.
+        if embedded.is_some() && store.exists() {
+            std::fs::remove_dir_all(&store)
+                .with_context(|| format!("failed to clear the previous run's store {}", store.display()))?;
+        }
         (
             format!("file://{}", store.display()),
             Some(format!("snapshots go to {} (name a Redis with --redis to use one)", store.display())),
