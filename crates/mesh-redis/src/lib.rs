@@ -17,7 +17,10 @@ pub struct RedisStore {
 
 fn err(url: &str, e: &redis::RedisError) -> TransportError {
     if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        TransportError::Unreachable { what: format!("redis {url}"), detail: e.to_string() }
+        TransportError::Unreachable {
+            what: format!("redis {}", mesh_transport::redact_url(url)),
+            detail: e.to_string(),
+        }
     } else {
         TransportError::failed("redis command", e)
     }
@@ -26,8 +29,9 @@ fn err(url: &str, e: &redis::RedisError) -> TransportError {
 impl RedisStore {
     /// Connects to `url` (`redis://host:port[/db]`); fails if Redis cannot be reached now.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
-        let client =
-            redis::Client::open(url).map_err(|e| TransportError::failed(format!("parsing redis url {url:?}"), e))?;
+        let client = redis::Client::open(url).map_err(|e| {
+            TransportError::failed(format!("parsing redis url {:?}", mesh_transport::redact_url(url)), e)
+        })?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(2)
             .set_connection_timeout(Some(std::time::Duration::from_secs(2)))

@@ -43,6 +43,19 @@ pub enum TransportError {
     },
 }
 
+/// `url` with its password replaced by `***` (`redis://user:***@host:6379`), for anything a person or a file may
+/// show: logs, errors, `state.json`, `mesh status`. A URL without a password comes back unchanged.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let Some((userinfo, host)) = authority.rsplit_once('@') else { return url.to_owned() };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
+        None => url.to_owned(),
+    }
+}
+
 impl TransportError {
     /// Whether retrying the same operation cannot help (see [`TransportError::Refused`]).
     pub fn is_permanent(&self) -> bool {
@@ -220,4 +233,19 @@ pub trait SnapshotStore: Clone + Send + Sync + 'static {
     fn hget(&self, key: &str, field: &str) -> impl Future<Output = Result<Option<String>, TransportError>> + Send;
     /// Every field of a hash.
     fn hgetall(&self, key: &str) -> impl Future<Output = Result<Vec<(String, String)>, TransportError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_password_in_a_url_is_never_shown() {
+        assert_eq!(redact_url("redis://mesh:s3cr3t@10.0.0.1:6379/0"), "redis://mesh:***@10.0.0.1:6379/0");
+        assert_eq!(redact_url("redis://:s3cr3t@host"), "redis://:***@host");
+        assert_eq!(redact_url("redis://:p@ss@host:1"), "redis://:***@host:1", "the last @ ends the user info");
+        assert_eq!(redact_url("redis://user@host"), "redis://user@host");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(redact_url("file:///home/a@b/.mesh/store"), "file:///home/a@b/.mesh/store");
+    }
 }

@@ -92,9 +92,9 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
 
-async fn mesh_health(state: &StateFile) -> Value {
+async fn mesh_health(state: &StateFile, state_dir: &std::path::Path) -> Value {
     let probe = async {
-        let store = AnyStore::connect(&state.redis).await.ok()?;
+        let store = AnyStore::connect(&crate::settings::store_url(state_dir, &state.redis)).await.ok()?;
         let hash = |pairs: Vec<(String, String)>| -> BTreeMap<String, String> { pairs.into_iter().collect() };
         let topo = hash(store.hgetall(&redis_keys::topology_stats(&state.topic_prefix)).await.ok()?);
         let cons = hash(store.hgetall(&redis_keys::consensus_stats(&state.topic_prefix)).await.ok()?);
@@ -141,7 +141,7 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
         return Ok(false);
     };
     let all_ready = supervised && state.processes.iter().all(|p| p.state == ProcState::Ready);
-    let health = mesh_health(&state).await;
+    let health = mesh_health(&state, d.root()).await;
     if args.json {
         let report = json!({
             "supervisor": {"running": supervised, "pid": state.supervisor_pid, "infra": state.infra, "kafka": state.kafka, "redis": state.redis},

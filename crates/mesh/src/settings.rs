@@ -204,6 +204,31 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
     })
 }
 
+/// Where `mesh up` keeps its store's whole URL (the state file holds it without the password).
+fn store_url_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("store.url")
+}
+
+/// Writes the store's whole URL for the read commands, private (0600).
+pub(crate) fn write_store_url(state_dir: &Path, url: &str) -> Result<()> {
+    use std::io::Write;
+    let path = store_url_path(state_dir);
+    let mut f =
+        mesh_supervisor::private::create(&path).with_context(|| format!("failed to write {}", path.display()))?;
+    writeln!(f, "{url}")?;
+    Ok(())
+}
+
+/// The store URL a read command uses for the deployment in `state_dir`: the whole one `mesh up` kept, else what the
+/// state file shows.
+pub(crate) fn store_url(state_dir: &Path, shown: &str) -> String {
+    std::fs::read_to_string(store_url_path(state_dir))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| shown.to_owned())
+}
+
 /// Points a read command at the deployment recorded in `state_dir` (its broker, store and, unless one was given,
 /// topic prefix), when there is one: `mesh up` on the embedded default keeps its snapshots in `.mesh/store`, not in
 /// the default Redis, so a reader that assumed the defaults found nothing.
@@ -212,7 +237,7 @@ pub(crate) fn adopt_deployment(infra: &mut Infra, state_dir: &Path, prefix_given
     let Ok(Some(state)) = mesh_supervisor::StateFile::read(&dir.state()) else { return };
     eprintln!("reading the deployment in {} (kafka {}, store {})", state_dir.display(), state.kafka, state.redis);
     infra.kafka = state.kafka;
-    infra.redis = state.redis;
+    infra.redis = store_url(state_dir, &state.redis);
     if !prefix_given {
         infra.mesh.topics = TopicNames::new(state.topic_prefix);
     }

@@ -93,12 +93,15 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
             dir.root().display()
         ));
     } else {
-        banner.push(format!("using Kafka at {kafka} and {redis}"));
+        banner.push(format!("using Kafka at {kafka} and {}", mesh_transport::redact_url(&redis)));
     }
 
     let mut env = BTreeMap::new();
     env.insert("MESH_KAFKA".to_owned(), kafka.clone());
     env.insert("MESH_REDIS".to_owned(), redis.clone());
+    // The state file (and so `mesh status`) shows the store without its password; the read commands find the
+    // whole URL in a private file of its own.
+    settings::write_store_url(dir.root(), &redis)?;
     env.insert("MESH_TOPIC_PREFIX".to_owned(), infra.mesh.topics.prefix().to_owned());
     // Properties given to `mesh up` (flags, variables, the config file's table or its properties file) reach every
     // process through one private file: a value may hold commas or secrets that neither a variable nor argv should.
@@ -136,7 +139,7 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
         env,
         infra: infra_label.to_owned(),
         kafka,
-        redis,
+        redis: mesh_transport::redact_url(&redis),
         topic_prefix: infra.mesh.topics.prefix().to_owned(),
         output,
         seed,
