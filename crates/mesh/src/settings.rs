@@ -163,7 +163,10 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         );
     }
     if !["redis://", "unix://", "file://"].iter().any(|s| redis.starts_with(s)) {
-        bail!("invalid redis (--redis, MESH_REDIS): {redis:?}; give a URL such as redis://127.0.0.1:6379");
+        bail!(
+            "invalid redis (--redis, MESH_REDIS): {:?}; give a URL such as redis://127.0.0.1:6379",
+            mesh_transport::redact_url(&redis)
+        );
     }
     let prefix = pick(args.topic_prefix.clone(), file.topic_prefix.clone(), TopicNames::DEFAULT_PREFIX.to_owned());
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
