@@ -226,6 +226,16 @@ fn early_limit() -> usize {
     EARLY_LIMIT
 }
 
+/// How many decided proposals are remembered (to ignore late votes and redelivered records for them): the latest
+/// 100,000 decisions. A proposal's records arrive within its timeout, long before 100,000 later decisions; one that
+/// came after its proposal was forgotten would at worst make it pending again, and its decision, which Redis already
+/// holds, would not be published again unless equal. Without a horizon the set grew by every proposal ever made.
+pub const DECIDED_LIMIT: usize = 100_000;
+
+fn decided_limit() -> usize {
+    DECIDED_LIMIT
+}
+
 /// A buffered input for a proposal not seen yet, in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Early {
@@ -250,6 +260,11 @@ pub struct BeeConsensus {
     params: ConsensusParams,
     pending: BTreeMap<ProposalId, Pending>,
     decided: BTreeMap<ProposalId, Outcome>,
+    /// `decided` in the order of decision: who is forgotten first beyond [`DECIDED_LIMIT`].
+    #[serde(default)]
+    decided_order: VecDeque<ProposalId>,
+    #[serde(default = "decided_limit")]
+    decided_limit: usize,
     early: BTreeMap<ProposalId, Vec<Early>>,
     /// Proposal ids of `early` in the order they were first buffered: who is dropped first when it is full.
     #[serde(default)]
@@ -279,6 +294,8 @@ impl BeeConsensus {
             params,
             pending: BTreeMap::new(),
             decided: BTreeMap::new(),
+            decided_order: VecDeque::new(),
+            decided_limit: DECIDED_LIMIT,
             early: BTreeMap::new(),
             early_order: VecDeque::new(),
             early_inputs: 0,
@@ -291,6 +308,11 @@ impl BeeConsensus {
     /// An empty state machine whose buffer of inputs for unseen proposals holds at most `limit` (tests).
     pub fn with_early_limit(params: ConsensusParams, limit: usize) -> Self {
         Self { early_limit: limit.max(1), ..Self::new(params) }
+    }
+
+    /// An empty state machine that remembers at most `limit` decided proposals (tests).
+    pub fn with_decided_limit(params: ConsensusParams, limit: usize) -> Self {
+        Self { decided_limit: limit.max(1), ..Self::new(params) }
     }
 
     /// Inputs buffered for proposals not seen yet.
@@ -459,6 +481,24 @@ impl BeeConsensus {
             support_intensity: p.support_intensity,
         }));
         self.decided.insert(id.clone(), outcome);
+        self.decided_order.push_back(id.clone());
+        self.forget_inhibits_of(id);
+        while self.decided_order.len() > self.decided_limit {
+            let Some(oldest) = self.decided_order.pop_front() else { break };
+            self.decided.remove(&oldest);
+        }
+    }
+
+    /// Drops the inhibit requests made for a proposal now decided: they are never made again (rivals are chosen
+    /// among pending proposals), and kept they grew by one per inhibition ever.
+    fn forget_inhibits_of(&mut self, id: &ProposalId) {
+        // The least valid id: every pair of `id` sorts at or after (`id`, "-").
+        let Ok(least) = ProposalId::new("-") else { return };
+        let done: Vec<(ProposalId, ProposalId)> =
+            self.inhibit_requested.range((id.clone(), least)..).take_while(|(p, _)| p == id).cloned().collect();
+        for pair in done {
+            self.inhibit_requested.remove(&pair);
+        }
     }
 
     /// Pending proposals whose deadline is at or before `now_ms` and for which no expiry was requested yet; the runtime
@@ -584,6 +624,29 @@ mod tests {
         let out = m.step(ConsensusInput::Propose(proposal("real", "s", 500, &FOUR)));
         assert_eq!(decisions(&out), vec![("real".to_owned(), Outcome::Accepted)]);
         assert!(!m.early.contains_key(&pid("real")));
+    }
+
+    #[test]
+    fn only_the_latest_decisions_are_remembered_and_inhibit_requests_go_with_their_decision() {
+        let mut m = BeeConsensus::with_decided_limit(ConsensusParams::default(), 100);
+        for i in 0..1_000 {
+            let name = format!("p-{i}");
+            m.step(ConsensusInput::Propose(proposal(&name, &format!("s-{i}"), 500, &FOUR)));
+            m.step(ConsensusInput::Expire(pid(&name)));
+        }
+        assert_eq!((m.decided(), m.decided_order.len()), (100, 100));
+        assert!(m.decided.contains_key(&pid("p-999")) && !m.decided.contains_key(&pid("p-0")));
+        // A late vote for a remembered decision is ignored as such.
+        assert_eq!(m.step(vote("p-999", "a", true)).ignored, vec![Ignored::AlreadyDecided(pid("p-999"))]);
+
+        // Two rivals: the weaker is inhibited; once both are decided no request of theirs is kept.
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        m.step(ConsensusInput::Propose(proposal("strong", "s", 900, &FOUR)));
+        let out = m.step(ConsensusInput::Propose(proposal("weak", "s", 100, &FOUR)));
+        assert!(out.commands.iter().any(|c| matches!(c, ConsensusCommand::AppendInhibit { .. })));
+        assert_eq!(m.inhibit_requested.len(), 1);
+        m.step(ConsensusInput::Inhibit { proposal: pid("weak"), by: pid("strong") });
+        assert!(m.inhibit_requested.is_empty(), "the decided proposal's request is dropped");
     }
 
     #[test]
