@@ -59,6 +59,16 @@ pub enum DecodeError {
         /// What was wrong.
         detail: String,
     },
+    /// A record of its kind larger than readers accept ([`Record::size_limit`]).
+    #[error("a {kind:?} record of {size} bytes is over the {limit}-byte limit of its kind")]
+    TooLarge {
+        /// The kind.
+        kind: String,
+        /// The record's size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A known kind on a topic where it does not belong.
     #[error("kind {kind:?} does not belong on the {topic} topic")]
     WrongTopic {
@@ -148,6 +158,11 @@ pub fn decode(bytes: Option<&[u8]>, topic: Option<TopicKind>) -> Result<Envelope
             return Err(DecodeError::WrongTopic { kind: raw.kind, topic });
         }
     }
+    if let Some(limit) = Record::size_limit(kind)
+        && bytes.len() > limit
+    {
+        return Err(DecodeError::TooLarge { kind: raw.kind, size: bytes.len(), limit });
+    }
     let record = match kind {
         "join" => Record::Join(body::<JoinBody>(kind, raw.body)?),
         "leave" => Record::Leave(body::<LeaveBody>(kind, raw.body)?),
@@ -228,5 +243,24 @@ mod tests {
             panic!("a dead letter")
         };
         assert_eq!((letter.payload_size, letter.payload_sha256, letter.payload_truncated), (None, None, false));
+    }
+
+    #[test]
+    fn a_valid_record_larger_than_its_kind_allows_is_refused_with_the_sizes() {
+        let join = |metadata: usize| {
+            format!(
+                r#"{{"v":1,"kind":"join","id":"x","ts":1,"body":{{"agent":{{"id":"sales","name":"sales","role":"sales","capabilities":[],"metadata":{{"blob":"{}"}}}}}}}}"#,
+                "a".repeat(metadata)
+            )
+        };
+        assert!(decode(Some(join(10).as_bytes()), Some(TopicKind::Topology)).is_ok(), "a small join is fine");
+        let huge = join(900_000);
+        let err = decode(Some(huge.as_bytes()), Some(TopicKind::Topology)).expect_err("refused").to_string();
+        assert!(
+            err.contains(&format!("a \"join\" record of {} bytes is over the 16384-byte limit", huge.len())),
+            "{err}"
+        );
+        // The managers' own kinds are theirs to bound.
+        assert_eq!(Record::size_limit("window"), None);
     }
 }

@@ -104,6 +104,24 @@ impl Record {
         "deadletter",
     ];
 
+    /// The largest record of a kind an agent writes, whole envelope: what a reader accepts. A record the mesh
+    /// derives from one (a `member` from a `join`, a `response` echoing a task's fields, a `decision` naming a
+    /// proposal's subject) must itself fit the broker's 1 MiB, or the manager that writes it could not: one valid
+    /// but huge `join` would have stopped the topology manager for good. Kinds the managers write have no limit here:
+    /// they bound them themselves (a window is split into parts).
+    pub fn size_limit(kind: &str) -> Option<usize> {
+        match kind {
+            "task" | "response" | "proposal" => Some(Self::PAYLOAD_RECORD_LIMIT),
+            "join" | "leave" | "heartbeat" | "vote" => Some(Self::AGENT_RECORD_LIMIT),
+            _ => None,
+        }
+    }
+
+    /// [`Record::size_limit`] of the kinds that carry a free-form payload: 256 KiB.
+    pub const PAYLOAD_RECORD_LIMIT: usize = 256 * 1024;
+    /// [`Record::size_limit`] of an agent's other records: 16 KiB.
+    pub const AGENT_RECORD_LIMIT: usize = 16 * 1024;
+
     /// The topics a kind may appear on; a record of another kind on a topic is invalid and dead-lettered.
     pub fn allowed_on(kind: &str) -> &'static [TopicKind] {
         match kind {

@@ -59,11 +59,18 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
     // A task whose envelope id no response can name (ids are lower-case).
     let messages = mesh.topics.name(TopicKind::Messages);
     produce(&mesh, &messages, "inventory", task_json("KCAT-UPPER").as_bytes());
+    // A valid join the broker takes (1,040,000 bytes) whose member record the manager could not write (over the
+    // producer's 1,000,000): applied, it stopped the topology manager; its kind's limit refuses it first.
+    let giant = format!(
+        r#"{{"v":1,"kind":"join","id":"giant-1","ts":1,"body":{{"agent":{{"id":"giant","name":"giant","role":"sales","capabilities":[],"metadata":{{"blob":"{}"}}}}}}}}"#,
+        "g".repeat(1_040_000)
+    );
+    produce(&mesh, &mesh.topics.name(TopicKind::Topology), "giant", giant.as_bytes());
 
     let expected: Vec<String> = targets.iter().map(|(k, _)| mesh.topics.name(*k)).collect();
     let found = mesh
         .eventually(
-            "a letter for every oversized record and the unanswerable task",
+            "a letter for every oversized record, the unanswerable task and the giant join",
             Duration::from_secs(30),
             async || {
                 let found = letters(&mesh).await;
@@ -71,7 +78,8 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
                     .iter()
                     .all(|t| found.iter().any(|d| &d.source.topic == t && d.payload_size == Some(1_000_000)));
                 let task = found.iter().any(|d| d.reason.contains("KCAT-UPPER"));
-                (all_huge && task).then_some(found)
+                let giant = found.iter().any(|d| d.reason.contains("over the 16384-byte limit of its kind"));
+                (all_huge && task && giant).then_some(found)
             },
         )
         .await;
@@ -101,6 +109,7 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
     for name in ["topology", "consensus", "inventory"] {
         assert!(mesh.running(name), "{name} died\n{}", mesh.logs(name));
     }
+    assert_eq!(mesh.topology_stat("agents").await, Some(1), "the giant never joined");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
