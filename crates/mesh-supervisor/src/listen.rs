@@ -67,17 +67,41 @@ pub(crate) async fn serve_control(listener: UnixListener, tx: mpsc::UnboundedSen
     }
 }
 
-/// Forwards the sd_notify datagrams of process `name` to the dispatcher.
+/// Forwards the sd_notify datagrams of process `name` to the dispatcher, each with its sender's pid (the kernel's
+/// `SCM_CREDENTIALS`, which a sender cannot forge), so that only the process's own group is believed.
 pub(crate) async fn read_notify(name: String, sock: UnixDatagram, tx: mpsc::UnboundedSender<Msg>) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, UnixCredentials, recvmsg, setsockopt, sockopt::PassCred};
+    use std::os::fd::AsRawFd;
+    if let Err(e) = setsockopt(&sock, PassCred, &true) {
+        tracing::warn!(process = %name, error = %e, "no sender credentials on the notify socket: its messages are refused");
+    }
     let mut buf = vec![0u8; 4096];
     loop {
-        match sock.recv(&mut buf).await {
-            Ok(n) => {
+        if sock.readable().await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        let received = sock.try_io(tokio::io::Interest::READABLE, || {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let mut space = nix::cmsg_space!(UnixCredentials);
+            let msg = recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_DONTWAIT)
+                .map_err(std::io::Error::from)?;
+            let sender = msg.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|m| match m {
+                    ControlMessageOwned::ScmCredentials(cred) => Some(cred.pid()),
+                    _ => None,
+                })
+            });
+            Ok((msg.bytes, sender))
+        });
+        match received {
+            Ok((n, sender)) => {
                 let text = String::from_utf8_lossy(&buf[..n]).into_owned();
-                if tx.send(Msg::Notify { name: name.clone(), text }).is_err() {
+                if tx.send(Msg::Notify { name: name.clone(), text, sender }).is_err() {
                     return;
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }

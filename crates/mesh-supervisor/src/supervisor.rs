@@ -86,7 +86,7 @@ pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Supe
 
 /// What the listeners hand to the dispatcher.
 pub(crate) enum Msg {
-    Notify { name: String, text: String },
+    Notify { name: String, text: String, sender: Option<i32> },
     Control { request: Request, reply: oneshot::Sender<Response> },
 }
 
@@ -232,7 +232,7 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         sup.write_state_soon();
         tokio::select! {
             Some(msg) = rx.recv() => match msg {
-                Msg::Notify { name, text } => sup.on_notify(&name, &text),
+                Msg::Notify { name, text, sender } => sup.on_notify(&name, &text, sender),
                 Msg::Control { request: Request::Down { timeout_secs }, reply } => {
                     down_reply = Some((reply, timeout_secs));
                     break;
@@ -453,9 +453,14 @@ impl Supervisor {
         self.set_state(i, ProcState::Ready);
     }
 
-    fn on_notify(&mut self, name: &str, text: &str) {
+    fn on_notify(&mut self, name: &str, text: &str, sender: Option<i32>) {
         let Some(i) = self.index(name) else { return };
-        if self.procs[i].pgid.is_none() {
+        let Some(pgid) = self.procs[i].pgid else { return };
+        // Believed only from the process's own group: anyone else who can reach the socket could otherwise mark it
+        // READY or keep its watchdog quiet.
+        let sender_group = sender.and_then(|pid| nix::unistd::getpgid(Some(nix::unistd::Pid::from_raw(pid))).ok());
+        if sender_group.map(nix::unistd::Pid::as_raw) != Some(pgid) {
+            tracing::warn!(process = %name, ?sender, "ignored a notify message from outside the process's group");
             return;
         }
         for line in text.lines() {

@@ -441,6 +441,54 @@ fn a_ready_process_that_stops_pinging_the_watchdog_is_restarted_as_hung() {
 }
 
 #[test]
+fn a_notify_message_from_outside_the_process_group_is_not_believed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let _down = DownOnDrop(dir);
+    let go = dir.join("go");
+    // Says READY=1 itself only once the test lets it.
+    let script = format!(
+        "import os, socket, time\n\
+         while not os.path.exists({go:?}): time.sleep(0.05)\n\
+         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n\
+         time.sleep(1000)\n"
+    );
+    let file = dir.join("waiter.toml");
+    std::fs::write(&file, format!("[[process]]\nname = \"waiter\"\ncommand = [\"python3\", \"-c\", {script:?}]\n"))
+        .expect("write");
+    // In the foreground: `up -d` would wait for a READY that only the forgery could give.
+    let mut up = Command::new(env!("CARGO_BIN_EXE_mesh"))
+        .args(["up", "-f", file.to_str().expect("utf-8"), "--kafka", "127.0.0.1:1", "--redis", "redis://127.0.0.1:1"])
+        .env("MESH_STATE_DIR", dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mesh up");
+    let starting = || {
+        StateFile::read(&StateDir::new(dir).state())
+            .ok()
+            .flatten()
+            .and_then(|s| s.processes.into_iter().find(|p| p.name == "waiter"))
+            .is_some_and(|p| p.state == ProcState::Starting && p.pid.is_some())
+    };
+    wait_until("waiter spawned", Duration::from_secs(20), starting);
+    // Another process of the same user forges its readiness.
+    let forger = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    forger.send_to(b"READY=1", StateDir::new(dir).notify_dir().join("waiter.sock")).expect("sent");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(starting(), "a READY=1 from outside the waiter's group made it READY");
+    // Its own READY=1 is believed.
+    std::fs::write(&go, "").expect("go");
+    wait_until("waiter READY", Duration::from_secs(20), || {
+        state(dir).processes.iter().any(|p| p.name == "waiter" && p.state == ProcState::Ready)
+    });
+    assert!(mesh(dir, &["down"]).status.success());
+    let _ = up.wait();
+}
+
+#[test]
 fn a_stalled_supervisor_does_not_blame_its_children_for_the_silence_it_caused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
