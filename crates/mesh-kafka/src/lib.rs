@@ -225,17 +225,20 @@ impl KafkaBus {
         &self.inner.config.brokers
     }
 
+    /// The admin client, created on first use: only processes that create topics (or delete records) need one.
+    fn admin(&self) -> Result<&AdminClient<DefaultClientContext>, TransportError> {
+        if let Some(admin) = self.inner.admin.get() {
+            return Ok(admin);
+        }
+        let admin: AdminClient<DefaultClientContext> =
+            self.inner.config.base().create().map_err(|e| unreachable(&self.inner.config, &e))?;
+        Ok(self.inner.admin.get_or_init(|| admin))
+    }
+
     /// Deletes a partition's records before `offset`, as retention would (Kafka's DeleteRecords): for an operator who
     /// must drop records for good, and for tests of what recovery does when the log no longer holds them.
     pub async fn delete_before(&self, topic: &str, partition: i32, offset: i64) -> Result<(), TransportError> {
-        let admin = match self.inner.admin.get() {
-            Some(admin) => admin,
-            None => {
-                let admin: AdminClient<DefaultClientContext> =
-                    self.inner.config.base().create().map_err(|e| unreachable(&self.inner.config, &e))?;
-                self.inner.admin.get_or_init(|| admin)
-            }
-        };
+        let admin = self.admin()?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(topic, partition, Offset::Offset(offset))
             .map_err(|e| TransportError::failed("deleting records", e))?;
@@ -308,14 +311,7 @@ impl Bus for KafkaBus {
             })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let admin = match self.inner.admin.get() {
-            Some(admin) => admin,
-            None => {
-                let admin: AdminClient<DefaultClientContext> =
-                    self.inner.config.base().create().map_err(|e| unreachable(&self.inner.config, &e))?;
-                self.inner.admin.get_or_init(|| admin)
-            }
-        };
+        let admin = self.admin()?;
         let results = tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&topics, &opts))
             .await
             .map_err(|_| TransportError::failed("creating topics", "the broker did not answer within 15 s"))?

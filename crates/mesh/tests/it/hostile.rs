@@ -29,19 +29,34 @@ async fn letters(mesh: &Mesh) -> Vec<DeadLetterBody> {
         .collect()
 }
 
-fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_nobody_stalls() {
-    let mut mesh = Mesh::new("oversized", FAST).await;
+/// Both managers and one agent, `inventory`, live.
+async fn inventory_alone(test: &str) -> Mesh {
+    let mut mesh = Mesh::new(test, FAST).await;
     mesh.start_managers();
     mesh.start_agent("inventory", "0", "0");
     mesh.eventually("inventory live", Duration::from_secs(60), async || {
         (mesh.topology_stat("live_agents").await? == 1).then_some(())
     })
     .await;
+    mesh
+}
+
+/// A plain task sent now is answered.
+async fn still_answers(mesh: &Mesh, task_id: &str) {
+    produce(mesh, &mesh.topics.name(TopicKind::Messages), "inventory", task_json(task_id).as_bytes());
+    mesh.eventually(&format!("a response to {task_id}"), Duration::from_secs(20), async || {
+        response_to(mesh, task_id).await
+    })
+    .await;
+}
+
+fn hex_sha256(bytes: &[u8]) -> String {
+    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_nobody_stalls() {
+    let mut mesh = inventory_alone("oversized").await;
 
     // One million bytes, not UTF-8: as hex (a letter of old) it would be twice the broker's limit.
     let huge = binary(1_000_000);
@@ -101,11 +116,7 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
     .await;
 
     // Everyone still works: a plain task is answered.
-    produce(&mesh, &messages, "inventory", task_json("kcat-after-1").as_bytes());
-    mesh.eventually("a response to kcat-after-1", Duration::from_secs(20), async || {
-        response_to(&mesh, "kcat-after-1").await
-    })
-    .await;
+    still_answers(&mesh, "kcat-after-1").await;
     for name in ["topology", "consensus", "inventory"] {
         assert!(mesh.running(name), "{name} died\n{}", mesh.logs(name));
     }
@@ -114,13 +125,7 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_the_broker_refuses_is_dead_lettered_and_its_task_committed() {
-    let mut mesh = Mesh::new("refused", FAST).await;
-    mesh.start_managers();
-    mesh.start_agent("inventory", "0", "0");
-    mesh.eventually("inventory live", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 1).then_some(())
-    })
-    .await;
+    let mut mesh = inventory_alone("refused").await;
 
     // An unknown task is answered with an error quoting its name: 300,000 quotes become 1.2 MB of answer (each is
     // escaped twice), over the producer's 1,000,000-byte limit, from a 0.6 MB task the broker accepts.
@@ -145,11 +150,7 @@ async fn an_answer_the_broker_refuses_is_dead_lettered_and_its_task_committed() 
     .await;
 
     // Not retried forever: the next task is answered.
-    produce(&mesh, &messages, "inventory", task_json("kcat-after-2").as_bytes());
-    mesh.eventually("a response to kcat-after-2", Duration::from_secs(20), async || {
-        response_to(&mesh, "kcat-after-2").await
-    })
-    .await;
+    still_answers(&mesh, "kcat-after-2").await;
     assert!(mesh.running("inventory"), "inventory died\n{}", mesh.logs("inventory"));
 }
 
