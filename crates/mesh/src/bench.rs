@@ -291,7 +291,7 @@ fn done(pb: &ProgressBar, message: String) {
 /// Runs `mesh bench`.
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
     let started_at_ms = now_ms();
-    let plan = Plan::new(args, started_at_ms)?;
+    let plan = Plan::new(args, started_at_ms).map_err(crate::usage)?;
     let compare = match &args.compare {
         Some(path) => Some(read_report(path)?),
         None => None,

@@ -44,7 +44,10 @@ fn main() -> ExitCode {
     // The supervisor and the synchronous tools run without the multi-threaded runtime.
     let synchronous = match &cli.command {
         Command::Bench(args) => Some(bench::run(args)),
-        Command::Up(args) if args.detach && !args.detached_child => Some(up::detach(args)),
+        // Settings are checked here too: the detached supervisor would only find them bad in its own log.
+        Command::Up(args) if args.detach && !args.detached_child => {
+            Some(settings::infra(&args.infra_args, &file).map_err(usage).and_then(|_| up::detach(args)))
+        }
         Command::Up(args) => Some(up::supervise(args, &file, cli.config.as_deref())),
         Command::Down(args) => Some(ops::down(args)),
         Command::Kill(args) => Some(ops::kill(args)),
@@ -56,6 +59,10 @@ fn main() -> ExitCode {
         return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
+            Err(e) if e.downcast_ref::<Usage>().is_some() => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(EXIT_USAGE)
+            }
             Err(e) => {
                 eprintln!("error: {e:#}");
                 ExitCode::FAILURE
@@ -99,6 +106,24 @@ fn main() -> ExitCode {
         }
         Err(Failure::NotReady) => ExitCode::FAILURE,
     }
+}
+
+/// An error in what the user asked for (a flag, a setting, a deployment file) rather than in carrying it out: the
+/// synchronous commands exit with the usage code for it, as the others do.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) anyhow::Error);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Marks `e` as bad usage (see [`Usage`]).
+pub(crate) fn usage(e: anyhow::Error) -> anyhow::Error {
+    anyhow::Error::new(Usage(e))
 }
 
 /// Output cut short by a closed pipe (`mesh status | head`) is not a failure.

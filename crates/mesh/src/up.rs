@@ -18,7 +18,7 @@ use crate::settings::{self, FileConfig};
 pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&Path>) -> Result<()> {
     let dir = StateDir::new(absolute(&args.dir.state_dir)?);
     let lock = InstanceLock::acquire(&dir)?;
-    let infra = settings::infra(&args.infra_args, file)?;
+    let infra = settings::infra(&args.infra_args, file).map_err(crate::usage)?;
     let local = args.infra == Some(InfraMode::Local);
     let kafka_given = !local && args.infra.is_none() && (args.infra_args.kafka.is_some() || file.kafka_given());
     let redis_given = !local && args.infra.is_none() && (args.infra_args.redis.is_some() || file.redis_given());
@@ -164,8 +164,9 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
     let log_path = dir.supervisor_log();
     let log = mesh_supervisor::private::open_append(&log_path)
         .with_context(|| format!("failed to open {}", log_path.display()))?;
-    let wait = humantime::parse_duration(&args.wait_timeout)
-        .map_err(|e| anyhow!("invalid --wait-timeout {:?}: {e}; write for example \"60s\"", args.wait_timeout))?;
+    let wait = humantime::parse_duration(&args.wait_timeout).map_err(|e| {
+        crate::usage(anyhow!("invalid --wait-timeout {:?}: {e}; write for example \"60s\"", args.wait_timeout))
+    })?;
     let forwarded: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| a != "-d" && a != "--detach")
@@ -245,8 +246,10 @@ fn with_local_infrastructure(spec: DeploymentSpec, dir: &StateDir) -> Result<(De
 fn deployment(file: Option<&Path>, mesh_exe: &Path) -> Result<DeploymentSpec> {
     let default_file = PathBuf::from("mesh.toml");
     match file {
-        Some(f) => Ok(DeploymentSpec::load(f, mesh_exe)?),
-        None if default_file.exists() => Ok(DeploymentSpec::load(&default_file, mesh_exe)?),
+        Some(f) => DeploymentSpec::load(f, mesh_exe).map_err(|e| crate::usage(e.into())),
+        None if default_file.exists() => {
+            DeploymentSpec::load(&default_file, mesh_exe).map_err(|e| crate::usage(e.into()))
+        }
         None => Ok(DeploymentSpec::seed_default(mesh_exe)),
     }
 }

@@ -489,6 +489,25 @@ fn a_notify_message_from_outside_the_process_group_is_not_believed() {
 }
 
 #[test]
+fn bad_flags_and_settings_exit_with_the_usage_code_everywhere() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path();
+    let _down = DownOnDrop(dir);
+    for argv in [
+        &["up", "--redis", "rediss://127.0.0.1:1"][..],
+        &["up", "-d", "--redis", "rediss://127.0.0.1:1"],
+        &["up", "-d", "--wait-timeout", "soon"],
+        &["bench", "--agents", "4", "--duration", "soon"],
+        &["kill", "agent-sales", "--pause", "1e20"],
+        &["down", "--timeout=-1"],
+    ] {
+        let out = mesh(dir, argv);
+        assert_eq!(out.status.code(), Some(2), "mesh {}: {}", argv.join(" "), text(&out));
+    }
+    assert!(!StateDir::new(dir).socket().exists(), "nothing was started");
+}
+
+#[test]
 fn a_stalled_supervisor_does_not_blame_its_children_for_the_silence_it_caused() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path();
