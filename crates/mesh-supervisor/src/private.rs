@@ -5,23 +5,21 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::fcntl::OFlag;
 
-/// Creates `path` (and missing parents) as 0700 directories, and makes an existing one 0700; refuses a symlink.
+/// Creates `path` (and missing parents) as 0700 directories; refuses a symlink. An existing directory keeps its
+/// mode: it may be one the user shares on purpose (`--state-dir /tmp` must not make /tmp private), and what this
+/// module creates in it is private anyway.
 pub fn create_dir(path: &Path) -> io::Result<()> {
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)?;
-    let meta = std::fs::symlink_metadata(path)?;
-    if meta.file_type().is_symlink() {
+    if std::fs::symlink_metadata(path)?.file_type().is_symlink() {
         return Err(io::Error::other(format!(
             "{} is a symbolic link; remove it, the state directory must be real",
             path.display()
         )));
-    }
-    if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))?;
     }
     Ok(())
 }
@@ -62,6 +60,8 @@ pub fn restrict_umask() {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -87,10 +87,12 @@ mod tests {
         std::os::unix::fs::symlink(tmp.path(), &linked_dir).expect("symlink");
         assert!(create_dir(&linked_dir).is_err(), "a linked state directory is refused");
 
-        let loose = tmp.path().join("loose");
-        std::fs::create_dir(&loose).expect("dir");
-        std::fs::set_permissions(&loose, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        create_dir(&loose).expect("existing");
-        assert_eq!(mode(&loose), 0o700, "an existing directory is made private");
+        let shared = tmp.path().join("shared");
+        std::fs::create_dir(&shared).expect("dir");
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        create_dir(&shared).expect("existing");
+        assert_eq!(mode(&shared), 0o755, "an existing directory keeps its mode");
+        create_dir(&shared.join("logs")).expect("new");
+        assert_eq!(mode(&shared.join("logs")), 0o700, "what is created in it is private");
     }
 }
