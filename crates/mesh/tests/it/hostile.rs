@@ -29,9 +29,9 @@ async fn letters(mesh: &Mesh) -> Vec<DeadLetterBody> {
         .collect()
 }
 
-/// Both managers and one agent, `inventory`, live.
-async fn inventory_alone(test: &str) -> Mesh {
-    let mut mesh = Mesh::new(test, FAST).await;
+/// Both managers and one agent, `inventory`, live, with `settings` as their environment.
+async fn inventory_alone(test: &str, settings: &[(&str, &str)]) -> Mesh {
+    let mut mesh = Mesh::new(test, settings).await;
     mesh.start_managers();
     mesh.start_agent("inventory", "0", "0");
     mesh.eventually("inventory live", Duration::from_secs(60), async || {
@@ -56,7 +56,7 @@ fn hex_sha256(bytes: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_nobody_stalls() {
-    let mut mesh = inventory_alone("oversized").await;
+    let mut mesh = inventory_alone("oversized", FAST).await;
 
     // One million bytes, not UTF-8: as hex (a letter of old) it would be twice the broker's limit.
     let huge = binary(1_000_000);
@@ -125,11 +125,14 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_the_broker_refuses_is_dead_lettered_and_its_task_committed() {
-    let mut mesh = inventory_alone("refused").await;
+    // The processes' producers refuse records over 200,000 bytes (librdkafka's own check, as a broker's limit would).
+    let mut settings = FAST.to_vec();
+    settings.push(("MESH_KAFKA_PROPERTIES", "message.max.bytes=200000"));
+    let mut mesh = inventory_alone("refused", &settings).await;
 
-    // An unknown task is answered with an error quoting its name: 300,000 quotes become 1.2 MB of answer (each is
-    // escaped twice), over the producer's 1,000,000-byte limit, from a 0.6 MB task the broker accepts.
-    let name = "\"".repeat(300_000);
+    // An unknown task is answered with an error quoting its name: 60,000 quotes become 240 KB of answer (each is
+    // escaped twice), over that limit, from a 120 KB task (within a task's own 256 KiB).
+    let name = "\"".repeat(60_000);
     let task = serde_json::json!({
         "v": 1, "kind": "task", "id": "kcat-too-big", "ts": 1_700_000_000_000_u64,
         "body": {"from": "kcat-client", "to": "inventory", "task": name, "payload": {}}
@@ -143,7 +146,7 @@ async fn an_answer_the_broker_refuses_is_dead_lettered_and_its_task_committed() 
         .await;
     assert_eq!(letter.consumer, "agent-inventory");
     assert_eq!(letter.source.offset, -1, "an answer that was never written has no offset");
-    assert!(letter.payload_truncated && letter.payload_size.is_some_and(|n| n > 1_000_000), "{letter:?}");
+    assert!(letter.payload_truncated && letter.payload_size.is_some_and(|n| n > 200_000), "{letter:?}");
     mesh.eventually("sends_refused counted", Duration::from_secs(20), async || {
         (mesh.agent_stat("inventory", "sends_refused").await == 1).then_some(())
     })

@@ -276,11 +276,12 @@ fn the_real_deployment_on_the_embedded_default() {
     }
 }
 
-/// Every path under `dir` (not following links) that grants anything to group or others.
+/// Every path under `dir` (not following links, `dir` itself excepted: an existing state directory keeps the mode
+/// its user gave it) that grants anything to group or others.
 fn files_open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let mut open = Vec::new();
-    let mut todo = vec![dir.to_path_buf()];
+    let mut todo: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
     while let Some(path) = todo.pop() {
         let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
         let mode = meta.permissions().mode() & 0o777;
