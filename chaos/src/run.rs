@@ -451,6 +451,7 @@ impl Scene<'_> {
                 key: b"probe".to_vec(),
                 payload: b"{}".to_vec(),
                 sent_at_us: None,
+                auth: None,
             };
             let attempt = async {
                 self.bus.ensure_topics(std::slice::from_ref(&spec)).await?;

@@ -174,7 +174,7 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
                             partition,
                             key: key.as_bytes(),
                             payload: &value,
-                            header: None,
+                            headers: [None, None],
                         };
                         let ack = producer.send(&out);
                         in_flight.push(async move {

@@ -575,12 +575,22 @@ fn outgoing<'a>(record: &'a OutRecord, stamp: Option<&'a [u8; 8]>) -> producer::
         partition: record.partition,
         key: &record.key,
         payload: &record.payload,
-        header: stamp.map(|s| (SENT_AT_HEADER, &s[..])),
+        headers: [
+            stamp.map(|s| (SENT_AT_HEADER, &s[..])),
+            record.auth.as_deref().map(|tag| (AUTH_HEADER, tag.as_bytes())),
+        ],
     }
 }
 
 /// The Kafka header carrying [`OutRecord::sent_at_us`], 8 bytes big-endian.
 pub const SENT_AT_HEADER: &str = "mesh-sent-us";
+
+/// The Kafka header carrying [`OutRecord::auth`] (`mesh-auth`, see mesh-proto's `auth`).
+pub const AUTH_HEADER: &str = "mesh-auth";
+
+fn auth(m: &impl Message) -> Option<Vec<u8>> {
+    m.headers()?.iter().find(|h| h.key == AUTH_HEADER)?.value.map(<[u8]>::to_vec)
+}
 
 fn sent_at_us(m: &impl Message) -> Option<u64> {
     m.headers()?.iter().find(|h| h.key == SENT_AT_HEADER)?.value?.try_into().ok().map(u64::from_be_bytes)
@@ -612,6 +622,7 @@ impl Reader for KafkaReader {
                 payload: m.payload().map(<[u8]>::to_vec),
                 timestamp_ms: m.timestamp().to_millis(),
                 sent_at_us: sent_at_us(&m),
+                auth: auth(&m),
             }),
             Err(e) => {
                 Err(TransportError::Unreachable { what: format!("kafka {}", self.brokers), detail: e.to_string() })

@@ -43,8 +43,8 @@ pub(crate) struct Outgoing<'a> {
     pub(crate) partition: i32,
     pub(crate) key: &'a [u8],
     pub(crate) payload: &'a [u8],
-    /// The Kafka header `(name, value)` to attach, if any.
-    pub(crate) header: Option<(&'a str, &'a [u8])>,
+    /// The Kafka headers `(name, value)` to attach.
+    pub(crate) headers: [Option<(&'a str, &'a [u8])>; 2],
 }
 
 /// A producer shared by clones; its polling thread ends a poll period after the last clone is dropped.
@@ -89,8 +89,11 @@ impl Producer {
             .partition(out.partition)
             .key(out.key)
             .payload(out.payload);
-        if let Some((key, value)) = out.header {
-            record = record.headers(OwnedHeaders::new().insert(Header { key, value: Some(value) }));
+        if out.headers.iter().any(Option::is_some) {
+            let headers = out.headers.iter().flatten().fold(OwnedHeaders::new_with_capacity(2), |h, (key, value)| {
+                h.insert(Header { key, value: Some(*value) })
+            });
+            record = record.headers(headers);
         }
         self.inner.base.send(record).map_err(|(e, _)| e)?;
         Ok(rx)

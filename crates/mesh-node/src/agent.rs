@@ -22,10 +22,11 @@ use mesh_core::membership::{AgentProfile, Member, MemberStatus};
 use mesh_core::voter::{Preference, Voter};
 use mesh_core::waggle::WaggleDance;
 use mesh_core::{AgentId, MessageId, ProposalId};
+use mesh_proto::auth::Principal;
 use mesh_proto::records::{
     HeartbeatBody, JoinBody, LeaveBody, ProposalBody, Record, ResponseBody, ResponseStatus, TaskBody, VoteBody,
 };
-use mesh_proto::{Envelope, Header, TopicKind, decode, partition_for};
+use mesh_proto::{Envelope, Header, TopicKind, partition_for};
 use mesh_transport::{Assignment, Bus, InRecord, Position, Reader, SnapshotStore, StartAt};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,7 +34,8 @@ use rand::{Rng, SeedableRng};
 use crate::config::{AgentConfig, MeshConfig};
 use crate::latency::Latency;
 use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, key_text, now_ms, now_us, redis_keys, retry,
+    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, now_ms, now_us, redis_keys,
+    retry,
 };
 use crate::scenario::Scenario;
 
@@ -187,6 +189,8 @@ struct Counters {
     sends_refused: u64,
     /// Heartbeat ticks skipped because the previous heartbeat was still unacknowledged.
     heartbeats_skipped: u64,
+    /// Records read that were not written by the writer they must have (with the deployment secret): ignored.
+    unauthenticated: u64,
 }
 
 struct Agent<B: Bus> {
@@ -234,7 +238,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let prefix = mesh.topics.prefix().to_owned();
     let id = config.id.clone();
     // Waits (with backoff, reporting) until the managers or `mesh up` created the topics.
-    let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), &format!("agent-{id}"), &shutdown).await?;
+    let publisher = Publisher::connect(
+        bus.clone(),
+        mesh.topics.clone(),
+        &format!("agent-{id}"),
+        Principal::Agent(id.clone()),
+        &mesh.credentials,
+        &shutdown,
+    )
+    .await?;
     let my_partition = partition_for(id.as_str().as_bytes(), publisher.partitions(TopicKind::Messages));
 
     // One reader (one Kafka consumer) for everything the agent reads: its partition of the messages topic and the
@@ -546,7 +558,16 @@ impl<B: Bus> Agent<B> {
             return None;
         }
         // Undecodable records are dead-lettered by the topology manager, the one reader of every partition.
-        let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Messages)) else { return None };
+        let env = match self.publisher.open(record, Some(TopicKind::Messages)) {
+            Ok(env) => env,
+            // Not ours to answer: a forged sender gets no answer (the topology manager dead-letters it for all).
+            Err(Unusable::Auth(e)) => {
+                self.counters.unauthenticated += 1;
+                tracing::debug!(offset = record.offset, reason = %e, "a message not written by its sender: ignored");
+                return None;
+            }
+            Err(Unusable::Decode(_)) => return None,
+        };
         if self.seen.contains(&env.header.id) {
             self.counters.duplicates += 1;
             return None;
@@ -615,7 +636,16 @@ impl<B: Bus> Agent<B> {
     }
 
     fn vote_on(&mut self, record: &InRecord, shutdown: &Shutdown) -> Option<Sending> {
-        let env = decode(record.payload.as_deref(), Some(TopicKind::Proposals)).ok()?;
+        let env = match self.publisher.open(record, Some(TopicKind::Proposals)) {
+            Ok(env) => env,
+            Err(Unusable::Auth(e)) => {
+                self.counters.unauthenticated += 1;
+                tracing::debug!(offset = record.offset, reason = %e, "a proposal not written by its proposer: ignored");
+                return None;
+            }
+            // The consensus manager dead-letters what cannot be read.
+            Err(Unusable::Decode(_)) => return None,
+        };
         let Record::Proposal(body) = env.record else { return None };
         let proposal = body.proposal;
         if !proposal.voters.contains(&self.config.id) || !self.voted.first_time(proposal.id.as_str()) {
@@ -634,17 +664,27 @@ impl<B: Bus> Agent<B> {
     }
 
     fn on_decision(&mut self, record: &InRecord) {
-        if let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Decisions))
-            && let Record::Decision(body) = env.record
-        {
-            self.voter.on_decision(&body.decision);
+        match self.publisher.open(record, Some(TopicKind::Decisions)) {
+            Ok(env) => {
+                if let Record::Decision(body) = env.record {
+                    self.voter.on_decision(&body.decision);
+                }
+            }
+            Err(Unusable::Auth(e)) => {
+                self.counters.unauthenticated += 1;
+                tracing::warn!(offset = record.offset, reason = %e, "a decision not written by the consensus manager: ignored");
+            }
+            Err(Unusable::Decode(_)) => {}
         }
     }
 
     fn on_member(&mut self, record: &InRecord, shutdown: &Shutdown) {
-        let env = match decode(record.payload.as_deref(), Some(TopicKind::Membership)) {
+        let env = match self.publisher.open(record, Some(TopicKind::Membership)) {
             Ok(env) => env,
             Err(e) => {
+                if matches!(e, Unusable::Auth(_)) {
+                    self.counters.unauthenticated += 1;
+                }
                 // Only the topology manager writes here; each agent dead-letters what it cannot read.
                 let sending = self.publisher.start_dead_letter(record, &e.to_string(), shutdown);
                 track(&mut self.in_flight, Sent::Other, sending);
@@ -700,6 +740,7 @@ impl<B: Bus> Agent<B> {
             ("tasks_unanswerable".to_owned(), c.tasks_unanswerable.to_string()),
             ("sends_refused".to_owned(), c.sends_refused.to_string()),
             ("heartbeats_skipped".to_owned(), c.heartbeats_skipped.to_string()),
+            ("unauthenticated".to_owned(), c.unauthenticated.to_string()),
             ("round_trips_lost".to_owned(), c.round_trips_lost.to_string()),
             ("delivery_us".to_owned(), self.delivery.encode()),
             ("round_trip_us".to_owned(), self.round_trip.encode()),
@@ -740,6 +781,7 @@ mod tests {
             payload: None,
             timestamp_ms: None,
             sent_at_us: None,
+            auth: None,
         }
     }
 

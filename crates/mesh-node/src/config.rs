@@ -8,6 +8,7 @@ use mesh_core::consensus::ConsensusParams;
 use mesh_core::graph::GraphParams;
 use mesh_core::{AgentId, Role};
 use mesh_proto::TopicNames;
+use mesh_proto::auth::Credentials;
 
 /// Settings every process shares: where the infrastructure is and how topics are laid out.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,11 +19,18 @@ pub struct MeshConfig {
     pub messages_partitions: u32,
     /// Partitions of the proposals and votes topics when they are created (default 4).
     pub consensus_partitions: u32,
+    /// What records are tagged and checked with (docs/protocol.md, "Trust"); none by default.
+    pub credentials: Credentials,
 }
 
 impl Default for MeshConfig {
     fn default() -> Self {
-        Self { topics: TopicNames::default(), messages_partitions: 8, consensus_partitions: 4 }
+        Self {
+            topics: TopicNames::default(),
+            messages_partitions: 8,
+            consensus_partitions: 4,
+            credentials: Credentials::default(),
+        }
     }
 }
 

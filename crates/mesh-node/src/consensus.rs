@@ -18,8 +18,9 @@ use mesh_core::consensus::{
     BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision, Ignored, Outcome,
 };
 use mesh_core::waggle::WaggleDance;
+use mesh_proto::TopicKind;
+use mesh_proto::auth::Principal;
 use mesh_proto::records::{DecisionBody, ExpireBody, InhibitBody, Record};
-use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
@@ -64,7 +65,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
 ) -> Result<(), NodeError> {
     let prefix = mesh.topics.prefix().to_owned();
     ensure_topics(&bus, &mesh, &shutdown).await?;
-    let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), "consensus", &shutdown).await?;
+    let publisher = Publisher::connect(
+        bus.clone(),
+        mesh.topics.clone(),
+        "consensus",
+        Principal::Consensus,
+        &mesh.credentials,
+        &shutdown,
+    )
+    .await?;
     let snapshot_key = redis_keys::consensus_snapshot(&prefix);
     let decisions_key = redis_keys::decisions(&prefix);
 
@@ -230,16 +239,15 @@ fn handle_record<B: Bus, S: SnapshotStore>(
     in_flight: &mut FuturesUnordered<Effect>,
 ) {
     let kind = publisher.topics.kind_of(&record.topic);
-    let input =
-        match decode(record.payload.as_deref(), kind).map_err(|e| e.to_string()).and_then(|e| to_input(e.record)) {
-            Ok(input) => input,
-            Err(e) => {
-                counters.dead_lettered += 1;
-                let sending = publisher.start_dead_letter(record, &e, shutdown);
-                in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
-                return;
-            }
-        };
+    let input = match publisher.open(record, kind).map_err(|e| e.to_string()).and_then(|e| to_input(e.record)) {
+        Ok(input) => input,
+        Err(e) => {
+            counters.dead_lettered += 1;
+            let sending = publisher.start_dead_letter(record, &e, shutdown);
+            in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
+            return;
+        }
+    };
     let Some(input) = input else { return };
     let out = machine.step(input);
     for ignored in &out.ignored {

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use mesh_core::UnixMillis;
+use mesh_proto::auth::{Credentials, Principal, Signer, Verifier};
 use mesh_proto::records::{DeadLetterBody, Record, SourcePosition};
 use mesh_proto::{Envelope, Header, TopicKind, TopicNames, encode, partition_for};
 use mesh_transport::{Bus, InRecord, OutRecord, TopicSpec, TransportError};
@@ -42,6 +43,9 @@ pub enum NodeError {
     /// snapshot plus the log rebuild it exactly. The binary treats this as a clean stop.
     #[error("stopped while waiting for kafka or redis")]
     Interrupted,
+    /// This process's credentials cannot sign as what it runs as (a manager given only an agent key).
+    #[error(transparent)]
+    Credentials(#[from] mesh_proto::auth::AuthError),
 }
 
 /// The Redis keys the runtimes write, under the mesh's prefix. Documented in `docs/protocol.md`.
@@ -261,6 +265,17 @@ pub(crate) struct Publisher<B> {
     letters: Arc<Letters>,
 }
 
+/// Why a record read from the bus is not used: the reason its dead letter gives.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Unusable {
+    /// Not a record of this topic (see [`mesh_proto::decode`]).
+    #[error(transparent)]
+    Decode(#[from] mesh_proto::DecodeError),
+    /// Not written by the writer it must have (see [`mesh_proto::auth`]).
+    #[error(transparent)]
+    Auth(#[from] mesh_proto::auth::AuthError),
+}
+
 /// What every send needs to dead-letter its own record if the broker refuses it for good: shared, so that a send
 /// costs one reference count, not copies.
 struct Letters {
@@ -269,6 +284,10 @@ struct Letters {
     /// The dead-letter topic's full name.
     topic: String,
     seq: std::sync::atomic::AtomicU64,
+    /// What this writer tags its records with, when the mesh is authenticated.
+    signer: Option<Signer>,
+    /// What it checks the writers of records it reads with.
+    verifier: Verifier,
 }
 
 impl Letters {
@@ -278,19 +297,26 @@ impl Letters {
         format!("{}-{}-{n}", self.consumer, process_start_ms())
     }
 
+    /// `record`, tagged with this writer's `mesh-auth` header when it holds credentials.
+    fn signed(&self, mut record: OutRecord) -> OutRecord {
+        record.auth = self.signer.as_ref().map(|s| s.header(&record.topic, &record.key, &record.payload));
+        record
+    }
+
     /// The letter for a record that could not be used (`offset` -1: a record of ours the broker refused).
     fn letter(&self, reason: &str, source: SourcePosition, key: Option<&[u8]>, payload: Option<&[u8]>) -> OutRecord {
         let body = DeadLetterBody::new(reason, source, self.consumer.clone(), key, payload);
         let key = body.key.clone().unwrap_or_default();
         let envelope =
             Envelope { header: Header { id: self.next_id(), ts: now_ms() }, record: Record::DeadLetter(body) };
-        OutRecord {
+        self.signed(OutRecord {
             topic: self.topic.clone(),
             partition: 0,
             key: key.into_bytes(),
             payload: encode(&envelope),
             sent_at_us: Some(now_us()),
-        }
+            auth: None,
+        })
     }
 
     /// After the broker refused `record` for good: dead-letters it (bounded, so the letter fits), or logs it when
@@ -324,13 +350,17 @@ impl Letters {
 }
 
 impl<B: Bus> Publisher<B> {
-    /// Learns the partition count of every topic (waiting for the broker as long as it takes).
+    /// Learns the partition count of every topic (waiting for the broker as long as it takes). `writer` is who its
+    /// records are tagged as; `credentials` what they are tagged with and what records read are checked with.
     pub(crate) async fn connect(
         bus: B,
         topics: TopicNames,
         consumer: &str,
+        writer: Principal,
+        credentials: &Credentials,
         shutdown: &Shutdown,
     ) -> Result<Self, NodeError> {
+        let signer = credentials.signer(writer)?;
         let names: Vec<String> = TopicKind::ALL.into_iter().map(|kind| topics.name(kind)).collect();
         let what = format!(
             "reading the partitions of the {}.* topics (the managers or `mesh up` create them)",
@@ -342,6 +372,8 @@ impl<B: Bus> Publisher<B> {
             consumer: consumer.to_owned(),
             topic: topics.name(TopicKind::Deadletter),
             seq: std::sync::atomic::AtomicU64::new(0),
+            signer,
+            verifier: credentials.verifier(),
         };
         Ok(Self { bus, topics, partitions, letters: Arc::new(letters) })
     }
@@ -354,6 +386,21 @@ impl<B: Bus> Publisher<B> {
     /// A fresh record id, unique per process run: `{consumer}-{start ms}-{seq}`.
     pub(crate) fn next_id(&self) -> String {
         self.letters.next_id()
+    }
+
+    /// Decodes a record read from the bus as a record of `kind`'s topic, and checks that its writer is the one its
+    /// content says it must have (when this process holds the deployment secret): the one way records are read,
+    /// so nothing unauthenticated reaches a state machine.
+    pub(crate) fn open(&self, record: &InRecord, kind: Option<TopicKind>) -> Result<Envelope, Unusable> {
+        let envelope = mesh_proto::decode(record.payload.as_deref(), kind)?;
+        self.letters.verifier.check(
+            &envelope.record,
+            &record.topic,
+            record.key.as_deref().unwrap_or_default(),
+            record.payload.as_deref().unwrap_or_default(),
+            record.auth.as_deref(),
+        )?;
+        Ok(envelope)
     }
 
     /// Wraps `record` in an envelope with a fresh id and the current time.
@@ -403,13 +450,14 @@ impl<B: Bus> Publisher<B> {
         sent_at_us: Option<u64>,
         shutdown: &Shutdown,
     ) -> Sending {
-        let record = OutRecord {
+        let record = self.letters.signed(OutRecord {
             topic: self.topics.name(kind),
             partition,
             key: key.as_bytes().to_vec(),
             payload: encode(envelope),
             sent_at_us: Some(sent_at_us.unwrap_or_else(now_us)),
-        };
+            auth: None,
+        });
         let first = self.bus.enqueue(record.clone());
         let bus = self.bus.clone();
         let letters = Arc::clone(&self.letters);
@@ -445,13 +493,14 @@ impl<B: Bus> Publisher<B> {
     /// newer one replaces, such as a heartbeat. A retried heartbeat waited out a backoff of up to 5 s after a broker
     /// restart, and its agent was declared dead meanwhile; a failed one ends here and the next tick sends afresh.
     pub(crate) fn start_send_once(&self, kind: TopicKind, key: &str, envelope: &Envelope) -> Sending {
-        let record = OutRecord {
+        let record = self.letters.signed(OutRecord {
             topic: self.topics.name(kind),
             partition: partition_for(key.as_bytes(), self.partitions(kind)),
             key: key.as_bytes().to_vec(),
             payload: encode(envelope),
             sent_at_us: Some(now_us()),
-        };
+            auth: None,
+        });
         let delivery = self.bus.enqueue(record);
         Box::pin(async move { delivery.await.map_err(NodeError::from) })
     }

@@ -21,10 +21,11 @@ use futures::stream::FuturesUnordered;
 use mesh_core::membership::{FailureDetector, Member};
 use mesh_core::topology::{Refusal, Source, Topology, TopologyInput, Window, WindowEffects};
 use mesh_core::{AgentId, Milli};
+use mesh_proto::TopicKind;
+use mesh_proto::auth::Principal;
 use mesh_proto::changelog::{self, Assembler, REINFORCEMENTS_PER_PART};
 use mesh_proto::edges::{edge_record_key, edge_records, weights_records};
 use mesh_proto::records::{DeadBody, MemberBody, ProbeBody, Record, WindowBody};
-use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
 
@@ -120,7 +121,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let probe_every = Duration::from_millis((failure_timeout_ms / 40).clamp(20, 250));
     let prefix = mesh.topics.prefix().to_owned();
     ensure_topics(&bus, &mesh, &shutdown).await?;
-    let publisher = Publisher::connect(bus.clone(), mesh.topics.clone(), "topology", &shutdown).await?;
+    let publisher = Publisher::connect(
+        bus.clone(),
+        mesh.topics.clone(),
+        "topology",
+        Principal::Topology,
+        &mesh.credentials,
+        &shutdown,
+    )
+    .await?;
     let writer = format!("topology-{}-{}", now_ms(), std::process::id());
 
     let snapshot_key = redis_keys::topology_snapshot(&prefix);
@@ -355,7 +364,7 @@ fn on_input<B: Bus>(
 ) {
     let source = Source { topic: record.topic.clone(), partition: record.partition };
     let kind = publisher.topics.kind_of(&record.topic);
-    let input = match decode(record.payload.as_deref(), kind) {
+    let input = match publisher.open(&record, kind) {
         Ok(envelope) => classify(envelope.record),
         Err(e) => {
             // The manager is the one reader of every partition of these topics, so it dead-letters for all.
@@ -382,7 +391,7 @@ fn on_heartbeat<B: Bus>(
     shutdown: &Shutdown,
     outbox: &mut FuturesUnordered<Sending>,
 ) {
-    let env = match decode(record.payload.as_deref(), Some(TopicKind::Heartbeats)) {
+    let env = match publisher.open(&record, Some(TopicKind::Heartbeats)) {
         Ok(env) => env,
         Err(e) => {
             outbox.push(publisher.start_dead_letter(&record, &e.to_string(), shutdown));
@@ -456,7 +465,11 @@ async fn catch_up<B: Bus>(
             }
         };
         let at_end = record.offset + 1 >= end;
-        if let Ok(env) = decode(record.payload.as_deref(), Some(TopicKind::Windows))
+        let opened = publisher.open(&record, Some(TopicKind::Windows));
+        if let Err(e) = &opened {
+            tracing::warn!(offset = record.offset, reason = %e, "a changelog record not ours: skipped");
+        }
+        if let Ok(env) = opened
             && let Record::Window(part) = env.record
             && let Some((mut window, written_at)) = assembler.push(part)
         {

@@ -4,6 +4,7 @@
 //! part in the mesh; `docs/protocol.md` documents each kind with the golden examples under `fixtures/golden/`.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod changelog;
 pub mod edges;
 pub mod envelope;

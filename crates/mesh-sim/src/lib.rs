@@ -21,6 +21,7 @@ struct Stored {
     payload: Vec<u8>,
     timestamp_ms: i64,
     sent_at_us: Option<u64>,
+    auth: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +65,13 @@ impl MemoryBus {
                 .ok_or_else(|| TransportError::failed("publishing", format!("no partition {}", record.partition)))?;
             let timestamp_ms =
                 SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0));
-            p.push(Stored { key: record.key, payload: record.payload, timestamp_ms, sent_at_us: record.sent_at_us });
+            p.push(Stored {
+                key: record.key,
+                payload: record.payload,
+                timestamp_ms,
+                sent_at_us: record.sent_at_us,
+                auth: record.auth.map(String::into_bytes),
+            });
             i64::try_from(p.len() - 1).unwrap_or(i64::MAX)
         };
         self.appended.notify_waiters();
@@ -163,6 +170,7 @@ impl MemoryReader {
                     payload: Some(r.payload.clone()),
                     timestamp_ms: Some(r.timestamp_ms),
                     sent_at_us: r.sent_at_us,
+                    auth: r.auth.clone(),
                 };
                 *next += 1;
                 self.turn = i + 1;
@@ -277,6 +285,7 @@ mod tests {
                     key: vec![i],
                     payload: vec![i],
                     sent_at_us: None,
+                    auth: None,
                 })
                 .await
                 .expect("publish");
@@ -299,9 +308,16 @@ mod tests {
             .expect("reader");
         let waiter = tokio::spawn(async move { late.next().await.map(|r| r.offset) });
         tokio::task::yield_now().await;
-        bus.publish(OutRecord { topic: "t".into(), partition: 1, key: vec![], payload: vec![], sent_at_us: None })
-            .await
-            .expect("publish");
+        bus.publish(OutRecord {
+            topic: "t".into(),
+            partition: 1,
+            key: vec![],
+            payload: vec![],
+            sent_at_us: None,
+            auth: None,
+        })
+        .await
+        .expect("publish");
         assert_eq!(waiter.await.expect("join").expect("record"), 3, "a waiting reader wakes on append");
     }
 

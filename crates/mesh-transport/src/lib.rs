@@ -121,6 +121,9 @@ pub struct OutRecord {
     /// When the sender handed it over, in µs since the Unix epoch; travels as the Kafka header `mesh-sent-us` so
     /// latency can be measured finer than the envelope's millisecond `ts` (`mesh bench`).
     pub sent_at_us: Option<u64>,
+    /// Proof of who wrote it (the `mesh-auth` header: `PRINCIPAL:TAG`, see mesh-proto's `auth`), when the writer
+    /// holds credentials.
+    pub auth: Option<String>,
 }
 
 /// A record read from the bus, with where it came from (for dead-lettering and snapshots).
@@ -140,6 +143,8 @@ pub struct InRecord {
     pub timestamp_ms: Option<i64>,
     /// The sender's `sent_at_us`, if it gave one.
     pub sent_at_us: Option<u64>,
+    /// The `mesh-auth` header, if the writer gave one: checked against the writer the record must have.
+    pub auth: Option<Vec<u8>>,
 }
 
 /// A committed position: the next offset to read in a partition.

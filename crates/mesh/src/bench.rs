@@ -300,6 +300,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
         topics: TopicNames::new(plan.prefix.clone()),
         messages_partitions: plan.partitions,
         consensus_partitions: 4,
+        ..mesh_node::MeshConfig::default()
     };
     std::fs::create_dir_all(&plan.state_dir)
         .with_context(|| format!("failed to create {}", plan.state_dir.display()))?;

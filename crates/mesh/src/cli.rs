@@ -81,6 +81,9 @@ pub(crate) enum Command {
     /// latency, consensus latency, pruning and cost per process, next to plain Kafka at the same rate in the same
     /// run (docs/bench.md).
     Bench(BenchArgs),
+    /// Print a credential derived from the deployment secret: `mesh key agent ID` is the key a third-party agent
+    /// tags its records with (give it as the agent's --agent-key-file).
+    Key(KeyArgs),
     /// One plain-rdkafka worker of `mesh bench`'s N-process baseline (started by `mesh bench`; prints JSON).
     #[command(hide = true)]
     BenchWorker(BenchWorkerArgs),
@@ -348,6 +351,16 @@ pub(crate) struct InfraArgs {
     /// `sasl.password` belong, out of argv and the environment; the flags above win on a key [default: none].
     #[arg(long, env = "MESH_KAFKA_PROPERTIES_FILE", value_name = "FILE")]
     pub(crate) kafka_properties_file: Option<std::path::PathBuf>,
+    /// The deployment secret: a file of at least 32 random bytes (`mesh up` writes `.mesh/secret`). Every record
+    /// is tagged with a key derived from it for its writer, and every record read is checked to be written by the
+    /// writer it must have; forgeries are dead-lettered or ignored (docs/protocol.md, "Trust") [default: none:
+    /// records are neither tagged nor checked, and anyone who can write the topics can change the mesh's verdicts].
+    #[arg(long, env = "MESH_SECRET_FILE", value_name = "FILE")]
+    pub(crate) secret_file: Option<std::path::PathBuf>,
+    /// For an agent not trusted with the deployment secret: a file with its own key (64 hex digits, from
+    /// `mesh key agent ID`). It tags what the agent writes and lets it check nothing [default: none].
+    #[arg(long, env = "MESH_AGENT_KEY_FILE", value_name = "FILE")]
+    pub(crate) agent_key_file: Option<std::path::PathBuf>,
     /// Redis URL [default: redis://127.0.0.1:6379].
     #[arg(long, env = "MESH_REDIS", value_name = "URL")]
     pub(crate) redis: Option<String>,
@@ -441,6 +454,20 @@ pub(crate) struct ConsensusArgs {
     /// How often the state and its offsets are saved to Redis [default: 10s].
     #[arg(long, env = "MESH_CONSENSUS_SNAPSHOT_INTERVAL", value_name = "DURATION")]
     pub(crate) snapshot_interval: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct KeyArgs {
+    /// Whose key: `agent`.
+    #[arg(value_parser = ["agent"])]
+    pub(crate) principal: String,
+    /// The agent's id.
+    pub(crate) id: String,
+    /// The deployment secret [default: DIR/secret of the deployment's state directory].
+    #[arg(long, env = "MESH_SECRET_FILE", value_name = "FILE")]
+    pub(crate) secret_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
 }
 
 #[derive(Debug, Args)]

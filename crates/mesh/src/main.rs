@@ -53,6 +53,7 @@ fn main() -> ExitCode {
         Command::Kill(args) => Some(ops::kill(args)),
         Command::Restart(args) => Some(ops::restart(args)),
         Command::Logs(args) => Some(ops::logs(args)),
+        Command::Key(args) => Some(ops::key(args)),
         _ => None,
     };
     if let Some(result) = synchronous {
@@ -226,6 +227,16 @@ async fn connect(
     Ok((bus, store))
 }
 
+/// Says at start, once, that this process's records are neither tagged nor checked.
+fn warn_if_unauthenticated(infra: &settings::Infra) {
+    if !infra.mesh.credentials.authenticated() {
+        tracing::warn!(
+            "no deployment secret (--secret-file, MESH_SECRET_FILE): records are neither tagged nor checked, so \
+             anyone who can write the topics can change the roster, the graph and decisions (`mesh up` makes one)"
+        );
+    }
+}
+
 async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
     let usage = Failure::Usage;
     let runtime = Failure::Runtime;
@@ -233,6 +244,7 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
         Command::Agent(args) => {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
             let config = settings::agent(&args, &file).map_err(usage)?;
+            warn_if_unauthenticated(&infra);
             let mut extra = Vec::new();
             for spec in args.extra_agents.iter().filter(|s| !s.is_empty()) {
                 let Some((name, role)) = spec.split_once(':') else {
@@ -242,6 +254,11 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
                 };
                 let more = AgentArgs { name: name.to_owned(), role: role.to_owned(), seed: None, ..args.clone() };
                 extra.push(settings::agent(&more, &file).map_err(usage)?);
+            }
+            if !extra.is_empty() && infra.mesh.credentials.agent_key.is_some() {
+                return Err(usage(anyhow::anyhow!(
+                    "invalid agent_key_file (--agent-key-file): an agent key is one agent's, and --extra-agent runs                      more; give the deployment secret (--secret-file) or run one agent a process"
+                )));
             }
             let shutdown = shutdown_on_signals().map_err(runtime)?;
             let (bus, store) = connect(
@@ -269,6 +286,13 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
         }
         Command::Topology(args) => {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            if infra.mesh.credentials.agent_key.is_some() {
+                return Err(usage(anyhow::anyhow!(
+                    "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): a manager needs the deployment \
+                     secret (--secret-file, MESH_SECRET_FILE), not an agent key"
+                )));
+            }
+            warn_if_unauthenticated(&infra);
             let config = settings::topology(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
             let (bus, store) = connect(&infra, "mesh-topology", Reads::Batched, ProducerMode::Idempotent, &shutdown)
@@ -281,6 +305,13 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
         }
         Command::Consensus(args) => {
             let infra = settings::infra(&args.infra, &file).map_err(usage)?;
+            if infra.mesh.credentials.agent_key.is_some() {
+                return Err(usage(anyhow::anyhow!(
+                    "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): a manager needs the deployment \
+                     secret (--secret-file, MESH_SECRET_FILE), not an agent key"
+                )));
+            }
+            warn_if_unauthenticated(&infra);
             let config = settings::consensus(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
             let (bus, store) = connect(&infra, "mesh-consensus", Reads::Prompt, ProducerMode::Idempotent, &shutdown)
@@ -311,6 +342,7 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
         | Command::Kill(_)
         | Command::Restart(_)
         | Command::Logs(_)
+        | Command::Key(_)
         | Command::Bench(_) => {
             unreachable!("handled synchronously in main")
         }

@@ -12,7 +12,7 @@ use mesh_supervisor::{ControlError, ProcState, ProcessStatus, Request, StateDir,
 use mesh_transport::SnapshotStore;
 use serde_json::{Value, json};
 
-use crate::cli::{DownArgs, KillArgs, LogsArgs, RestartArgs, StatusArgs};
+use crate::cli::{DownArgs, KeyArgs, KillArgs, LogsArgs, RestartArgs, StatusArgs};
 use crate::store::AnyStore;
 
 fn dir(path: &Path) -> StateDir {
@@ -357,4 +357,17 @@ pub(crate) fn logs(args: &LogsArgs) -> Result<()> {
         let _ = out.flush();
         std::thread::sleep(Duration::from_millis(250));
     }
+}
+
+/// `mesh key agent ID`: the agent's key, derived from the deployment secret, on stdout (the one thing printed, so
+/// `mesh key agent billing > billing.key` makes the file a third-party agent is given).
+pub(crate) fn key(args: &KeyArgs) -> Result<()> {
+    let path = args.secret_file.clone().unwrap_or_else(|| args.dir.state_dir.join("secret"));
+    let secret = crate::settings::secret(&path).map_err(crate::usage)?;
+    let id = mesh_core::AgentId::new(args.id.clone())
+        .map_err(|e| crate::usage(anyhow!("invalid agent id {:?}: {e}", args.id)))?;
+    let key = secret.key_of(&mesh_proto::auth::Principal::Agent(id));
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", key.to_hex())?;
+    Ok(())
 }

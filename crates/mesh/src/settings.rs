@@ -11,6 +11,7 @@ use mesh_core::graph::GraphParams;
 use mesh_core::{AgentId, Milli, Role};
 use mesh_node::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
 use mesh_proto::TopicNames;
+use mesh_proto::auth::{Credentials, DeploymentSecret, PrincipalKey};
 use serde::Deserialize;
 
 use crate::cli::{AgentArgs, ConsensusArgs, InfraArgs, TopologyArgs};
@@ -25,6 +26,8 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     kafka_properties: BTreeMap<String, String>,
     kafka_properties_file: Option<std::path::PathBuf>,
+    secret_file: Option<std::path::PathBuf>,
+    agent_key_file: Option<std::path::PathBuf>,
     redis: Option<String>,
     topic_prefix: Option<String>,
     messages_partitions: Option<u32>,
@@ -70,6 +73,16 @@ impl FileConfig {
     /// Whether the file names a Kafka (then `mesh up` uses it instead of the embedded broker).
     pub(crate) fn kafka_given(&self) -> bool {
         self.kafka.is_some()
+    }
+
+    /// Whether the file names an agent key (which `mesh up` refuses).
+    pub(crate) fn agent_key_given(&self) -> bool {
+        self.agent_key_file.is_some()
+    }
+
+    /// The deployment secret file the file names.
+    pub(crate) fn secret_file(&self) -> Option<&Path> {
+        self.secret_file.as_deref()
     }
 
     /// Whether the file names a Redis.
@@ -197,14 +210,51 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
     if messages_partitions == 0 || consensus_partitions == 0 {
         bail!("invalid messages_partitions/consensus_partitions: a topic needs at least one partition");
     }
+    let credentials = credentials(
+        args.secret_file.as_deref().or(file.secret_file.as_deref()),
+        args.agent_key_file.as_deref().or(file.agent_key_file.as_deref()),
+    )?;
     Ok(Infra {
         kafka,
         kafka_fetch_wait,
         kafka_linger,
         kafka_properties,
         redis,
-        mesh: MeshConfig { topics: TopicNames::new(prefix), messages_partitions, consensus_partitions },
+        mesh: MeshConfig { topics: TopicNames::new(prefix), messages_partitions, consensus_partitions, credentials },
     })
+}
+
+/// The deployment secret or an agent key, read from their files (never from argv or a variable's value).
+fn credentials(secret_file: Option<&Path>, agent_key_file: Option<&Path>) -> Result<Credentials> {
+    let read = |path: &Path, field: &str, flag: &str| {
+        std::fs::read_to_string(path).with_context(|| {
+            format!("invalid {field} ({flag}): cannot read {} (give the path of a readable file)", path.display())
+        })
+    };
+    match (secret_file, agent_key_file) {
+        (Some(_), Some(_)) => bail!(
+            "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): a process holding the deployment secret              (secret_file) needs no agent key; give one of the two"
+        ),
+        (Some(path), None) => {
+            let secret = DeploymentSecret::parse(&read(path, "secret_file", "--secret-file, MESH_SECRET_FILE")?)
+                .map_err(|e| anyhow::anyhow!("invalid secret_file {}: {e}", path.display()))?;
+            Ok(Credentials { secret: Some(secret), agent_key: None })
+        }
+        (None, Some(path)) => {
+            let key = PrincipalKey::parse_hex(&read(path, "agent_key_file", "--agent-key-file, MESH_AGENT_KEY_FILE")?)
+                .map_err(|e| anyhow::anyhow!("invalid agent_key_file {}: {e}", path.display()))?;
+            Ok(Credentials { secret: None, agent_key: Some(key) })
+        }
+        (None, None) => Ok(Credentials::default()),
+    }
+}
+
+/// Reads a deployment secret file, for `mesh key`.
+pub(crate) fn secret(path: &Path) -> Result<DeploymentSecret> {
+    match credentials(Some(path), None)?.secret {
+        Some(secret) => Ok(secret),
+        None => bail!("no deployment secret in {}", path.display()),
+    }
 }
 
 /// Where `mesh up` keeps its store's whole URL (the state file holds it without the password).
@@ -490,6 +540,24 @@ mod tests {
         let e = parse(&["mesh", "topology", "--redis", "rediss://127.0.0.1:6380"]).err().expect("refused");
         assert!(e.to_string().contains("rediss:// (Redis over TLS) is not supported"), "{e}");
         assert!(parse(&["mesh", "topology", "--redis", "redis://127.0.0.1:6380"]).is_ok());
+    }
+
+    #[test]
+    fn credentials_come_from_files_and_every_refusal_names_the_field() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let write = |name: &str, text: &str| {
+            let path = tmp.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let (secret, short, key) = (write("secret", &"s".repeat(40)), write("short", "abc\n"), write("key", "zz"));
+        let err = |s: Option<&Path>, k: Option<&Path>| credentials(s, k).expect_err("refused").to_string();
+        assert!(credentials(Some(&secret), None).expect("valid").secret.is_some());
+        assert!(err(Some(&short), None).contains("invalid secret_file"), "{}", err(Some(&short), None));
+        assert!(err(Some(&tmp.path().join("missing")), None).contains("cannot read"));
+        assert!(err(None, Some(&key)).contains("invalid agent_key_file"));
+        assert!(err(Some(&secret), Some(&key)).contains("give one of the two"));
+        assert!(!credentials(None, None).expect("none").authenticated());
     }
 
     #[test]

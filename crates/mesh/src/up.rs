@@ -102,6 +102,13 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     // The state file (and so `mesh status`) shows the store without its password; the read commands find the
     // whole URL in a private file of its own.
     settings::write_store_url(dir.root(), &redis)?;
+    let secret = deployment_secret(args, file, dir.root())?;
+    banner.push(format!(
+        "records are tagged and checked with the deployment secret {} (`mesh key agent ID` gives a third-party \
+         agent its key)",
+        secret.display()
+    ));
+    env.insert("MESH_SECRET_FILE".to_owned(), secret.display().to_string());
     env.insert("MESH_TOPIC_PREFIX".to_owned(), infra.mesh.topics.prefix().to_owned());
     // Properties given to `mesh up` (flags, variables, the config file's table or its properties file) reach every
     // process through one private file: a value may hold commas or secrets that neither a variable nor argv should.
@@ -147,6 +154,33 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     runtime.block_on(mesh_supervisor::run(opts, lock))?;
     drop(embedded);
     Ok(())
+}
+
+/// The deployment secret's file: the one named (flag, variable or config file), else `DIR/secret`, made once with
+/// 32 random bytes (private) and kept, so records written by an earlier run still check.
+fn deployment_secret(args: &UpArgs, file: &FileConfig, state_dir: &Path) -> Result<PathBuf> {
+    if args.infra_args.agent_key_file.is_some() || file.agent_key_given() {
+        return Err(crate::usage(anyhow!(
+            "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): `mesh up` runs the managers, which need \
+             the deployment secret (--secret-file) or none (then `mesh up` makes one)"
+        )));
+    }
+    if let Some(path) = args.infra_args.secret_file.as_deref().or(file.secret_file()) {
+        return absolute(path);
+    }
+    let path = state_dir.join("secret");
+    if !path.exists() {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .context("failed to read 32 random bytes from /dev/urandom for the deployment secret")?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let mut f = mesh_supervisor::private::create(&path)
+            .with_context(|| format!("failed to write the deployment secret {}", path.display()))?;
+        writeln!(f, "{hex}")?;
+    }
+    Ok(path)
 }
 
 /// Re-executes `mesh up` in a new session with its output in `.mesh/supervisor.log`, then waits for readiness.

@@ -167,6 +167,7 @@ async fn the_kafka_bus_tells_a_refusal_for_good_from_a_transient_failure() {
         key: b"k".to_vec(),
         payload: vec![b'x'; bytes],
         sent_at_us: None,
+        auth: None,
     };
     let topic = mesh.topics.name(TopicKind::Deadletter);
     bus.ensure_topics(&[mesh_transport::TopicSpec {
@@ -218,11 +219,14 @@ async fn a_flood_of_votes_for_proposals_that_do_not_exist_stays_bounded_and_deci
         let key = vote.proposal.as_str().to_owned();
         let envelope =
             Envelope { header: Header { id: format!("flood-{i}"), ts: 1 }, record: Record::Vote(VoteBody { vote }) };
+        // Tagged as mallory: an agent of the mesh gone bad, which authentication alone does not stop.
+        let payload = encode(&envelope);
         acks.push(mesh.bus.enqueue(OutRecord {
             topic: topic.clone(),
             partition: partition_for(key.as_bytes(), partitions),
+            auth: mesh.tag(&topic, key.as_bytes(), &payload),
             key: key.into_bytes(),
-            payload: encode(&envelope),
+            payload,
             sent_at_us: None,
         }));
     }

@@ -5,6 +5,7 @@ mod bench;
 mod demo;
 mod deployment;
 mod failure;
+mod forgery;
 mod hostile;
 mod reader;
 mod recovery;

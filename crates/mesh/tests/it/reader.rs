@@ -27,6 +27,7 @@ async fn a_partition_starting_at_the_beginning_waits_one_fetch_at_most() {
         key: b"k".to_vec(),
         payload: format!("on {partition}").into_bytes(),
         sent_at_us: None,
+        auth: None,
     };
     bus.publish(record(1)).await.expect("a record on partition 1");
     let quiet_end = bus.end_offset(&topic, 0).await.expect("end of partition 0");

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::redis_keys;
+use mesh_proto::auth::{DeploymentSecret, Principal, PrincipalKey, Signer};
 use mesh_proto::{DecodeError, Envelope, TopicKind, TopicNames, decode};
 use mesh_redis::RedisStore;
 use mesh_transport::{Assignment, Bus, Reader, SnapshotStore, StartAt};
@@ -44,6 +45,7 @@ pub(crate) struct Mesh {
     pub(crate) bus: KafkaBus,
     pub(crate) store: RedisStore,
     pub(crate) dir: tempfile::TempDir,
+    secret: DeploymentSecret,
     env: Vec<(String, String)>,
     children: BTreeMap<String, Child>,
 }
@@ -63,6 +65,13 @@ impl Mesh {
             // MESH_TEST_LOG replaces the processes' log filter, for a post-mortem of a failing test.
             ("RUST_LOG".into(), std::env::var("MESH_TEST_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into())),
         ];
+        // Every test's mesh is authenticated, as `mesh up` makes every deployment: its processes hold a secret of
+        // its own, and a record a test writes as one of the mesh's writers is tagged with it (`Mesh::tag`).
+        let dir = tempfile::tempdir().expect("temp dir");
+        let secret_text = format!("{prefix}-secret-{:032x}", rand::random::<u128>());
+        let secret_path = dir.path().join("secret");
+        std::fs::write(&secret_path, &secret_text).expect("secret file");
+        env.push(("MESH_SECRET_FILE".into(), secret_path.display().to_string()));
         env.extend(settings.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         Mesh {
             topics: TopicNames::new(prefix.clone()),
@@ -70,19 +79,49 @@ impl Mesh {
             kafka: infra.kafka.clone(),
             bus,
             store,
-            dir: tempfile::tempdir().expect("temp dir"),
+            dir,
+            secret: DeploymentSecret::parse(&secret_text).expect("long enough"),
             env,
             children: BTreeMap::new(),
         }
     }
 
+    /// The `mesh-auth` header a well-behaved writer holding this mesh's credentials puts on `value`: tagged as the
+    /// writer the record must have. `None` for what does not decode or anyone may write (nothing to tag it as).
+    pub(crate) fn tag(&self, topic: &str, key: &[u8], value: &[u8]) -> Option<String> {
+        let envelope = decode(Some(value), None).ok()?;
+        let writer = Principal::writer_of(&envelope.record)?;
+        Some(Signer::new(writer.clone(), self.secret.key_of(&writer)).header(topic, key, value))
+    }
+
+    /// The key of `principal` in this mesh (what `mesh key agent ID` would print for it).
+    pub(crate) fn key_of(&self, principal: &Principal) -> PrincipalKey {
+        self.secret.key_of(principal)
+    }
+
+    /// The deployment secret's file, as the mesh's processes are given it.
+    pub(crate) fn secret_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("secret")
+    }
+
     /// Starts `mesh ARGS...` as process `name` in its own process group, logging to `<dir>/<name>.log`.
     pub(crate) fn spawn(&mut self, name: &str, args: &[&str]) {
+        self.spawn_with(name, args, &[]);
+    }
+
+    /// [`Self::spawn`] with some of the mesh's environment changed: a variable set, or removed (`None`).
+    pub(crate) fn spawn_with(&mut self, name: &str, args: &[&str], changes: &[(&str, Option<&str>)]) {
         let log_path = self.dir.path().join(format!("{name}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_mesh"))
-            .args(args)
-            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mesh"));
+        command.args(args).envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        for (key, value) in changes {
+            match value {
+                Some(v) => command.env(key, v),
+                None => command.env_remove(key),
+            };
+        }
+        let child = command
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)

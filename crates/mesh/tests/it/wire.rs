@@ -19,11 +19,20 @@ fn kcat() -> &'static str {
     panic!("kcat is missing: `cargo xtask test` installs it (apt-get install kcat)");
 }
 
-/// Produces one record with kcat, keyed, partitioned by murmur2 like the Java client (the documented rule).
+/// Produces one record with kcat, keyed, partitioned by murmur2 like the Java client (the documented rule), and
+/// tagged as its writer with the mesh's credentials (the documented `mesh-auth` header) when it is a record.
 pub(crate) fn produce(mesh: &Mesh, topic: &str, key: &str, value: &[u8]) {
+    let tag = mesh.tag(topic, key.as_bytes(), value);
+    produce_with(mesh, topic, key, value, tag.as_deref());
+}
+
+/// [`produce`] with the `mesh-auth` header given (or none).
+pub(crate) fn produce_with(mesh: &Mesh, topic: &str, key: &str, value: &[u8], auth: Option<&str>) {
+    let header = auth.map(|tag| format!("mesh-auth={tag}"));
     // Up to the broker's own limit: kcat's default (librdkafka's 1,000,000 bytes) is below it.
     let mut child = Command::new(kcat())
         .args(["-P", "-b", &mesh.kafka, "-t", topic, "-k", key, "-X", "topic.partitioner=murmur2_random"])
+        .args(header.iter().flat_map(|h| ["-H", h.as_str()]))
         .args(["-X", "message.max.bytes=1048576"])
         .args(["-D", "\u{1}"])
         .stdin(Stdio::piped())
