@@ -112,17 +112,23 @@ pub struct Deployment {
     pub seen_pids: BTreeSet<(i32, u64)>,
 }
 
+/// What a deployment reaches: the broker and the store (for `mesh up`'s checks), each process's proxies, and the
+/// deployment secret its records are tagged with.
+pub struct Reach<'a> {
+    /// The broker's own address.
+    pub kafka: &'a str,
+    /// The store's own URL.
+    pub redis: &'a str,
+    /// Each process's proxies.
+    pub endpoints: &'a Endpoints,
+    /// The deployment secret's file.
+    pub secret_file: &'a Path,
+}
+
 impl Deployment {
     /// Starts `mesh up` detached in `root` and waits until all six processes are READY.
-    pub fn start(
-        mesh: &Path,
-        root: &Path,
-        prefix: &str,
-        kafka: &str,
-        redis: &str,
-        endpoints: &Endpoints,
-        timings: &MeshTimings,
-    ) -> Result<Self> {
+    pub fn start(mesh: &Path, root: &Path, prefix: &str, reach: &Reach<'_>, timings: &MeshTimings) -> Result<Self> {
+        let Reach { kafka, redis, endpoints, secret_file } = *reach;
         if root.exists() {
             std::fs::remove_dir_all(root).with_context(|| format!("clearing {}", root.display()))?;
         }
@@ -139,6 +145,8 @@ impl Deployment {
             .arg(&file)
             .arg("--state-dir")
             .arg(root)
+            .arg("--secret-file")
+            .arg(secret_file)
             .arg("--detached-child")
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdin(Stdio::null())

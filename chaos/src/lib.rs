@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod deploy;
+pub mod hostile;
 pub mod observe;
 pub mod proxy;
 pub mod report;

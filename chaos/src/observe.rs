@@ -12,7 +12,7 @@ use mesh_core::membership::MemberStatus;
 use mesh_core::topology::Source;
 use mesh_kafka::KafkaBus;
 use mesh_node::MeshConfig;
-use mesh_proto::records::Record;
+use mesh_proto::records::{DeadLetterBody, Record};
 use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, Reader, StartAt};
 use tokio::task::JoinHandle;
@@ -74,6 +74,10 @@ pub struct Observed {
     pub positions: BTreeMap<(String, i32), i64>,
     /// Records that did not decode.
     pub undecodable: u64,
+    /// Records not written by the writer they must have (the mesh refuses them too): left out of every index.
+    pub unauthenticated: u64,
+    /// The dead letters, in the order read.
+    pub letters: Vec<DeadLetterBody>,
 }
 
 impl Observed {
@@ -122,6 +126,7 @@ impl Tail {
             TopicKind::Proposals,
             TopicKind::Votes,
             TopicKind::Decisions,
+            TopicKind::Deadletter,
         ];
         let mut topics = Vec::new();
         let mut assignments = Vec::new();
@@ -139,6 +144,7 @@ impl Tail {
         let observed = Arc::new(Mutex::new(Observed::default()));
         let by_name: HashMap<String, TopicKind> = topics.iter().map(|(k, n, _)| (n.clone(), *k)).collect();
         let sink = observed.clone();
+        let verifier = mesh.credentials.verifier();
         let task = tokio::spawn(async move {
             loop {
                 let r = match reader.next().await {
@@ -156,6 +162,13 @@ impl Tail {
                     o.undecodable += 1;
                     continue;
                 };
+                // What the mesh does not believe, the checkers do not count: the same check as `Publisher::open`.
+                let key = r.key.as_deref().unwrap_or_default();
+                let value = r.payload.as_deref().unwrap_or_default();
+                if verifier.check(&env.record, &r.topic, key, value, r.auth.as_deref()).is_err() {
+                    o.unauthenticated += 1;
+                    continue;
+                }
                 let ts = env.header.ts;
                 match kind {
                     TopicKind::Topology | TopicKind::Messages => {
@@ -198,6 +211,7 @@ impl Tail {
                     Record::Decision(d) => {
                         o.decisions.entry(d.decision.proposal.to_string()).or_default().push(d.decision);
                     }
+                    Record::DeadLetter(letter) => o.letters.push(letter),
                     _ => {}
                 }
             }

@@ -12,6 +12,7 @@ use mesh_core::consensus::ConsensusParams;
 use mesh_fixtures::{ClientListener, KafkaBroker, KafkaOptions, RedisOptions, RedisServer};
 use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::{MeshConfig, TopologyConfig};
+use mesh_proto::auth::{Credentials, DeploymentSecret};
 use mesh_proto::{TopicKind, TopicNames};
 use mesh_redis::RedisStore;
 use mesh_supervisor::EventLog;
@@ -20,7 +21,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use crate::check::{self, CheckResult, Verdict};
-use crate::deploy::{Deployment, Endpoints, MeshTimings, process_names};
+use crate::deploy::{Deployment, Endpoints, MeshTimings, Reach, process_names};
 use crate::observe::{Tail, complaints, first_complaint};
 use crate::proxy::{Direction, Fault, FaultProxy};
 use crate::report::{Event, RunReport, SCHEMA, ScenarioResult, TrialResult};
@@ -212,6 +213,8 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     ));
     let mut bus_config = KafkaConfig::new(infra.servers.kafka.clone(), "mesh-chaos");
     bus_config.extra.push(("reconnect.backoff.max.ms".into(), "500".into()));
+    // The hostile fault writes records at the broker's limit (1 MiB), over librdkafka's default of 1,000,000 bytes.
+    bus_config.extra.push(("message.max.bytes".into(), "1048576".into()));
     let bus = KafkaBus::new(bus_config)?;
     let store = RedisStore::connect(&infra.servers.redis).await?;
     let run_id = format!("{:x}", now_ms() % 0xff_ffff);
@@ -321,6 +324,8 @@ fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
         FaultSpec::PauseRedis { .. } => (None, t.retry_max_ms + IN_FLIGHT_ALLOWANCE_MS),
         // Nothing the mesh does waits on its supervisor: only work in flight when it resumes.
         FaultSpec::PauseSupervisor { .. } => (None, IN_FLIGHT_ALLOWANCE_MS),
+        // Nothing hostile may change anything: only what was in flight while the records were read.
+        FaultSpec::HostileInput { .. } => (None, IN_FLIGHT_ALLOWANCE_MS),
         FaultSpec::Random => (None, recover_link),
     }
 }
@@ -330,7 +335,7 @@ fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
 /// on something it should not have (each bound was met by a stall the harness found: docs/chaos.md).
 fn gap_bound(fault: &FaultSpec) -> Option<u64> {
     let off_path = match fault {
-        FaultSpec::PauseSupervisor { .. } | FaultSpec::PauseRedis { .. } => true,
+        FaultSpec::PauseSupervisor { .. } | FaultSpec::PauseRedis { .. } | FaultSpec::HostileInput { .. } => true,
         _ => fault.target().is_some_and(|t| MANAGERS.contains(&t)),
     };
     off_path.then_some(IN_FLIGHT_ALLOWANCE_MS)
@@ -351,6 +356,12 @@ struct Scene<'a> {
     bus: &'a KafkaBus,
     store: &'a RedisStore,
     prefix: String,
+    topics: TopicNames,
+    secret: DeploymentSecret,
+    /// The hostile records the scenario wrote, to be found dead-lettered.
+    injected: Vec<check::hostile::Injected>,
+    /// Forged records every agent read and must have ignored.
+    agent_records: u64,
     tail: Tail,
     deployment: Deployment,
     events: Vec<Event>,
@@ -431,6 +442,19 @@ impl Scene<'_> {
                 // Not `self.sleep`: its status read would wait on the stopped supervisor.
                 tokio::time::sleep(Duration::from_millis(*duration_ms)).await;
                 kill(pid, Signal::SIGCONT)?;
+            }
+            FaultSpec::HostileInput { target } => {
+                let agent = agent_id(target).ok_or_else(|| anyhow!("{target} is not an agent"))?.to_owned();
+                let (decided, proposal) = {
+                    let o = self.tail.observed();
+                    let decided = o.decisions.values().filter_map(|v| v.first()).next_back().cloned();
+                    (decided, o.proposals.keys().last().cloned())
+                };
+                let n = self.injected.len();
+                let injection =
+                    crate::hostile::inject(self.bus, &self.topics, &self.secret, &agent, n, decided, proposal).await?;
+                self.injected.extend(injection.injected);
+                self.agent_records += injection.agent_records;
             }
             FaultSpec::Random => bail!("a random fault must be resolved by the schedule"),
         }
@@ -645,16 +669,47 @@ async fn scenario(
     progress: &mut dyn FnMut(&str),
 ) -> Result<ScenarioResult> {
     let prefix = format!("chaos-{run_id}-{}", plan.name);
-    let mesh = MeshConfig { topics: TopicNames::new(prefix.clone()), ..MeshConfig::default() };
+    // The deployment's secret, made here so that the tail checks records as the mesh does (a forged record is left
+    // out of every checker's view, as the mesh leaves it out of its state) and the hostile fault can forge with it.
+    let secret_file = opts.out.join("run").join(format!("{}.secret", plan.name));
+    let secret_text = format!(
+        "{:016x}{:016x}{:016x}{:016x}",
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>(),
+        rand::random::<u64>()
+    );
+    std::fs::create_dir_all(opts.out.join("run"))?;
+    mesh_supervisor::private::create(&secret_file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, secret_text.as_bytes()))
+        .with_context(|| format!("writing {}", secret_file.display()))?;
+    let secret = DeploymentSecret::parse(&secret_text)?;
+    let credentials = Credentials { secret: Some(secret.clone()), agent_key: None };
+    let mesh = MeshConfig { topics: TopicNames::new(prefix.clone()), credentials, ..MeshConfig::default() };
     let tail = Tail::start(bus.clone(), &mesh).await?;
     let root = opts.out.join("run").join(&plan.name);
     let endpoints = infra.endpoints();
     let (kafka, redis) = (infra.servers.kafka.clone(), infra.servers.redis.clone());
-    let deployment =
-        blocking(|| Deployment::start(&opts.mesh, &root, &prefix, &kafka, &redis, &endpoints, &opts.timings))?;
+    let deployment = blocking(|| {
+        let reach = Reach { kafka: &kafka, redis: &redis, endpoints: &endpoints, secret_file: &secret_file };
+        Deployment::start(&opts.mesh, &root, &prefix, &reach, &opts.timings)
+    })?;
     let started = now_ms();
-    let mut scene =
-        Scene { opts, infra, bus, store, prefix: prefix.clone(), tail, deployment, events: Vec::new(), started };
+    let mut scene = Scene {
+        opts,
+        infra,
+        bus,
+        store,
+        prefix: prefix.clone(),
+        topics: mesh.topics.clone(),
+        secret,
+        injected: Vec::new(),
+        agent_records: 0,
+        tail,
+        deployment,
+        events: Vec::new(),
+        started,
+    };
     scene.note("note", "deployment READY");
     let (steady, why) = scene.wait_converged(started, Duration::from_secs(60)).await;
     if steady.is_none() {
@@ -805,6 +860,17 @@ async fn scenario(
         checks.push(decisions);
         (check::lost::count(&o, cutoff) as u64, check::duplicates::count(&o))
     };
+    if !scene.injected.is_empty() {
+        let mut ignored = BTreeMap::new();
+        for process in AGENTS {
+            let id = agent_id(process).unwrap_or(process);
+            let stats = store.hgetall(&mesh_node::redis_keys::agent_stats(&prefix, id)).await.unwrap_or_default();
+            let n = stats.iter().find(|(k, _)| k == "unauthenticated").and_then(|(_, v)| v.parse().ok());
+            ignored.insert(id.to_owned(), n.unwrap_or(0));
+        }
+        let letters = scene.tail.observed().letters.clone();
+        checks.push(check::hostile::check(&letters, &scene.injected, &ignored, scene.agent_records));
+    }
     checks.push(check::healed::check(&faulty, &stopped));
     let down = blocking(|| scene.deployment.down());
     scene.note("note", "mesh down");

@@ -116,6 +116,14 @@ pub enum FaultSpec {
         /// How long.
         duration_ms: u64,
     },
+    /// Hostile input under traffic: a record at the broker's size limit on every topic the mesh reads, and forged
+    /// verdicts about `target` (a `dead` and a `member` written without credentials, a vote in its name tagged with
+    /// another agent's key, a decision contradicting one the consensus manager made). Nothing may change or stall:
+    /// every one is dead-lettered or ignored, and messaging goes on.
+    HostileInput {
+        /// The agent the forgeries are about.
+        target: String,
+    },
     /// Drawn per trial from the seed: a mix of the faults above on random targets.
     Random,
 }
@@ -128,6 +136,7 @@ impl FaultSpec {
             | FaultSpec::Pause { target, .. }
             | FaultSpec::CrashLoop { target, .. }
             | FaultSpec::KillDuringStartup { target }
+            | FaultSpec::HostileInput { target }
             | FaultSpec::Link { target, .. }
             | FaultSpec::Flap { target, .. } => Some(target),
             FaultSpec::RestartKafka { .. }
@@ -153,6 +162,7 @@ impl FaultSpec {
             FaultSpec::RestartKafka { down_ms } => format!("restart kafka ({down_ms}ms down)"),
             FaultSpec::PauseRedis { duration_ms } => format!("pause redis {duration_ms}ms"),
             FaultSpec::PauseSupervisor { duration_ms } => format!("pause supervisor {duration_ms}ms"),
+            FaultSpec::HostileInput { target } => format!("hostile input about {target}"),
             FaultSpec::Random => "random".into(),
         }
     }
@@ -173,6 +183,9 @@ impl FaultSpec {
             )),
             FaultSpec::CrashLoop { kills: 0, .. } | FaultSpec::Flap { cycles: 0, .. } => {
                 Err(format!("{scenario}: kills/cycles must be at least 1"))
+            }
+            FaultSpec::HostileInput { target } if !AGENTS.contains(&target.as_str()) => {
+                Err(format!("{scenario}: hostile input is about an agent; use one of {}", AGENTS.join(", ")))
             }
             _ => Ok(()),
         }

@@ -5,6 +5,7 @@ pub mod decisions;
 pub mod duplicates;
 pub mod graph;
 pub mod healed;
+pub mod hostile;
 pub mod lost;
 pub mod membership;
 pub mod orphans;
