@@ -174,7 +174,7 @@ fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
 fn infra(kafka_port: Option<u16>, redis_port: Option<u16>) -> Result<()> {
     mesh_fixtures::ensure_system_packages()?;
     let kafka = KafkaBroker::start(KafkaOptions { port: kafka_port, ..KafkaOptions::default() })?;
-    let redis = RedisServer::start(RedisOptions { port: redis_port })?;
+    let redis = RedisServer::start(RedisOptions { port: redis_port, ..RedisOptions::default() })?;
     println!("Kafka {} and Redis {} are running on loopback.", kafka.bootstrap(), redis.url());
     println!("export MESH_KAFKA={} MESH_REDIS={}", kafka.bootstrap(), redis.url());
     println!("Ctrl-C stops both.");

@@ -27,11 +27,30 @@ fn err(url: &str, e: &redis::RedisError) -> TransportError {
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://host:port[/db]`); fails if Redis cannot be reached now.
+    /// Connects to `url` (`redis://host:port[/db]`, `rediss://` for TLS with the system's CAs); fails if Redis
+    /// cannot be reached now.
     pub async fn connect(url: &str) -> Result<Self, TransportError> {
-        let client = redis::Client::open(url).map_err(|e| {
-            TransportError::failed(format!("parsing redis url {:?}", mesh_transport::redact_url(url)), e)
-        })?;
+        Self::connect_with(url, None).await
+    }
+
+    /// [`Self::connect`], trusting `ca_pem` (a PEM CA certificate) for a `rediss://` server: how a deployment
+    /// with its own CA reaches its Redis over TLS. A user and password in the URL log in as that ACL user.
+    pub async fn connect_with(url: &str, ca_pem: Option<Vec<u8>>) -> Result<Self, TransportError> {
+        let shown = mesh_transport::redact_url(url);
+        let client = match ca_pem {
+            Some(root_cert) if url.starts_with("rediss://") => redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) },
+            ),
+            Some(_) => {
+                return Err(TransportError::failed(
+                    format!("connecting to {shown:?}"),
+                    "a CA certificate is given but the URL is not rediss:// (TLS)",
+                ));
+            }
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| TransportError::failed(format!("parsing redis url {shown:?}"), e))?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_number_of_retries(2)
             .set_connection_timeout(Some(std::time::Duration::from_secs(2)))

@@ -915,7 +915,7 @@ const IDLE_WINDOW: Duration = Duration::from_secs(20);
 
 /// The deployment with no traffic: what the agents, managers and broker cost while nothing happens.
 async fn measure_idle(plan: &Plan, infra: &Infra, deployment: &mut Deployment) -> Result<Idle> {
-    let store = AnyStore::connect(&infra.redis).await?;
+    let store = AnyStore::connect(&infra.redis, None).await?;
     let ramp = ramp_up(plan, deployment, &store).await?;
     if ramp.members_at.is_none() {
         bail!("the idle run did not converge: {}/{} agents live", ramp.join.live_agents, plan.agents);
@@ -961,7 +961,7 @@ async fn measure_mesh(
 ) -> Result<()> {
     let n = plan.agents;
     let full_mesh = n * (n - 1);
-    let store = AnyStore::connect(&infra.redis).await?;
+    let store = AnyStore::connect(&infra.redis, None).await?;
     let ramp = ramp_up(plan, deployment, &store).await?;
     let (converged_at, members_at) = (ramp.converged_at, ramp.members_at);
     report.join = ramp.join;

@@ -351,6 +351,25 @@ pub(crate) struct InfraArgs {
     /// `sasl.password` belong, out of argv and the environment; the flags above win on a key [default: none].
     #[arg(long, env = "MESH_KAFKA_PROPERTIES_FILE", value_name = "FILE")]
     pub(crate) kafka_properties_file: Option<std::path::PathBuf>,
+    /// How clients reach the brokers: plaintext, ssl, sasl_plaintext or sasl_ssl (librdkafka's
+    /// `security.protocol`) [default: plaintext].
+    #[arg(long, env = "MESH_KAFKA_SECURITY_PROTOCOL", value_name = "PROTOCOL")]
+    pub(crate) kafka_security_protocol: Option<String>,
+    /// The CA certificate (PEM) the brokers' TLS certificates are checked against (`ssl.ca.location`) [default:
+    /// the system's CAs].
+    #[arg(long, env = "MESH_KAFKA_CA_FILE", value_name = "FILE")]
+    pub(crate) kafka_ca_file: Option<std::path::PathBuf>,
+    /// The SASL mechanism: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (`sasl.mechanisms`) [default: SCRAM-SHA-256 when a
+    /// username is given].
+    #[arg(long, env = "MESH_KAFKA_SASL_MECHANISM", value_name = "MECHANISM")]
+    pub(crate) kafka_sasl_mechanism: Option<String>,
+    /// The SASL username (`sasl.username`) [default: none].
+    #[arg(long, env = "MESH_KAFKA_SASL_USERNAME", value_name = "NAME")]
+    pub(crate) kafka_sasl_username: Option<String>,
+    /// A file holding the SASL password (`sasl.password`); the variable MESH_KAFKA_SASL_PASSWORD may hold it
+    /// instead. Never a flag: argv is visible to every user of the machine [default: none].
+    #[arg(long, env = "MESH_KAFKA_SASL_PASSWORD_FILE", value_name = "FILE")]
+    pub(crate) kafka_sasl_password_file: Option<std::path::PathBuf>,
     /// The deployment secret: a file of at least 32 random bytes (`mesh up` writes `.mesh/secret`). Every record
     /// is tagged with a key derived from it for its writer, and every record read is checked to be written by the
     /// writer it must have; forgeries are dead-lettered or ignored (docs/protocol.md, "Trust") [default: none:
@@ -361,9 +380,19 @@ pub(crate) struct InfraArgs {
     /// `mesh key agent ID`). It tags what the agent writes and lets it check nothing [default: none].
     #[arg(long, env = "MESH_AGENT_KEY_FILE", value_name = "FILE")]
     pub(crate) agent_key_file: Option<std::path::PathBuf>,
-    /// Redis URL [default: redis://127.0.0.1:6379].
+    /// Redis URL: redis://HOST:PORT, or rediss://HOST:PORT for TLS [default: redis://127.0.0.1:6379].
     #[arg(long, env = "MESH_REDIS", value_name = "URL")]
     pub(crate) redis: Option<String>,
+    /// The Redis ACL user to log in as [default: none, or the URL's].
+    #[arg(long, env = "MESH_REDIS_USERNAME", value_name = "NAME")]
+    pub(crate) redis_username: Option<String>,
+    /// A file holding the Redis password; the variable MESH_REDIS_PASSWORD may hold it instead. Never a flag
+    /// [default: none, or the URL's].
+    #[arg(long, env = "MESH_REDIS_PASSWORD_FILE", value_name = "FILE")]
+    pub(crate) redis_password_file: Option<std::path::PathBuf>,
+    /// The CA certificate (PEM) a rediss:// server's certificate is checked against [default: the system's CAs].
+    #[arg(long, env = "MESH_REDIS_CA_FILE", value_name = "FILE")]
+    pub(crate) redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of topic names and Redis keys [default: agentmesh].
     #[arg(long, env = "MESH_TOPIC_PREFIX", value_name = "PREFIX")]
     pub(crate) topic_prefix: Option<String>,

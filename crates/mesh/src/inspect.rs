@@ -9,7 +9,9 @@ use crate::settings::Infra;
 use crate::store::AnyStore;
 
 pub(crate) async fn run(infra: &Infra, as_json: bool) -> Result<()> {
-    let store = AnyStore::connect(&infra.redis).await.context("failed to reach the snapshot store")?;
+    let store = AnyStore::connect(&infra.redis, infra.redis_ca_file.as_deref())
+        .await
+        .context("failed to reach the snapshot store")?;
     let prefix = infra.mesh.topics.prefix();
     let hash = |pairs: Vec<(String, String)>| -> Value {
         Value::Object(pairs.into_iter().map(|(k, v)| (k, Value::String(v))).collect::<Map<_, _>>())

@@ -211,7 +211,7 @@ async fn connect(
     let bus = KafkaBus::new(config).context("failed to set up the kafka client")?;
     let mut delay = std::time::Duration::from_millis(100);
     let store = loop {
-        match AnyStore::connect(&infra.redis).await {
+        match AnyStore::connect(&infra.redis, infra.redis_ca_file.as_deref()).await {
             Ok(s) => break s,
             Err(e) => {
                 tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unreachable, retrying");

@@ -94,7 +94,8 @@ fn now_ms() -> u64 {
 
 async fn mesh_health(state: &StateFile, state_dir: &std::path::Path) -> Value {
     let probe = async {
-        let store = AnyStore::connect(&crate::settings::store_url(state_dir, &state.redis)).await.ok()?;
+        let url = crate::settings::store_url(state_dir, &state.redis);
+        let store = AnyStore::connect(&url, crate::settings::store_ca(state_dir).as_deref()).await.ok()?;
         let hash = |pairs: Vec<(String, String)>| -> BTreeMap<String, String> { pairs.into_iter().collect() };
         let topo = hash(store.hgetall(&redis_keys::topology_stats(&state.topic_prefix)).await.ok()?);
         let cons = hash(store.hgetall(&redis_keys::consensus_stats(&state.topic_prefix)).await.ok()?);

@@ -26,6 +26,14 @@ pub(crate) struct FileConfig {
     #[serde(default)]
     kafka_properties: BTreeMap<String, String>,
     kafka_properties_file: Option<std::path::PathBuf>,
+    kafka_security_protocol: Option<String>,
+    kafka_ca_file: Option<std::path::PathBuf>,
+    kafka_sasl_mechanism: Option<String>,
+    kafka_sasl_username: Option<String>,
+    kafka_sasl_password_file: Option<std::path::PathBuf>,
+    redis_username: Option<String>,
+    redis_password_file: Option<std::path::PathBuf>,
+    redis_ca_file: Option<std::path::PathBuf>,
     secret_file: Option<std::path::PathBuf>,
     agent_key_file: Option<std::path::PathBuf>,
     redis: Option<String>,
@@ -108,7 +116,10 @@ pub(crate) struct Infra {
     pub(crate) kafka_linger: Duration,
     /// librdkafka properties applied last to every client: the file's, then the flags' (which win on a key).
     pub(crate) kafka_properties: Vec<(String, String)>,
+    /// The store's URL, with the ACL user and password given apart from it put in.
     pub(crate) redis: String,
+    /// The CA certificate a `rediss://` store is checked against (else the system's).
+    pub(crate) redis_ca_file: Option<std::path::PathBuf>,
     pub(crate) mesh: MeshConfig,
 }
 
@@ -168,18 +179,28 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         bail!("invalid kafka (--kafka, MESH_KAFKA): {kafka:?}; give HOST:PORT[,HOST:PORT...]");
     }
     let redis = pick(args.redis.clone(), file.redis.clone(), DEFAULT_REDIS.to_owned());
-    if redis.starts_with("rediss://") {
-        // Accepted here once, then retried forever: the client is built without TLS. Refused until it is not.
-        bail!(
-            "invalid redis (--redis, MESH_REDIS): rediss:// (Redis over TLS) is not supported yet; use redis:// on a \
-             trusted network or a unix:// socket"
-        );
-    }
-    if !["redis://", "unix://", "file://"].iter().any(|s| redis.starts_with(s)) {
+    if !["redis://", "rediss://", "unix://", "file://"].iter().any(|s| redis.starts_with(s)) {
         bail!(
             "invalid redis (--redis, MESH_REDIS): {:?}; give a URL such as redis://127.0.0.1:6379",
             mesh_transport::redact_url(&redis)
         );
+    }
+    let redis = redis_login(args, file, redis)?;
+    let redis_ca_file = args.redis_ca_file.clone().or(file.redis_ca_file.clone());
+    if let Some(ca) = &redis_ca_file {
+        if !redis.starts_with("rediss://") {
+            bail!(
+                "invalid redis_ca_file (--redis-ca-file, MESH_REDIS_CA_FILE): a CA certificate is for Redis over TLS; \
+                 name the store as rediss://HOST:PORT"
+            );
+        }
+        if !ca.is_file() {
+            bail!(
+                "invalid redis_ca_file (--redis-ca-file, MESH_REDIS_CA_FILE): {} is not a readable file; give the CA \
+                 certificate (PEM) that signed the server's",
+                ca.display()
+            );
+        }
     }
     let prefix = pick(args.topic_prefix.clone(), file.topic_prefix.clone(), TopicNames::DEFAULT_PREFIX.to_owned());
     if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
@@ -204,7 +225,11 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         })?,
     };
     let properties_file = args.kafka_properties_file.as_deref().or(file.kafka_properties_file.as_deref());
-    let kafka_properties = kafka_properties(&args.kafka_properties, &file.kafka_properties, properties_file)?;
+    let generic = kafka_properties(&args.kafka_properties, &file.kafka_properties, properties_file)?;
+    let mut properties = kafka_security(args, file, &generic)?;
+    // The generic properties come last: a `--kafka-property` names exactly what it sets.
+    properties.extend(generic);
+    let kafka_properties = properties;
     let messages_partitions = pick(args.messages_partitions, file.messages_partitions, 8);
     let consensus_partitions = pick(args.consensus_partitions, file.consensus_partitions, 4);
     if messages_partitions == 0 || consensus_partitions == 0 {
@@ -220,6 +245,7 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         kafka_linger,
         kafka_properties,
         redis,
+        redis_ca_file,
         mesh: MeshConfig { topics: TopicNames::new(prefix), messages_partitions, consensus_partitions, credentials },
     })
 }
@@ -282,6 +308,36 @@ pub(crate) fn store_url(state_dir: &Path, shown: &str) -> String {
         .unwrap_or_else(|| shown.to_owned())
 }
 
+/// Where `mesh up` records the path of its store's CA certificate, for the read commands.
+fn store_ca_path(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("store.ca")
+}
+
+/// Records (or, with `None`, forgets) the CA certificate the deployment's store is checked against.
+pub(crate) fn write_store_ca(state_dir: &Path, ca: Option<&Path>) -> Result<()> {
+    use std::io::Write;
+    let path = store_ca_path(state_dir);
+    match ca {
+        Some(ca) => {
+            let mut f = mesh_supervisor::private::create(&path)
+                .with_context(|| format!("failed to write {}", path.display()))?;
+            writeln!(f, "{}", ca.display())?;
+        }
+        None if path.exists() => {
+            std::fs::remove_file(&path).with_context(|| format!("failed to remove {}", path.display()))?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// The CA certificate of the deployment's store in `state_dir`, if `mesh up` recorded one.
+pub(crate) fn store_ca(state_dir: &Path) -> Option<std::path::PathBuf> {
+    let text = std::fs::read_to_string(store_ca_path(state_dir)).ok()?;
+    let path = text.trim();
+    (!path.is_empty()).then(|| std::path::PathBuf::from(path))
+}
+
 /// Points a read command at the deployment recorded in `state_dir` (its broker, store and, unless one was given,
 /// topic prefix), when there is one: `mesh up` on the embedded default keeps its snapshots in `.mesh/store`, not in
 /// the default Redis, so a reader that assumed the defaults found nothing.
@@ -291,9 +347,156 @@ pub(crate) fn adopt_deployment(infra: &mut Infra, state_dir: &Path, prefix_given
     eprintln!("reading the deployment in {} (kafka {}, store {})", state_dir.display(), state.kafka, state.redis);
     infra.kafka = state.kafka;
     infra.redis = store_url(state_dir, &state.redis);
+    if infra.redis_ca_file.is_none() {
+        infra.redis_ca_file = store_ca(state_dir);
+    }
     if !prefix_given {
         infra.mesh.topics = TopicNames::new(state.topic_prefix);
     }
+}
+
+/// `url` with the ACL user (`--redis-username`) and password (a file, or MESH_REDIS_PASSWORD) put in, when given
+/// apart from it: so the password need be in neither argv nor a config file.
+fn redis_login(args: &InfraArgs, file: &FileConfig, url: String) -> Result<String> {
+    let username = args.redis_username.clone().or(file.redis_username.clone());
+    let password = match args.redis_password_file.as_deref().or(file.redis_password_file.as_deref()) {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "invalid redis_password_file (--redis-password-file, MESH_REDIS_PASSWORD_FILE): cannot read {}",
+                        path.display()
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        None => std::env::var("MESH_REDIS_PASSWORD").ok(),
+    };
+    if username.is_none() && password.is_none() {
+        return Ok(url);
+    }
+    let Some((scheme, rest)) = url.split_once("://").filter(|(s, _)| *s == "redis" || *s == "rediss") else {
+        bail!(
+            "invalid redis_username/redis_password_file: a user and password are for a redis:// or rediss:// store, not \
+             {:?}",
+            mesh_transport::redact_url(&url)
+        );
+    };
+    let login = match &password {
+        Some(p) => format!("{}:{}", username.as_deref().map(percent_encoded).unwrap_or_default(), percent_encoded(p)),
+        None => username.as_deref().map(percent_encoded).unwrap_or_default(),
+    };
+    if let Some(authority) = rest.split(['/', '?', '#']).next()
+        && let Some((userinfo, _)) = authority.rsplit_once('@')
+    {
+        // `mesh up` hands its processes the URL with the login in it, and they inherit its variables too: what is
+        // given apart must then agree with it.
+        let (user, pass) = userinfo.split_once(':').map_or((userinfo, None), |(u, p)| (u, Some(p)));
+        let user_agrees = username.as_deref().is_none_or(|u| percent_encoded(u) == user);
+        let password_agrees = password.as_deref().is_none_or(|p| Some(percent_encoded(p).as_str()) == pass);
+        if user_agrees && password_agrees {
+            return Ok(url);
+        }
+        bail!(
+            "invalid redis (--redis, MESH_REDIS): the URL already names a user; give the user and password either in \
+             it or with --redis-username and --redis-password-file, not both"
+        );
+    }
+    Ok(format!("{scheme}://{login}@{rest}"))
+}
+
+/// `text` with every byte outside URL-unreserved characters written `%XX`, for a user or password in a URL.
+fn percent_encoded(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => char::from(b).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The named security settings as librdkafka properties: TLS (`security.protocol`, `ssl.ca.location`) and SASL
+/// (`sasl.mechanisms`, `sasl.username`, `sasl.password`, the password from a file or MESH_KAFKA_SASL_PASSWORD).
+/// A username among the `generic` properties counts: `mesh up` hands its processes the resolved properties in a
+/// file, and they inherit its variables (a password) too.
+fn kafka_security(args: &InfraArgs, file: &FileConfig, generic: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    let protocol = args.kafka_security_protocol.clone().or(file.kafka_security_protocol.clone());
+    if let Some(p) = &protocol {
+        let p = p.to_ascii_lowercase();
+        if !["plaintext", "ssl", "sasl_plaintext", "sasl_ssl"].contains(&p.as_str()) {
+            bail!(
+                "invalid kafka_security_protocol (--kafka-security-protocol, MESH_KAFKA_SECURITY_PROTOCOL): {p:?}; \
+                 use plaintext, ssl, sasl_plaintext or sasl_ssl"
+            );
+        }
+        out.push(("security.protocol".to_owned(), p));
+    }
+    if let Some(ca) = args.kafka_ca_file.as_deref().or(file.kafka_ca_file.as_deref()) {
+        if !ca.is_file() {
+            bail!(
+                "invalid kafka_ca_file (--kafka-ca-file, MESH_KAFKA_CA_FILE): {} is not a readable file; give the CA \
+                 certificate (PEM) that signed the brokers' certificates",
+                ca.display()
+            );
+        }
+        out.push(("ssl.ca.location".to_owned(), ca.display().to_string()));
+    }
+    let username = args
+        .kafka_sasl_username
+        .clone()
+        .or(file.kafka_sasl_username.clone())
+        .or_else(|| generic.iter().find(|(k, _)| k == "sasl.username").map(|(_, v)| v.clone()));
+    let password = match args.kafka_sasl_password_file.as_deref().or(file.kafka_sasl_password_file.as_deref()) {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| {
+                    format!(
+                        "invalid kafka_sasl_password_file (--kafka-sasl-password-file, MESH_KAFKA_SASL_PASSWORD_FILE): \
+                         cannot read {}",
+                        path.display()
+                    )
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+        ),
+        None => std::env::var("MESH_KAFKA_SASL_PASSWORD").ok(),
+    };
+    let mechanism = args.kafka_sasl_mechanism.clone().or(file.kafka_sasl_mechanism.clone());
+    if let Some(m) = &mechanism
+        && !["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"].contains(&m.to_ascii_uppercase().as_str())
+    {
+        bail!(
+            "invalid kafka_sasl_mechanism (--kafka-sasl-mechanism, MESH_KAFKA_SASL_MECHANISM): {m:?}; use \
+             SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN"
+        );
+    }
+    match (&username, &password) {
+        (Some(user), Some(password)) => {
+            let not_sasl = protocol.as_deref().is_some_and(|p| !p.to_ascii_lowercase().starts_with("sasl"));
+            if not_sasl {
+                bail!(
+                    "invalid kafka_security_protocol (--kafka-security-protocol): a SASL username is given, so use \
+                     sasl_ssl (or sasl_plaintext on a trusted network)"
+                );
+            }
+            let mechanism = mechanism.map_or_else(|| "SCRAM-SHA-256".to_owned(), |m| m.to_ascii_uppercase());
+            out.push(("sasl.mechanisms".to_owned(), mechanism));
+            out.push(("sasl.username".to_owned(), user.clone()));
+            out.push(("sasl.password".to_owned(), password.clone()));
+        }
+        (Some(_), None) => bail!(
+            "invalid kafka_sasl_password_file (--kafka-sasl-password-file, MESH_KAFKA_SASL_PASSWORD_FILE): a SASL \
+             username is given without a password; put it in a file (or MESH_KAFKA_SASL_PASSWORD)"
+        ),
+        (None, Some(_)) => bail!(
+            "invalid kafka_sasl_username (--kafka-sasl-username, MESH_KAFKA_SASL_USERNAME): a SASL password is given \
+             without a username"
+        ),
+        (None, None) => {}
+    }
+    Ok(out)
 }
 
 /// The config file's `[kafka_properties]` table, then the properties file's lines over it, then each `KEY=VALUE`
@@ -532,13 +735,27 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_url_this_build_cannot_use_is_refused_at_once() {
+    fn redis_urls_logins_and_cas_are_checked_at_once() {
         let parse = |args: &[&str]| match Cli::try_parse_from(args).expect("valid command line").command {
             Command::Topology(t) => infra(&t.infra, &FileConfig::default()),
             _ => panic!("topology"),
         };
-        let e = parse(&["mesh", "topology", "--redis", "rediss://127.0.0.1:6380"]).err().expect("refused");
-        assert!(e.to_string().contains("rediss:// (Redis over TLS) is not supported"), "{e}");
+        let e = parse(&["mesh", "topology", "--redis", "http://127.0.0.1:6380"]).err().expect("refused");
+        assert!(e.to_string().contains("give a URL such as redis://"), "{e}");
+        assert!(parse(&["mesh", "topology", "--redis", "rediss://127.0.0.1:6380"]).is_ok(), "TLS is supported");
+        let e = parse(&["mesh", "topology", "--redis-ca-file", "/etc/hostname"]).err().expect("refused");
+        assert!(e.to_string().contains("name the store as rediss://"), "{e}");
+        let tmp = tempfile::tempdir().expect("tmp");
+        let password = tmp.path().join("password");
+        std::fs::write(&password, "p@ss:w/rd\n").expect("write");
+        let args = ["mesh", "topology", "--redis", "rediss://127.0.0.1:6380/0", "--redis-username", "mesh"];
+        let with_password = [&args[..], &["--redis-password-file", password.to_str().expect("utf-8")]].concat();
+        assert_eq!(parse(&with_password).expect("valid").redis, "rediss://mesh:p%40ss%3Aw%2Frd@127.0.0.1:6380/0");
+        let twice = ["mesh", "topology", "--redis", "redis://a:b@127.0.0.1:6380", "--redis-username", "mesh"];
+        assert!(parse(&twice).err().expect("refused").to_string().contains("either in it or with"));
+        let composed = parse(&with_password).expect("valid").redis;
+        let again = [&["mesh", "topology", "--redis", composed.as_str()][..], &with_password[4..]].concat();
+        assert_eq!(parse(&again).expect("the same login twice").redis, composed, "as `mesh up`'s children see it");
         assert!(parse(&["mesh", "topology", "--redis", "redis://127.0.0.1:6380"]).is_ok());
     }
 
@@ -558,6 +775,51 @@ mod tests {
         assert!(err(None, Some(&key)).contains("invalid agent_key_file"));
         assert!(err(Some(&secret), Some(&key)).contains("give one of the two"));
         assert!(!credentials(None, None).expect("none").authenticated());
+    }
+
+    #[test]
+    fn kafka_security_settings_become_librdkafka_properties_and_refusals_name_the_field() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let (ca, password) = (tmp.path().join("ca.pem"), tmp.path().join("password"));
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").expect("write");
+        std::fs::write(&password, "s3cr=t\n").expect("write");
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["mesh", "topology"];
+            args.extend_from_slice(extra);
+            match Cli::try_parse_from(args).expect("valid command line").command {
+                Command::Topology(t) => infra(&t.infra, &FileConfig::default()),
+                _ => panic!("topology"),
+            }
+        };
+        let (ca_arg, password_arg) = (ca.display().to_string(), password.display().to_string());
+        let ok = parse(&[
+            "--kafka-security-protocol",
+            "SASL_SSL",
+            "--kafka-ca-file",
+            &ca_arg,
+            "--kafka-sasl-username",
+            "mesh",
+            "--kafka-sasl-password-file",
+            &password_arg,
+            "--kafka-property",
+            "sasl.mechanisms=SCRAM-SHA-512",
+        ])
+        .expect("valid");
+        let props: BTreeMap<_, _> = ok.kafka_properties.iter().cloned().collect();
+        assert_eq!(props["security.protocol"], "sasl_ssl");
+        assert_eq!(props["ssl.ca.location"], ca_arg);
+        assert_eq!(props["sasl.username"], "mesh");
+        assert_eq!(props["sasl.password"], "s3cr=t", "the file's content without its newline");
+        assert_eq!(props["sasl.mechanisms"], "SCRAM-SHA-512", "a --kafka-property wins over the named setting");
+        let err = |extra: &[&str]| parse(extra).err().expect("refused").to_string();
+        assert!(err(&["--kafka-security-protocol", "tls"]).contains("invalid kafka_security_protocol"));
+        assert!(err(&["--kafka-ca-file", "/nonexistent.pem"]).contains("invalid kafka_ca_file"));
+        assert!(err(&["--kafka-sasl-username", "mesh"]).contains("without a password"));
+        let plain = ["--kafka-security-protocol", "ssl", "--kafka-sasl-username", "m", "--kafka-sasl-password-file"];
+        let mut plain = plain.to_vec();
+        plain.push(&password_arg);
+        assert!(err(&plain).contains("use sasl_ssl"));
+        assert!(err(&["--kafka-sasl-mechanism", "GSSAPI"]).contains("invalid kafka_sasl_mechanism"));
     }
 
     #[test]

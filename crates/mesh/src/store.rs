@@ -13,11 +13,19 @@ pub(crate) enum AnyStore {
 }
 
 impl AnyStore {
-    /// Connects to the store named by `url`.
-    pub(crate) async fn connect(url: &str) -> Result<Self, TransportError> {
+    /// Connects to the store named by `url`, a Redis over TLS trusting `ca_file` when one is given.
+    pub(crate) async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, TransportError> {
         match url.strip_prefix("file://") {
             Some(dir) => FileStore::open(dir).map(AnyStore::File),
-            None => RedisStore::connect(url).await.map(AnyStore::Redis),
+            None => {
+                let ca = match ca_file {
+                    Some(path) => Some(std::fs::read(path).map_err(|e| {
+                        TransportError::failed(format!("reading the redis CA certificate {}", path.display()), e)
+                    })?),
+                    None => None,
+                };
+                RedisStore::connect_with(url, ca).await.map(AnyStore::Redis)
+            }
         }
     }
 }

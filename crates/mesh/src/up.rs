@@ -102,6 +102,12 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     // The state file (and so `mesh status`) shows the store without its password; the read commands find the
     // whole URL in a private file of its own.
     settings::write_store_url(dir.root(), &redis)?;
+    let redis_ca =
+        infra.redis_ca_file.as_deref().filter(|_| redis.starts_with("rediss://")).map(absolute).transpose()?;
+    settings::write_store_ca(dir.root(), redis_ca.as_deref())?;
+    if let Some(ca) = &redis_ca {
+        env.insert("MESH_REDIS_CA_FILE".to_owned(), ca.display().to_string());
+    }
     let secret = deployment_secret(args, file, dir.root())?;
     banner.push(format!(
         "records are tagged and checked with the deployment secret {} (`mesh key agent ID` gives a third-party \

@@ -9,6 +9,7 @@ mod forgery;
 mod hostile;
 mod reader;
 mod recovery;
+mod secure;
 mod supervisor;
 mod support;
 mod wire;

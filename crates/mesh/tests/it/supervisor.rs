@@ -10,7 +10,7 @@ use mesh_supervisor::{EventLog, ProcState, StateDir, StateFile};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-fn mesh(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn mesh(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mesh"))
         .args(args)
         .env("MESH_STATE_DIR", dir)
@@ -21,7 +21,7 @@ fn mesh(dir: &Path, args: &[&str]) -> Output {
         .expect("mesh runs")
 }
 
-fn text(o: &Output) -> String {
+pub(crate) fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
@@ -37,7 +37,7 @@ fn alive(pid: i32) -> bool {
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -180,7 +180,7 @@ fn misbehaving_children_are_contained_restarted_and_stopped() {
 
 /// Takes a detached deployment down when the test ends, passed or failed: a failing assertion must not leave a
 /// supervisor and its children running in their own session.
-struct DownOnDrop<'a>(&'a Path);
+pub(crate) struct DownOnDrop<'a>(pub(crate) &'a Path);
 
 impl Drop for DownOnDrop<'_> {
     fn drop(&mut self) {
@@ -278,7 +278,7 @@ fn the_real_deployment_on_the_embedded_default() {
 
 /// Every path under `dir` (not following links, `dir` itself excepted: an existing state directory keeps the mode
 /// its user gave it) that grants anything to group or others.
-fn files_open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
+pub(crate) fn files_open_to_others(dir: &Path) -> Vec<(PathBuf, u32)> {
     use std::os::unix::fs::PermissionsExt;
     let mut open = Vec::new();
     let mut todo: Vec<PathBuf> = std::fs::read_dir(dir).into_iter().flatten().flatten().map(|e| e.path()).collect();
@@ -495,8 +495,8 @@ fn bad_flags_and_settings_exit_with_the_usage_code_everywhere() {
     let dir = tmp.path();
     let _down = DownOnDrop(dir);
     for argv in [
-        &["up", "--redis", "rediss://127.0.0.1:1"][..],
-        &["up", "-d", "--redis", "rediss://127.0.0.1:1"],
+        &["up", "--redis", "http://127.0.0.1:1"][..],
+        &["up", "-d", "--redis-ca-file", "/etc/hostname"],
         &["up", "-d", "--wait-timeout", "soon"],
         &["bench", "--agents", "4", "--duration", "soon"],
         &["kill", "agent-sales", "--pause", "1e20"],
