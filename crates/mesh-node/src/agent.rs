@@ -558,16 +558,8 @@ impl<B: Bus> Agent<B> {
             return None;
         }
         // Undecodable records are dead-lettered by the topology manager, the one reader of every partition.
-        let env = match self.publisher.open(record, Some(TopicKind::Messages)) {
-            Ok(env) => env,
-            // Not ours to answer: a forged sender gets no answer (the topology manager dead-letters it for all).
-            Err(Unusable::Auth(e)) => {
-                self.counters.unauthenticated += 1;
-                tracing::debug!(offset = record.offset, reason = %e, "a message not written by its sender: ignored");
-                return None;
-            }
-            Err(Unusable::Decode(_)) => return None,
-        };
+        // A forged sender gets no answer (the topology manager dead-letters it for all).
+        let env = self.open_or_ignore(record, TopicKind::Messages)?;
         if self.seen.contains(&env.header.id) {
             self.counters.duplicates += 1;
             return None;
@@ -635,17 +627,23 @@ impl<B: Bus> Agent<B> {
         }
     }
 
-    fn vote_on(&mut self, record: &InRecord, shutdown: &Shutdown) -> Option<Sending> {
-        let env = match self.publisher.open(record, Some(TopicKind::Proposals)) {
-            Ok(env) => env,
+    /// A record of a topic a manager also reads (and dead-letters for all), opened; `None` when it is unusable,
+    /// counting those not written by the writer they must have.
+    fn open_or_ignore(&mut self, record: &InRecord, kind: TopicKind) -> Option<Envelope> {
+        match self.publisher.open(record, Some(kind)) {
+            Ok(env) => Some(env),
             Err(Unusable::Auth(e)) => {
                 self.counters.unauthenticated += 1;
-                tracing::debug!(offset = record.offset, reason = %e, "a proposal not written by its proposer: ignored");
-                return None;
+                tracing::debug!(topic = %record.topic, offset = record.offset, reason = %e, "a forged record: ignored");
+                None
             }
-            // The consensus manager dead-letters what cannot be read.
-            Err(Unusable::Decode(_)) => return None,
-        };
+            Err(Unusable::Decode(_)) => None,
+        }
+    }
+
+    fn vote_on(&mut self, record: &InRecord, shutdown: &Shutdown) -> Option<Sending> {
+        // The consensus manager dead-letters what cannot be read or was forged.
+        let env = self.open_or_ignore(record, TopicKind::Proposals)?;
         let Record::Proposal(body) = env.record else { return None };
         let proposal = body.proposal;
         if !proposal.voters.contains(&self.config.id) || !self.voted.first_time(proposal.id.as_str()) {

@@ -7,7 +7,6 @@ use std::process::Command;
 use std::time::Duration;
 
 use mesh_proto::auth::{Principal, Signer};
-use mesh_proto::records::{DeadLetterBody, Record};
 use mesh_proto::{TopicKind, partition_for};
 use mesh_transport::{Bus, OutRecord};
 use serde_json::{Value, json};
@@ -61,17 +60,6 @@ fn envelope(kind: &str, id: &str, body: Value) -> Value {
 
 fn profile(id: &str) -> Value {
     json!({ "id": id, "name": id, "role": "sales", "capabilities": [], "metadata": {} })
-}
-
-async fn letters(mesh: &Mesh) -> Vec<DeadLetterBody> {
-    mesh.read_topic(TopicKind::Deadletter)
-        .await
-        .into_iter()
-        .filter_map(|r| match r.envelope.ok()?.record {
-            Record::DeadLetter(d) => Some(d),
-            _ => None,
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -161,7 +149,7 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
     ];
     let letters = mesh
         .eventually("every forgery dead-lettered", Duration::from_secs(30), async || {
-            let letters = letters(&mesh).await;
+            let letters = mesh.letters().await;
             let found = |(t, id, _): &(String, &str, &str)| {
                 letters
                     .iter()

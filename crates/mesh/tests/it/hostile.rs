@@ -18,17 +18,6 @@ fn binary(len: usize) -> Vec<u8> {
     (0..len).map(|i| if i % 2 == 0 { 0xff } else { 2 + (i % 200) as u8 }).collect()
 }
 
-async fn letters(mesh: &Mesh) -> Vec<DeadLetterBody> {
-    mesh.read_topic(TopicKind::Deadletter)
-        .await
-        .into_iter()
-        .filter_map(|r| match r.envelope.ok()?.record {
-            Record::DeadLetter(d) => Some(d),
-            _ => None,
-        })
-        .collect()
-}
-
 /// Both managers and one agent, `inventory`, live, with `settings` as their environment.
 async fn inventory_alone(test: &str, settings: &[(&str, &str)]) -> Mesh {
     let mut mesh = Mesh::new(test, settings).await;
@@ -88,7 +77,7 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
             "a letter for every oversized record, the unanswerable task and the giant join",
             Duration::from_secs(30),
             async || {
-                let found = letters(&mesh).await;
+                let found = mesh.letters().await;
                 let all_huge = expected
                     .iter()
                     .all(|t| found.iter().any(|d| &d.source.topic == t && d.payload_size == Some(1_000_000)));
@@ -141,7 +130,7 @@ async fn an_answer_the_broker_refuses_is_dead_lettered_and_its_task_committed() 
     produce(&mesh, &messages, "inventory", task.to_string().as_bytes());
     let letter = mesh
         .eventually("the refused answer dead-lettered", Duration::from_secs(30), async || {
-            letters(&mesh).await.into_iter().find(|d| d.reason.contains("refused by the broker"))
+            mesh.letters().await.into_iter().find(|d| d.reason.contains("refused by the broker"))
         })
         .await;
     assert_eq!(letter.consumer, "agent-inventory");

@@ -232,6 +232,18 @@ impl Mesh {
         out
     }
 
+    /// Every dead letter so far.
+    pub(crate) async fn letters(&self) -> Vec<mesh_proto::records::DeadLetterBody> {
+        self.read_topic(TopicKind::Deadletter)
+            .await
+            .into_iter()
+            .filter_map(|r| match r.envelope.ok()?.record {
+                mesh_proto::records::Record::DeadLetter(d) => Some(d),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// A hash the processes wrote to Redis.
     pub(crate) async fn hash(&self, key: &str) -> BTreeMap<String, String> {
         self.store.hgetall(key).await.expect("redis").into_iter().collect()
