@@ -64,7 +64,7 @@ pub struct Observed {
     pub proposals: BTreeMap<String, (u64, Proposal)>,
     /// Every decision record per proposal id.
     pub decisions: BTreeMap<String, Vec<Decision>>,
-    /// Proposals, votes and markers in the order read, for the consensus replay.
+    /// Proposals, votes, markers and roster entries in the order read, for the consensus replay.
     pub consensus_inputs: Vec<Record>,
     /// Topology-manager inputs: (partition, offset, record) of the topology and messages topics.
     pub topology_inputs: Vec<(Source, i64, Record)>,
@@ -176,7 +176,9 @@ impl Tail {
                         o.topology_inputs.push((source, r.offset, env.record.clone()));
                     }
                     TopicKind::Windows => o.changelog.push(env.record.clone()),
-                    TopicKind::Proposals | TopicKind::Votes => o.consensus_inputs.push(env.record.clone()),
+                    TopicKind::Proposals | TopicKind::Votes | TopicKind::Membership => {
+                        o.consensus_inputs.push(env.record.clone());
+                    }
                     _ => {}
                 }
                 match env.record {

@@ -117,10 +117,25 @@ pub struct Vote {
 pub enum ConsensusInput {
     /// A proposal record.
     Propose(Proposal),
+    /// A proposal record that breaks a rule a replay also sees (its voter set is not the live roster at its epoch,
+    /// its dance does not follow from its inputs): decided `refused` at once, so the supports its voters hold are
+    /// freed and its proposer learns why.
+    Refuse {
+        /// The proposal.
+        proposal: Proposal,
+        /// Why.
+        reason: String,
+    },
     /// A vote record.
     Vote(Vote),
     /// An expiry marker the manager appended after the proposal's deadline.
-    Expire(ProposalId),
+    Expire {
+        /// The proposal.
+        proposal: ProposalId,
+        /// When the manager found it due (the marker's `deadline_ms`): a marker dated before the proposal's deadline
+        /// is ignored, so no marker, whoever wrote it, expires a proposal early.
+        at_ms: u64,
+    },
     /// An inhibition marker the manager appended: a stronger competing dance on the same subject suppresses this one.
     Inhibit {
         /// The suppressed proposal.
@@ -144,6 +159,11 @@ pub enum Outcome {
     Inhibited {
         /// The proposal that won.
         by: ProposalId,
+    },
+    /// The consensus manager did not take it: it breaks a rule of the protocol (`docs/protocol.md`, "Trust").
+    Refused {
+        /// Which rule, in words.
+        reason: String,
     },
 }
 
@@ -207,6 +227,15 @@ pub enum Ignored {
     },
     /// The proposal has an empty voter set.
     NoVoters(ProposalId),
+    /// An expiry marker dated before the proposal's deadline.
+    ExpiryTooEarly {
+        /// The proposal.
+        proposal: ProposalId,
+        /// The marker's date.
+        at_ms: u64,
+        /// The proposal's deadline (`created_at_ms + proposal_timeout_ms`).
+        deadline_ms: u64,
+    },
     /// Inputs buffered for a proposal never seen were dropped to keep the buffer within its limit (a flood of
     /// votes for proposals that do not exist); the oldest-buffered proposal goes first.
     EarlyDropped {
@@ -240,7 +269,10 @@ fn decided_limit() -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 enum Early {
     Vote(Vote),
+    /// An expiry of a snapshot taken before markers were dated: taken as due.
     Expire,
+    /// An expiry marker and its date.
+    ExpireAt(u64),
     Inhibit(ProposalId),
 }
 
@@ -355,11 +387,12 @@ impl BeeConsensus {
         let mut out = StepOutput::default();
         match input {
             ConsensusInput::Propose(p) => self.propose(p, &mut out),
+            ConsensusInput::Refuse { proposal, reason } => self.refuse(proposal, reason, &mut out),
             ConsensusInput::Vote(v) => {
                 let id = v.proposal.clone();
                 self.apply(&id, Early::Vote(v), &mut out);
             }
-            ConsensusInput::Expire(id) => self.apply(&id, Early::Expire, &mut out),
+            ConsensusInput::Expire { proposal, at_ms } => self.apply(&proposal, Early::ExpireAt(at_ms), &mut out),
             ConsensusInput::Inhibit { proposal, by } => self.apply(&proposal, Early::Inhibit(by), &mut out),
         }
         out
@@ -406,6 +439,23 @@ impl BeeConsensus {
         }
     }
 
+    fn refuse(&mut self, proposal: Proposal, reason: String, out: &mut StepOutput) {
+        let id = proposal.id.clone();
+        if self.decided.contains_key(&id) {
+            out.ignored.push(Ignored::AlreadyDecided(id));
+            return;
+        }
+        if self.pending.contains_key(&id) {
+            // Another proposal took this id first; the one refused is a duplicate.
+            out.ignored.push(Ignored::DuplicateProposal(id));
+            return;
+        }
+        // Inputs that came before it count for nothing.
+        self.take_early(&id);
+        self.pending.insert(id.clone(), Pending::new(proposal));
+        self.decide(&id, Outcome::Refused { reason }, out);
+    }
+
     fn request_inhibit(&mut self, proposal: ProposalId, by: ProposalId, out: &mut StepOutput) {
         if self.inhibit_requested.insert((proposal.clone(), by.clone())) {
             out.commands.push(ConsensusCommand::AppendInhibit { proposal, by });
@@ -423,6 +473,14 @@ impl BeeConsensus {
         };
         match input {
             Early::Expire => self.decide(id, Outcome::Expired, out),
+            Early::ExpireAt(at_ms) => {
+                let deadline_ms = p.proposal.created_at_ms.saturating_add(self.params.proposal_timeout_ms);
+                if at_ms < deadline_ms {
+                    out.ignored.push(Ignored::ExpiryTooEarly { proposal: id.clone(), at_ms, deadline_ms });
+                } else {
+                    self.decide(id, Outcome::Expired, out);
+                }
+            }
             Early::Inhibit(by) => self.decide(id, Outcome::Inhibited { by }, out),
             Early::Vote(vote) => {
                 if !p.proposal.voters.contains(&vote.voter) {
@@ -560,6 +618,11 @@ mod tests {
         AgentId::new(s).expect("valid")
     }
 
+    /// An expiry marker dated long after any deadline.
+    fn expire(name: &str) -> ConsensusInput {
+        ConsensusInput::Expire { proposal: pid(name), at_ms: u64::MAX }
+    }
+
     fn pid(s: &str) -> ProposalId {
         ProposalId::new(s).expect("valid")
     }
@@ -632,7 +695,7 @@ mod tests {
         for i in 0..1_000 {
             let name = format!("p-{i}");
             m.step(ConsensusInput::Propose(proposal(&name, &format!("s-{i}"), 500, &FOUR)));
-            m.step(ConsensusInput::Expire(pid(&name)));
+            m.step(expire(&name));
         }
         assert_eq!((m.decided(), m.decided_order.len()), (100, 100));
         assert!(m.decided.contains_key(&pid("p-999")) && !m.decided.contains_key(&pid("p-0")));
@@ -727,9 +790,25 @@ mod tests {
         assert!(m.due_expiries(30_999).is_empty());
         assert_eq!(m.due_expiries(31_000), vec![pid("p")]);
         assert!(m.due_expiries(40_000).is_empty());
-        assert_eq!(decisions(&m.step(ConsensusInput::Expire(pid("p")))), vec![("p".to_owned(), Outcome::Expired)]);
+        assert_eq!(decisions(&m.step(expire("p"))), vec![("p".to_owned(), Outcome::Expired)]);
         assert_eq!(m.step(vote("p", "a", true)).ignored, vec![Ignored::AlreadyDecided(pid("p"))]);
-        assert_eq!(m.step(ConsensusInput::Expire(pid("p"))).ignored, vec![Ignored::AlreadyDecided(pid("p"))]);
+        assert_eq!(m.step(expire("p")).ignored, vec![Ignored::AlreadyDecided(pid("p"))]);
+    }
+
+    #[test]
+    fn an_expiry_marker_dated_before_the_deadline_expires_nothing() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        let early = ConsensusInput::Expire { proposal: pid("p"), at_ms: 30_999 };
+        assert!(m.step(early.clone()).ignored.is_empty(), "buffered until its proposal comes");
+        let out = m.step(ConsensusInput::Propose(proposal("p", "s", 500, &FOUR)));
+        assert!(decisions(&out).is_empty(), "{out:?}");
+        assert_eq!(
+            out.ignored,
+            vec![Ignored::ExpiryTooEarly { proposal: pid("p"), at_ms: 30_999, deadline_ms: 31_000 }]
+        );
+        assert_eq!(m.step(early).ignored.len(), 1, "and again when read after it");
+        let due = m.step(ConsensusInput::Expire { proposal: pid("p"), at_ms: 31_000 });
+        assert_eq!(decisions(&due), vec![("p".to_owned(), Outcome::Expired)]);
     }
 
     #[test]
@@ -766,6 +845,23 @@ mod tests {
         assert_eq!(out.ignored, vec![Ignored::NoVoters(pid("p"))]);
     }
 
+    #[test]
+    fn a_refused_proposal_is_decided_refused_once_and_its_votes_count_for_nothing() {
+        let mut m = BeeConsensus::new(ConsensusParams::default());
+        let vote = |voter: &str| {
+            ConsensusInput::Vote(Vote { proposal: pid("p"), voter: id(voter), support: true, intensity: Milli(900) })
+        };
+        assert!(m.step(vote("a")).commands.is_empty(), "buffered for its proposal");
+        let refused = Outcome::Refused { reason: "voters".into() };
+        let out = m.step(ConsensusInput::Refuse { proposal: proposal("p", "s", 500, &["a"]), reason: "voters".into() });
+        assert_eq!(decisions(&out), vec![("p".to_owned(), refused.clone())]);
+        assert_eq!(m.early_inputs(), 0, "the buffered vote went with it");
+        let again = m.step(ConsensusInput::Propose(proposal("p", "s", 500, &["a"])));
+        assert!(again.commands.is_empty(), "a refused id is decided: {again:?}");
+        assert!(m.step(vote("a")).commands.is_empty());
+        assert_eq!(m.outcome(&pid("p")), Some(&refused));
+    }
+
     /// Inputs for up to 3 proposals on one subject: each proposal's own sequence (votes and markers) in order.
     /// (kind, voter index, support) of one input of a proposal's own sequence.
     type Step = (u8, u8, bool);
@@ -787,7 +883,7 @@ mod tests {
                 let mut seq = vec![ConsensusInput::Propose(proposal(&name, "s", *s, &voters))];
                 for (kind, who, support) in &seqs[i] {
                     seq.push(match kind {
-                        0 => ConsensusInput::Expire(pid(&name)),
+                        0 => expire(&name),
                         1 => ConsensusInput::Inhibit { proposal: pid(&name), by: pid("p9") },
                         _ => vote(&name, ["a", "b", "c", "d", "e", "f", "g", "h"][*who as usize], *support),
                     });

@@ -5,6 +5,7 @@
 //! and carry out what they return, so a replay of the same log always reaches the same state.
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod consensus;
 pub mod graph;
 pub mod ids;

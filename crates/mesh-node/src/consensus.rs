@@ -1,8 +1,10 @@
 //! The consensus manager: owns proposals and decides each exactly once.
 //!
-//! Inputs are the proposals topic and the votes topic. A proposal's votes, and the manager's own `expire` and
-//! `inhibit` markers, are keyed by proposal id, so they sit in one partition in one order; [`BeeConsensus`] makes
-//! each outcome a pure function of the proposal and that sequence. Clock-driven judgements (the deadline passed, a
+//! Inputs are the proposals topic, the votes topic and the membership topic. A proposal's votes, and the manager's
+//! own `expire` and `inhibit` markers, are keyed by proposal id, so they sit in one partition in one order;
+//! [`BeeConsensus`] makes each outcome a pure function of the proposal and that sequence. The roster only says
+//! which proposals are taken ([`Admission`]: a voter set must be the live roster at the proposal's epoch), by a
+//! rule that depends on the membership log and not on when it was read. Clock-driven judgements (the deadline passed, a
 //! stronger dance appeared) are appended to the log as markers and only take effect when read back. Replaying from
 //! the snapshot's offsets after a crash therefore reaches the same decisions, and Redis keeps the first decision
 //! stored per proposal as a guard: a decision is published only if it equals the stored one.
@@ -14,6 +16,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use mesh_core::ProposalId;
+use mesh_core::admission::{Admission, Verdict};
 use mesh_core::consensus::{
     BeeConsensus, ConsensusCommand, ConsensusInput, ConsensusParams, Decision, Ignored, Outcome,
 };
@@ -36,6 +39,10 @@ const SNAPSHOT_FORMAT: u32 = 1;
 struct ConsensusSnapshot {
     format: u32,
     machine: BeeConsensus,
+    /// The roster history proposals are judged by (absent in snapshots taken before it existed: then the
+    /// membership topic is read from its beginning).
+    #[serde(default)]
+    admission: Admission,
     /// (topic, partition) → next offset to read.
     positions: Vec<(String, i32, i64)>,
     taken_at_ms: u64,
@@ -48,6 +55,7 @@ struct Counters {
     rejected: u64,
     expired: u64,
     inhibited: u64,
+    refused: u64,
     ignored: u64,
     dead_lettered: u64,
     /// Inputs for proposals never seen, dropped to keep their buffer within `mesh_core::consensus::EARLY_LIMIT`.
@@ -78,19 +86,19 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let decisions_key = redis_keys::decisions(&prefix);
 
     let loaded = retry("loading the consensus snapshot", &shutdown, || store.get(&snapshot_key)).await?;
-    let (mut machine, mut positions) = match loaded.map(|b| restore(&b, &config)) {
-        None => (BeeConsensus::new(config.params), BTreeMap::new()),
+    let (mut machine, mut admission, mut positions) = match loaded.map(|b| restore(&b, &config)) {
+        None => (BeeConsensus::new(config.params), Admission::new(), BTreeMap::new()),
         Some(Ok(s)) => s,
         Some(Err(reason)) => {
             tracing::warn!(key = %snapshot_key, "snapshot unusable ({reason}): rebuilding from the log");
-            (BeeConsensus::new(config.params), BTreeMap::new())
+            (BeeConsensus::new(config.params), Admission::new(), BTreeMap::new())
         }
     };
     // Markers requested before a crash may never have been written: ask again (duplicates are ignored).
     machine.reset_expiry_requests();
 
     let mut assignments = Vec::new();
-    for kind in [TopicKind::Proposals, TopicKind::Votes] {
+    for kind in [TopicKind::Proposals, TopicKind::Votes, TopicKind::Membership] {
         for p in 0..publisher.partitions(kind) {
             #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
             let partition = p as i32;
@@ -122,7 +130,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             r = reader.next(), if in_flight.len() < IN_FLIGHT_LIMIT => match r {
                 Ok(record) => {
                     positions.insert((record.topic.clone(), record.partition), record.offset + 1);
-                    handle_record(&mut machine, &publisher, &store, &decisions_key, &record, &mut counters, &shutdown, &mut in_flight);
+                    let state = State { machine: &mut machine, admission: &mut admission, counters: &mut counters };
+                    handle_record(state, &publisher, &store, &decisions_key, &record, &shutdown, &mut in_flight);
                 }
                 Err(e) => read_errors.on_error(&e).await,
             },
@@ -142,11 +151,11 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 }
                 // The snapshot covers only inputs whose decisions and markers are out: nothing in flight.
                 if in_flight.is_empty() && now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
-                    redis.blob(encode_snapshot(&snapshot_key, &machine, &positions)?);
+                    redis.blob(encode_snapshot(&snapshot_key, &machine, &admission, &positions)?);
                     last_snapshot = now;
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
-                    redis.hash(stats_fields(&machine, &counters));
+                    redis.hash(stats_fields(&machine, &admission, &counters));
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
                     last_stats = now;
                 }
@@ -162,11 +171,11 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         }
     };
     if tokio::time::timeout(Duration::from_secs(5), finish).await.is_ok() {
-        redis.blob(encode_snapshot(&snapshot_key, &machine, &positions)?);
+        redis.blob(encode_snapshot(&snapshot_key, &machine, &admission, &positions)?);
     } else {
         tracing::warn!("decisions still in flight after 5 s: keeping the last snapshot (the log rebuilds the rest)");
     }
-    redis.hash(stats_fields(&machine, &counters));
+    redis.hash(stats_fields(&machine, &admission, &counters));
     redis.finish().await;
     Ok(())
 }
@@ -185,11 +194,12 @@ impl Counters {
             Outcome::Rejected => self.rejected += 1,
             Outcome::Expired => self.expired += 1,
             Outcome::Inhibited { .. } => self.inhibited += 1,
+            Outcome::Refused { .. } => self.refused += 1,
         }
     }
 }
 
-type Restored = (BeeConsensus, BTreeMap<(String, i32), i64>);
+type Restored = (BeeConsensus, Admission, BTreeMap<(String, i32), i64>);
 
 fn restore(bytes: &[u8], config: &ConsensusConfig) -> Result<Restored, String> {
     let snap: ConsensusSnapshot = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
@@ -200,55 +210,95 @@ fn restore(bytes: &[u8], config: &ConsensusConfig) -> Result<Restored, String> {
         return Err("the consensus parameters changed since it was taken".to_owned());
     }
     let positions = snap.positions.into_iter().map(|(t, p, o)| ((t, p), o)).collect();
-    Ok((snap.machine, positions))
+    Ok((snap.machine, snap.admission, positions))
 }
 
-/// A record as an input of the state machine (`None` for kinds it does not take), or why it is refused.
+/// A record as inputs of the state machine: none for kinds it does not take, several when a roster change lets
+/// proposals through that were waiting for it.
 ///
-/// A proposal's dance must be the one its inputs make (`WaggleDance::perform`): the dance decides which of two rival
-/// proposals suppresses the other, so one claimed rather than computed would let any writer suppress its rivals. The
-/// check is a function of the record alone, so a replay refuses exactly what the live run refused.
-fn to_input(record: Record) -> Result<Option<ConsensusInput>, String> {
-    Ok(match record {
+/// A proposal is taken only if its dance is the one its inputs make (`WaggleDance::perform`: the dance decides which
+/// of two rival proposals suppresses the other, so one claimed rather than computed would let any writer suppress
+/// its rivals) and its voter set is the live roster at its epoch ([`Admission`]); otherwise it is decided `refused`.
+/// Both checks are functions of the logs alone, so a replay refuses exactly what the live run refused.
+fn to_inputs(record: Record, admission: &mut Admission) -> Vec<ConsensusInput> {
+    let verdicts = match record {
         Record::Proposal(b) => {
             let danced = WaggleDance::perform(b.inputs, &b.proposal.subject);
-            if danced != b.proposal.dance {
-                return Err(format!(
-                    "proposal {}: its dance {:?} does not follow from its inputs, which make {danced:?}",
-                    b.proposal.id, b.proposal.dance
-                ));
+            if danced == b.proposal.dance {
+                admission.on_proposal(b.proposal)
+            } else {
+                let reason =
+                    format!("its dance {:?} does not follow from its inputs, which make {danced:?}", b.proposal.dance);
+                vec![Verdict::Refuse { proposal: b.proposal, reason }]
             }
-            Some(ConsensusInput::Propose(b.proposal))
         }
-        Record::Vote(b) => Some(ConsensusInput::Vote(b.vote)),
-        Record::Expire(b) => Some(ConsensusInput::Expire(b.proposal)),
-        Record::Inhibit(b) => Some(ConsensusInput::Inhibit { proposal: b.proposal, by: b.by }),
-        _ => None,
-    })
+        Record::Member(b) => admission.on_member(&b.member),
+        Record::Vote(b) => return vec![ConsensusInput::Vote(b.vote)],
+        Record::Expire(b) => return vec![ConsensusInput::Expire { proposal: b.proposal, at_ms: b.deadline_ms }],
+        Record::Inhibit(b) => return vec![ConsensusInput::Inhibit { proposal: b.proposal, by: b.by }],
+        _ => return Vec::new(),
+    };
+    verdicts
+        .into_iter()
+        .map(|v| match v {
+            Verdict::Admit(proposal) => ConsensusInput::Propose(proposal),
+            Verdict::Refuse { proposal, reason } => {
+                tracing::warn!(proposal = %proposal.id, proposer = %proposal.proposer, %reason, "proposal refused");
+                ConsensusInput::Refuse { proposal, reason }
+            }
+        })
+        .collect()
 }
 
-#[expect(clippy::too_many_arguments, reason = "the runtime's handles, passed down rather than bundled")]
+/// The manager's state a record changes.
+struct State<'a> {
+    machine: &'a mut BeeConsensus,
+    admission: &'a mut Admission,
+    counters: &'a mut Counters,
+}
+
 fn handle_record<B: Bus, S: SnapshotStore>(
-    machine: &mut BeeConsensus,
+    state: State<'_>,
     publisher: &Publisher<B>,
     store: &S,
     decisions_key: &str,
     record: &InRecord,
-    counters: &mut Counters,
     shutdown: &Shutdown,
     in_flight: &mut FuturesUnordered<Effect>,
 ) {
+    let State { machine, admission, counters } = state;
     let kind = publisher.topics.kind_of(&record.topic);
-    let input = match publisher.open(record, kind).map_err(|e| e.to_string()).and_then(|e| to_input(e.record)) {
-        Ok(input) => input,
+    let envelope = match publisher.open(record, kind) {
+        Ok(envelope) => envelope,
+        // Every agent reads the membership topic and dead-letters what it cannot use there.
+        Err(e) if kind == Some(TopicKind::Membership) => {
+            tracing::debug!(offset = record.offset, reason = %e, "a membership record not usable: skipped");
+            return;
+        }
         Err(e) => {
             counters.dead_lettered += 1;
-            let sending = publisher.start_dead_letter(record, &e, shutdown);
+            let sending = publisher.start_dead_letter(record, &e.to_string(), shutdown);
             in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
             return;
         }
     };
-    let Some(input) = input else { return };
+    for input in to_inputs(envelope.record, admission) {
+        step(machine, input, publisher, store, decisions_key, counters, shutdown, in_flight);
+    }
+}
+
+/// One input through the state machine, and its commands carried out.
+#[expect(clippy::too_many_arguments, reason = "the runtime's handles, passed down rather than bundled")]
+fn step<B: Bus, S: SnapshotStore>(
+    machine: &mut BeeConsensus,
+    input: ConsensusInput,
+    publisher: &Publisher<B>,
+    store: &S,
+    decisions_key: &str,
+    counters: &mut Counters,
+    shutdown: &Shutdown,
+    in_flight: &mut FuturesUnordered<Effect>,
+) {
     let out = machine.step(input);
     for ignored in &out.ignored {
         counters.ignored += 1;
@@ -323,18 +373,30 @@ async fn publish_decision<B: Bus, S: SnapshotStore>(
 fn encode_snapshot(
     key: &str,
     machine: &BeeConsensus,
+    admission: &Admission,
     positions: &BTreeMap<(String, i32), i64>,
 ) -> Result<Vec<u8>, NodeError> {
-    let snap = ConsensusSnapshot {
+    // The same fields as `ConsensusSnapshot`, borrowed: a state of 100,000 buffered inputs is not copied to be
+    // written.
+    #[derive(Serialize)]
+    struct Borrowed<'a> {
+        format: u32,
+        machine: &'a BeeConsensus,
+        admission: &'a Admission,
+        positions: Vec<(&'a str, i32, i64)>,
+        taken_at_ms: u64,
+    }
+    let snap = Borrowed {
         format: SNAPSHOT_FORMAT,
-        machine: machine.clone(),
-        positions: positions.iter().map(|((t, p), o)| (t.clone(), *p, *o)).collect(),
+        machine,
+        admission,
+        positions: positions.iter().map(|((t, p), o)| (t.as_str(), *p, *o)).collect(),
         taken_at_ms: now_ms(),
     };
     serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })
 }
 
-fn stats_fields(machine: &BeeConsensus, c: &Counters) -> Vec<(String, String)> {
+fn stats_fields(machine: &BeeConsensus, admission: &Admission, c: &Counters) -> Vec<(String, String)> {
     vec![
         ("pending".into(), machine.pending().to_string()),
         ("decided".into(), machine.decided().to_string()),
@@ -342,6 +404,9 @@ fn stats_fields(machine: &BeeConsensus, c: &Counters) -> Vec<(String, String)> {
         ("rejected".into(), c.rejected.to_string()),
         ("expired".into(), c.expired.to_string()),
         ("inhibited".into(), c.inhibited.to_string()),
+        ("refused".into(), c.refused.to_string()),
+        ("proposals_parked".into(), admission.parked().to_string()),
+        ("roster_epoch".into(), admission.epoch().to_string()),
         ("ignored_inputs".into(), c.ignored.to_string()),
         ("dead_lettered".into(), c.dead_lettered.to_string()),
         ("early_dropped".into(), c.early_dropped.to_string()),
@@ -350,19 +415,20 @@ fn stats_fields(machine: &BeeConsensus, c: &Counters) -> Vec<(String, String)> {
     ]
 }
 
-/// Decides every proposal a log of proposals, votes and the manager's own markers decides, from scratch: the
-/// crash-free reference that recovery tests and `cargo xtask chaos` hold the published decisions to. Records of
-/// other kinds are skipped; any interleaving that keeps each proposal's votes and markers in log order gives the
-/// same decisions. Keyed by proposal id.
+/// Decides every proposal a log of proposals, votes, roster entries and the manager's own markers decides, from
+/// scratch: the crash-free reference that recovery tests and `cargo xtask chaos` hold the published decisions to.
+/// Records of other kinds are skipped; any interleaving that keeps each proposal's votes and markers in log order,
+/// and the roster entries in theirs, gives the same decisions. Keyed by proposal id.
 pub fn replay_log(params: ConsensusParams, records: impl IntoIterator<Item = Record>) -> BTreeMap<String, Decision> {
     let mut machine = BeeConsensus::new(params);
+    let mut admission = Admission::new();
     let mut out = BTreeMap::new();
     for record in records {
-        // What the live manager refused (dead-lettered) is no input here either.
-        let Ok(Some(input)) = to_input(record) else { continue };
-        for c in machine.step(input).commands {
-            if let ConsensusCommand::Publish(d) = c {
-                out.insert(d.proposal.to_string(), d);
+        for input in to_inputs(record, &mut admission) {
+            for c in machine.step(input).commands {
+                if let ConsensusCommand::Publish(d) = c {
+                    out.insert(d.proposal.to_string(), d);
+                }
             }
         }
     }
@@ -372,6 +438,9 @@ pub fn replay_log(params: ConsensusParams, records: impl IntoIterator<Item = Rec
 #[cfg(test)]
 mod tests {
     use mesh_core::Milli;
+    use mesh_core::Role;
+    use mesh_core::membership::{AgentProfile, Member, MemberStatus};
+    use mesh_proto::records::{MemberBody, ProposalBody};
     use mesh_proto::{TopicKind, decode};
 
     use super::*;
@@ -382,38 +451,104 @@ mod tests {
         decode(Some(text.as_bytes()), Some(TopicKind::Proposals)).expect("decodes").record
     }
 
+    /// The roster the golden proposal names: fraud, inventory, sales and support joined, epochs 1 to 4.
+    fn roster() -> Vec<Record> {
+        ["fraud", "inventory", "sales", "support"]
+            .into_iter()
+            .zip(1..)
+            .map(|(name, epoch)| {
+                let profile = AgentProfile {
+                    id: name.parse().expect("valid id"),
+                    name: name.to_owned(),
+                    role: Role::new(name).expect("valid role"),
+                    capabilities: Vec::new(),
+                    metadata: BTreeMap::new(),
+                };
+                Record::Member(MemberBody { member: Member { profile, status: MemberStatus::Live, epoch } })
+            })
+            .collect()
+    }
+
     #[test]
-    fn a_proposal_whose_dance_its_inputs_do_not_make_is_refused_live_and_in_replay() {
-        assert!(
-            matches!(to_input(golden_proposal()), Ok(Some(ConsensusInput::Propose(_)))),
-            "the golden one dances right"
-        );
-        let Record::Proposal(mut forged) = golden_proposal() else { panic!("a proposal") };
-        forged.proposal.dance.intensity = Milli(1000);
-        let reason = to_input(Record::Proposal(forged.clone())).expect_err("refused");
-        assert!(reason.contains("does not follow from its inputs"), "{reason}");
-        // Every voter supports it: taken as input, it would be decided.
-        let votes = |p: &mesh_core::consensus::Proposal| -> Vec<Record> {
-            p.voters
-                .iter()
-                .map(|v| {
-                    let vote = mesh_core::consensus::Vote {
-                        proposal: p.id.clone(),
-                        voter: v.clone(),
-                        support: true,
-                        intensity: Milli(900),
-                    };
-                    Record::Vote(mesh_proto::records::VoteBody { vote })
-                })
-                .collect()
-        };
+    fn a_snapshot_restores_the_machine_the_roster_history_and_the_positions() {
+        let config = ConsensusConfig::default();
+        let mut machine = BeeConsensus::new(config.params);
+        let mut admission = Admission::new();
+        for record in roster().into_iter().chain([golden_proposal()]) {
+            for input in to_inputs(record, &mut admission) {
+                machine.step(input);
+            }
+        }
+        assert_eq!(machine.pending(), 1);
+        let positions: BTreeMap<(String, i32), i64> = [(("t".to_owned(), 3), 42)].into_iter().collect();
+        let bytes = encode_snapshot("k", &machine, &admission, &positions).expect("encodes");
+        let (m, a, p) = restore(&bytes, &config).expect("restores");
+        assert_eq!((m, a, p), (machine, admission, positions));
+    }
+
+    /// Every voter's support.
+    fn votes(p: &mesh_core::consensus::Proposal) -> Vec<Record> {
+        p.voters
+            .iter()
+            .map(|v| {
+                let vote = mesh_core::consensus::Vote {
+                    proposal: p.id.clone(),
+                    voter: v.clone(),
+                    support: true,
+                    intensity: Milli(900),
+                };
+                Record::Vote(mesh_proto::records::VoteBody { vote })
+            })
+            .collect()
+    }
+
+    fn outcome_of(log: Vec<Record>) -> Option<Outcome> {
+        let decided = replay_log(ConsensusParams::default(), log);
+        assert!(decided.len() <= 1, "{decided:?}");
+        decided.into_values().next().map(|d| d.outcome)
+    }
+
+    #[test]
+    fn a_proposal_whose_dance_its_inputs_do_not_make_is_refused_whatever_its_votes() {
         let Record::Proposal(honest) = golden_proposal() else { panic!("a proposal") };
-        let honest_log: Vec<Record> =
+        let log = |p: &ProposalBody| -> Vec<Record> {
+            roster().into_iter().chain([Record::Proposal(p.clone())]).chain(votes(&p.proposal)).collect()
+        };
+        assert_eq!(outcome_of(log(&honest)), Some(Outcome::Accepted), "the golden one dances right");
+        let mut forged = honest.clone();
+        forged.proposal.dance.intensity = Milli(1000);
+        let Some(Outcome::Refused { reason }) = outcome_of(log(&forged)) else { panic!("refused") };
+        assert!(reason.contains("does not follow from its inputs"), "{reason}");
+    }
+
+    #[test]
+    fn a_proposal_whose_voters_are_not_the_live_roster_at_its_epoch_is_refused_whatever_the_interleaving() {
+        let Record::Proposal(honest) = golden_proposal() else { panic!("a proposal") };
+        // fraud alone, or fraud and a friend: every voter supports, and without the check it would be accepted.
+        let mut alone = honest.clone();
+        alone.proposal.voters = ["fraud".parse().expect("valid id")].into_iter().collect();
+        let mut invented = honest.clone();
+        invented.proposal.voters.insert("mallory".parse().expect("valid id"));
+        invented.proposal.voters.remove(&"sales".parse().expect("valid id"));
+        for forged in [alone, invented] {
+            let proposal_and_votes: Vec<Record> =
+                std::iter::once(Record::Proposal(forged.clone())).chain(votes(&forged.proposal)).collect();
+            // The roster read before the proposal, after it, or half and half: the same verdict.
+            for split in [0, 2, 4] {
+                let mut log = roster();
+                let after = log.split_off(split);
+                log.extend(proposal_and_votes.clone());
+                log.extend(after);
+                let Some(Outcome::Refused { reason }) = outcome_of(log) else {
+                    panic!("refused (roster split {split})")
+                };
+                assert!(reason.contains("not the live roster at epoch 4"), "{reason}");
+            }
+        }
+        // The honest set passes however the topics interleave.
+        let mut log: Vec<Record> =
             std::iter::once(Record::Proposal(honest.clone())).chain(votes(&honest.proposal)).collect();
-        assert_eq!(replay_log(ConsensusParams::default(), honest_log).len(), 1, "the honest one is decided");
-        let forged_log: Vec<Record> =
-            std::iter::once(Record::Proposal(forged.clone())).chain(votes(&forged.proposal)).collect();
-        let decided = replay_log(ConsensusParams::default(), forged_log);
-        assert!(decided.is_empty(), "a replay does not take what the live run refused: {decided:?}");
+        log.extend(roster());
+        assert_eq!(outcome_of(log), Some(Outcome::Accepted));
     }
 }

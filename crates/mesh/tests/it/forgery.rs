@@ -6,6 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use mesh_core::waggle::WaggleDance;
 use mesh_proto::auth::{Principal, Signer};
 use mesh_proto::{TopicKind, partition_for};
 use mesh_transport::{Bus, OutRecord};
@@ -118,6 +119,26 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
     forge(&mesh, TopicKind::Votes, "some-proposal", &vote(2), Tag::Claiming("sales", "fraud")).await;
     forge(&mesh, TopicKind::Messages, "inventory", &task("forged-task-2"), Tag::Claiming("sales", "fraud")).await;
 
+    // fraud, under its own valid key, proposes with itself as the only voter (and would accept on its own vote).
+    let epoch = mesh.consensus_stat("roster_epoch").await.expect("the manager read the roster");
+    let inputs = json!({ "priority": 900, "urgency": 700, "confidence": 500, "amount_cents": 0 });
+    let dance = WaggleDance::perform(serde_json::from_value(inputs.clone()).expect("inputs"), "account:acct-9");
+    let mine = envelope(
+        "proposal",
+        "fraud-alone",
+        json!({ "proposal": {
+            "id": "fraud-alone", "proposer": "fraud", "subject": "account:acct-9", "action": "block_account",
+            "dance": dance, "voters": ["fraud"], "epoch": epoch, "created_at_ms": 1_764_000_000_000_u64 },
+            "inputs": inputs, "payload": {} }),
+    );
+    forge(&mesh, TopicKind::Proposals, "fraud-alone", &mine, Tag::As("fraud")).await;
+    let own_vote = envelope(
+        "vote",
+        "fraud-alone-vote",
+        json!({ "vote": { "proposal": "fraud-alone", "voter": "fraud", "support": true, "intensity": 1000 } }),
+    );
+    forge(&mesh, TopicKind::Votes, "fraud-alone", &own_vote, Tag::As("fraud")).await;
+
     // The same task from a client holding the credentials, after the forged ones in the same partition: once it is
     // answered, inventory has read the forgeries before it.
     produce(&mesh, &mesh.topics.name(TopicKind::Messages), "inventory", task_json("signed-task").as_bytes());
@@ -174,6 +195,26 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
         .await;
     }
 
+    // fraud's own proposal with a voter set of one is decided refused, with the reason, and nothing else was.
+    let decided = mesh
+        .eventually("fraud-alone decided", Duration::from_secs(20), async || {
+            mesh.read_topic(TopicKind::Decisions).await.into_iter().find_map(|r| match r.envelope.ok()?.record {
+                mesh_proto::records::Record::Decision(d) if d.decision.proposal.as_str() == "fraud-alone" => {
+                    Some(d.decision)
+                }
+                _ => None,
+            })
+        })
+        .await;
+    let mesh_core::consensus::Outcome::Refused { reason } = &decided.outcome else {
+        panic!("fraud decided its own proposal: {decided:?}")
+    };
+    assert!(reason.contains(&format!("not the live roster at epoch {epoch} (3 live)")), "{reason}");
+    mesh.eventually("the refusal counted", Duration::from_secs(10), async || {
+        (mesh.consensus_stat("refused").await? == 1).then_some(())
+    })
+    .await;
+
     // Nothing changed: three live agents, no mallory or ghost, sales never told it was dead, and the mesh goes on
     // deciding.
     assert_eq!(mesh.topology_stat("live_agents").await, Some(3), "the roster changed");
@@ -186,6 +227,7 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
     for name in ["topology", "consensus", "sales", "fraud", "inventory"] {
         assert!(mesh.running(name), "{name} died\n{}", mesh.logs(name));
     }
+    assert_eq!(mesh.consensus_stat("refused").await, Some(1), "an honest proposal was refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

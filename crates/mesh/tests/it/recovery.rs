@@ -136,8 +136,8 @@ async fn managers_killed_under_traffic_recover_exactly() {
         assert_eq!(&s, d, "seed {seed}: redis and kafka agree on {id}");
     }
     let mut records: Vec<Record> = Vec::new();
-    // Votes and markers first, then proposals: yet another interleaving.
-    for kind in [TopicKind::Votes, TopicKind::Proposals] {
+    // Votes and markers first, then proposals, then the roster they are judged by: yet another interleaving.
+    for kind in [TopicKind::Votes, TopicKind::Proposals, TopicKind::Membership] {
         records.extend(mesh.read_topic(kind).await.into_iter().filter_map(|r| r.envelope.ok()).map(|e| e.record));
     }
     let params = ConsensusParams { proposal_timeout_ms: 5_000, ..ConsensusParams::default() };
