@@ -32,6 +32,7 @@ use crate::latest_writer::LatestWriter;
 use crate::runtime::{
     NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, now_ms, redis_keys, retry,
 };
+use crate::snapshot_pacer::SnapshotPacer;
 
 const SNAPSHOT_FORMAT: u32 = 1;
 
@@ -116,7 +117,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     // Snapshots and stats go to Redis from a task of their own (decisions do not: each is stored before it is
     // published, on purpose).
     let redis = LatestWriter::spawn(store.clone(), redis_keys::consensus_stats(&prefix), snapshot_key.clone());
-    let mut last_snapshot = now_ms();
+    let mut snapshots = SnapshotPacer::new(config.snapshot_interval);
+    // The state just restored or built: the first snapshot is due an interval from now.
+    snapshots.taken(now_ms(), Duration::ZERO);
     let mut last_stats = 0;
     let mut shutdown_wait = shutdown.clone();
     let mut expiry_timer = tokio::time::interval(Duration::from_millis(100));
@@ -150,9 +153,10 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     in_flight.push(Box::pin(async move { sending.await.map(|_| None) }));
                 }
                 // The snapshot covers only inputs whose decisions and markers are out: nothing in flight.
-                if in_flight.is_empty() && now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64 {
+                if in_flight.is_empty() && snapshots.due(now) {
+                    let started = std::time::Instant::now();
                     redis.blob(encode_snapshot(&snapshot_key, &machine, &admission, &positions)?);
-                    last_snapshot = now;
+                    snapshots.taken(now, started.elapsed());
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
                     redis.hash(stats_fields(&machine, &admission, &counters));

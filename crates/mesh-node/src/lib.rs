@@ -13,6 +13,7 @@ pub mod latency;
 mod latest_writer;
 mod runtime;
 pub mod scenario;
+mod snapshot_pacer;
 pub mod topology;
 
 pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};

@@ -34,6 +34,7 @@ use crate::latest_writer::LatestWriter;
 use crate::runtime::{
     NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry,
 };
+use crate::snapshot_pacer::SnapshotPacer;
 
 /// What the manager snapshots to Redis: the state machine and where in the changelog it stands.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -180,8 +181,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
 
     // Stats and snapshots go to Redis from a task of their own: a hung Redis must not stop windows closing.
     let redis = LatestWriter::spawn(store.clone(), redis_keys::topology_stats(&prefix), snapshot_key.clone());
-    // Zero: the first window applied after a start is snapshotted at once.
-    let mut last_snapshot = 0;
+    // The first window applied after a start is snapshotted at once.
+    let mut snapshots = SnapshotPacer::new(config.snapshot_interval);
     let mut sealing: Option<Sealing> = None;
     let mut lateness = Lateness::default();
     let rearm_after_ms = (failure_timeout_ms / 4).max(4 * probe_every.as_millis() as u64);
@@ -199,8 +200,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let mut snapshot_due = false;
     loop {
         if snapshot_due && outbox.is_empty() {
+            let (now, started) = (now_ms(), std::time::Instant::now());
             redis.blob(encode_snapshot(&topology, changelog_next, interval_ms, &snapshot_key)?);
-            last_snapshot = now_ms();
+            snapshots.taken(now, started.elapsed());
             snapshot_due = false;
         }
         let next_tick_ms = (sealed_tick + 1) * interval_ms;
@@ -246,7 +248,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 publish_effects(&publisher, s.window.tick, fx, &shutdown, &mut outbox);
                 redis.hash(stats_fields(&topology, &lateness, &probes, None, now));
                 readiness.status(&status_line(&topology));
-                snapshot_due |= now.saturating_sub(last_snapshot) >= config.snapshot_interval.as_millis() as u64;
+                snapshot_due |= snapshots.due(now);
                 // A window overdue while this one was in flight (a slow or absent broker) is sealed at once.
                 let tick = now / interval_ms;
                 if tick > sealed_tick {
