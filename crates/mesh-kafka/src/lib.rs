@@ -520,7 +520,8 @@ fn check_replayable(
 }
 
 /// `tpl` with every partition that starts at the beginning or the end given its offset, looked up in one ListOffsets
-/// round trip per broker (timestamps -2 and -1 mean earliest and latest).
+/// round trip per broker (timestamps -2 and -1 mean earliest and latest), and looked up again, with a short backoff
+/// for up to [`START_LOOKUP_PATIENCE`], for the partitions whose lookup failed.
 ///
 /// Left to librdkafka, each such partition resolves its start on its own, and librdkafka keeps one fetch in flight
 /// per broker: a partition resolved after the first fetch left is first asked about when that fetch returns. On a
@@ -528,30 +529,59 @@ fn check_replayable(
 /// fetch waits, every time (24 of 24: an agent read its own membership only after 1 s at the 500 ms default).
 /// Resolved first, it is read at once 7 times in 8, and after one fetch wait at worst: librdkafka starts each
 /// partition's fetching with an operation of its own, so the broker thread can still send a fetch between two of
-/// them. If the lookup fails the partitions keep their logical offsets and librdkafka resolves them as before.
+/// them.
+///
+/// Why the retries: a lookup made just after the topics were created fails for partitions whose leader the broker
+/// has not settled yet (`NotLeaderForPartition`). Left logical, such a partition started at "the end" was resolved
+/// a second or more later, and the records written meanwhile were never read: an agent missed a decision written
+/// 1 s after it joined (and read the roster 1.4 s late), in one test run of 19 under load. Only once the patience is
+/// spent do the partitions keep their logical offsets, with a warning, and librdkafka resolves them as before.
 fn resolve_logical_offsets(consumer: &StreamConsumer, mut tpl: TopicPartitionList) -> TopicPartitionList {
-    let mut logical = TopicPartitionList::new();
-    for e in tpl.elements() {
-        if matches!(e.offset(), Offset::Beginning | Offset::End) {
-            // A list built from valid elements accepts them again.
-            let _ = logical.add_partition_offset(e.topic(), e.partition(), e.offset());
-        }
-    }
-    if logical.count() == 0 {
-        return tpl;
-    }
-    match consumer.offsets_for_times(logical, Duration::from_secs(5)) {
-        Ok(resolved) => {
-            for e in resolved.elements() {
-                if let (Offset::Offset(n), None) = (e.offset(), e.error().err()) {
-                    let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset(n));
-                }
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        let mut logical = TopicPartitionList::new();
+        for e in tpl.elements() {
+            if matches!(e.offset(), Offset::Beginning | Offset::End) {
+                // A list built from valid elements accepts them again.
+                let _ = logical.add_partition_offset(e.topic(), e.partition(), e.offset());
             }
         }
-        Err(e) => tracing::debug!(error = %e, "start offsets not looked up; librdkafka resolves them per partition"),
+        if logical.count() == 0 {
+            return tpl;
+        }
+        let failure = match consumer.offsets_for_times(logical, Duration::from_secs(5)) {
+            Ok(resolved) => {
+                let mut failure = None;
+                for e in resolved.elements() {
+                    match (e.offset(), e.error()) {
+                        (Offset::Offset(n), Ok(())) => {
+                            let _ = tpl.set_partition_offset(e.topic(), e.partition(), Offset::Offset(n));
+                        }
+                        (offset, result) => {
+                            failure = Some(format!("{}/{}: {offset:?} {result:?}", e.topic(), e.partition()));
+                        }
+                    }
+                }
+                failure
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        let Some(failure) = failure else { return tpl };
+        if started.elapsed() >= START_LOOKUP_PATIENCE {
+            tracing::warn!(error = %failure, "start offsets not looked up; librdkafka resolves them per partition, so a \
+                partition starting at its end may skip records written until then");
+            return tpl;
+        }
+        tracing::debug!(error = %failure, "start offsets not looked up yet; asking again");
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(500));
     }
-    tpl
 }
+
+/// How long a reader asks again for the start offsets of partitions whose lookup failed (see
+/// [`resolve_logical_offsets`]).
+const START_LOOKUP_PATIENCE: Duration = Duration::from_secs(10);
 
 /// Partitions of `topic` in a metadata answer: an error if the broker does not know it (yet) or has none for it.
 fn partitions_in(md: &rdkafka::metadata::Metadata, topic: &str) -> Result<u32, TransportError> {
