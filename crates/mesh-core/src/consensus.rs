@@ -194,7 +194,12 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConsensusCommand {
     /// Publish this decision (to the compacted decisions topic and Redis).
-    Publish(Decision),
+    Publish {
+        /// The decision.
+        decision: Decision,
+        /// When its proposal was created (by its proposer's clock): for the decision latency the runtime reports.
+        created_at_ms: u64,
+    },
     /// Append an inhibition marker for `proposal` to the log (the stronger `by` suppresses it).
     AppendInhibit {
         /// The proposal to suppress.
@@ -527,7 +532,8 @@ impl BeeConsensus {
             }
         }
         let voters = p.proposal.voters.len();
-        out.commands.push(ConsensusCommand::Publish(Decision {
+        let created_at_ms = p.proposal.created_at_ms;
+        let decision = Decision {
             proposal: id.clone(),
             subject: p.proposal.subject.clone(),
             action: p.proposal.action.clone(),
@@ -537,7 +543,8 @@ impl BeeConsensus {
             voters,
             needed: self.params.quorum.needed(voters),
             support_intensity: p.support_intensity,
-        }));
+        };
+        out.commands.push(ConsensusCommand::Publish { decision, created_at_ms });
         self.decided.insert(id.clone(), outcome);
         self.decided_order.push_back(id.clone());
         self.forget_inhibits_of(id);
@@ -654,7 +661,7 @@ mod tests {
         out.commands
             .iter()
             .filter_map(|c| match c {
-                ConsensusCommand::Publish(d) => Some((d.proposal.to_string(), d.outcome.clone())),
+                ConsensusCommand::Publish { decision: d, .. } => Some((d.proposal.to_string(), d.outcome.clone())),
                 ConsensusCommand::AppendInhibit { .. } => None,
             })
             .collect()
@@ -741,7 +748,7 @@ mod tests {
         assert!(decisions(&m.step(vote("p", "b", true))).is_empty());
         let out = m.step(vote("p", "c", true));
         assert_eq!(decisions(&out), vec![("p".to_owned(), Outcome::Accepted)]);
-        let ConsensusCommand::Publish(d) = &out.commands[0] else { panic!("a decision") };
+        let ConsensusCommand::Publish { decision: d, .. } = &out.commands[0] else { panic!("a decision") };
         assert_eq!((d.supports, d.against, d.voters, d.needed, d.support_intensity), (3, 0, 4, 3, 1500));
         assert_eq!(m.step(vote("p", "d", true)).ignored, vec![Ignored::AlreadyDecided(pid("p"))]);
         assert_eq!((m.pending(), m.decided()), (0, 1));
@@ -923,7 +930,7 @@ mod tests {
         let mut out = BTreeMap::new();
         for i in inputs {
             for c in m.step(i).commands {
-                if let ConsensusCommand::Publish(d) = c {
+                if let ConsensusCommand::Publish { decision: d, .. } = c {
                     assert!(out.insert(d.proposal.clone(), d).is_none(), "decided twice");
                 }
             }

@@ -33,6 +33,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{AgentConfig, MeshConfig};
 use crate::latency::Latency;
+use crate::metrics::AgentMetrics;
 use crate::runtime::{
     NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, now_ms, now_us, redis_keys,
     retry,
@@ -216,6 +217,14 @@ struct Agent<B: Bus> {
     awaiting_ids: HashMap<String, u64>,
     /// A heartbeat is in flight (unacknowledged).
     heartbeat_pending: bool,
+    /// The same counters and latencies, for Prometheus.
+    metrics: AgentMetrics,
+}
+
+/// Microseconds as seconds, for Prometheus.
+#[expect(clippy::cast_precision_loss, reason = "a latency in µs, far below 2^52")]
+fn seconds(us: u64) -> f64 {
+    us as f64 / 1e6
 }
 
 /// Tasks whose round trip is tracked at once.
@@ -284,6 +293,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         awaiting: BTreeMap::new(),
         awaiting_ids: HashMap::new(),
         heartbeat_pending: false,
+        metrics: AgentMetrics::register(&mesh.metrics, id.as_str()),
     };
     let join = agent.join_envelope();
     agent.publisher.send(TopicKind::Topology, id.as_str(), &join, &shutdown).await?;
@@ -351,6 +361,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     published = agent.counters.clone();
                     published_at = now;
                 }
+                agent.export_metrics();
                 readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));
             }
             Some((sent, result)) = agent.in_flight.next(), if !agent.in_flight.is_empty() => agent.acknowledged(sent, result),
@@ -573,7 +584,9 @@ impl<B: Bus> Agent<B> {
         if let Some(sent) = record.sent_at_us
             && for_me
         {
-            self.delivery.record(handled_at.saturating_sub(sent));
+            let delivery_us = handled_at.saturating_sub(sent);
+            self.delivery.record(delivery_us);
+            self.metrics.delivery.observe(seconds(delivery_us));
         }
         let answer = match env.record {
             Record::Task(task) if task.to == self.config.id => {
@@ -606,7 +619,9 @@ impl<B: Bus> Agent<B> {
                 self.counters.responses_received += 1;
                 if let Some(sent) = self.awaiting_ids.remove(response.in_reply_to.as_str()) {
                     self.awaiting.remove(&sent);
-                    self.round_trip.record(handled_at.saturating_sub(sent));
+                    let round_trip_us = handled_at.saturating_sub(sent);
+                    self.round_trip.record(round_trip_us);
+                    self.metrics.round_trip.observe(seconds(round_trip_us));
                 }
                 tracing::debug!(from = %response.from, in_reply_to = %response.in_reply_to, "response");
                 None
@@ -718,6 +733,27 @@ impl<B: Bus> Agent<B> {
         }
         self.awaiting_ids.insert(id.clone(), sent_us);
         self.awaiting.insert(sent_us, id);
+    }
+
+    /// Copies the counters and gauges into the Prometheus registry (every second, with the stats).
+    fn export_metrics(&mut self) {
+        let c = &self.counters;
+        self.metrics.counts.sync(&[
+            c.tasks_sent,
+            c.tasks_handled,
+            c.responses_received,
+            c.duplicates,
+            c.proposals,
+            c.votes,
+            c.no_recipient,
+            c.errors_answered,
+            c.tasks_unanswerable,
+            c.sends_refused,
+            c.heartbeats_skipped,
+            c.unauthenticated,
+            c.round_trips_lost,
+        ]);
+        self.metrics.set_gauges(self.live_peers(), self.in_flight.len(), self.voter.held());
     }
 
     /// The stats hash fields, for `stats_writer`.

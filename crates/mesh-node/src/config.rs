@@ -21,6 +21,9 @@ pub struct MeshConfig {
     pub consensus_partitions: u32,
     /// What records are tagged and checked with (docs/protocol.md, "Trust"); none by default.
     pub credentials: Credentials,
+    /// Where the runtimes register their Prometheus metrics (the process serves it, if asked, with
+    /// [`crate::Metrics::serve`]); a registry of its own by default.
+    pub metrics: crate::Metrics,
 }
 
 impl Default for MeshConfig {
@@ -30,6 +33,7 @@ impl Default for MeshConfig {
             messages_partitions: 8,
             consensus_partitions: 4,
             credentials: Credentials::default(),
+            metrics: crate::Metrics::default(),
         }
     }
 }

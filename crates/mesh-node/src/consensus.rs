@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ConsensusConfig, MeshConfig};
 use crate::latest_writer::LatestWriter;
+use crate::metrics::ConsensusMetrics;
 use crate::runtime::{
     NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, now_ms, redis_keys, retry,
 };
@@ -114,6 +115,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     readiness.ready();
 
     let mut counters = Counters::default();
+    let mut metrics = ConsensusMetrics::register(&mesh.metrics);
     // Snapshots and stats go to Redis from a task of their own (decisions do not: each is stored before it is
     // published, on purpose).
     let redis = LatestWriter::spawn(store.clone(), redis_keys::consensus_stats(&prefix), snapshot_key.clone());
@@ -139,7 +141,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 Err(e) => read_errors.on_error(&e).await,
             },
             Some(done) = in_flight.next(), if !in_flight.is_empty() => match done {
-                Ok(Some(outcome)) => counters.count(&outcome),
+                Ok(Some(published)) => counters.count(&published, &metrics),
                 Ok(None) => {}
                 Err(e) => tracing::warn!(error = %e, "a decision or marker could not be published"),
             },
@@ -159,6 +161,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     snapshots.taken(now, started.elapsed());
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
+                    metrics.counts.sync(&counters.exported());
+                    metrics.set_gauges(machine.pending(), machine.early_inputs(), admission.parked(), admission.epoch());
                     redis.hash(stats_fields(&machine, &admission, &counters));
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
                     last_stats = now;
@@ -169,8 +173,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     tracing::info!("consensus manager stopping: finishing decisions in flight, saving a final snapshot");
     let finish = async {
         while let Some(done) = in_flight.next().await {
-            if let Ok(Some(outcome)) = done {
-                counters.count(&outcome);
+            if let Ok(Some(published)) = done {
+                counters.count(&published, &metrics);
             }
         }
     };
@@ -187,19 +191,36 @@ pub async fn run<B: Bus, S: SnapshotStore>(
 /// Records in flight past which the manager stops reading until the broker and Redis catch up.
 const IN_FLIGHT_LIMIT: usize = 10_000;
 
-/// A decision (with the markers that must precede it), a marker or a dead letter in flight: the outcome published,
-/// if it was a decision.
-type Effect = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Outcome>, NodeError>> + Send>>;
+/// A decision (with the markers that must precede it), a marker or a dead letter in flight: the decision published,
+/// if it was one.
+type Effect = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<Published>, NodeError>> + Send>>;
+
+/// A decision published.
+struct Published {
+    outcome: Outcome,
+    /// When its proposal was created (by the proposer's clock).
+    created_at_ms: u64,
+}
 
 impl Counters {
-    fn count(&mut self, outcome: &Outcome) {
-        match outcome {
-            Outcome::Accepted => self.accepted += 1,
-            Outcome::Rejected => self.rejected += 1,
-            Outcome::Expired => self.expired += 1,
-            Outcome::Inhibited { .. } => self.inhibited += 1,
-            Outcome::Refused { .. } => self.refused += 1,
-        }
+    fn count(&mut self, published: &Published, metrics: &ConsensusMetrics) {
+        let (counter, label) = match published.outcome {
+            Outcome::Accepted => (&mut self.accepted, "accepted"),
+            Outcome::Rejected => (&mut self.rejected, "rejected"),
+            Outcome::Expired => (&mut self.expired, "expired"),
+            Outcome::Inhibited { .. } => (&mut self.inhibited, "inhibited"),
+            Outcome::Refused { .. } => (&mut self.refused, "refused"),
+        };
+        *counter += 1;
+        metrics.decided(label);
+        let latency_ms = now_ms().saturating_sub(published.created_at_ms);
+        #[expect(clippy::cast_precision_loss, reason = "milliseconds of a latency, far below 2^52")]
+        metrics.decision_latency.observe(latency_ms as f64 / 1000.0);
+    }
+
+    /// The counters exported to Prometheus, in `CONSENSUS_COUNTERS`'s order.
+    fn exported(&self) -> [u64; 3] {
+        [self.ignored, self.dead_lettered, self.early_dropped]
     }
 }
 
@@ -325,7 +346,7 @@ fn step<B: Bus, S: SnapshotStore>(
                 let env = publisher.envelope(Record::Inhibit(InhibitBody { proposal: proposal.clone(), by }));
                 markers.push(publisher.start_send(TopicKind::Votes, proposal.as_str(), &env, shutdown));
             }
-            ConsensusCommand::Publish(decision) => {
+            ConsensusCommand::Publish { decision, created_at_ms } => {
                 let before = std::mem::take(&mut markers);
                 let (publisher, store, key, shutdown) =
                     (publisher.clone(), store.clone(), decisions_key.to_owned(), shutdown.clone());
@@ -333,7 +354,8 @@ fn step<B: Bus, S: SnapshotStore>(
                     for marker in before {
                         marker.await?;
                     }
-                    publish_decision(&publisher, &store, &key, decision, &shutdown).await
+                    let outcome = publish_decision(&publisher, &store, &key, decision, &shutdown).await?;
+                    Ok(outcome.map(|outcome| Published { outcome, created_at_ms }))
                 }));
             }
         }
@@ -430,7 +452,7 @@ pub fn replay_log(params: ConsensusParams, records: impl IntoIterator<Item = Rec
     for record in records {
         for input in to_inputs(record, &mut admission) {
             for c in machine.step(input).commands {
-                if let ConsensusCommand::Publish(d) = c {
+                if let ConsensusCommand::Publish { decision: d, .. } = c {
                     out.insert(d.proposal.to_string(), d);
                 }
             }

@@ -11,10 +11,12 @@ pub mod config;
 pub mod consensus;
 pub mod latency;
 mod latest_writer;
+pub mod metrics;
 mod runtime;
 pub mod scenario;
 mod snapshot_pacer;
 pub mod topology;
 
 pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
+pub use metrics::Metrics;
 pub use runtime::{NodeError, Readiness, Shutdown, now_us, redis_keys, topic_specs};

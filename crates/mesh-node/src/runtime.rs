@@ -46,6 +46,12 @@ pub enum NodeError {
     /// This process's credentials cannot sign as what it runs as (a manager given only an agent key).
     #[error(transparent)]
     Credentials(#[from] mesh_proto::auth::AuthError),
+    /// The metrics endpoint could not listen where it was asked to.
+    #[error("serving metrics failed: {detail}")]
+    Metrics {
+        /// The address and why.
+        detail: String,
+    },
 }
 
 /// The Redis keys the runtimes write, under the mesh's prefix. Documented in `docs/protocol.md`.

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use mesh_core::membership::{FailureDetector, Member};
+use mesh_core::membership::{FailureDetector, Member, MemberStatus};
 use mesh_core::topology::{Refusal, Source, Topology, TopologyInput, Window, WindowEffects};
 use mesh_core::{AgentId, Milli};
 use mesh_proto::TopicKind;
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{MeshConfig, TopologyConfig};
 use crate::latest_writer::LatestWriter;
+use crate::metrics::TopologyMetrics;
 use crate::runtime::{
     NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry,
 };
@@ -181,6 +182,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
 
     // Stats and snapshots go to Redis from a task of their own: a hung Redis must not stop windows closing.
     let redis = LatestWriter::spawn(store.clone(), redis_keys::topology_stats(&prefix), snapshot_key.clone());
+    let mut metrics = TopologyMetrics::register(&mesh.metrics);
     // The first window applied after a start is snapshotted at once.
     let mut snapshots = SnapshotPacer::new(config.snapshot_interval);
     let mut sealing: Option<Sealing> = None;
@@ -239,6 +241,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 })?;
                 let now = now_ms();
                 note_lateness(&mut lateness, s.window.tick, interval_ms, s.sealed_at_ms, now);
+                #[expect(clippy::cast_precision_loss, reason = "milliseconds of lateness, far below 2^52")]
+                metrics.window_lateness.observe(lateness.last_ms as f64 / 1000.0);
                 for id in &fx.joined {
                     detector.watch(id, now);
                 }
@@ -246,6 +250,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     detector.forget(id);
                 }
                 publish_effects(&publisher, s.window.tick, fx, &shutdown, &mut outbox);
+                export_metrics(&mut metrics, &topology, &lateness, &probes);
                 redis.hash(stats_fields(&topology, &lateness, &probes, None, now));
                 readiness.status(&status_line(&topology));
                 snapshot_due |= snapshots.due(now);
@@ -289,6 +294,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 {
                     tracing::warn!(window = seq, waited_ms = ms, "window {seq} waits for the changelog acknowledgement");
                 }
+                export_metrics(&mut metrics, &topology, &lateness, &probes);
                 redis.hash(stats_fields(&topology, &lateness, &probes, waiting, now));
             }
         }
@@ -524,6 +530,21 @@ fn publish_effects<B: Bus>(
         let env = publisher.envelope(record);
         outbox.push(publisher.start_send(TopicKind::Topology, &key, &env, shutdown));
     }
+}
+
+/// Copies the counters and gauges into the Prometheus registry (with the stats).
+fn export_metrics(metrics: &mut TopologyMetrics, topology: &Topology, lateness: &Lateness, probes: &Probes) {
+    metrics.counts.sync(&[topology.messages(), lateness.windows, lateness.late, probes.returned]);
+    let stats = topology.graph().stats();
+    let entries = topology.roster().all();
+    let count = |status: MemberStatus| entries.iter().filter(|m| m.status == status).count();
+    metrics.set_gauges(
+        count(MemberStatus::Live),
+        count(MemberStatus::Left),
+        count(MemberStatus::Dead),
+        stats.edges,
+        stats.active_edges,
+    );
 }
 
 fn stats_fields(

@@ -57,6 +57,9 @@ pub struct ProcessStatus {
     pub last_exit: Option<ExitInfo>,
     /// Last `STATUS=` line the process sent.
     pub status_line: Option<String>,
+    /// Where the current run serves its Prometheus metrics (`host:port`), as it said (`MESH_METRICS=`).
+    #[serde(default)]
+    pub metrics: Option<String>,
     /// CPU seconds used by the current run (filled in by `status`).
     pub cpu_seconds: Option<f64>,
     /// Resident memory of the leader in bytes (filled in by `status`).
@@ -76,6 +79,7 @@ impl ProcessStatus {
             ready_at_ms: None,
             last_exit: None,
             status_line: None,
+            metrics: None,
             cpu_seconds: None,
             rss_bytes: None,
         }
@@ -218,6 +222,10 @@ impl StateDir {
     /// One process's log.
     pub fn log(&self, name: &str) -> PathBuf {
         self.logs().join(format!("{name}.log"))
+    }
+    /// The running processes' metrics endpoints, for Prometheus's file-based discovery (`file_sd_configs`).
+    pub fn prometheus_targets(&self) -> PathBuf {
+        self.root.join("prometheus-targets.json")
     }
     /// sd_notify sockets.
     pub fn notify_dir(&self) -> PathBuf {

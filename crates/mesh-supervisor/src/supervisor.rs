@@ -356,6 +356,31 @@ impl Supervisor {
         }
     }
 
+    /// Writes `prometheus-targets.json` (Prometheus `file_sd_configs` format: one target group per process, labelled
+    /// with its name) when a process says where its metrics are: Prometheus then follows restarts, whose ports
+    /// change, without a reload.
+    fn write_targets(&self) {
+        let groups: Vec<serde_json::Value> = self
+            .procs
+            .iter()
+            .filter_map(|p| {
+                let address = p.status.metrics.as_ref()?;
+                Some(json!({ "targets": [address], "labels": { "process": p.spec.name } }))
+            })
+            .collect();
+        let path = self.opts.state_dir.prometheus_targets();
+        let tmp = path.with_extension("json.tmp");
+        let written = crate::private::create(&tmp)
+            .and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(format!("{:#}\n", serde_json::Value::Array(groups)).as_bytes())
+            })
+            .and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            tracing::warn!(error = %e, path = %path.display(), "could not write the Prometheus targets");
+        }
+    }
+
     fn write_state(&self) {
         if let Err(e) = self.state_file(false).write(&self.opts.state_dir.state()) {
             tracing::warn!(error = %e, "could not write the state file");
@@ -422,6 +447,7 @@ impl Supervisor {
                 p.status.started_at_ms = Some(now_ms());
                 p.status.ready_at_ms = None;
                 p.status.status_line = None;
+                p.status.metrics = None;
                 p.restart_at = None;
                 p.watchdog_deadline = None;
                 p.ready_deadline = Some(Instant::now() + p.spec.ready_timeout);
@@ -468,6 +494,12 @@ impl Supervisor {
                 self.mark_ready(i);
             } else if let Some(status) = line.strip_prefix("STATUS=") {
                 self.procs[i].status.status_line = Some(status.to_owned());
+            } else if let Some(address) = line.strip_prefix("MESH_METRICS=")
+                && address.parse::<std::net::SocketAddr>().is_ok()
+                && self.procs[i].status.metrics.as_deref() != Some(address)
+            {
+                self.procs[i].status.metrics = Some(address.to_owned());
+                self.write_targets();
             } else if line == "WATCHDOG=1" {
                 let p = &mut self.procs[i];
                 p.watchdog_deadline = p.spec.watchdog.map(|w| Instant::now() + w);
@@ -485,6 +517,10 @@ impl Supervisor {
     }
 
     fn on_exit(&mut self, i: usize, ended: Ended) {
+        // Its endpoint went with it; Prometheus stops scraping it (and sees the successor's once it says where).
+        if self.procs[i].status.metrics.take().is_some() {
+            self.write_targets();
+        }
         let (code, sig) = match ended {
             Ended::Code(c) => (Some(c), None),
             Ended::Signal(s) => (None, Some(s.as_str().to_owned())),

@@ -393,6 +393,11 @@ pub(crate) struct InfraArgs {
     /// The CA certificate (PEM) a rediss:// server's certificate is checked against [default: the system's CAs].
     #[arg(long, env = "MESH_REDIS_CA_FILE", value_name = "FILE")]
     pub(crate) redis_ca_file: Option<std::path::PathBuf>,
+    /// Serve Prometheus metrics at http://ADDR/metrics (port 0 picks a free one, logged and told to `mesh up`,
+    /// which lists it in `mesh status` and `.mesh/prometheus-targets.json`) [default: none; `mesh up` gives its
+    /// processes 127.0.0.1:0].
+    #[arg(long, env = "MESH_METRICS_LISTEN", value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<String>,
     /// Prefix of topic names and Redis keys [default: agentmesh].
     #[arg(long, env = "MESH_TOPIC_PREFIX", value_name = "PREFIX")]
     pub(crate) topic_prefix: Option<String>,

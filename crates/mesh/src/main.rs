@@ -237,6 +237,20 @@ fn warn_if_unauthenticated(infra: &settings::Infra) {
     }
 }
 
+/// Serves this process's Prometheus metrics where the settings say (if they do), and tells the supervisor where
+/// through the notifier returned. An address that cannot be bound is a usage error: another process holds it.
+async fn serve_metrics(infra: &settings::Infra, shutdown: &mesh_node::Shutdown) -> anyhow::Result<Notifier> {
+    let notifier = Notifier::from_env();
+    if let Some(listen) = infra.metrics_listen {
+        let bound = infra.mesh.metrics.serve(listen, shutdown).await.with_context(|| {
+            format!("invalid metrics_listen (--metrics-listen, MESH_METRICS_LISTEN) {listen}: give a free address")
+        })?;
+        tracing::info!(address = %bound, "serving Prometheus metrics at http://{bound}/metrics");
+        notifier.metrics_at(bound);
+    }
+    Ok(notifier)
+}
+
 async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
     let usage = Failure::Usage;
     let runtime = Failure::Runtime;
@@ -261,6 +275,7 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
                 )));
             }
             let shutdown = shutdown_on_signals().map_err(runtime)?;
+            let notifier = serve_metrics(&infra, &shutdown).await.map_err(usage)?;
             let (bus, store) = connect(
                 &infra,
                 &format!("mesh-agent-{}", config.id),
@@ -271,13 +286,13 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             .await
             .map_err(runtime)?;
             if extra.is_empty() {
-                return mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
+                return mesh_node::agent::run(bus, store, infra.mesh, config, shutdown, notifier)
                     .await
                     .context("agent failed")
                     .map_err(runtime);
             }
             let configs: Vec<_> = std::iter::once(config).chain(extra).collect();
-            let handles = notify::PackedReadiness::split(Notifier::from_env(), configs.len());
+            let handles = notify::PackedReadiness::split(notifier, configs.len());
             let agents = configs.into_iter().zip(handles).map(|(config, readiness)| {
                 let (bus, store, mesh, shutdown) = (bus.clone(), store.clone(), infra.mesh.clone(), shutdown.clone());
                 mesh_node::agent::run(bus, store, mesh, config, shutdown, readiness)
@@ -295,10 +310,11 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             warn_if_unauthenticated(&infra);
             let config = settings::topology(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
+            let notifier = serve_metrics(&infra, &shutdown).await.map_err(usage)?;
             let (bus, store) = connect(&infra, "mesh-topology", Reads::Batched, ProducerMode::Idempotent, &shutdown)
                 .await
                 .map_err(runtime)?;
-            mesh_node::topology::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
+            mesh_node::topology::run(bus, store, infra.mesh, config, shutdown, notifier)
                 .await
                 .context("topology manager failed")
                 .map_err(runtime)
@@ -314,10 +330,11 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             warn_if_unauthenticated(&infra);
             let config = settings::consensus(&args, &file).map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;
+            let notifier = serve_metrics(&infra, &shutdown).await.map_err(usage)?;
             let (bus, store) = connect(&infra, "mesh-consensus", Reads::Prompt, ProducerMode::Idempotent, &shutdown)
                 .await
                 .map_err(runtime)?;
-            mesh_node::consensus::run(bus, store, infra.mesh, config, shutdown, Notifier::from_env())
+            mesh_node::consensus::run(bus, store, infra.mesh, config, shutdown, notifier)
                 .await
                 .context("consensus manager failed")
                 .map_err(runtime)

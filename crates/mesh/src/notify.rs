@@ -24,6 +24,9 @@ pub(crate) struct Notifier {
     ready_pending: AtomicBool,
     /// Messages dropped because the supervisor's queue was full (reported at debug level).
     dropped: AtomicU64,
+    /// Where this process serves its metrics: said with every status line (`MESH_METRICS=host:port`), so a datagram
+    /// lost to a full queue costs nothing.
+    metrics: std::sync::OnceLock<std::net::SocketAddr>,
 }
 
 /// What became of one datagram.
@@ -52,7 +55,13 @@ impl Notifier {
             socket: Mutex::new(None),
             ready_pending: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            metrics: std::sync::OnceLock::new(),
         }
+    }
+
+    /// This process serves its metrics at `address`.
+    pub(crate) fn metrics_at(&self, address: std::net::SocketAddr) {
+        let _ = self.metrics.set(address);
     }
 
     fn send(&self, message: &str) -> Sent {
@@ -102,7 +111,11 @@ impl mesh_node::Readiness for Notifier {
 
     fn status(&self, line: &str) {
         self.retry_ready();
-        self.send(&format!("STATUS={}", line.replace('\n', " ")));
+        let status = format!("STATUS={}", line.replace('\n', " "));
+        match self.metrics.get() {
+            Some(address) => self.send(&format!("{status}\nMESH_METRICS={address}")),
+            None => self.send(&status),
+        };
     }
 
     fn watchdog(&self) {

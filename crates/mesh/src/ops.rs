@@ -169,8 +169,8 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
     }
     writeln!(
         out,
-        "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  STATUS",
-        "NAME", "STATE", "PID", "RESTARTS", "UPTIME", "LAST EXIT", "CPU", "RSS"
+        "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  {:<21}  STATUS",
+        "NAME", "STATE", "PID", "RESTARTS", "UPTIME", "LAST EXIT", "CPU", "RSS", "METRICS"
     )?;
     for p in &state.processes {
         let state_text = format!("{:?}", p.state).to_uppercase();
@@ -188,7 +188,7 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
         let pid = p.pid.map_or("-".to_owned(), |p| p.to_string());
         writeln!(
             out,
-            "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  {}",
+            "{:<18} {:<9} {:>8} {:>8} {:>8} {:<16} {:>8} {:>9}  {:<21}  {}",
             p.name,
             state_text,
             pid,
@@ -197,6 +197,7 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
             exit,
             cpu,
             rss,
+            p.metrics.as_deref().unwrap_or("-"),
             p.status_line.as_deref().unwrap_or("")
         )?;
     }

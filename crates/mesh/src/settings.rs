@@ -34,6 +34,7 @@ pub(crate) struct FileConfig {
     redis_username: Option<String>,
     redis_password_file: Option<std::path::PathBuf>,
     redis_ca_file: Option<std::path::PathBuf>,
+    metrics_listen: Option<String>,
     secret_file: Option<std::path::PathBuf>,
     agent_key_file: Option<std::path::PathBuf>,
     redis: Option<String>,
@@ -120,6 +121,8 @@ pub(crate) struct Infra {
     pub(crate) redis: String,
     /// The CA certificate a `rediss://` store is checked against (else the system's).
     pub(crate) redis_ca_file: Option<std::path::PathBuf>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub(crate) metrics_listen: Option<std::net::SocketAddr>,
     pub(crate) mesh: MeshConfig,
 }
 
@@ -235,6 +238,15 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
     if messages_partitions == 0 || consensus_partitions == 0 {
         bail!("invalid messages_partitions/consensus_partitions: a topic needs at least one partition");
     }
+    let metrics_listen = match args.metrics_listen.as_deref().or(file.metrics_listen.as_deref()) {
+        None => None,
+        Some(text) => Some(text.parse::<std::net::SocketAddr>().map_err(|e| {
+            anyhow::anyhow!(
+                "invalid metrics_listen (--metrics-listen, MESH_METRICS_LISTEN) {text:?}: {e}; give IP:PORT, for \
+                 example 127.0.0.1:9464 (port 0 picks a free one)"
+            )
+        })?),
+    };
     let credentials = credentials(
         args.secret_file.as_deref().or(file.secret_file.as_deref()),
         args.agent_key_file.as_deref().or(file.agent_key_file.as_deref()),
@@ -246,7 +258,14 @@ pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
         kafka_properties,
         redis,
         redis_ca_file,
-        mesh: MeshConfig { topics: TopicNames::new(prefix), messages_partitions, consensus_partitions, credentials },
+        metrics_listen,
+        mesh: MeshConfig {
+            topics: TopicNames::new(prefix),
+            messages_partitions,
+            consensus_partitions,
+            credentials,
+            metrics: mesh_node::Metrics::default(),
+        },
     })
 }
 

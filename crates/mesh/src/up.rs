@@ -116,6 +116,15 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     ));
     env.insert("MESH_SECRET_FILE".to_owned(), secret.display().to_string());
     env.insert("MESH_TOPIC_PREFIX".to_owned(), infra.mesh.topics.prefix().to_owned());
+    // Each process serves its metrics on a port of its own choosing, on loopback unless --metrics-listen names
+    // another address (its port is ignored: six processes cannot share one); the supervisor lists where.
+    let metrics_ip = infra.metrics_listen.map_or(std::net::IpAddr::from([127, 0, 0, 1]), |a| a.ip());
+    env.insert("MESH_METRICS_LISTEN".to_owned(), std::net::SocketAddr::new(metrics_ip, 0).to_string());
+    banner.push(format!(
+        "Prometheus metrics: each process serves /metrics on {metrics_ip}, listed by `mesh status` and in {} \
+         (file_sd_configs)",
+        dir.root().join("prometheus-targets.json").display()
+    ));
     // Properties given to `mesh up` (flags, variables, the config file's table or its properties file) reach every
     // process through one private file: a value may hold commas or secrets that neither a variable nor argv should.
     if !infra.kafka_properties.is_empty() {

@@ -46,7 +46,7 @@ fn accepted(quorum: u32, inputs: Vec<ConsensusInput>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for i in inputs {
         for c in m.step(i).commands {
-            if let ConsensusCommand::Publish(d) = c
+            if let ConsensusCommand::Publish { decision: d, .. } = c
                 && d.outcome == Outcome::Accepted
             {
                 out.insert(d.proposal.to_string());
@@ -254,7 +254,7 @@ impl World {
                         self.deferred.push(marker);
                     }
                 }
-                ConsensusCommand::Publish(d) => {
+                ConsensusCommand::Publish { decision: d, .. } => {
                     let i = self.index(&d.proposal);
                     self.decided_at[i] = Some((self.steps, d.outcome.clone()));
                     self.decisions.push(d);

@@ -7,6 +7,7 @@ mod deployment;
 mod failure;
 mod forgery;
 mod hostile;
+mod metrics;
 mod reader;
 mod recovery;
 mod secure;

@@ -218,6 +218,25 @@ fn the_real_deployment_on_the_embedded_default() {
         let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("json");
         json["topology"]["agents"] == "4"
     });
+    // Each of the six processes says where it serves its metrics; `mesh status --json` and the Prometheus targets
+    // file list them, and each answers with its own kind's metrics.
+    let targets_file = StateDir::new(dir).prometheus_targets();
+    let read_targets = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&targets_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+    };
+    wait_until("six metrics endpoints", Duration::from_secs(10), || read_targets().len() == 6);
+    let targets = read_targets();
+    let status = mesh(dir, &["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    for group in &targets {
+        let (name, address) = (group["labels"]["process"].as_str().expect("name"), &group["targets"][0]);
+        let listed = json["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name));
+        assert_eq!(listed.map(|p| &p["metrics"]), Some(address), "{name} in mesh status");
+        let kind = if name.starts_with("agent-") { "mesh_agent_" } else { &format!("mesh_{name}_") };
+        let (_, _, body) =
+            crate::metrics::get(address.as_str().expect("host:port"), "/metrics", "*/*").expect("the endpoint answers");
+        assert!(body.contains(kind), "{name} at {address}: {body}");
+    }
     // Private to the user: the settings, state, events and logs, the infrastructure's data and the sockets.
     let open_to_others = files_open_to_others(dir);
     assert!(open_to_others.is_empty(), "readable by others: {open_to_others:?}");
@@ -501,6 +520,8 @@ fn bad_flags_and_settings_exit_with_the_usage_code_everywhere() {
         &["bench", "--agents", "4", "--duration", "soon"],
         &["kill", "agent-sales", "--pause", "1e20"],
         &["down", "--timeout=-1"],
+        &["topology", "--metrics-listen", "localhost"],
+        &["up", "-d", "--metrics-listen", "127.0.0.1"],
     ] {
         let out = mesh(dir, argv);
         assert_eq!(out.status.code(), Some(2), "mesh {}: {}", argv.join(" "), text(&out));

@@ -1,0 +1,338 @@
+//! Prometheus metrics of one mesh process, served at `/metrics` in the OpenMetrics text format.
+//!
+//! Why here and not from the Redis stats hashes: Prometheus scrapes processes, and a process that serves its own
+//! numbers needs no store to be reachable to be observed. The runtimes keep their counters as before (they also feed
+//! `mesh status` and the tests through Redis) and copy them into the registry on their existing periodic ticks, so
+//! a scrape costs the loops nothing; latency histograms are observed where the latency is measured. One registry
+//! per process: agents packed several to a process (`mesh bench`) each register under an `agent` label.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::runtime::{NodeError, Shutdown};
+
+/// The registry of one process, shared by its runtimes and its `/metrics` endpoint.
+#[derive(Clone, Default)]
+pub struct Metrics(Arc<Mutex<Registry>>);
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics { .. }")
+    }
+}
+
+/// Two handles are equal when they are the same registry (settings compare equal when they serve the same one).
+impl PartialEq for Metrics {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Metrics {
+    /// Serves `/metrics` on `listen` until `shutdown`; the address bound (`listen` may ask for port 0).
+    pub async fn serve(&self, listen: SocketAddr, shutdown: &Shutdown) -> Result<SocketAddr, NodeError> {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| NodeError::Metrics { detail: format!("binding {listen}: {e}") })?;
+        let bound = listener.local_addr().map_err(|e| NodeError::Metrics { detail: e.to_string() })?;
+        let app = axum::Router::new().route("/metrics", axum::routing::get(scrape)).with_state(self.clone());
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            let serving = axum::serve(listener, app).with_graceful_shutdown(async move { stop.wait().await });
+            if let Err(e) = serving.await {
+                tracing::warn!(error = %e, "the metrics endpoint stopped");
+            }
+        });
+        Ok(bound)
+    }
+
+    /// The registry as OpenMetrics text.
+    pub fn encode(&self) -> String {
+        let registry = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+
+    /// Registers metrics under `prefix` (and `labels`, for several runtimes of one kind in a process).
+    fn register<T>(&self, prefix: &str, labels: Vec<(String, String)>, build: impl FnOnce(&mut Registry) -> T) -> T {
+        let mut registry = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let labels = labels.into_iter().map(|(k, v)| (k.into(), v.into()));
+        let sub = registry.sub_registry_with_prefix(prefix).sub_registry_with_labels(labels);
+        build(sub)
+    }
+}
+
+/// OpenMetrics to a scraper that asks for it (Prometheus does), the Prometheus text format 0.0.4 to anyone else
+/// (`curl`, `promtool check metrics`).
+async fn scrape(
+    axum::extract::State(metrics): axum::extract::State<Metrics>,
+    headers: axum::http::HeaderMap,
+) -> impl axum::response::IntoResponse {
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let text = metrics.encode();
+    let (content_type, body) = if accept.contains("application/openmetrics-text") {
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", text)
+    } else {
+        ("text/plain; version=0.0.4; charset=utf-8", prometheus_text(&text))
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body)
+}
+
+/// The OpenMetrics text `prometheus-client` writes, in the older Prometheus text format (0.0.4), which the encoder
+/// does not write: a counter's `# HELP` and `# TYPE` name its samples (`x_total`, where OpenMetrics names the family
+/// `x`), and there is no `# UNIT` or `# EOF`. Samples and label escaping are the same in both, and the metrics here
+/// are only counters, gauges and histograms, whose samples keep their names.
+fn prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::BTreeSet<&str> =
+        openmetrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter")).collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].into_iter().find_map(|tag| {
+            let rest = line.strip_prefix(tag)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters.contains(name).then(|| format!("{tag}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// Counters mirrored from a runtime's own: each sync adds what grew since the last.
+pub(crate) struct Counts {
+    counters: Vec<(Counter, u64)>,
+}
+
+impl Counts {
+    fn register(registry: &mut Registry, names: &[(&str, &str)]) -> Self {
+        let counters = names
+            .iter()
+            .map(|(name, help)| {
+                let counter = Counter::default();
+                registry.register(*name, *help, counter.clone());
+                (counter, 0)
+            })
+            .collect();
+        Self { counters }
+    }
+
+    /// The runtime's counters now, in the order registered.
+    pub(crate) fn sync(&mut self, values: &[u64]) {
+        for ((counter, last), value) in self.counters.iter_mut().zip(values) {
+            counter.inc_by(value.saturating_sub(*last));
+            *last = *value;
+        }
+    }
+}
+
+/// Latency buckets from 0.5 ms to ~65 s, doubling.
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_5, 2.0, 18))
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
+    let gauge = Gauge::default();
+    registry.register(name, help, gauge.clone());
+    gauge
+}
+
+fn histogram(registry: &mut Registry, name: &str, help: &str) -> Histogram {
+    let histogram = latency_histogram();
+    registry.register_with_unit(name, help, Unit::Seconds, histogram.clone());
+    histogram
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// An agent's metrics (prefix `mesh_agent`, label `agent`).
+pub(crate) struct AgentMetrics {
+    pub(crate) counts: Counts,
+    live_peers: Gauge,
+    in_flight: Gauge,
+    supports_held: Gauge,
+    /// Send (by another agent) to handling here, of every task and response handled.
+    pub(crate) delivery: Histogram,
+    /// A task's intended send time to its response.
+    pub(crate) round_trip: Histogram,
+}
+
+/// The agent counters exported, in the order `AgentMetrics::counts` syncs them.
+pub(crate) const AGENT_COUNTERS: &[(&str, &str)] = &[
+    ("tasks_sent", "Tasks sent to other agents"),
+    ("tasks_handled", "Tasks handled (answered)"),
+    ("responses_received", "Responses to this agent's tasks"),
+    ("duplicates", "Records read again (at-least-once delivery) and recognised by id"),
+    ("proposals", "Proposals made"),
+    ("votes", "Votes cast"),
+    ("no_recipient", "Tasks not sent: no live agent of the role"),
+    ("errors_answered", "Tasks answered with an error (an unknown task name)"),
+    ("tasks_unanswerable", "Tasks dead-lettered because no response can name them"),
+    ("sends_refused", "Sends the broker refused for good (dead-lettered)"),
+    ("heartbeats_skipped", "Heartbeat ticks skipped while one was unacknowledged"),
+    ("unauthenticated", "Records read that their writer did not tag (forged), ignored"),
+    ("round_trips_lost", "Tasks whose round trip went unmeasured (too many awaited)"),
+];
+
+impl AgentMetrics {
+    pub(crate) fn register(metrics: &Metrics, agent: &str) -> Self {
+        metrics.register("mesh_agent", vec![("agent".into(), agent.into())], |r| Self {
+            counts: Counts::register(r, AGENT_COUNTERS),
+            live_peers: gauge(r, "live_peers", "Other agents live in this agent's roster"),
+            in_flight: gauge(r, "sends_in_flight", "Sends awaiting the broker's acknowledgement"),
+            supports_held: gauge(r, "supports_held", "Subjects on which this agent holds a support"),
+            delivery: histogram(r, "delivery", "Send (by another agent) to handling here, tasks and responses"),
+            round_trip: histogram(r, "round_trip", "A task's intended send time to its response"),
+        })
+    }
+
+    pub(crate) fn set_gauges(&self, live_peers: usize, in_flight: usize, supports_held: usize) {
+        self.live_peers.set(to_i64(live_peers));
+        self.in_flight.set(to_i64(in_flight));
+        self.supports_held.set(to_i64(supports_held));
+    }
+}
+
+/// A decision's outcome, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+/// The consensus manager's metrics (prefix `mesh_consensus`).
+pub(crate) struct ConsensusMetrics {
+    decisions: Family<OutcomeLabel, Counter>,
+    pub(crate) counts: Counts,
+    pending: Gauge,
+    early_buffered: Gauge,
+    parked: Gauge,
+    roster_epoch: Gauge,
+    /// A proposal's creation (by its proposer's clock) to its decision being published.
+    pub(crate) decision_latency: Histogram,
+}
+
+/// The consensus counters exported besides decisions, in the order `ConsensusMetrics::counts` syncs them.
+pub(crate) const CONSENSUS_COUNTERS: &[(&str, &str)] = &[
+    ("ignored_inputs", "Inputs not applied (duplicates, late votes, non-voters)"),
+    ("dead_lettered", "Records dead-lettered (undecodable or not authenticated)"),
+    ("early_dropped", "Inputs for proposals never seen, dropped to keep their buffer bounded"),
+];
+
+impl ConsensusMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
+        metrics.register("mesh_consensus", Vec::new(), |r| {
+            let decisions = Family::<OutcomeLabel, Counter>::default();
+            r.register("decisions", "Decisions published, by outcome", decisions.clone());
+            Self {
+                decisions,
+                counts: Counts::register(r, CONSENSUS_COUNTERS),
+                pending: gauge(r, "proposals_pending", "Proposals being voted on"),
+                early_buffered: gauge(r, "early_buffered", "Inputs read before their proposal, waiting for it"),
+                parked: gauge(r, "proposals_parked", "Proposals waiting for the roster to reach their epoch"),
+                roster_epoch: gauge(r, "roster_epoch", "The newest roster epoch read"),
+                decision_latency: histogram(r, "decision_latency", "A proposal's creation to its decision"),
+            }
+        })
+    }
+
+    /// A decision published with `outcome` (`accepted`, `rejected`, ...).
+    pub(crate) fn decided(&self, outcome: &'static str) {
+        self.decisions.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub(crate) fn set_gauges(&self, pending: usize, early_buffered: usize, parked: usize, roster_epoch: u64) {
+        self.pending.set(to_i64(pending));
+        self.early_buffered.set(to_i64(early_buffered));
+        self.parked.set(to_i64(parked));
+        self.roster_epoch.set(i64::try_from(roster_epoch).unwrap_or(i64::MAX));
+    }
+}
+
+/// The topology manager's metrics (prefix `mesh_topology`).
+pub(crate) struct TopologyMetrics {
+    pub(crate) counts: Counts,
+    agents: Family<StatusLabel, Gauge>,
+    edges: Gauge,
+    active_edges: Gauge,
+    /// How long after its tick each window was applied.
+    pub(crate) window_lateness: Histogram,
+}
+
+/// A roster status, as a label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct StatusLabel {
+    status: &'static str,
+}
+
+/// The topology counters exported, in the order `TopologyMetrics::counts` syncs them.
+pub(crate) const TOPOLOGY_COUNTERS: &[(&str, &str)] = &[
+    ("messages_counted", "Tasks and responses counted into the graph"),
+    ("windows_applied", "Windows applied (one per decay tick)"),
+    ("windows_late", "Windows applied more than one decay interval + 100 ms after their tick"),
+    ("probes_returned", "The manager's own heartbeat probes read back"),
+];
+
+impl TopologyMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
+        metrics.register("mesh_topology", Vec::new(), |r| {
+            let agents = Family::<StatusLabel, Gauge>::default();
+            r.register("agents", "Roster entries by status", agents.clone());
+            Self {
+                counts: Counts::register(r, TOPOLOGY_COUNTERS),
+                agents,
+                edges: gauge(r, "edges", "Edges of the SlimeMold graph"),
+                active_edges: gauge(r, "active_edges", "Edges that carried traffic since they were made"),
+                window_lateness: histogram(r, "window_lateness", "A window's tick to its being applied"),
+            }
+        })
+    }
+
+    pub(crate) fn set_gauges(&self, live: usize, left: usize, dead: usize, edges: usize, active_edges: usize) {
+        for (status, n) in [("live", live), ("left", left), ("dead", dead)] {
+            self.agents.get_or_create(&StatusLabel { status }).set(to_i64(n));
+        }
+        self.edges.set(to_i64(edges));
+        self.active_edges.set(to_i64(active_edges));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_follow_the_runtime_and_the_text_is_openmetrics() {
+        let metrics = Metrics::default();
+        let agent = AgentMetrics::register(&metrics, "sales");
+        let mut counts = agent.counts;
+        counts.sync(&[3, 1]);
+        counts.sync(&[5, 1]);
+        agent.delivery.observe(0.002);
+        let consensus = ConsensusMetrics::register(&metrics);
+        consensus.decided("accepted");
+        let text = metrics.encode();
+        assert!(text.contains("mesh_agent_tasks_sent_total{agent=\"sales\"} 5"), "{text}");
+        assert!(text.contains("mesh_agent_tasks_handled_total{agent=\"sales\"} 1"), "{text}");
+        assert!(text.contains("mesh_agent_delivery_seconds_count{agent=\"sales\"} 1"), "{text}");
+        assert!(text.contains("mesh_consensus_decisions_total{outcome=\"accepted\"} 1"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        let old = prometheus_text(&text);
+        assert!(old.contains("# TYPE mesh_agent_tasks_sent_total counter\n"), "{old}");
+        assert!(old.contains("# HELP mesh_agent_tasks_sent_total Tasks sent to other agents.\n"), "{old}");
+        assert!(old.contains("# TYPE mesh_agent_delivery_seconds histogram\n"), "{old}");
+        assert!(!old.contains("# EOF") && !old.contains("# UNIT"), "{old}");
+    }
+}
