@@ -62,6 +62,11 @@ impl Metrics {
         text
     }
 
+    /// Adds metrics computed at each scrape (the supervisor's, read from its state file).
+    pub fn register_collector(&self, collector: Box<dyn prometheus_client::collector::Collector>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).register_collector(collector);
+    }
+
     /// Registers metrics under `prefix` (and `labels`, for several runtimes of one kind in a process).
     fn register<T>(&self, prefix: &str, labels: Vec<(String, String)>, build: impl FnOnce(&mut Registry) -> T) -> T {
         let mut registry = self.0.lock().unwrap_or_else(PoisonError::into_inner);

@@ -56,6 +56,8 @@ pub struct Options {
     pub output: Output,
     /// Seed of the backoff jitter and of `kill --random`.
     pub seed: u64,
+    /// Where the supervisor serves its own metrics (`host:port`), listed first in `prometheus-targets.json`.
+    pub metrics: Option<String>,
 }
 
 /// Why the supervisor could not run.
@@ -218,6 +220,8 @@ pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorErr
         "started",
         json!({"pid": std::process::id(), "infra": sup.opts.infra, "kafka": sup.opts.kafka, "redis": sup.opts.redis}),
     );
+    // The supervisor's own endpoint is listed before any process says where its are.
+    sup.write_targets();
 
     let mut sigchld = signal(SignalKind::child()).map_err(io("watch SIGCHLD"))?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(io("watch SIGINT"))?;
@@ -360,13 +364,12 @@ impl Supervisor {
     /// with its name) when a process says where its metrics are: Prometheus then follows restarts, whose ports
     /// change, without a reload.
     fn write_targets(&self) {
-        let groups: Vec<serde_json::Value> = self
-            .procs
-            .iter()
-            .filter_map(|p| {
+        let own = self.opts.metrics.iter().map(|a| json!({ "targets": [a], "labels": { "process": "supervisor" } }));
+        let groups: Vec<serde_json::Value> = own
+            .chain(self.procs.iter().filter_map(|p| {
                 let address = p.status.metrics.as_ref()?;
                 Some(json!({ "targets": [address], "labels": { "process": p.spec.name } }))
-            })
+            }))
             .collect();
         let path = self.opts.state_dir.prometheus_targets();
         let tmp = path.with_extension("json.tmp");

@@ -13,6 +13,7 @@ mod notify;
 mod ops;
 mod settings;
 mod store;
+mod supervisor_metrics;
 mod up;
 
 use std::process::ExitCode;

@@ -155,6 +155,8 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
     });
+    // The supervisor's own metrics (its processes' states and restarts, read from the state file at each scrape).
+    let (metrics, _serving_metrics) = runtime.block_on(crate::supervisor_metrics::serve(metrics_ip, dir.state()))?;
     let opts = Options {
         state_dir: dir,
         spec,
@@ -165,6 +167,7 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
         topic_prefix: infra.mesh.topics.prefix().to_owned(),
         output,
         seed,
+        metrics: Some(metrics.to_string()),
     };
     runtime.block_on(mesh_supervisor::run(opts, lock))?;
     drop(embedded);

@@ -29,6 +29,24 @@ pub(crate) fn get(address: &str, path: &str, accept: &str) -> Option<(u16, Strin
     Some((status, content_type, body.to_owned()))
 }
 
+/// Whether `promtool check metrics` accepts `body`; what it said otherwise.
+pub(crate) fn promtool_check(body: &str) -> Result<(), String> {
+    let mut promtool = Command::new(mesh_fixtures::find_program("promtool").expect("promtool installed"))
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool runs");
+    promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("promtool reads");
+    let out = promtool.wait_with_output().expect("promtool ends");
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
 /// Where process `name` says it serves its metrics.
 fn metrics_address(mesh: &Mesh, name: &str) -> Option<String> {
     let log = mesh.logs(name);
@@ -153,21 +171,9 @@ async fn every_process_serves_metrics_that_promtool_accepts_and_prometheus_scrap
         let (status, content_type, body) = get(address, "/metrics", "*/*").expect("metrics answer");
         assert_eq!(status, 200, "{name}");
         assert!(content_type.starts_with("text/plain; version=0.0.4"), "{name}: {content_type}");
-        let mut promtool = Command::new(mesh_fixtures::find_program("promtool").expect("promtool installed"))
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool runs");
-        promtool.stdin.take().expect("stdin").write_all(body.as_bytes()).expect("promtool reads");
-        let out = promtool.wait_with_output().expect("promtool ends");
-        assert!(
-            out.status.success(),
-            "promtool check metrics refused {name}'s metrics: {}{}\n{body}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        if let Err(said) = promtool_check(&body) {
+            panic!("promtool check metrics refused {name}'s metrics: {said}\n{body}");
+        }
         let (_, content_type, body) =
             get(address, "/metrics", "application/openmetrics-text;version=1.0.0").expect("metrics answer");
         assert!(content_type.starts_with("application/openmetrics-text"), "{name}: {content_type}");

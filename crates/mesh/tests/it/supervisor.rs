@@ -219,23 +219,28 @@ fn the_real_deployment_on_the_embedded_default() {
         json["topology"]["agents"] == "4"
     });
     // Each of the six processes says where it serves its metrics; `mesh status --json` and the Prometheus targets
-    // file list them, and each answers with its own kind's metrics.
+    // file list them with the supervisor's own, and each answers with its own kind's metrics.
     let targets_file = StateDir::new(dir).prometheus_targets();
     let read_targets = || -> Vec<serde_json::Value> {
         std::fs::read_to_string(&targets_file).ok().and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
     };
-    wait_until("six metrics endpoints", Duration::from_secs(10), || read_targets().len() == 6);
+    wait_until("seven metrics endpoints", Duration::from_secs(10), || read_targets().len() == 7);
     let targets = read_targets();
     let status = mesh(dir, &["status", "--json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
     for group in &targets {
         let (name, address) = (group["labels"]["process"].as_str().expect("name"), &group["targets"][0]);
-        let listed = json["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name));
-        assert_eq!(listed.map(|p| &p["metrics"]), Some(address), "{name} in mesh status");
+        if name != "supervisor" {
+            let listed = json["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name));
+            assert_eq!(listed.map(|p| &p["metrics"]), Some(address), "{name} in mesh status");
+        }
         let kind = if name.starts_with("agent-") { "mesh_agent_" } else { &format!("mesh_{name}_") };
         let (_, _, body) =
             crate::metrics::get(address.as_str().expect("host:port"), "/metrics", "*/*").expect("the endpoint answers");
         assert!(body.contains(kind), "{name} at {address}: {body}");
+        if let Err(said) = crate::metrics::promtool_check(&body) {
+            panic!("promtool check metrics refused {name}'s metrics: {said}\n{body}");
+        }
     }
     // Private to the user: the settings, state, events and logs, the infrastructure's data and the sockets.
     let open_to_others = files_open_to_others(dir);
@@ -278,6 +283,19 @@ fn the_real_deployment_on_the_embedded_default() {
     let before = events_of(dir, "agent-fraud").len();
     kill(Pid::from_raw(fraud), Signal::SIGKILL).expect("kill -9");
     ready_again("agent-fraud", before);
+    // The supervisor's metrics count both restarts and show both READY again.
+    let supervisor_metrics = read_targets()
+        .iter()
+        .find(|g| g["labels"]["process"] == "supervisor")
+        .and_then(|g| g["targets"][0].as_str().map(str::to_owned))
+        .expect("the supervisor's endpoint");
+    wait_until("restarts in the supervisor's metrics", Duration::from_secs(5), || {
+        let (_, _, body) = crate::metrics::get(&supervisor_metrics, "/metrics", "*/*").expect("it answers");
+        ["agent-sales", "agent-fraud"].iter().all(|p| {
+            body.contains(&format!("mesh_supervisor_restarts_total{{process=\"{p}\"}} 1\n"))
+                && body.contains(&format!("mesh_supervisor_process_state{{process=\"{p}\",state=\"ready\"}} 1\n"))
+        })
+    });
 
     // kill -9 of the supervisor takes every child with it; the next `up` starts cleanly.
     let sup = state(dir).supervisor_pid;
