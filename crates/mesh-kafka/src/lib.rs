@@ -13,7 +13,9 @@ mod producer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mesh_transport::{Assignment, Bus, InRecord, OutRecord, Position, Reader, StartAt, TopicSpec, TransportError};
+use mesh_transport::{
+    Assignment, Bus, InRecord, OutRecord, PartitionLag, Position, Reader, StartAt, TopicSpec, TransportError,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -45,6 +47,9 @@ pub struct KafkaConfig {
     pub producer: ProducerMode,
     /// Extra librdkafka properties, applied last (for tuning and tests).
     pub extra: Vec<(String, String)>,
+    /// How often readers measure their lag behind each partition's end (librdkafka's statistics, which cost a JSON
+    /// document per interval); `None` measures nothing. Set when the process serves metrics.
+    pub lag_interval: Option<Duration>,
 }
 
 /// How a producer keeps order through retries, and what a retry may cost.
@@ -81,6 +86,7 @@ impl KafkaConfig {
             fetch_min_bytes: 1,
             producer: ProducerMode::Idempotent,
             extra: Vec::new(),
+            lag_interval: None,
         }
     }
 
@@ -416,10 +422,16 @@ impl Bus for KafkaBus {
             // the topology manager reads hundreds of partitions, and memory per process is a target.
             .set("queued.max.messages.kbytes", "4096")
             .set("queued.min.messages", "1000");
+        if let Some(every) = self.inner.config.lag_interval {
+            cc.set("statistics.interval.ms", every.as_millis().max(1).to_string());
+        }
         for (k, v) in &self.inner.config.extra {
             cc.set(k, v);
         }
-        let consumer: StreamConsumer = cc.create().map_err(|e| unreachable(&self.inner.config, &e))?;
+        let lags = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let consumer: LagConsumer = cc
+            .create_with_context(LagContext { lags: Arc::clone(&lags) })
+            .map_err(|e| unreachable(&self.inner.config, &e))?;
         // Committed offsets are looked up here, so one reader can mix "committed or beginning" and "committed or
         // end" partitions (a consumer has a single reset policy); then the logical starts become offsets. Both are
         // blocking round trips, made on one blocking thread.
@@ -432,14 +444,14 @@ impl Bus for KafkaBus {
         .await
         .map_err(|e| TransportError::failed("looking up start offsets", e))??;
         consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
-        Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone() })
+        Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone(), lags })
     }
 }
 
 /// Where each assigned partition starts: its committed offset where it asks for one and has one, else the logical
 /// start it names.
 fn start_positions(
-    consumer: &StreamConsumer,
+    consumer: &LagConsumer,
     assignments: &[Assignment],
     config: &KafkaConfig,
 ) -> Result<TopicPartitionList, TransportError> {
@@ -475,7 +487,7 @@ fn start_positions(
 /// (`auto.offset.reset`) without a word, and the rebuilt state would silently differ from a crash-free run. The
 /// refusal is permanent ([`TransportError::Refused`]): the runtime exits saying which snapshot cannot be replayed.
 fn check_replayable(
-    consumer: &StreamConsumer,
+    consumer: &LagConsumer,
     assignments: &[Assignment],
     config: &KafkaConfig,
 ) -> Result<(), TransportError> {
@@ -536,7 +548,7 @@ fn check_replayable(
 /// a second or more later, and the records written meanwhile were never read: an agent missed a decision written
 /// 1 s after it joined (and read the roster 1.4 s late), in one test run of 19 under load. Only once the patience is
 /// spent do the partitions keep their logical offsets, with a warning, and librdkafka resolves them as before.
-fn resolve_logical_offsets(consumer: &StreamConsumer, mut tpl: TopicPartitionList) -> TopicPartitionList {
+fn resolve_logical_offsets(consumer: &LagConsumer, mut tpl: TopicPartitionList) -> TopicPartitionList {
     let started = std::time::Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
@@ -635,10 +647,43 @@ fn positions_list(positions: &[Position]) -> Result<TopicPartitionList, Transpor
     Ok(tpl)
 }
 
+/// A reader's consumer, with its lag measured.
+type LagConsumer = StreamConsumer<LagContext>;
+
+/// Keeps the consumer lag librdkafka's statistics report for each partition the reader fetches.
+struct LagContext {
+    lags: Arc<std::sync::Mutex<Vec<PartitionLag>>>,
+}
+
+impl rdkafka::ClientContext for LagContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let mut lags: Vec<PartitionLag> = Vec::new();
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                // Partition -1 is librdkafka's aggregate. Its `consumer_lag` counts from the committed offset, which the
+                // managers never commit: the lag here counts from the reader's position, the offset after the last
+                // record handed to it (or the next to fetch, before the first), to the partition's end.
+                let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset };
+                if partition >= 0 && p.fetch_state == "active" && position >= 0 && p.hi_offset >= 0 {
+                    let records = (p.hi_offset - position).max(0);
+                    lags.push(PartitionLag { topic: topic.clone(), partition, records });
+                }
+            }
+        }
+        lags.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        if let Ok(mut kept) = self.lags.lock() {
+            *kept = lags;
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LagContext {}
+
 /// Reads assigned partitions; see [`Bus::reader`].
 pub struct KafkaReader {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<LagConsumer>,
     brokers: String,
+    lags: Arc<std::sync::Mutex<Vec<PartitionLag>>>,
 }
 
 impl Reader for KafkaReader {
@@ -672,6 +717,10 @@ impl Reader for KafkaReader {
     fn commit_async(&mut self, positions: &[Position]) -> Result<(), TransportError> {
         let tpl = positions_list(positions)?;
         self.consumer.commit(&tpl, CommitMode::Async).map_err(|e| TransportError::failed("committing offsets", e))
+    }
+
+    fn lag(&self) -> Vec<PartitionLag> {
+        self.lags.lock().map(|l| l.clone()).unwrap_or_default()
     }
 }
 

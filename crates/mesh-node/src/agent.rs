@@ -164,10 +164,15 @@ enum Sent {
     Other,
 }
 
-type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (Sent, Result<i64, NodeError>)> + Send>>>;
+/// Sends in flight: what each answers, and its result with how long it took to be acknowledged.
+type InFlight = FuturesUnordered<Pin<Box<dyn Future<Output = (Sent, Result<i64, NodeError>, Duration)> + Send>>>;
 
 fn track(in_flight: &mut InFlight, sent: Sent, sending: Sending) {
-    in_flight.push(Box::pin(async move { (sent, sending.await) }));
+    let started = tokio::time::Instant::now();
+    in_flight.push(Box::pin(async move {
+        let result = sending.await;
+        (sent, result, started.elapsed())
+    }));
 }
 
 /// The agent's counters, published to Redis for `mesh status`, tests and chaos checkers.
@@ -362,9 +367,10 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     published_at = now;
                 }
                 agent.export_metrics();
+                agent.metrics.consumer_lag.set(reader.lag());
                 readiness.status(&format!("{} live peers, {} tasks handled", agent.live_peers(), agent.counters.tasks_handled));
             }
-            Some((sent, result)) = agent.in_flight.next(), if !agent.in_flight.is_empty() => agent.acknowledged(sent, result),
+            Some((sent, result, took)) = agent.in_flight.next(), if !agent.in_flight.is_empty() => agent.acknowledged(sent, result, took),
             r = reader.next(), if room => match r {
                 Ok(record) => match agent.publisher.topics.kind_of(&record.topic) {
                     Some(TopicKind::Messages) => agent.on_message(&record, &shutdown),
@@ -382,8 +388,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     let leave = agent.publisher.envelope(Record::Leave(LeaveBody { agent: id.clone(), reason: "shutdown".into() }));
     let left = agent.publisher.start_send(TopicKind::Topology, id.as_str(), &leave, &no_shutdown);
     let finish = async {
-        while let Some((sent, result)) = agent.in_flight.next().await {
-            agent.acknowledged(sent, result);
+        while let Some((sent, result, took)) = agent.in_flight.next().await {
+            agent.acknowledged(sent, result, took);
         }
         left.await
     };
@@ -529,7 +535,10 @@ impl<B: Bus> Agent<B> {
     }
 
     /// A send was acknowledged: the input it answers is finished (and may be committed).
-    fn acknowledged(&mut self, sent: Sent, result: Result<i64, NodeError>) {
+    fn acknowledged(&mut self, sent: Sent, result: Result<i64, NodeError>, took: Duration) {
+        if result.is_ok() {
+            self.metrics.publish.observe(took.as_secs_f64());
+        }
         match (sent, result) {
             (Sent::Input(ticket), Ok(_)) => self.progress.finish(&ticket),
             (Sent::Heartbeat, result) => {

@@ -162,6 +162,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
                     metrics.counts.sync(&counters.exported());
+                    metrics.consumer_lag.set(reader.lag());
                     metrics.set_gauges(machine.pending(), machine.early_inputs(), admission.parked(), admission.epoch());
                     redis.hash(stats_fields(&machine, &admission, &counters));
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));

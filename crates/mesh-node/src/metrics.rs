@@ -147,6 +147,37 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_5, 2.0, 18))
 }
 
+/// A partition read, as labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PartitionLabel {
+    topic: String,
+    partition: i32,
+}
+
+/// Records behind each partition's end, per partition a runtime reads (measured by the bus every few seconds).
+#[derive(Clone, Default)]
+pub(crate) struct ConsumerLag(Family<PartitionLabel, Gauge>);
+
+impl ConsumerLag {
+    fn register(registry: &mut Registry) -> Self {
+        let lag = Self::default();
+        registry.register(
+            "consumer_lag",
+            "Records between this reader's position and the partition's end",
+            lag.0.clone(),
+        );
+        lag
+    }
+
+    /// The readers' latest measurements (partitions no longer measured are dropped).
+    pub(crate) fn set(&self, lags: impl IntoIterator<Item = mesh_transport::PartitionLag>) {
+        self.0.clear();
+        for l in lags {
+            self.0.get_or_create(&PartitionLabel { topic: l.topic, partition: l.partition }).set(l.records);
+        }
+    }
+}
+
 fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
     let gauge = Gauge::default();
     registry.register(name, help, gauge.clone());
@@ -173,6 +204,9 @@ pub(crate) struct AgentMetrics {
     pub(crate) delivery: Histogram,
     /// A task's intended send time to its response.
     pub(crate) round_trip: Histogram,
+    /// A send handed to the producer to its acknowledgement by the broker (retries included).
+    pub(crate) publish: Histogram,
+    pub(crate) consumer_lag: ConsumerLag,
 }
 
 /// The agent counters exported, in the order `AgentMetrics::counts` syncs them.
@@ -201,6 +235,8 @@ impl AgentMetrics {
             supports_held: gauge(r, "supports_held", "Subjects on which this agent holds a support"),
             delivery: histogram(r, "delivery", "Send (by another agent) to handling here, tasks and responses"),
             round_trip: histogram(r, "round_trip", "A task's intended send time to its response"),
+            publish: histogram(r, "publish", "A send handed to the producer to its acknowledgement, retries included"),
+            consumer_lag: ConsumerLag::register(r),
         })
     }
 
@@ -227,6 +263,7 @@ pub(crate) struct ConsensusMetrics {
     roster_epoch: Gauge,
     /// A proposal's creation (by its proposer's clock) to its decision being published.
     pub(crate) decision_latency: Histogram,
+    pub(crate) consumer_lag: ConsumerLag,
 }
 
 /// The consensus counters exported besides decisions, in the order `ConsensusMetrics::counts` syncs them.
@@ -249,6 +286,7 @@ impl ConsensusMetrics {
                 parked: gauge(r, "proposals_parked", "Proposals waiting for the roster to reach their epoch"),
                 roster_epoch: gauge(r, "roster_epoch", "The newest roster epoch read"),
                 decision_latency: histogram(r, "decision_latency", "A proposal's creation to its decision"),
+                consumer_lag: ConsumerLag::register(r),
             }
         })
     }
@@ -272,6 +310,10 @@ pub(crate) struct TopologyMetrics {
     agents: Family<StatusLabel, Gauge>,
     edges: Gauge,
     active_edges: Gauge,
+    mean_weight: Gauge<f64, std::sync::atomic::AtomicU64>,
+    /// Edges decay took below the prune threshold.
+    pub(crate) edges_pruned: Counter,
+    pub(crate) consumer_lag: ConsumerLag,
     /// How long after its tick each window was applied.
     pub(crate) window_lateness: Histogram,
 }
@@ -299,18 +341,30 @@ impl TopologyMetrics {
                 counts: Counts::register(r, TOPOLOGY_COUNTERS),
                 agents,
                 edges: gauge(r, "edges", "Edges of the SlimeMold graph"),
+                mean_weight: {
+                    let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+                    r.register("mean_weight", "Mean weight of the graph's edges (0 to 1)", g.clone());
+                    g
+                },
+                edges_pruned: {
+                    let c = Counter::default();
+                    r.register("edges_pruned", "Edges decay took below the prune threshold", c.clone());
+                    c
+                },
                 active_edges: gauge(r, "active_edges", "Edges that carried traffic since they were made"),
                 window_lateness: histogram(r, "window_lateness", "A window's tick to its being applied"),
+                consumer_lag: ConsumerLag::register(r),
             }
         })
     }
 
-    pub(crate) fn set_gauges(&self, live: usize, left: usize, dead: usize, edges: usize, active_edges: usize) {
-        for (status, n) in [("live", live), ("left", left), ("dead", dead)] {
+    pub(crate) fn set_gauges(&self, roster: [usize; 3], stats: &mesh_core::graph::GraphStats) {
+        for (status, n) in ["live", "left", "dead"].into_iter().zip(roster) {
             self.agents.get_or_create(&StatusLabel { status }).set(to_i64(n));
         }
-        self.edges.set(to_i64(edges));
-        self.active_edges.set(to_i64(active_edges));
+        self.edges.set(to_i64(stats.edges));
+        self.active_edges.set(to_i64(stats.active_edges));
+        self.mean_weight.set(stats.mean_weight);
     }
 }
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use mesh_core::graph::EdgeChange;
 use mesh_core::membership::{FailureDetector, Member, MemberStatus};
 use mesh_core::topology::{Refusal, Source, Topology, TopologyInput, Window, WindowEffects};
 use mesh_core::{AgentId, Milli};
@@ -249,6 +250,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 for id in &fx.gone {
                     detector.forget(id);
                 }
+                let pruned = fx.edges.iter().filter(|(_, e)| matches!(e, EdgeChange::Pruned { .. })).count();
+                metrics.edges_pruned.inc_by(pruned as u64);
                 publish_effects(&publisher, s.window.tick, fx, &shutdown, &mut outbox);
                 export_metrics(&mut metrics, &topology, &lateness, &probes);
                 redis.hash(stats_fields(&topology, &lateness, &probes, None, now));
@@ -295,6 +298,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     tracing::warn!(window = seq, waited_ms = ms, "window {seq} waits for the changelog acknowledgement");
                 }
                 export_metrics(&mut metrics, &topology, &lateness, &probes);
+                metrics.consumer_lag.set(reader.lag().into_iter().chain(hb_reader.lag()));
                 redis.hash(stats_fields(&topology, &lateness, &probes, waiting, now));
             }
         }
@@ -538,13 +542,7 @@ fn export_metrics(metrics: &mut TopologyMetrics, topology: &Topology, lateness: 
     let stats = topology.graph().stats();
     let entries = topology.roster().all();
     let count = |status: MemberStatus| entries.iter().filter(|m| m.status == status).count();
-    metrics.set_gauges(
-        count(MemberStatus::Live),
-        count(MemberStatus::Left),
-        count(MemberStatus::Dead),
-        stats.edges,
-        stats.active_edges,
-    );
+    metrics.set_gauges([count(MemberStatus::Live), count(MemberStatus::Left), count(MemberStatus::Dead)], &stats);
 }
 
 fn stats_fields(

@@ -126,6 +126,17 @@ pub struct OutRecord {
     pub auth: Option<String>,
 }
 
+/// How far a reader is behind the end of one partition it reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionLag {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// Records between the reader's position and the partition's end.
+    pub records: i64,
+}
+
 /// A record read from the bus, with where it came from (for dead-lettering and snapshots).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InRecord {
@@ -221,6 +232,12 @@ pub trait Reader: Send + 'static {
     /// Records how far the group got without waiting for the broker: for the periodic commits of a loop that must
     /// not stall on them (a lost one only means re-delivery, which readers deduplicate).
     fn commit_async(&mut self, positions: &[Position]) -> Result<(), TransportError>;
+
+    /// How far behind each partition's end the reader was when last measured (for metrics); empty where a bus does
+    /// not measure it.
+    fn lag(&self) -> Vec<PartitionLag> {
+        Vec::new()
+    }
 }
 
 /// A small key-value store for snapshots and read models: what the runtimes need of Redis.

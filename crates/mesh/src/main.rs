@@ -189,6 +189,9 @@ const BATCHED_FETCH_BYTES: u32 = 64 * 1024;
 /// At most this late, a batched reader sees a record: small against a decay interval, and against the failure
 /// detector's probe interval (`failure_timeout / 40`) at the defaults.
 const BATCHED_FETCH_WAIT: std::time::Duration = std::time::Duration::from_millis(20);
+/// How often a process serving metrics measures its readers' lag: each measurement is a statistics document
+/// librdkafka builds and the client parses, so not every second in each of hundreds of agents.
+const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn connect(
     infra: &settings::Infra,
@@ -207,6 +210,8 @@ async fn connect(
         linger: infra.kafka_linger,
         producer,
         extra: infra.kafka_properties.clone(),
+        // Lag is a metric: measured only by a process that serves its metrics.
+        lag_interval: infra.metrics_listen.map(|_| LAG_INTERVAL),
         ..KafkaConfig::new(&infra.kafka, client)
     };
     let bus = KafkaBus::new(config).context("failed to set up the kafka client")?;

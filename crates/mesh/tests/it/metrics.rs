@@ -165,6 +165,18 @@ async fn every_process_serves_metrics_that_promtool_accepts_and_prometheus_scrap
     })
     .await;
 
+    // Each reader's lag per partition (measured every 5 s) and every send's acknowledgement time.
+    mesh.eventually("consumer lag and publish latency, in the metrics", Duration::from_secs(30), async || {
+        let (_, _, agent) = get(&at("sales"), "/metrics", "*/*")?;
+        let (_, _, topology) = get(&at("topology"), "/metrics", "*/*")?;
+        let messages = format!("topic=\"{}\"", mesh.topics.name(mesh_proto::TopicKind::Messages));
+        (agent.contains("mesh_agent_consumer_lag{") && agent.contains(&messages)
+            && topology.lines().any(|l| l.starts_with("mesh_topology_consumer_lag{") && l.contains(&messages))
+            && sample(&agent, "mesh_agent_publish_seconds_count")? > 0.0)
+            .then_some(())
+    })
+    .await;
+
     // What each serves passes `promtool check metrics` (the Prometheus text format a plain client is given), and a
     // scraper asking for OpenMetrics gets it.
     for (name, address) in names.iter().zip(&addresses) {
