@@ -748,19 +748,19 @@ impl<B: Bus> Agent<B> {
     fn export_metrics(&mut self) {
         let c = &self.counters;
         self.metrics.counts.sync(&[
-            c.tasks_sent,
-            c.tasks_handled,
-            c.responses_received,
-            c.duplicates,
-            c.proposals,
-            c.votes,
-            c.no_recipient,
-            c.errors_answered,
-            c.tasks_unanswerable,
-            c.sends_refused,
-            c.heartbeats_skipped,
-            c.unauthenticated,
-            c.round_trips_lost,
+            ("tasks_sent", c.tasks_sent),
+            ("tasks_handled", c.tasks_handled),
+            ("responses_received", c.responses_received),
+            ("duplicates", c.duplicates),
+            ("proposals", c.proposals),
+            ("votes", c.votes),
+            ("no_recipient", c.no_recipient),
+            ("errors_answered", c.errors_answered),
+            ("tasks_unanswerable", c.tasks_unanswerable),
+            ("sends_refused", c.sends_refused),
+            ("heartbeats_skipped", c.heartbeats_skipped),
+            ("unauthenticated", c.unauthenticated),
+            ("round_trips_lost", c.round_trips_lost),
         ]);
         self.metrics.set_gauges(self.live_peers(), self.in_flight.len(), self.voter.held());
     }

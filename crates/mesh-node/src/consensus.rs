@@ -219,9 +219,9 @@ impl Counters {
         metrics.decision_latency.observe(latency_ms as f64 / 1000.0);
     }
 
-    /// The counters exported to Prometheus, in `CONSENSUS_COUNTERS`'s order.
-    fn exported(&self) -> [u64; 3] {
-        [self.ignored, self.dead_lettered, self.early_dropped]
+    /// The counters exported to Prometheus besides decisions.
+    fn exported(&self) -> [(&'static str, u64); 3] {
+        [("ignored_inputs", self.ignored), ("dead_lettered", self.dead_lettered), ("early_dropped", self.early_dropped)]
     }
 }
 

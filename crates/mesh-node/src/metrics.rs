@@ -117,27 +117,31 @@ fn prometheus_text(openmetrics: &str) -> String {
 
 /// Counters mirrored from a runtime's own: each sync adds what grew since the last.
 pub(crate) struct Counts {
-    counters: Vec<(Counter, u64)>,
+    counters: Vec<(&'static str, Counter, u64)>,
 }
 
 impl Counts {
-    fn register(registry: &mut Registry, names: &[(&str, &str)]) -> Self {
+    fn register(registry: &mut Registry, names: &[(&'static str, &str)]) -> Self {
         let counters = names
             .iter()
             .map(|(name, help)| {
                 let counter = Counter::default();
                 registry.register(*name, *help, counter.clone());
-                (counter, 0)
+                (*name, counter, 0)
             })
             .collect();
         Self { counters }
     }
 
-    /// The runtime's counters now, in the order registered.
-    pub(crate) fn sync(&mut self, values: &[u64]) {
-        for ((counter, last), value) in self.counters.iter_mut().zip(values) {
-            counter.inc_by(value.saturating_sub(*last));
-            *last = *value;
+    /// The runtime's counters now, by name (each a name registered).
+    pub(crate) fn sync(&mut self, values: &[(&str, u64)]) {
+        for (name, value) in values {
+            let found = self.counters.iter_mut().find(|(n, _, _)| n == name);
+            debug_assert!(found.is_some(), "{name} is not a registered counter");
+            if let Some((_, counter, last)) = found {
+                counter.inc_by(value.saturating_sub(*last));
+                *last = *value;
+            }
         }
     }
 }
@@ -209,7 +213,7 @@ pub(crate) struct AgentMetrics {
     pub(crate) consumer_lag: ConsumerLag,
 }
 
-/// The agent counters exported, in the order `AgentMetrics::counts` syncs them.
+/// The agent counters exported.
 pub(crate) const AGENT_COUNTERS: &[(&str, &str)] = &[
     ("tasks_sent", "Tasks sent to other agents"),
     ("tasks_handled", "Tasks handled (answered)"),
@@ -266,7 +270,7 @@ pub(crate) struct ConsensusMetrics {
     pub(crate) consumer_lag: ConsumerLag,
 }
 
-/// The consensus counters exported besides decisions, in the order `ConsensusMetrics::counts` syncs them.
+/// The consensus counters exported besides decisions.
 pub(crate) const CONSENSUS_COUNTERS: &[(&str, &str)] = &[
     ("ignored_inputs", "Inputs not applied (duplicates, late votes, non-voters)"),
     ("dead_lettered", "Records dead-lettered (undecodable or not authenticated)"),
@@ -324,7 +328,7 @@ pub(crate) struct StatusLabel {
     status: &'static str,
 }
 
-/// The topology counters exported, in the order `TopologyMetrics::counts` syncs them.
+/// The topology counters exported.
 pub(crate) const TOPOLOGY_COUNTERS: &[(&str, &str)] = &[
     ("messages_counted", "Tasks and responses counted into the graph"),
     ("windows_applied", "Windows applied (one per decay tick)"),
@@ -377,8 +381,8 @@ mod tests {
         let metrics = Metrics::default();
         let agent = AgentMetrics::register(&metrics, "sales");
         let mut counts = agent.counts;
-        counts.sync(&[3, 1]);
-        counts.sync(&[5, 1]);
+        counts.sync(&[("tasks_sent", 3), ("tasks_handled", 1)]);
+        counts.sync(&[("tasks_sent", 5), ("tasks_handled", 1)]);
         agent.delivery.observe(0.002);
         let consensus = ConsensusMetrics::register(&metrics);
         consensus.decided("accepted");

@@ -538,7 +538,12 @@ fn publish_effects<B: Bus>(
 
 /// Copies the counters and gauges into the Prometheus registry (with the stats).
 fn export_metrics(metrics: &mut TopologyMetrics, topology: &Topology, lateness: &Lateness, probes: &Probes) {
-    metrics.counts.sync(&[topology.messages(), lateness.windows, lateness.late, probes.returned]);
+    metrics.counts.sync(&[
+        ("messages_counted", topology.messages()),
+        ("windows_applied", lateness.windows),
+        ("windows_late", lateness.late),
+        ("probes_returned", probes.returned),
+    ]);
     let stats = topology.graph().stats();
     let entries = topology.roster().all();
     let count = |status: MemberStatus| entries.iter().filter(|m| m.status == status).count();

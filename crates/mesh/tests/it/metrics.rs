@@ -170,7 +170,8 @@ async fn every_process_serves_metrics_that_promtool_accepts_and_prometheus_scrap
         let (_, _, agent) = get(&at("sales"), "/metrics", "*/*")?;
         let (_, _, topology) = get(&at("topology"), "/metrics", "*/*")?;
         let messages = format!("topic=\"{}\"", mesh.topics.name(mesh_proto::TopicKind::Messages));
-        (agent.contains("mesh_agent_consumer_lag{") && agent.contains(&messages)
+        (agent.contains("mesh_agent_consumer_lag{")
+            && agent.contains(&messages)
             && topology.lines().any(|l| l.starts_with("mesh_topology_consumer_lag{") && l.contains(&messages))
             && sample(&agent, "mesh_agent_publish_seconds_count")? > 0.0)
             .then_some(())
