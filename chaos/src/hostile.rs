@@ -1,10 +1,13 @@
 //! The hostile-input fault: what a careless or malicious client with write access to the topics does, written
 //! straight to the broker under traffic. Poison (a binary record at the broker's size limit) on every topic the mesh
 //! reads, and forged verdicts about one agent: its death and a roster entry saying so, written without credentials;
-//! a vote in its name, tagged with another agent's valid key; a decision contradicting one the consensus manager made.
+//! a vote in its name, tagged with another agent's valid key; a decision contradicting one the consensus manager made;
+//! and that other agent, under its own key, proposing with itself as the only voter and voting for it.
 
 use anyhow::{Context, Result};
+use mesh_core::Milli;
 use mesh_core::consensus::{Decision, Outcome};
+use mesh_core::waggle::{DanceInputs, WaggleDance};
 use mesh_kafka::KafkaBus;
 use mesh_proto::auth::{DeploymentSecret, Principal, Signer};
 use mesh_proto::{TopicKind, TopicNames, partition_for};
@@ -24,10 +27,14 @@ pub struct Injection {
     pub injected: Vec<Injected>,
     /// Forged records only the agents read: each agent's `unauthenticated` counter must grow by this many.
     pub agent_records: u64,
+    /// Proposals whose voter set was the proposer's choice: each must be decided `refused`, never accepted.
+    pub refused: Vec<String>,
 }
 
 /// Writes the hostile records about `agent` (an agent id), numbered `n` so that trials do not repeat ids.
-/// `decided` is a decision the consensus manager published, to contradict; `proposal` a proposal to vote on.
+/// `decided` is a decision the consensus manager published, to contradict; `proposal` a proposal to vote on;
+/// `epoch` the newest roster epoch read (a self-chosen voter set is named at it, as the attack would be).
+#[expect(clippy::too_many_arguments, reason = "what the harness observed, passed as it is")]
 pub async fn inject(
     bus: &KafkaBus,
     topics: &TopicNames,
@@ -36,6 +43,7 @@ pub async fn inject(
     n: usize,
     decided: Option<Decision>,
     proposal: Option<String>,
+    epoch: u64,
 ) -> Result<Injection> {
     let mut injected = Vec::new();
     let target = Target { bus, topics };
@@ -83,6 +91,27 @@ pub async fn inject(
     let signer = Signer::new(as_voter.clone(), secret.key_of(&as_voter));
     injected.push(forged(&target, TopicKind::Votes, &proposal, &vote, Some(&signer), "vote", unsigned).await?);
 
+    // The same agent, under its own key and in its own name, choosing its voters: itself alone.
+    let mine = format!("chaos-alone-{n}");
+    let subject = format!("account:chaos-{n}");
+    let inputs = DanceInputs { priority: Milli(900), urgency: Milli(900), confidence: Milli(900), amount_cents: 0 };
+    let proposal_record = envelope(
+        "proposal",
+        &mine,
+        json!({ "proposal": {
+            "id": mine, "proposer": voter, "subject": subject, "action": "block_account",
+            "dance": WaggleDance::perform(inputs, &subject), "voters": [voter], "epoch": epoch,
+            "created_at_ms": mesh_node::now_us() / 1_000 },
+            "inputs": inputs, "payload": {} }),
+    );
+    forged(&target, TopicKind::Proposals, &mine, &proposal_record, Some(&signer), "proposal", None).await?;
+    let own_vote = envelope(
+        "vote",
+        &format!("{mine}-vote"),
+        json!({ "vote": { "proposal": mine, "voter": voter, "support": true, "intensity": 1000 } }),
+    );
+    forged(&target, TopicKind::Votes, &mine, &own_vote, Some(&signer), "vote", None).await?;
+
     // The verdict, contradicted (the agents read decisions; nobody dead-letters them, so they ignore and count).
     let contradiction = decided.map_or_else(
         || {
@@ -99,7 +128,7 @@ pub async fn inject(
     let decision = envelope("decision", &format!("forged-decision-{n}"), json!({ "decision": contradiction }));
     injected.push(forged(&target, TopicKind::Decisions, &key, &decision, None, "decision", None).await?);
     // The forged `member` and the decision: read by every agent, and to be ignored by each.
-    Ok(Injection { injected, agent_records: 2 })
+    Ok(Injection { injected, agent_records: 2, refused: vec![mine] })
 }
 
 /// A value that is not UTF-8 (so its letter carries it as cut hex, with its SHA-256), distinct per `seed`.

@@ -362,6 +362,8 @@ struct Scene<'a> {
     injected: Vec<check::hostile::Injected>,
     /// Forged records every agent read and must have ignored.
     agent_records: u64,
+    /// Proposals with a voter set of the proposer's choosing, to be found decided `refused`.
+    refused: Vec<String>,
     tail: Tail,
     deployment: Deployment,
     events: Vec<Event>,
@@ -445,16 +447,27 @@ impl Scene<'_> {
             }
             FaultSpec::HostileInput { target } => {
                 let agent = agent_id(target).ok_or_else(|| anyhow!("{target} is not an agent"))?.to_owned();
-                let (decided, proposal) = {
+                let (decided, proposal, epoch) = {
                     let o = self.tail.observed();
                     let decided = o.decisions.values().filter_map(|v| v.first()).next_back().cloned();
-                    (decided, o.proposals.keys().last().cloned())
+                    let epoch = o
+                        .consensus_inputs
+                        .iter()
+                        .filter_map(|r| match r {
+                            mesh_proto::records::Record::Member(b) => Some(b.member.epoch),
+                            _ => None,
+                        })
+                        .max()
+                        .unwrap_or(0);
+                    (decided, o.proposals.keys().last().cloned(), epoch)
                 };
                 let n = self.injected.len();
                 let injection =
-                    crate::hostile::inject(self.bus, &self.topics, &self.secret, &agent, n, decided, proposal).await?;
+                    crate::hostile::inject(self.bus, &self.topics, &self.secret, &agent, n, decided, proposal, epoch)
+                        .await?;
                 self.injected.extend(injection.injected);
                 self.agent_records += injection.agent_records;
+                self.refused.extend(injection.refused);
             }
             FaultSpec::Random => bail!("a random fault must be resolved by the schedule"),
         }
@@ -705,6 +718,7 @@ async fn scenario(
         secret,
         injected: Vec::new(),
         agent_records: 0,
+        refused: Vec::new(),
         tail,
         deployment,
         events: Vec::new(),
@@ -868,8 +882,16 @@ async fn scenario(
             let n = stats.iter().find(|(k, _)| k == "unauthenticated").and_then(|(_, v)| v.parse().ok());
             ignored.insert(id.to_owned(), n.unwrap_or(0));
         }
-        let letters = scene.tail.observed().letters.clone();
-        checks.push(check::hostile::check(&letters, &scene.injected, &ignored, scene.agent_records));
+        let (letters, decisions) = {
+            let o = scene.tail.observed();
+            (o.letters.clone(), o.decisions.clone())
+        };
+        let injection = check::hostile::Injections {
+            injected: &scene.injected,
+            agent_records: scene.agent_records,
+            refused: &scene.refused,
+        };
+        checks.push(check::hostile::check(&letters, &decisions, &injection, &ignored));
     }
     checks.push(check::healed::check(&faulty, &stopped));
     let down = blocking(|| scene.deployment.down());

@@ -1,9 +1,11 @@
 //! Hostile input is refused, not believed: every poison record and every forgery that a manager or agent reads and
 //! can name is in the dead-letter topic (the records themselves are left out of every other checker's view, as the
-//! mesh leaves them out of its state), and the agents counted the manager records they ignored.
+//! mesh leaves them out of its state), the agents counted the manager records they ignored, and a proposal whose
+//! voters its proposer chose was decided `refused`.
 
 use std::collections::BTreeMap;
 
+use mesh_core::consensus::{Decision, Outcome};
 use mesh_proto::records::DeadLetterBody;
 use serde::{Deserialize, Serialize};
 
@@ -43,18 +45,35 @@ fn matches(letter: &DeadLetterBody, injected: &Injected) -> bool {
         }
 }
 
-/// `letters` as the tail read them; `ignored` each agent's `unauthenticated` counter; `agent_records` how many of
-/// the injected records only the agents read (forged manager records they must have ignored, each of them).
+/// What the scenario wrote.
+pub struct Injections<'a> {
+    /// Every hostile record.
+    pub injected: &'a [Injected],
+    /// How many of them only the agents read (forged manager records they must have ignored, each of them).
+    pub agent_records: u64,
+    /// Proposals whose voters their proposer chose: each must be decided `refused`.
+    pub refused: &'a [String],
+}
+
+/// `letters` and `decisions` as the tail read them; `ignored` each agent's `unauthenticated` counter.
 pub fn check(
     letters: &[DeadLetterBody],
-    injected: &[Injected],
+    decisions: &BTreeMap<String, Vec<Decision>>,
+    injection: &Injections<'_>,
     ignored: &BTreeMap<String, u64>,
-    agent_records: u64,
 ) -> CheckResult {
+    let (injected, agent_records) = (injection.injected, injection.agent_records);
     if injected.is_empty() {
         return CheckResult::new(NAME, Verdict::Unknown, "nothing was injected");
     }
     let mut missing = Vec::new();
+    for id in injection.refused {
+        match decisions.get(id).and_then(|d| d.first()).map(|d| &d.outcome) {
+            Some(Outcome::Refused { .. }) => {}
+            Some(other) => missing.push(format!("proposal {id} with a voter set of its own: decided {other:?}")),
+            None => missing.push(format!("proposal {id} with a voter set of its own: no decision")),
+        }
+    }
     for i in injected.iter().filter(|i| i.reason.is_some()) {
         let why = i.reason.as_deref().unwrap_or_default();
         match letters.iter().find(|l| matches(l, i)) {
@@ -80,10 +99,11 @@ pub fn check(
         true,
         format!(
             "{} hostile records: {} dead-lettered with the reason, {agent_records} forged manager records ignored by \
-             every agent ({} agents)",
+             every agent ({} agents), {} self-chosen voter sets refused",
             injected.len(),
             injected.iter().filter(|i| i.reason.is_some()).count(),
-            ignored.len()
+            ignored.len(),
+            injection.refused.len()
         ),
     )
 }
@@ -117,11 +137,30 @@ mod tests {
         let injected = [forged("t.votes", "forged-vote", Some("not authenticated")), forged("t.decisions", "x", None)];
         let ok = [letter("t.votes", r#"{"id":"forged-vote"}"#, "not authenticated: ...")];
         let agents = BTreeMap::from([("sales".to_owned(), 1)]);
-        assert_eq!(check(&ok, &injected, &agents, 1).verdict, Verdict::Pass);
-        assert_eq!(check(&[], &injected, &agents, 1).verdict, Verdict::Fail, "no letter");
+        let refused = ["alone".to_owned()];
+        let decision = |outcome: Outcome| Decision {
+            proposal: "alone".parse().expect("id"),
+            subject: "s".into(),
+            action: "a".into(),
+            outcome,
+            supports: 1,
+            against: 0,
+            voters: 1,
+            needed: 1,
+            support_intensity: 1000,
+        };
+        let decided = |o: Outcome| BTreeMap::from([("alone".to_owned(), vec![decision(o)])]);
+        let was_refused = decided(Outcome::Refused { reason: "voters".into() });
+        let of = |agent_records| Injections { injected: &injected, agent_records, refused: &refused };
+        assert_eq!(check(&ok, &was_refused, &of(1), &agents).verdict, Verdict::Pass);
+        assert_eq!(check(&[], &was_refused, &of(1), &agents).verdict, Verdict::Fail, "no letter");
         let wrong = [letter("t.votes", r#"{"id":"forged-vote"}"#, "too large")];
-        assert_eq!(check(&wrong, &injected, &agents, 1).verdict, Verdict::Fail, "letter for another reason");
-        assert_eq!(check(&ok, &injected, &agents, 2).verdict, Verdict::Fail, "an agent believed one");
-        assert_eq!(check(&ok, &[], &agents, 0).verdict, Verdict::Unknown);
+        assert_eq!(check(&wrong, &was_refused, &of(1), &agents).verdict, Verdict::Fail, "letter for another reason");
+        assert_eq!(check(&ok, &was_refused, &of(2), &agents).verdict, Verdict::Fail, "an agent believed one");
+        let accepted = decided(Outcome::Accepted);
+        assert_eq!(check(&ok, &accepted, &of(1), &agents).verdict, Verdict::Fail, "its own voters accepted it");
+        assert_eq!(check(&ok, &BTreeMap::new(), &of(1), &agents).verdict, Verdict::Fail, "never decided");
+        let nothing = Injections { injected: &[], agent_records: 0, refused: &[] };
+        assert_eq!(check(&ok, &was_refused, &nothing, &agents).verdict, Verdict::Unknown);
     }
 }
