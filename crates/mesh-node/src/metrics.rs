@@ -28,10 +28,11 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-/// Two handles are equal when they are the same registry (settings compare equal when they serve the same one).
+/// Any two registries compare equal: a registry is where a process's numbers go, not a setting, so two settings
+/// that differ only in it are the same settings.
 impl PartialEq for Metrics {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+    fn eq(&self, _other: &Self) -> bool {
+        true
     }
 }
 
