@@ -3,7 +3,7 @@
 //! sees the mesh's traffic and decisions.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -92,10 +92,7 @@ fn start_prometheus(dir: &std::path::Path, targets: &[String]) -> Prometheus {
     )
     .expect("prometheus config");
     for attempt in 0..5 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a: SocketAddr| a.port())
-            .expect("a free port");
+        let port = mesh_fixtures::free_port().expect("a free port");
         let address = format!("127.0.0.1:{port}");
         let log = std::fs::File::create(dir.join(format!("prometheus-{attempt}.log"))).expect("prometheus log");
         let child = Command::new(mesh_fixtures::find_program("prometheus").expect("prometheus installed"))
