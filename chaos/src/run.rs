@@ -372,7 +372,20 @@ struct Scene<'a> {
 
 impl Scene<'_> {
     fn note(&mut self, kind: &str, what: impl Into<String>) {
-        self.events.push(Event { at: now_ms(), kind: kind.into(), what: what.into() });
+        let (at, what) = (now_ms(), what.into());
+        // Faults go to the deployment's event log too, where `mesh view` and `mesh logs` readers see them.
+        let logged = match kind {
+            "inject" => Some("fault"),
+            "heal" => Some("healed"),
+            _ => None,
+        };
+        if let Some(event) = logged {
+            let mut detail = serde_json::Map::new();
+            detail.insert("what".into(), what.clone().into());
+            let line = mesh_supervisor::Event { at_ms: at, process: "chaos".into(), event: event.into(), detail };
+            EventLog::new(self.deployment.dir().events()).append(&line);
+        }
+        self.events.push(Event { at, kind: kind.into(), what });
     }
 
     async fn sleep(&mut self, ms: u64) {
@@ -707,6 +720,11 @@ async fn scenario(
         let reach = Reach { kafka: &kafka, redis: &redis, endpoints: &endpoints, secret_file: &secret_file };
         Deployment::start(&opts.mesh, &root, &prefix, &reach, &opts.timings)
     })?;
+    progress(&format!(
+        "  watch it live: mesh view --state-dir {} --secret-file {} (faults appear among the events)",
+        root.display(),
+        secret_file.display()
+    ));
     let started = now_ms();
     let mut scene = Scene {
         opts,

@@ -462,7 +462,7 @@ async fn catch_up<B: Bus>(
     let assignment = vec![Assignment { topic: topic.clone(), partition: 0, start: StartAt::Offset(*changelog_next) }];
     let group = format!("{prefix}-topology-changelog");
     let mut reader = retry("opening the changelog", shutdown, || bus.reader(&group, assignment.clone())).await?;
-    let mut assembler = Assembler::new();
+    let mut follower = ChangelogFollower::new(interval_ms);
     let mut effects = Vec::new();
     let mut errors = ReadErrors::new("reading the changelog");
     loop {
@@ -483,10 +483,9 @@ async fn catch_up<B: Bus>(
         }
         if let Ok(env) = opened
             && let Record::Window(part) = env.record
-            && let Some((mut window, written_at)) = assembler.push(part)
+            && let Some((window, applied)) = follower.push(topology, part)
         {
-            window.tick = rescale_tick(window.tick, written_at, interval_ms);
-            match topology.apply(&window) {
+            match applied {
                 Ok(fx) => {
                     *changelog_next = record.offset + 1;
                     effects.push((window.tick, fx));
@@ -650,11 +649,35 @@ pub async fn snapshot_edges<S: SnapshotStore>(
 
 /// The state of the latest topology snapshot in Redis, if any.
 pub async fn read_snapshot<S: SnapshotStore>(store: &S, prefix: &str) -> Result<Option<Topology>, NodeError> {
+    Ok(read_snapshot_to_follow(store, prefix).await?.map(|s| s.topology))
+}
+
+/// Where an observer starts following the graph: the latest snapshot's state, the changelog offset after it, and
+/// the decay interval its ticks count in (feed the changelog from `changelog_next` to a [`ChangelogFollower`]).
+#[derive(Debug)]
+pub struct SnapshotToFollow {
+    /// The graph and roster the snapshot holds.
+    pub topology: Topology,
+    /// The first changelog offset the snapshot does not reflect.
+    pub changelog_next: i64,
+    /// The decay interval of the run that took it.
+    pub decay_interval_ms: u64,
+}
+
+/// The latest topology snapshot in Redis, with where to follow the changelog from, if any.
+pub async fn read_snapshot_to_follow<S: SnapshotStore>(
+    store: &S,
+    prefix: &str,
+) -> Result<Option<SnapshotToFollow>, NodeError> {
     let key = redis_keys::topology_snapshot(prefix);
     let Some(bytes) = store.get(&key).await? else { return Ok(None) };
     let snap: TopologySnapshot =
         serde_json::from_slice(&bytes).map_err(|e| NodeError::Snapshot { key: key.clone(), detail: e.to_string() })?;
-    Ok(Some(snap.topology))
+    Ok(Some(SnapshotToFollow {
+        topology: snap.topology,
+        changelog_next: snap.changelog_next,
+        decay_interval_ms: snap.decay_interval_ms,
+    }))
 }
 
 /// A changelog read back and applied from scratch, as every reader of it applies it.
@@ -668,6 +691,34 @@ pub struct Replay {
     pub refused: Vec<(u64, Refusal)>,
 }
 
+/// Window parts of the changelog, in log order, assembled into whole windows and applied to a graph: what recovery,
+/// the replay checks and any observer (`mesh view`) do with the changelog, so they cannot disagree. Pure.
+#[derive(Debug)]
+pub struct ChangelogFollower {
+    assembler: Assembler,
+    interval_ms: u64,
+}
+
+impl ChangelogFollower {
+    /// A follower whose graph counts ticks in `interval_ms` (the decay interval of the run that will read it).
+    pub fn new(interval_ms: u64) -> Self {
+        Self { assembler: Assembler::new(), interval_ms }
+    }
+
+    /// Takes one window part; when it completes a window, the window (its tick counted in this follower's interval)
+    /// and what applying it to `topology` did.
+    pub fn push(
+        &mut self,
+        topology: &mut Topology,
+        part: WindowBody,
+    ) -> Option<(Window, Result<WindowEffects, Refusal>)> {
+        let (mut window, written_at) = self.assembler.push(part)?;
+        window.tick = rescale_tick(window.tick, written_at, self.interval_ms);
+        let applied = topology.apply(&window);
+        Some((window, applied))
+    }
+}
+
 /// Applies the `window` records of a changelog, in log order, from an empty graph, up to and including window
 /// `until` (all, if `None`): the reference a recovered manager is held to (the recovery test, `cargo xtask chaos`).
 /// Records of other kinds are skipped.
@@ -678,16 +729,15 @@ pub fn replay_changelog(
     records: impl IntoIterator<Item = Record>,
 ) -> Replay {
     let mut topology = Topology::new(config.graph);
-    let mut assembler = Assembler::new();
+    let mut follower = ChangelogFollower::new(interval_ms);
     let (mut applied, mut refused) = (Vec::new(), Vec::new());
     for record in records {
         let Record::Window(part) = record else { continue };
-        let Some((mut window, written_at)) = assembler.push(part) else { continue };
         if until.is_some_and(|u| topology.last().is_some_and(|l| l.seq >= u)) {
             break;
         }
-        window.tick = rescale_tick(window.tick, written_at, interval_ms);
-        match topology.apply(&window) {
+        let Some((window, result)) = follower.push(&mut topology, part) else { continue };
+        match result {
             Ok(_) => applied.push(window),
             Err(r) => refused.push((window.seq, r)),
         }

@@ -81,6 +81,12 @@ pub(crate) enum Command {
     /// latency, consensus latency, pruning and cost per process, next to plain Kafka at the same rate in the same
     /// run (docs/bench.md).
     Bench(BenchArgs),
+    /// A live page of the mesh in the browser: the graph (edge width by weight, pruned edges fading), agents by
+    /// role and status, proposals and decisions with their tallies, and the supervisor's events (and chaos faults).
+    ///
+    /// It reads the deployment like any observer (the store's topology snapshot, then the topics) and pushes each
+    /// change to the page over server-sent events. It serves only this host unless --listen says otherwise.
+    View(ViewArgs),
     /// Print a credential derived from the deployment secret: `mesh key agent ID` is the key a third-party agent
     /// tags its records with (give it as the agent's --agent-key-file).
     Key(KeyArgs),
@@ -515,6 +521,31 @@ pub(crate) struct InspectArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ViewArgs {
+    #[command(flatten)]
+    pub(crate) infra: InfraArgs,
+    /// Without --kafka/--redis (flag, variable or config file), the deployment recorded in this state directory is
+    /// read: its broker, store, topic prefix, secret and event log.
+    #[command(flatten)]
+    pub(crate) dir: StateDirArgs,
+    /// Where to serve the page: loopback by default; 0.0.0.0:PORT serves other hosts too (port 0: any free one).
+    #[arg(long, env = "MESH_VIEW_LISTEN", default_value = "127.0.0.1:7878", value_name = "ADDR")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// Longest a change waits before it is pushed to the page (changes within it go out together).
+    #[arg(long, env = "MESH_VIEW_REFRESH", default_value = "250ms", value_name = "DURATION", value_parser = refresh)]
+    pub(crate) refresh: std::time::Duration,
+}
+
+/// A page refresh: from 10 ms to 10 s.
+fn refresh(text: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(text).map_err(|e| format!("{text:?} is not a duration (e.g. 250ms): {e}"))?;
+    if d < std::time::Duration::from_millis(10) || d > std::time::Duration::from_secs(10) {
+        return Err(format!("{text} is out of range: give 10ms to 10s"));
+    }
+    Ok(d)
 }
 
 /// A wait in seconds as the control requests carry it: refused at the flag, by range, rather than by the supervisor.

@@ -13,4 +13,5 @@ mod recovery;
 mod secure;
 mod supervisor;
 mod support;
+mod view;
 mod wire;

@@ -1,0 +1,247 @@
+//! `mesh view` in a real headless Chromium, driven over the DevTools protocol: the page of a `mesh up` deployment on
+//! the embedded default shows what `mesh inspect --json` reads, keeps a screenshot under `target/`, and turns a
+//! killed agent dead within the failure timeout.
+
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tungstenite::{Message, WebSocket};
+
+use crate::supervisor::{mesh, text, wait_until};
+
+/// The topology settings of the test deployment: liveness judged in 2 s, windows every 200 ms.
+const SETTINGS: &str = "[topology]\ndecay_interval = \"200ms\"\nfailure_timeout = \"2s\"\nsnapshot_interval = \"500ms\"\n\
+                        [agent]\nheartbeat_interval = \"250ms\"\n";
+const FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
+const DECAY_INTERVAL: Duration = Duration::from_millis(200);
+const REFRESH: Duration = Duration::from_millis(250);
+
+/// A headless Chromium and one page of it, stopped (its whole process group) on drop.
+struct Browser {
+    child: Child,
+    socket: WebSocket<TcpStream>,
+    next_id: u64,
+}
+
+impl Browser {
+    fn start(profile: &Path) -> Browser {
+        let port = mesh_fixtures::free_port().expect("a port for DevTools");
+        let program =
+            mesh_fixtures::find_program("chromium-headless-shell").expect("chromium-headless-shell installed");
+        let log = std::fs::File::create(profile.with_extension("log")).expect("chromium log");
+        let child = Command::new(program)
+            .args(["--no-sandbox", "--hide-scrollbars", "--window-size=1400,800", "--no-first-run"])
+            .arg(format!("--remote-debugging-port={port}"))
+            .arg("--remote-debugging-address=127.0.0.1")
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg("about:blank")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .expect("chromium starts");
+        let address = format!("127.0.0.1:{port}");
+        let mut target = None;
+        wait_until("chromium's DevTools endpoint", Duration::from_secs(30), || {
+            target = devtools_targets(&address)
+                .and_then(|targets| targets.into_iter().find(|t| t["type"] == "page"))
+                .and_then(|page| page["webSocketDebuggerUrl"].as_str().map(str::to_owned));
+            target.is_some()
+        });
+        let url = target.expect("a page target");
+        let stream = TcpStream::connect(&address).expect("DevTools connects");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        let (socket, _) = tungstenite::client(url.as_str(), stream).expect("DevTools websocket");
+        Browser { child, socket, next_id: 0 }
+    }
+
+    /// Sends one DevTools command and waits for its answer (events in between are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        self.next_id += 1;
+        let id = self.next_id;
+        let request = json!({ "id": id, "method": method, "params": params }).to_string();
+        self.socket.send(Message::text(request)).expect("send to DevTools");
+        loop {
+            let message = self.socket.read().expect("read from DevTools");
+            let Ok(text) = message.to_text() else { continue };
+            let Ok(answer) = serde_json::from_str::<Value>(text) else { continue };
+            if answer["id"] == id {
+                assert!(answer.get("error").is_none(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> Value {
+        let result = self.call("Runtime.evaluate", json!({ "expression": expression, "returnByValue": true }));
+        result["result"]["value"].clone()
+    }
+
+    fn text_of(&mut self, id: &str) -> String {
+        self.eval(&format!("document.getElementById('{id}')?.textContent ?? ''")).as_str().unwrap_or("").to_owned()
+    }
+
+    fn status_of(&mut self, name: &str) -> String {
+        self.eval(&format!("document.querySelector('[data-name=\"{name}\"]')?.dataset.status ?? ''"))
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// DevTools' list of targets. Its HTTP server answers HTTP/1.1 only, and keeps the connection open: the body is
+/// read by its length.
+fn devtools_targets(address: &str) -> Option<Vec<Value>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET /json/list HTTP/1.1\r\nHost: {address}\r\n\r\n").ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse::<usize>().ok();
+        }
+    }
+    let mut body = vec![0; length?];
+    reader.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// A running `mesh view`, stopped on drop.
+struct View(Child);
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let _ =
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0.id() as i32), nix::sys::signal::Signal::SIGTERM);
+        let _ = self.0.wait();
+    }
+}
+
+/// `mesh down` on drop, so a failing test leaves no deployment behind.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = mesh(self.0, &["down"]);
+    }
+}
+
+#[test]
+fn the_page_shows_what_inspect_reads_and_a_killed_agent_turning_dead() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("state");
+    let config = tmp.path().join("settings.toml");
+    std::fs::write(&config, SETTINGS).expect("settings");
+    let config = config.display().to_string();
+    let _down = Down(&dir);
+    let up = mesh(&dir, &["--config", &config, "up", "-d"]);
+    assert!(up.status.success(), "mesh up -d: {}", text(&up));
+
+    let port = mesh_fixtures::free_port().expect("a port for the view");
+    let address = format!("127.0.0.1:{port}");
+    let refresh = format!("{}ms", REFRESH.as_millis());
+    let _view = View(
+        Command::new(env!("CARGO_BIN_EXE_mesh"))
+            .args(["view", "--listen", &address, "--refresh", &refresh])
+            .env("MESH_STATE_DIR", &dir)
+            .env_remove("MESH_KAFKA")
+            .env_remove("MESH_REDIS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(tmp.path().join("view.log")).expect("view log"))
+            .spawn()
+            .expect("mesh view starts"),
+    );
+    wait_until("the view to serve its page", Duration::from_secs(30), || {
+        crate::metrics::get(&address, "/", "text/html")
+            .is_some_and(|(status, _, body)| status == 200 && body.contains("EventSource"))
+    });
+
+    let mut browser = Browser::start(&tmp.path().join("chromium"));
+    browser.call("Page.enable", json!({}));
+    browser.call("Page.navigate", json!({ "url": format!("http://{address}/") }));
+
+    // The counts on the page equal what `mesh inspect --json` reads from the store at the same moment (the view
+    // follows the changelog past the store's snapshot, so they are compared until both sides settle).
+    let mut last = String::new();
+    wait_until("the page and mesh inspect to agree on agents and edges", Duration::from_secs(60), || {
+        let inspect = mesh(&dir, &["inspect", "--json"]);
+        assert!(inspect.status.success(), "mesh inspect: {}", text(&inspect));
+        let json: Value = serde_json::from_slice(&inspect.stdout).expect("inspect json");
+        let agents = json["topology"]["agents"].as_str().unwrap_or("").to_owned();
+        let edges = json["snapshot_edges"].as_array().map_or(0, Vec::len).to_string();
+        let (page_agents, page_edges) = (browser.text_of("member-count"), browser.text_of("edge-count"));
+        last = format!("inspect: {agents} agents {edges} edges; page: {page_agents} agents {page_edges} edges");
+        agents == "4" && page_agents == agents && page_edges == edges && edges != "0"
+    });
+    eprintln!("{last}");
+    assert_eq!(browser.eval("document.querySelectorAll('[data-agent]').length"), json!(4), "four agents drawn");
+    assert_eq!(browser.status_of("fraud"), "live");
+    let decided: u64 = {
+        let mut decided = 0;
+        wait_until("a decision on the page", Duration::from_secs(30), || {
+            decided = browser.text_of("decided-count").parse().unwrap_or(0);
+            decided > 0
+        });
+        decided
+    };
+    let rows = browser.eval("document.querySelectorAll('#decisions tr').length").as_u64().unwrap_or(0);
+    assert!(rows >= 1, "{decided} decided, {rows} rows in the decisions table");
+    let events = browser.eval("document.querySelector('#events').textContent").as_str().unwrap_or("").to_owned();
+    assert!(events.contains("agent-fraud") && events.contains("ready"), "the supervisor's events: {events}");
+
+    // A killed agent (not restarted) is declared dead after the failure timeout, in the next window, and pushed
+    // within a refresh: the page shows it dead by then, with one second for the machine's load.
+    let bound = FAILURE_TIMEOUT + DECAY_INTERVAL + REFRESH + Duration::from_secs(1);
+    let killed = mesh(&dir, &["kill", "agent-fraud", "--no-restart"]);
+    assert!(killed.status.success(), "mesh kill: {}", text(&killed));
+    let at = Instant::now();
+    wait_until("fraud to turn dead on the page", bound * 3, || browser.status_of("fraud") == "dead");
+    let took = at.elapsed();
+    eprintln!("fraud dead on the page {took:?} after the kill (bound {bound:?})");
+    assert!(took <= bound, "fraud turned dead on the page after {took:?}, more than {bound:?}");
+    assert_eq!(browser.text_of("dead-count"), "1");
+    let events = browser.eval("document.querySelector('#events').textContent").as_str().unwrap_or("").to_owned();
+    assert!(events.contains("killed"), "the kill is among the supervisor's events: {events}");
+
+    // Kept for people: the graph with fraud dead and its edges fading, the decisions, the kill among the events.
+    let shot = browser.call("Page.captureScreenshot", json!({ "format": "png" }));
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(shot["data"].as_str().expect("screenshot data"))
+        .expect("base64 screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "a PNG");
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mesh-view.png");
+    std::fs::write(&path, png).expect("screenshot written");
+    eprintln!("screenshot of the live view: {}", path.display());
+
+    // Started again, it rejoins as itself and the page shows it live.
+    let restarted = mesh(&dir, &["restart", "agent-fraud"]);
+    assert!(restarted.status.success(), "mesh restart: {}", text(&restarted));
+    wait_until("fraud live again on the page", Duration::from_secs(30), || browser.status_of("fraud") == "live");
+    assert_eq!(browser.eval("document.querySelectorAll('[data-agent]').length"), json!(4), "still four agents");
+}
