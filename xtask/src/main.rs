@@ -100,13 +100,12 @@ fn test(extra: &[String]) -> Result<()> {
         status("cargo clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
     })?;
     step("cargo build (tests)", || status("cargo build", cargo().args(["test", "--workspace", "--no-run"])))?;
-    let (kafka, redis) = {
+    let infra = {
         let mut infra = None;
-        step("start Kafka and Redis on loopback", || {
-            let k = KafkaBroker::start(KafkaOptions::default())?;
-            let r = RedisServer::start(RedisOptions::default())?;
-            eprintln!("    kafka {} · redis {}", k.bootstrap(), r.url());
-            infra = Some((k, r));
+        step("start Kafka and Redis on loopback (MESH_FIXTURES=containers: in containers, given an engine)", || {
+            let started = mesh_fixtures::TestInfra::start()?;
+            eprintln!("    kafka {} · redis {}", started.kafka(), started.redis());
+            infra = Some(started);
             Ok(())
         })?;
         infra.context("infrastructure missing")?
@@ -116,12 +115,12 @@ fn test(extra: &[String]) -> Result<()> {
         let mut cmd = cargo();
         cmd.args(["test", "--workspace"])
             .args(extra)
-            .env("MESH_TEST_KAFKA", kafka.bootstrap())
-            .env("MESH_TEST_REDIS", redis.url());
+            .env("MESH_TEST_KAFKA", infra.kafka())
+            .env("MESH_TEST_REDIS", infra.redis());
         counts = run_counting(&mut cmd)?;
         Ok(())
     });
-    drop((kafka, redis));
+    drop(infra);
     let result = result.and_then(|()| {
         step("cargo xtask chaos --quick (faults injected into a live deployment, docs/chaos.md)", || match chaos::run(
             &chaos::ChaosArgs::ci(),
