@@ -11,7 +11,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use mesh_core::consensus::ConsensusParams;
 use mesh_fixtures::{ClientListener, KafkaBroker, KafkaOptions, RedisOptions, RedisServer};
 use mesh_kafka::{KafkaBus, KafkaConfig};
-use mesh_node::{MeshConfig, TopologyConfig};
+use mesh_node::{MeshConfig, TopologyConfig, now_ms};
 use mesh_proto::auth::{Credentials, DeploymentSecret};
 use mesh_proto::{TopicKind, TopicNames};
 use mesh_redis::RedisStore;
@@ -47,10 +47,6 @@ pub struct Options {
     pub schedule: Schedule,
     /// The mesh's timings.
     pub timings: MeshTimings,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// One process's proxies.

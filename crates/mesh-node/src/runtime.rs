@@ -125,8 +125,9 @@ impl Readiness for () {
     fn status(&self, _line: &str) {}
 }
 
-/// Wall-clock time in ms since the Unix epoch: the only clock reading of the runtimes, passed into the core.
-pub(crate) fn now_ms() -> UnixMillis {
+/// Wall-clock time in ms since the Unix epoch: the only clock reading of the runtimes, passed into the core (and the
+/// one the tools above them stamp their own records and events with).
+pub fn now_ms() -> UnixMillis {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
-use mesh_node::redis_keys;
+use mesh_node::{now_ms, redis_keys};
 use mesh_supervisor::{ControlError, ProcState, ProcessStatus, Request, StateDir, StateFile, child, control};
 use mesh_transport::SnapshotStore;
 use serde_json::{Value, json};
@@ -86,10 +86,6 @@ fn fmt_duration(ms: u64) -> String {
     } else {
         format!("{s}s")
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
 }
 
 async fn mesh_health(state: &StateFile, state_dir: &std::path::Path) -> Value {

@@ -98,7 +98,7 @@ async fn events(State(mut frame): State<watch::Receiver<Arc<str>>>) -> impl Into
 }
 
 fn waiting_frame(why: &str) -> String {
-    serde_json::json!({ "at_ms": now_ms(), "waiting": why }).to_string()
+    serde_json::json!({ "at_ms": mesh_node::now_ms(), "waiting": why }).to_string()
 }
 
 /// Reads the deployment into the model and publishes frames, until shutdown.
@@ -159,7 +159,7 @@ async fn follow(
                 Ok(record) => {
                     let Some(kind) = kinds.get(&record.topic).copied() else { continue };
                     if let Some(accepted) = open(&verifier, &record, kind) {
-                        model.on_record(accepted, now_ms());
+                        model.on_record(accepted, mesh_node::now_ms());
                     }
                 }
                 Err(e) => {
@@ -174,7 +174,7 @@ async fn follow(
                 }
                 if published != Some(model.version()) {
                     published = Some(model.version());
-                    match serde_json::to_string(&model.frame(now_ms())) {
+                    match serde_json::to_string(&model.frame(mesh_node::now_ms())) {
                         Ok(json) => { frames.send_replace(json.into()); }
                         Err(e) => tracing::warn!(error = %e, "a frame could not be encoded"),
                     }
@@ -247,10 +247,6 @@ impl EventTail {
         }
         events
     }
-}
-
-fn now_ms() -> u64 {
-    mesh_node::now_us() / 1_000
 }
 
 #[cfg(test)]
