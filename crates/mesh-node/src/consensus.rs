@@ -37,7 +37,8 @@ use crate::snapshot_pacer::SnapshotPacer;
 
 const SNAPSHOT_FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A snapshot as read back; it is written borrowed, by `encode_snapshot`, with the same fields.
+#[derive(Debug, Deserialize)]
 struct ConsensusSnapshot {
     format: u32,
     machine: BeeConsensus,
@@ -47,7 +48,7 @@ struct ConsensusSnapshot {
     admission: Admission,
     /// (topic, partition) → next offset to read.
     positions: Vec<(String, i32, i64)>,
-    taken_at_ms: u64,
+    // `taken_at_ms` is written for people reading the store; nothing reads it back.
 }
 
 /// Counters for `mesh status` and the stats hash.

@@ -189,6 +189,18 @@ fn gauge(registry: &mut Registry, name: &str, help: &str) -> Gauge {
     gauge
 }
 
+fn fraction(registry: &mut Registry, name: &str, help: &str) -> Gauge<f64, std::sync::atomic::AtomicU64> {
+    let gauge = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    registry.register(name, help, gauge.clone());
+    gauge
+}
+
+fn counter(registry: &mut Registry, name: &str, help: &str) -> Counter {
+    let counter = Counter::default();
+    registry.register(name, help, counter.clone());
+    counter
+}
+
 fn histogram(registry: &mut Registry, name: &str, help: &str) -> Histogram {
     let histogram = latency_histogram();
     registry.register_with_unit(name, help, Unit::Seconds, histogram.clone());
@@ -346,16 +358,8 @@ impl TopologyMetrics {
                 counts: Counts::register(r, TOPOLOGY_COUNTERS),
                 agents,
                 edges: gauge(r, "edges", "Edges of the SlimeMold graph"),
-                mean_weight: {
-                    let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-                    r.register("mean_weight", "Mean weight of the graph's edges (0 to 1)", g.clone());
-                    g
-                },
-                edges_pruned: {
-                    let c = Counter::default();
-                    r.register("edges_pruned", "Edges decay took below the prune threshold", c.clone());
-                    c
-                },
+                mean_weight: fraction(r, "mean_weight", "Mean weight of the graph's edges (0 to 1)"),
+                edges_pruned: counter(r, "edges_pruned", "Edges decay took below the prune threshold"),
                 active_edges: gauge(r, "active_edges", "Edges that carried traffic since they were made"),
                 window_lateness: histogram(r, "window_lateness", "A window's tick to its being applied"),
                 consumer_lag: ConsumerLag::register(r),
