@@ -158,16 +158,19 @@ impl EventLog {
         Self { path }
     }
 
-    /// Appends one event as a JSON line; a failure to log is reported, never fatal.
+    /// Appends one event as a JSON line; a failure to log is reported, never fatal. The line and its newline go in
+    /// one `write` on a file opened for appending, so another process appending to the same log (the chaos harness
+    /// adds its faults) can never land between them and tear two events into one unreadable line.
     pub fn append(&self, event: &Event) {
-        let line = match serde_json::to_string(event) {
+        let mut line = match serde_json::to_string(event) {
             Ok(l) => l,
             Err(e) => {
                 tracing::warn!(error = %e, "event not serializable");
                 return;
             }
         };
-        let written = crate::private::open_append(&self.path).and_then(|mut f| writeln!(f, "{line}"));
+        line.push('\n');
+        let written = crate::private::open_append(&self.path).and_then(|mut f| f.write_all(line.as_bytes()));
         if let Err(e) = written {
             tracing::warn!(error = %e, path = %self.path.display(), "could not append to the event log");
         }
@@ -270,5 +273,35 @@ mod tests {
         }
         let read = EventLog::read_all(&dir.path().join("events.jsonl")).expect("read");
         assert_eq!(read.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), ["spawned", "ready"]);
+    }
+
+    #[test]
+    fn two_writers_appending_at_once_never_tear_a_line() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("events.jsonl");
+        const EACH: usize = 3_000;
+        let writers: Vec<_> = ["supervisor", "chaos"]
+            .into_iter()
+            .map(|process| {
+                let log = EventLog::new(path.clone());
+                std::thread::spawn(move || {
+                    for n in 0..EACH {
+                        let event = Event {
+                            at_ms: n as u64,
+                            process: process.into(),
+                            event: "x".into(),
+                            detail: Default::default(),
+                        };
+                        log.append(&event);
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().expect("writer");
+        }
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(text.lines().count(), 2 * EACH);
+        assert_eq!(EventLog::read_all(&path).expect("read").len(), 2 * EACH, "every line is one whole event");
     }
 }

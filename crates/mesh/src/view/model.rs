@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use mesh_core::consensus::{Decision, Outcome, Proposal};
+use mesh_core::graph::EdgeChange;
 use mesh_core::membership::MemberStatus;
-use mesh_core::topology::Topology;
+use mesh_core::topology::{Refusal, Topology};
 use mesh_core::{AgentId, ProposalId};
 use mesh_node::topology::ChangelogFollower;
 use mesh_proto::records::Record;
@@ -26,6 +27,10 @@ pub(crate) const EVENTS_SHOWN: usize = 40;
 const PROPOSALS_KEPT: usize = 10_000;
 /// Decided proposal ids remembered, so a proposal read after its decision is not shown pending.
 const DECIDED_KEPT: usize = 100_000;
+/// How long an edge that went away stays in the frames (the page fades it out over this time).
+pub(crate) const GONE_SHOWN_MS: u64 = 3_000;
+/// Edges gone recently kept at most (a dead agent of a 500-agent mesh takes 998 edges with it).
+const GONE_KEPT: usize = 2_000;
 
 /// A proposal read and not yet decided, with the votes read for it (one per voter, the first counts, as in the
 /// consensus manager; votes from outside the voter set are not counted).
@@ -49,7 +54,12 @@ pub(crate) struct Model {
     decisions: VecDeque<(u64, Decision)>,
     outcomes: BTreeMap<&'static str, u64>,
     events: VecDeque<Event>,
+    /// Edges that went away (pruned by decay, or with an agent that left or died), newest last.
+    gone: VecDeque<GoneEdge>,
     windows_refused: u64,
+    /// A window did not continue the chain the view holds (a gap): the graph can no longer follow the changelog
+    /// exactly, and must be started again from a newer snapshot.
+    broken: bool,
     /// Bumped on every change: the server sends a frame only when it moved.
     version: u64,
 }
@@ -68,16 +78,25 @@ impl Model {
             decisions: VecDeque::new(),
             outcomes: BTreeMap::new(),
             events: VecDeque::new(),
+            gone: VecDeque::new(),
             windows_refused: 0,
+            broken: false,
             version: 0,
         }
     }
 
-    /// Starts the graph from the topology manager's snapshot (then feed the changelog from its position on).
+    /// Starts the graph from the topology manager's snapshot (then feed the changelog from its position on); also
+    /// after [`Model::broken`], from a newer one.
     pub(crate) fn start_graph(&mut self, topology: Topology, decay_interval_ms: u64) {
         self.topology = Some(topology);
         self.follower = Some(ChangelogFollower::new(decay_interval_ms));
+        self.broken = false;
         self.version += 1;
+    }
+
+    /// Whether the graph stopped following the changelog (see [`Model::start_graph`]).
+    pub(crate) fn broken(&self) -> bool {
+        self.broken
     }
 
     /// Takes one record of the changelog, proposals, votes or decisions topics, read at `at_ms`.
@@ -87,8 +106,28 @@ impl Model {
                 // The graph's parameters come with the snapshot: before it, windows cannot be applied exactly.
                 let (Some(topology), Some(follower)) = (&mut self.topology, &mut self.follower) else { return };
                 match follower.push(topology, part) {
-                    Some((_, Ok(_))) => self.version += 1,
-                    Some((_, Err(_))) => self.windows_refused += 1,
+                    Some((_, Ok(effects))) => {
+                        for (_, change) in effects.edges {
+                            let (from, to, pruned) = match change {
+                                EdgeChange::Pruned { from, to } => (from, to, true),
+                                EdgeChange::Removed { from, to } => (from, to, false),
+                                _ => continue,
+                            };
+                            let (from, to) = (from.as_str().to_owned(), to.as_str().to_owned());
+                            self.gone.push_back(GoneEdge { from, to, pruned, at_ms });
+                        }
+                        while self.gone.len() > GONE_KEPT {
+                            self.gone.pop_front();
+                        }
+                        self.version += 1;
+                    }
+                    Some((_, Err(refusal))) => {
+                        // A duplicate or a stale writer's window changes nothing (recovery refuses it too); a gap or
+                        // a tick going back means the view's chain and the log's parted.
+                        self.windows_refused += 1;
+                        self.broken |= !matches!(refusal, Refusal::OutOfSequence { .. });
+                        self.version += 1;
+                    }
                     None => {}
                 }
             }
@@ -190,6 +229,8 @@ impl Model {
                 .collect();
             frame.window = topology.last().map(|c| c.seq);
         }
+        frame.gone =
+            self.gone.iter().filter(|edge| now_ms.saturating_sub(edge.at_ms) < GONE_SHOWN_MS).cloned().collect();
         frame.pending_count = self.open.len();
         frame.pending = self
             .open_order
@@ -274,6 +315,9 @@ pub(crate) struct Frame {
     pub(crate) edges: Vec<EdgeView>,
     /// Mean edge weight.
     pub(crate) mean_weight: f64,
+    /// Edges that went away in the last [`GONE_SHOWN_MS`]: the page fades them out (an edge that only dropped out of
+    /// `edges`' strongest few is not among them).
+    pub(crate) gone: Vec<GoneEdge>,
     /// The last window applied.
     pub(crate) window: Option<u64>,
     /// Changelog windows that did not apply (a stale manager's): should stay 0.
@@ -305,6 +349,17 @@ pub(crate) struct EdgeView {
     pub(crate) from: String,
     pub(crate) to: String,
     pub(crate) weight: f64,
+}
+
+/// An edge that went away.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct GoneEdge {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    /// Pruned by decay (else removed with an agent that left or died).
+    pub(crate) pruned: bool,
+    /// When the view read the window that took it away.
+    pub(crate) at_ms: u64,
 }
 
 /// A proposal being voted on, with the votes read so far.
@@ -496,6 +551,42 @@ mod tests {
         assert_eq!(frame.edge_count, 2, "only a <-> b is left");
         assert_eq!(frame.window, Some(2));
         assert_eq!(frame.windows_refused, 0);
+        let mut gone: Vec<(String, String, bool)> =
+            frame.gone.iter().map(|e| (e.from.clone(), e.to.clone(), e.pruned)).collect();
+        gone.sort();
+        let with_c = |a: &str, b: &str| (a.to_owned(), b.to_owned(), false);
+        assert_eq!(gone, [with_c("a", "c"), with_c("b", "c"), with_c("c", "a"), with_c("c", "b")]);
+        assert!(model.frame(3 + GONE_SHOWN_MS).gone.is_empty(), "gone edges leave the frames after a while");
+        assert!(!model.broken());
+    }
+
+    #[test]
+    fn a_window_that_leaves_a_gap_breaks_the_chain_and_a_replayed_one_does_not() {
+        let (snapshot, changelog) = graph_then_death(&["a", "b"], "b");
+        let mut model = Model::new();
+        model.start_graph(snapshot.clone(), 200);
+        for record in changelog.clone() {
+            model.on_record(record, 1);
+        }
+        let version = model.version();
+        // The same window again (a writer's retry, or a stale writer): refused, harmless.
+        for record in changelog {
+            model.on_record(record, 2);
+        }
+        assert_eq!(model.frame(3).windows_refused, 1);
+        assert!(!model.broken());
+        assert!(model.version() > version, "a refusal is shown");
+        // A window whose range does not continue the view's: the view must start again from a snapshot.
+        let (_, later) = graph_then_death(&["a", "b", "c"], "c");
+        let mut fresh = Model::new();
+        fresh.start_graph(snapshot, 200);
+        for record in later {
+            fresh.on_record(record, 4);
+        }
+        assert!(fresh.broken(), "{:?}", fresh.frame(5).windows_refused);
+        let (restart, _) = graph_then_death(&["a", "b"], "b");
+        fresh.start_graph(restart, 200);
+        assert!(!fresh.broken());
     }
 
     #[test]
