@@ -6,6 +6,7 @@
 pub mod child;
 mod console;
 pub mod control;
+mod error;
 mod listen;
 mod lock;
 pub mod private;

@@ -9,7 +9,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::console::read_line_capped;
 use crate::control::{Request, Response};
-use crate::supervisor::Msg;
+
+/// What the listeners hand to the dispatcher.
+pub(crate) enum Msg {
+    Notify { name: String, text: String, sender: Option<i32> },
+    Control { request: Request, reply: oneshot::Sender<Response> },
+}
 
 /// The longest control request line; a longer one is answered with an error without being held.
 const MAX_REQUEST: usize = 64 * 1024;

@@ -3,8 +3,8 @@
 
 use std::io::Write;
 
+use crate::error::{SupervisorError, io};
 use crate::state::StateDir;
-use crate::supervisor::{SupervisorError, io};
 
 /// The single-instance lock on `.mesh/mesh.lock` (flock; released by the kernel when the supervisor dies, so a
 /// crash leaves nothing to clean by hand).

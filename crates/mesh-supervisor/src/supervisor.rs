@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use crate::child::{self, Ended};
 use crate::console::{Console, StatusLine, pump_output};
 use crate::control::{self, Request, Response};
-use crate::listen::{read_notify, serve_control};
+pub use crate::error::SupervisorError;
+use crate::error::io;
+use crate::listen::{Msg, read_notify, serve_control};
 use crate::lock::InstanceLock;
 use crate::rotating::RotatingLog;
 use crate::spec::{DeploymentSpec, ProcessSpec};
@@ -58,38 +60,6 @@ pub struct Options {
     pub seed: u64,
     /// Where the supervisor serves its own metrics (`host:port`), listed first in `prometheus-targets.json`.
     pub metrics: Option<String>,
-}
-
-/// Why the supervisor could not run.
-#[derive(Debug, thiserror::Error)]
-pub enum SupervisorError {
-    /// Another supervisor holds the lock of this state directory.
-    #[error("a supervisor is already running on {dir} (pid {pid}); `mesh down` stops it")]
-    AlreadyRunning {
-        /// The state directory.
-        dir: String,
-        /// Its pid, as written in the lock file.
-        pid: String,
-    },
-    /// Files or sockets could not be set up.
-    #[error("failed to {what}: {source}")]
-    Io {
-        /// What was attempted.
-        what: String,
-        /// Why it failed.
-        source: std::io::Error,
-    },
-}
-
-pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SupervisorError {
-    let what = what.into();
-    move |source| SupervisorError::Io { what, source }
-}
-
-/// What the listeners hand to the dispatcher.
-pub(crate) enum Msg {
-    Notify { name: String, text: String, sender: Option<i32> },
-    Control { request: Request, reply: oneshot::Sender<Response> },
 }
 
 struct Proc {
@@ -151,7 +121,9 @@ const STATE_CHANGE_GAP: Duration = Duration::from_millis(50);
 const COLORS: [u8; 6] = [36, 33, 32, 35, 34, 31];
 
 /// Runs the deployment until SIGINT/SIGTERM or `mesh down`, then stops everything in reverse dependency order.
-/// Must run on a current-thread runtime: children's parent-death signal is tied to the thread that spawned them.
+/// Must be driven by `block_on` on a thread that lives as long as the process (worker threads may serve its I/O
+/// tasks): children are spawned from the dispatcher, and their parent-death signal is tied to the thread that
+/// spawned them.
 pub async fn run(opts: Options, _lock: InstanceLock) -> Result<(), SupervisorError> {
     let dir = opts.state_dir.clone();
     // Everything this process and its children create is private to the user (the settings may hold secrets).
