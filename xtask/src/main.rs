@@ -91,7 +91,7 @@ fn status(what: &str, cmd: &mut Command) -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     let total = Instant::now();
-    step("install system packages (redis-server, kcat, JDK, Maven) if missing", || {
+    step("install system packages (redis-server, kcat, JDK, Maven, Prometheus, headless Chromium) if missing", || {
         Ok(mesh_fixtures::ensure_system_packages()?)
     })?;
     step("fetch Apache Kafka jars (cached)", || mesh_fixtures::ensure_kafka_jars().map(|_| ()).map_err(Into::into))?;

@@ -33,6 +33,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::config::{AgentConfig, MeshConfig};
 use crate::latency::Latency;
+use crate::latest_writer::LatestWriter;
 use crate::metrics::AgentMetrics;
 use crate::runtime::{
     NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, now_ms, now_us, redis_keys,
@@ -319,8 +320,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     scenario_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let (stats, stats_rx) = tokio::sync::watch::channel(Vec::new());
-    let stats_task = tokio::spawn(stats_writer(store.clone(), stats_key.clone(), stats_rx));
+    let stats = LatestWriter::spawn_hash(store.clone(), stats_key.clone());
     let mut published = Counters::default();
     let mut published_at = 0;
     let mut hb_seq = 0u64;
@@ -362,7 +362,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 // Stats only when something changed (or every 10 s): 500 idle agents must cost next to nothing.
                 let now = now_ms();
                 if agent.counters != published || now.saturating_sub(published_at) >= 10_000 {
-                    stats.send_replace(agent.stats_fields());
+                    stats.hash(agent.stats_fields());
                     published = agent.counters.clone();
                     published_at = now;
                 }
@@ -404,11 +404,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     {
         tracing::warn!(error = %e, "committing the final offsets failed; messages will be re-delivered and deduplicated");
     }
-    stats_task.abort();
-    match tokio::time::timeout(Duration::from_secs(2), store.hset(&stats_key, &agent.stats_fields())).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::warn!(error = %e, "writing the final stats to redis failed"),
-        Err(_) => tracing::warn!("could not write the final stats to redis within 2 s"),
+    stats.hash(agent.stats_fields());
+    if tokio::time::timeout(Duration::from_secs(2), stats.finish()).await.is_err() {
+        tracing::warn!("could not write the final stats to redis within 2 s");
     }
     bus.flush(Duration::from_secs(5)).await?;
     Ok(())
@@ -765,7 +763,7 @@ impl<B: Bus> Agent<B> {
         self.metrics.set_gauges(self.live_peers(), self.in_flight.len(), self.voter.held());
     }
 
-    /// The stats hash fields, for `stats_writer`.
+    /// The stats hash fields, for the stats writer.
     fn stats_fields(&self) -> Vec<(String, String)> {
         let c = &self.counters;
         vec![
@@ -798,19 +796,6 @@ impl<B: Bus> Agent<B> {
 /// Writes the latest stats to Redis, off the agent's event loop: a stalled Redis delays the stats, never the
 /// messages (`cargo xtask chaos`'s pause-redis scenario measured a 3 s gap in messaging when this was inline).
 /// Only the newest value matters, so a slow write skips the intermediate ones.
-async fn stats_writer<S: SnapshotStore>(
-    store: S,
-    key: String,
-    mut latest: tokio::sync::watch::Receiver<Vec<(String, String)>>,
-) {
-    while latest.changed().await.is_ok() {
-        let fields = latest.borrow_and_update().clone();
-        if let Err(e) = store.hset(&key, &fields).await {
-            tracing::warn!(error = %e, "writing agent stats to redis failed");
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

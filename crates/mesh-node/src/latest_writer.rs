@@ -1,6 +1,6 @@
-//! Redis writes that must never hold up a manager's event loop.
+//! Redis writes that must never hold up a runtime's event loop.
 //!
-//! A manager's stats hash and its snapshot are "newest wins" values: only the latest matters, and writing it late is
+//! A manager's stats hash and its snapshot, and an agent's stats hash, are "newest wins" values: only the latest matters, and writing it late is
 //! harmless. Written inline, a Redis that hangs (SIGSTOP, a partition that holds packets) froze the topology
 //! manager's whole loop: no windows closed, no deaths could be declared, and `cargo xtask chaos`'s
 //! partition-topology-redis scenario measured the manager stuck for as long as Redis was. [`LatestWriter`] hands the
@@ -21,14 +21,14 @@ struct Pending {
     blob: Option<Arc<Vec<u8>>>,
 }
 
-/// Where the values go.
+/// Where the values go (an agent has a stats hash and no snapshot).
 #[derive(Clone)]
 struct Keys {
     hash: String,
-    blob: String,
+    blob: Option<String>,
 }
 
-/// Writes the newest stats hash and snapshot blob of one manager to Redis from a task of its own.
+/// Writes the newest stats hash (and snapshot blob, for a manager) of one runtime to Redis from a task of its own.
 pub(crate) struct LatestWriter {
     tx: watch::Sender<Pending>,
     task: JoinHandle<()>,
@@ -38,7 +38,14 @@ impl LatestWriter {
     /// Starts the writing task: `hash_key` receives [`Self::hash`] values (HSET), `blob_key` [`Self::blob`] ones (SET).
     pub(crate) fn spawn<S: SnapshotStore + 'static>(store: S, hash_key: String, blob_key: String) -> Self {
         let (tx, rx) = watch::channel(Pending::default());
-        let task = tokio::spawn(write_latest(store, Keys { hash: hash_key, blob: blob_key }, rx));
+        let task = tokio::spawn(write_latest(store, Keys { hash: hash_key, blob: Some(blob_key) }, rx));
+        Self { tx, task }
+    }
+
+    /// Starts a writing task for a stats hash only (an agent's): [`Self::blob`] values are dropped.
+    pub(crate) fn spawn_hash<S: SnapshotStore + 'static>(store: S, hash_key: String) -> Self {
+        let (tx, rx) = watch::channel(Pending::default());
+        let task = tokio::spawn(write_latest(store, Keys { hash: hash_key, blob: None }, rx));
         Self { tx, task }
     }
 
@@ -114,10 +121,11 @@ async fn write_pending<S: SnapshotStore>(
     written: &mut Pending,
 ) -> Result<(), TransportError> {
     if let Some(blob) = &want.blob
+        && let Some(key) = &keys.blob
         && !written.blob.as_ref().is_some_and(|w| Arc::ptr_eq(w, blob))
     {
-        store.set(&keys.blob, blob).await?;
-        tracing::debug!(bytes = blob.len(), key = %keys.blob, "snapshot saved");
+        store.set(key, blob).await?;
+        tracing::debug!(bytes = blob.len(), %key, "snapshot saved");
         written.blob = Some(blob.clone());
     }
     if let Some(hash) = &want.hash
@@ -241,6 +249,19 @@ mod tests {
         assert_eq!(store.failing.load(Ordering::SeqCst), 0, "every failure was retried");
         assert_eq!(store.value("snap"), Some(b"only".to_vec()));
         assert_eq!(store.hash("stats"), Some(tick(7)));
+    }
+
+    #[tokio::test]
+    async fn a_hash_only_writer_writes_the_newest_hash_through_failures_and_no_blob() {
+        let (store, _gate) = Gated::new();
+        store.failing.store(3, Ordering::SeqCst);
+        let writer = LatestWriter::spawn_hash(store.clone(), "agent".into());
+        writer.hash(tick(1));
+        writer.blob(b"ignored".to_vec());
+        writer.hash(tick(2));
+        writer.finish().await;
+        assert_eq!(store.hash("agent"), Some(tick(2)));
+        assert_eq!(store.sets.load(Ordering::SeqCst), 0, "no snapshot key, no SET");
     }
 
     #[tokio::test]

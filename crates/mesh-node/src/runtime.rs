@@ -136,9 +136,6 @@ pub fn now_us() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Retries `op` with exponential backoff and jitter (100 ms up to 5 s) until it succeeds, logging every failure: a
-/// dead broker is waited for and reported, never a reason to crash. A shutdown request ends the waiting between
-/// attempts (`NodeError::Interrupted`), never an attempt under way, so work in flight at SIGTERM still completes.
 /// What a runtime does with an error from its reader. librdkafka queues one consumer error per failed connection
 /// attempt, and hands them over later, in order, after the broker is back: they are reports about the past, and the
 /// consumer reconnects by itself. Sleeping on each (as the runtimes once did, 500 ms apiece) turned a 14 s broker
@@ -203,7 +200,10 @@ impl WarnGate {
 /// The gate of every retried operation's failure warnings in this process.
 pub(crate) static FAILURE_WARNINGS: WarnGate = WarnGate::new();
 
-pub(crate) async fn retry<T, F, Fut>(what: &str, shutdown: &Shutdown, mut op: F) -> Result<T, NodeError>
+/// Retries `op` with exponential backoff and jitter (100 ms up to 5 s) until it succeeds, logging every failure: a
+/// dead broker is waited for and reported, never a reason to crash. A shutdown request ends the waiting between
+/// attempts (`NodeError::Interrupted`), never an attempt under way, so work in flight at SIGTERM still completes.
+pub async fn retry<T, F, Fut>(what: &str, shutdown: &Shutdown, mut op: F) -> Result<T, NodeError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, TransportError>>,

@@ -216,21 +216,11 @@ async fn connect(
         ..KafkaConfig::new(&infra.kafka, client)
     };
     let bus = KafkaBus::new(config).context("failed to set up the kafka client")?;
-    let mut delay = std::time::Duration::from_millis(100);
-    let store = loop {
-        match AnyStore::connect(&infra.redis, infra.redis_ca_file.as_deref()).await {
-            Ok(s) => break s,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "redis unreachable, retrying");
-                let mut wait = shutdown.clone();
-                tokio::select! {
-                    () = tokio::time::sleep(delay) => {}
-                    () = wait.wait() => return Err(mesh_node::NodeError::Interrupted.into()),
-                }
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
-    };
+    // A store that is down is waited for (and reported) like a broker; one that can never work is an error now.
+    let store = mesh_node::retry("reaching the store", shutdown, || {
+        AnyStore::connect(&infra.redis, infra.redis_ca_file.as_deref())
+    })
+    .await?;
     Ok((bus, store))
 }
 
