@@ -22,11 +22,23 @@ const FAILURE_TIMEOUT: Duration = Duration::from_secs(2);
 const DECAY_INTERVAL: Duration = Duration::from_millis(200);
 const REFRESH: Duration = Duration::from_millis(250);
 
+/// A child in a process group of its own, killed with its whole group on drop: also when the test panics while
+/// still waiting for it to start.
+struct Group(Child);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let group = nix::unistd::Pid::from_raw(-(self.0.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.0.wait();
+    }
+}
+
 /// A headless Chromium and one page of it, stopped (its whole process group) on drop.
 struct Browser {
-    child: Child,
     socket: WebSocket<TcpStream>,
     next_id: u64,
+    _chromium: Group,
 }
 
 impl Browser {
@@ -34,19 +46,21 @@ impl Browser {
         let program =
             mesh_fixtures::find_program("chromium-headless-shell").expect("chromium-headless-shell installed");
         let log = std::fs::File::create(profile.with_extension("log")).expect("chromium log");
-        let child = Command::new(program)
-            .args(["--no-sandbox", "--hide-scrollbars", "--window-size=1400,800", "--no-first-run"])
-            // Port 0: Chromium binds a free port itself and writes it to DevToolsActivePort in its profile.
-            .arg("--remote-debugging-port=0")
-            .arg("--remote-debugging-address=127.0.0.1")
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .arg("about:blank")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .process_group(0)
-            .spawn()
-            .expect("chromium starts");
+        let chromium = Group(
+            Command::new(program)
+                .args(["--no-sandbox", "--hide-scrollbars", "--window-size=1400,800", "--no-first-run"])
+                // Port 0: Chromium binds a free port itself and writes it to DevToolsActivePort in its profile.
+                .arg("--remote-debugging-port=0")
+                .arg("--remote-debugging-address=127.0.0.1")
+                .arg(format!("--user-data-dir={}", profile.display()))
+                .arg("about:blank")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log"))
+                .stderr(log)
+                .process_group(0)
+                .spawn()
+                .expect("chromium starts"),
+        );
         let mut address = String::new();
         wait_until("chromium's DevTools port", Duration::from_secs(30), || {
             let written = std::fs::read_to_string(profile.join("DevToolsActivePort")).unwrap_or_default();
@@ -64,7 +78,7 @@ impl Browser {
         let stream = TcpStream::connect(&address).expect("DevTools connects");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
         let (socket, _) = tungstenite::client(url.as_str(), stream).expect("DevTools websocket");
-        Browser { child, socket, next_id: 0 }
+        Browser { socket, next_id: 0, _chromium: chromium }
     }
 
     /// Sends one DevTools command and waits for its answer (events in between are skipped).
@@ -127,14 +141,6 @@ fn devtools_targets(address: &str) -> Option<Vec<Value>> {
     let mut body = vec![0; length?];
     reader.read_exact(&mut body).ok()?;
     serde_json::from_slice(&body).ok()
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let group = nix::unistd::Pid::from_raw(-(self.child.id() as i32));
-        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
 }
 
 /// An agent's status in the view's current frame (`/frame`), as a script would read it.
