@@ -153,6 +153,20 @@ impl FailureDetector {
         self.reported.remove(id);
     }
 
+    /// Follows one applied window's roster changes: stops watching the agents in `gone`, then watches those in
+    /// `joined` that `roster` (after the window) holds live. A window lists its joins and departures apart, so an
+    /// agent that left and joined again within it (a restart faster than a decay interval) is in both lists; by
+    /// list order it would be forgotten and never judged again. Judged by where the roster ended, it is watched,
+    /// and one that joined and then left is not.
+    pub fn follow(&mut self, joined: &[AgentId], gone: &[AgentId], roster: &Roster, now_ms: u64) {
+        for id in gone {
+            self.forget(id);
+        }
+        for id in joined.iter().filter(|id| roster.is_live(id)) {
+            self.watch(id, now_ms);
+        }
+    }
+
     /// A heartbeat from `id`; ignored for agents not watched. Clears an earlier report so a recovered agent can be
     /// reported again later.
     pub fn heartbeat(&mut self, id: &AgentId, now_ms: u64) {

@@ -523,6 +523,31 @@ mod tests {
     }
 
     #[test]
+    fn an_agent_that_leaves_and_joins_again_within_one_window_is_still_watched() {
+        use crate::membership::FailureDetector;
+        let mut t = Topology::new(GraphParams::default());
+        joined(&mut t, &["a", "b"], 1);
+        let mut detector = FailureDetector::new(2_000);
+        detector.watch(&id("a"), 0);
+        detector.watch(&id("b"), 0);
+        // a restarts faster than a decay interval: its leave and its new join land in the same window; c joins and
+        // leaves within it.
+        t.observe(&topo(), 2, Some(TopologyInput::Leave(id("a"))));
+        t.observe(&topo(), 3, Some(TopologyInput::Join(profile("a"))));
+        t.observe(&topo(), 4, Some(TopologyInput::Join(profile("c"))));
+        t.observe(&topo(), 5, Some(TopologyInput::Leave(id("c"))));
+        let w = t.close(2);
+        let fx = t.apply(&w).expect("applies");
+        assert_eq!((fx.joined.clone(), fx.gone.clone()), (vec![id("a"), id("c")], vec![id("a"), id("c")]));
+        detector.follow(&fx.joined, &fx.gone, t.roster(), 1_000);
+        assert_eq!(detector.last_seen(&id("a")), Some(1_000), "live after the window: watched from its rejoin");
+        assert_eq!(detector.last_seen(&id("c")), None, "gone after the window: not watched");
+        assert_eq!(detector.last_seen(&id("b")), Some(0), "untouched");
+        assert_eq!(detector.check(2_001), vec![id("b")], "a's clock restarted at its rejoin");
+        assert_eq!(detector.check(3_001), vec![id("a")], "and it is judged when it falls silent");
+    }
+
+    #[test]
     fn a_window_holds_counts_per_edge_and_the_ranges_it_read() {
         let mut t = Topology::new(GraphParams::default());
         joined(&mut t, &["a", "b"], 10);

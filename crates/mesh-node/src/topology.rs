@@ -244,12 +244,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 note_lateness(&mut lateness, s.window.tick, interval_ms, s.sealed_at_ms, now);
                 #[expect(clippy::cast_precision_loss, reason = "milliseconds of lateness, far below 2^52")]
                 metrics.window_lateness.observe(lateness.last_ms as f64 / 1000.0);
-                for id in &fx.joined {
-                    detector.watch(id, now);
-                }
-                for id in &fx.gone {
-                    detector.forget(id);
-                }
+                detector.follow(&fx.joined, &fx.gone, topology.roster(), now);
                 let pruned = fx.edges.iter().filter(|(_, e)| matches!(e, EdgeChange::Pruned { .. })).count();
                 metrics.edges_pruned.inc_by(pruned as u64);
                 publish_effects(&publisher, s.window.tick, fx, &shutdown, &mut outbox);
