@@ -106,6 +106,15 @@ async fn partitions_when_visible(bus: &KafkaBus, topic: &str) -> Result<u32> {
     }
 }
 
+/// Whether the tail read everything written before it was asked to catch up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Every partition asked about was read to its end.
+    Done,
+    /// The first partition still behind (or whose end could not be read), in words.
+    Behind(String),
+}
+
 /// The tailing reader; dropping it stops it.
 pub struct Tail {
     observed: Arc<Mutex<Observed>>,
@@ -229,8 +238,8 @@ impl Tail {
         }
     }
 
-    /// Waits until everything written before this call has been read; `false` on timeout.
-    pub async fn catch_up(&self, bus: &KafkaBus, timeout: Duration) -> Result<bool> {
+    /// Waits until everything written before this call has been read; see [`Self::catch_up_kinds`].
+    pub async fn catch_up(&self, bus: &KafkaBus, timeout: Duration) -> CatchUp {
         let kinds: Vec<TopicKind> = self.topics.iter().map(|t| t.0).collect();
         self.catch_up_kinds(bus, &kinds, timeout).await
     }
@@ -238,27 +247,38 @@ impl Tail {
     /// [`Self::catch_up`] on the topics of `kinds` only. The tail reads partitions independently, so a record can
     /// be read before the records of other partitions it was caused by: a checker that needs both first copies what
     /// it read of the effects, then calls this for the causes (their end offsets now cover everything before them).
-    pub async fn catch_up_kinds(&self, bus: &KafkaBus, kinds: &[TopicKind], timeout: Duration) -> Result<bool> {
+    /// An end offset the broker does not give at once is asked again until `timeout` (after a broker restart the
+    /// first request can fail), and a tail still behind at `timeout` says where, so a check it leaves unknown says
+    /// why.
+    pub async fn catch_up_kinds(&self, bus: &KafkaBus, kinds: &[TopicKind], timeout: Duration) -> CatchUp {
+        let deadline = Instant::now() + timeout;
         let mut ends = Vec::new();
         for (_, name, partitions) in self.topics.iter().filter(|t| kinds.contains(&t.0)) {
             for p in 0..*partitions {
-                let partition = i32::try_from(p).context("partition number")?;
-                let end = bus.end_offset(name, partition).await.with_context(|| format!("end of {name}/{p}"))?;
+                let Ok(partition) = i32::try_from(p) else { continue };
+                let end = loop {
+                    match bus.end_offset(name, partition).await {
+                        Ok(end) => break end,
+                        Err(e) if Instant::now() >= deadline => {
+                            return CatchUp::Behind(format!("the end of {name}/{p} is unknown: {e}"));
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                };
                 ends.push((name.clone(), partition, end));
             }
         }
-        let deadline = Instant::now() + timeout;
         loop {
             let behind = {
                 let o = self.observed();
-                ends.iter()
-                    .any(|(t, p, end)| *end > 0 && o.positions.get(&(t.clone(), *p)).copied().unwrap_or(0) < *end)
+                ends.iter().find_map(|(t, p, end)| {
+                    let at = o.positions.get(&(t.clone(), *p)).copied().unwrap_or(0);
+                    (*end > 0 && at < *end).then(|| format!("{t}/{p} read to offset {at} of {end}"))
+                })
             };
-            if !behind {
-                return Ok(true);
-            }
+            let Some(behind) = behind else { return CatchUp::Done };
             if Instant::now() >= deadline {
-                return Ok(false);
+                return CatchUp::Behind(behind);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -22,7 +22,7 @@ use nix::unistd::Pid;
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::deploy::{Deployment, Endpoints, MeshTimings, Reach, process_names};
-use crate::observe::{Tail, complaints, first_complaint};
+use crate::observe::{CatchUp, Tail, complaints, first_complaint};
 use crate::proxy::{Direction, Fault, FaultProxy};
 use crate::report::{Event, RunReport, SCHEMA, ScenarioResult, TrialResult};
 use crate::scenario::{AGENTS, Backend, Ending, FaultSpec, MANAGERS, ScenarioPlan, Schedule};
@@ -835,7 +835,7 @@ async fn scenario(
     }
     let mut checks = Vec::new();
     let snapshot = mesh_node::topology::read_snapshot(store, &prefix).await.ok().flatten();
-    let caught_up = scene.tail.catch_up(bus, Duration::from_secs(30)).await.unwrap_or(false);
+    let caught_up = scene.tail.catch_up(bus, Duration::from_secs(30)).await;
     // One look at the supervisor for both: processes left stopped, and the agents that run.
     let state = blocking(|| scene.deployment.status())?;
     let stopped: Vec<String> =
@@ -858,11 +858,8 @@ async fn scenario(
     let published = scene.tail.observed().decisions.clone();
     let stored_decisions: BTreeMap<String, String> =
         store.hgetall(&mesh_node::redis_keys::decisions(&prefix)).await.unwrap_or_default().into_iter().collect();
-    let inputs_caught_up = scene
-        .tail
-        .catch_up_kinds(bus, &[TopicKind::Proposals, TopicKind::Votes], Duration::from_secs(30))
-        .await
-        .unwrap_or(false);
+    let inputs_caught_up =
+        scene.tail.catch_up_kinds(bus, &[TopicKind::Proposals, TopicKind::Votes], Duration::from_secs(30)).await;
     let (lost, duplicated) = {
         let o = scene.tail.observed();
         checks.push(check::lost::check(&o, cutoff));
@@ -873,17 +870,21 @@ async fn scenario(
             ..TopologyConfig::default()
         };
         let mut graph = check::graph::check(snapshot, &o, &topology);
-        if !caught_up && graph.verdict != Verdict::Pass {
+        if let CatchUp::Behind(behind) = &caught_up
+            && graph.verdict != Verdict::Pass
+        {
             graph.verdict = Verdict::Unknown;
-            graph.detail.push_str(" (the tail did not catch up with the log)");
+            graph.detail.push_str(&format!(" (the tail did not catch up with the log: {behind})"));
         }
         checks.push(graph);
         let params =
             ConsensusParams { proposal_timeout_ms: opts.timings.proposal_timeout_ms, ..ConsensusParams::default() };
         let mut decisions = check::decisions::check(&published, &o, &stored_decisions, params);
-        if !inputs_caught_up && decisions.verdict != Verdict::Pass {
+        if let CatchUp::Behind(behind) = &inputs_caught_up
+            && decisions.verdict != Verdict::Pass
+        {
             decisions.verdict = Verdict::Unknown;
-            decisions.detail.push_str(" (the tail did not catch up with the proposals and votes)");
+            decisions.detail.push_str(&format!(" (the tail did not catch up with the proposals and votes: {behind})"));
         }
         checks.push(decisions);
         (check::lost::count(&o, cutoff) as u64, check::duplicates::count(&o))
