@@ -290,6 +290,49 @@ impl KafkaBus {
     }
 }
 
+/// Where one partition's copies live, as the cluster's metadata says: which broker leads it, which hold a replica,
+/// and which of those are in sync (an acknowledgement with `acks=all` waits for these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionReplicas {
+    /// Partition number.
+    pub partition: i32,
+    /// Broker id (`node.id`) of the leader; -1 while the partition has none.
+    pub leader: i32,
+    /// Broker ids holding a replica.
+    pub replicas: Vec<i32>,
+    /// Broker ids in sync with the leader.
+    pub in_sync: Vec<i32>,
+}
+
+impl KafkaBus {
+    /// The replicas of every partition of `topic`, fresh from the cluster (not a cached view): for tests and the
+    /// chaos harness, which kill a partition's leader and check replication.
+    pub async fn replicas(&self, topic: &str) -> Result<Vec<PartitionReplicas>, TransportError> {
+        let inner = Arc::clone(&self.inner);
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let md = inner
+                .producer
+                .client()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .map_err(|e| unreachable(&inner.config, &e))?;
+            partitions_in(&md, &topic)?;
+            let t = md.topics().iter().find(|t| t.name() == topic).map(rdkafka::metadata::MetadataTopic::partitions);
+            Ok(t.unwrap_or_default()
+                .iter()
+                .map(|p| PartitionReplicas {
+                    partition: p.id(),
+                    leader: p.leader(),
+                    replicas: p.replicas().to_vec(),
+                    in_sync: p.isr().to_vec(),
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| TransportError::failed("reading metadata", e))?
+    }
+}
+
 impl Bus for KafkaBus {
     type Reader = KafkaReader;
 
@@ -318,8 +361,11 @@ impl Bus for KafkaBus {
             .iter()
             .zip(&retention)
             .map(|(s, retention)| {
+                // Replicas and `min.insync.replicas` are the cluster's defaults (`default.replication.factor`,
+                // `min.insync.replicas`): one on a single broker, what its operator chose on a cluster (three and
+                // two on the fixtures' three nodes). With `acks=all` that is what an acknowledgement then means.
                 #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
-                let mut t = NewTopic::new(&s.name, s.partitions as i32, TopicReplication::Fixed(1));
+                let mut t = NewTopic::new(&s.name, s.partitions as i32, TopicReplication::Fixed(-1));
                 if s.compacted {
                     t = t.set("cleanup.policy", "compact");
                 }

@@ -251,6 +251,10 @@ pub(crate) struct UpArgs {
     /// `local` (a real Apache Kafka and redis-server on loopback, supervised too, data in STATE_DIR/infra).
     #[arg(long, value_enum, conflicts_with_all = ["kafka", "redis"])]
     pub(crate) infra: Option<InfraMode>,
+    /// With --infra local: Kafka nodes. 1 (the default) is one broker; 3 is a replicated KRaft cluster (each node
+    /// broker and controller; every topic three replicas, two in sync), supervised as kafka-1..kafka-3.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub(crate) brokers: u32,
     /// With --detach, how long to wait for readiness.
     #[arg(long, default_value = "60s", value_name = "DURATION")]
     pub(crate) wait_timeout: String,

@@ -24,9 +24,10 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
     let redis_given = !local && args.infra.is_none() && (args.infra_args.redis.is_some() || file.redis_given());
     let mesh_exe = std::env::current_exe().context("failed to locate the mesh binary")?;
     let mut spec = deployment(args.file.as_deref(), &mesh_exe)?;
+    check_brokers(args)?;
     let mut local_infra = None;
     if local {
-        let (s, kafka, redis) = with_local_infrastructure(spec, &dir)?;
+        let (s, kafka, redis) = with_local_infrastructure(spec, &dir, args.brokers)?;
         spec = s;
         local_infra = Some((kafka, redis));
     }
@@ -87,9 +88,19 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
         }
         banner.push("for real services: mesh up --kafka HOST:PORT --redis redis://HOST:PORT".to_owned());
     } else if local {
+        let kafka_names = if args.brokers == 1 {
+            "`kafka`".to_owned()
+        } else {
+            let replicas = args.brokers.min(3);
+            format!(
+                "`kafka-1`..`kafka-{}` ({replicas} replicas per partition, {} in sync)",
+                args.brokers,
+                replicas.saturating_sub(1).max(1)
+            )
+        };
         banner.push(format!(
-            "local infrastructure: Apache Kafka at {kafka} and redis-server at {redis}, supervised as `kafka` and \
-             `redis` (data in {}/infra)",
+            "local infrastructure: Apache Kafka at {kafka} and redis-server at {redis}, supervised as {kafka_names} \
+             and `redis` (data in {}/infra)",
             dir.root().display()
         ));
     } else {
@@ -203,6 +214,7 @@ fn deployment_secret(args: &UpArgs, file: &FileConfig, state_dir: &Path) -> Resu
 
 /// Re-executes `mesh up` in a new session with its output in `.mesh/supervisor.log`, then waits for readiness.
 pub(crate) fn detach(args: &UpArgs) -> Result<()> {
+    check_brokers(args)?;
     let dir = StateDir::new(absolute(&args.dir.state_dir)?);
     if InstanceLock::held(&dir) {
         bail!(
@@ -263,36 +275,95 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
     }
 }
 
-/// Ports of the local infrastructure, chosen once per state directory and kept: the broker's data records its
-/// controller's address, so it must come back on the same ports.
-fn local_ports(path: &Path) -> Result<(u16, u16, u16)> {
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let ports: Vec<u16> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
-        if let [k, c, r] = ports[..] {
-            return Ok((k, c, r));
-        }
+/// `--brokers` sizes only the cluster `mesh up --infra local` runs: a usage error anywhere else, found before a
+/// detached supervisor is started.
+fn check_brokers(args: &UpArgs) -> Result<()> {
+    if args.brokers > 1 && args.infra != Some(InfraMode::Local) {
+        return Err(crate::usage(anyhow!(
+            "--brokers {} needs --infra local: it sizes the Kafka cluster `mesh up` runs (given brokers, --kafka, \
+             are sized by whoever runs them; the embedded broker is one node)",
+            args.brokers
+        )));
     }
-    let ports = (mesh_fixtures::free_port()?, mesh_fixtures::free_port()?, mesh_fixtures::free_port()?);
-    std::fs::write(path, format!("{} {} {}\n", ports.0, ports.1, ports.2))
-        .with_context(|| format!("failed to write {}", path.display()))?;
-    Ok(ports)
+    Ok(())
 }
 
-/// Adds a real Kafka broker and redis-server to the deployment, before everything else.
-fn with_local_infrastructure(spec: DeploymentSpec, dir: &StateDir) -> Result<(DeploymentSpec, String, String)> {
+/// Ports of the local infrastructure, chosen once per state directory and kept: a node's data records its
+/// controllers' addresses, so it must come back on the same ports. The file holds each Kafka node's client and
+/// controller port, then Redis's. A state directory whose Kafka has another number of nodes is refused: a
+/// different cluster needs fresh data.
+fn local_ports(path: &Path, brokers: u32) -> Result<(Vec<(u16, u16)>, u16)> {
+    let wanted = 2 * usize::try_from(brokers).unwrap_or(1) + 1;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let ports: Vec<u16> = text.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+        if ports.len() == wanted
+            && let Some((redis, kafka)) = ports.split_last()
+        {
+            return Ok((kafka.chunks(2).map(|c| (c[0], c[1])).collect(), *redis));
+        }
+        if ports.len() % 2 == 1 && ports.len() > 1 {
+            bail!(
+                "{} holds a Kafka of {} node(s), not --brokers {brokers}: `mesh down`, then remove {} (its data goes \
+                 with it) to start another",
+                path.display(),
+                ports.len() / 2,
+                path.parent().map_or_else(|| path.display().to_string(), |p| p.display().to_string())
+            );
+        }
+    }
+    let mut kafka = Vec::new();
+    for _ in 0..brokers {
+        kafka.push((mesh_fixtures::free_port()?, mesh_fixtures::free_port()?));
+    }
+    let redis = mesh_fixtures::free_port()?;
+    let text: Vec<String> =
+        kafka.iter().flat_map(|(k, c)| [k.to_string(), c.to_string()]).chain([redis.to_string()]).collect();
+    std::fs::write(path, text.join(" ") + "\n").with_context(|| format!("failed to write {}", path.display()))?;
+    Ok((kafka, redis))
+}
+
+/// The cluster id of the local cluster's nodes, made once per state directory and kept with their data.
+fn local_cluster_id(path: &Path) -> Result<String> {
+    if let Ok(id) = std::fs::read_to_string(path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_owned());
+    }
+    let id = mesh_fixtures::new_cluster_id();
+    std::fs::write(path, format!("{id}\n")).with_context(|| format!("failed to write {}", path.display()))?;
+    Ok(id)
+}
+
+/// Adds a real Kafka (one broker, or a cluster of `brokers` nodes) and redis-server to the deployment, before
+/// everything else. Returns the spec, the bootstrap list and the Redis URL.
+fn with_local_infrastructure(
+    spec: DeploymentSpec,
+    dir: &StateDir,
+    brokers: u32,
+) -> Result<(DeploymentSpec, String, String)> {
     let root = dir.root().join("infra");
     mesh_supervisor::private::create_dir(&root).with_context(|| format!("failed to create {}", root.display()))?;
-    let (kafka_port, controller_port, redis_port) = local_ports(&root.join("ports"))?;
-    let kafka = mesh_fixtures::prepare_kafka(&root.join("kafka"), kafka_port, controller_port, &[])
-        .context("failed to prepare the local Kafka broker")?;
+    let (nodes, redis_port) = local_ports(&root.join("ports"), brokers)?;
+    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut infrastructure = Vec::new();
+    if let [(kafka_port, controller_port)] = nodes[..] {
+        let kafka = mesh_fixtures::prepare_kafka(&root.join("kafka"), kafka_port, controller_port, &[])
+            .context("failed to prepare the local Kafka broker")?;
+        infrastructure.push(DeploymentSpec::infrastructure("kafka", kafka, loopback(kafka_port)));
+    } else {
+        let cluster_id = local_cluster_id(&root.join("cluster-id"))?;
+        let commands = mesh_fixtures::prepare_kafka_cluster(&root.join("kafka"), &nodes, &cluster_id)
+            .context("failed to prepare the local Kafka cluster")?;
+        for (i, (command, (port, _))) in commands.into_iter().zip(&nodes).enumerate() {
+            infrastructure.push(DeploymentSpec::infrastructure(&format!("kafka-{}", i + 1), command, loopback(*port)));
+        }
+    }
     let redis =
         mesh_fixtures::redis_command(&root.join("redis"), redis_port).context("failed to prepare redis-server")?;
-    let loopback = |port| std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let spec = spec.with_infrastructure(vec![
-        DeploymentSpec::infrastructure("kafka", kafka, loopback(kafka_port)),
-        DeploymentSpec::infrastructure("redis", redis, loopback(redis_port)),
-    ])?;
-    Ok((spec, format!("127.0.0.1:{kafka_port}"), format!("redis://127.0.0.1:{redis_port}")))
+    infrastructure.push(DeploymentSpec::infrastructure("redis", redis, loopback(redis_port)));
+    let spec = spec.with_infrastructure(infrastructure)?;
+    let bootstrap: Vec<String> = nodes.iter().map(|(port, _)| format!("127.0.0.1:{port}")).collect();
+    Ok((spec, bootstrap.join(","), format!("redis://127.0.0.1:{redis_port}")))
 }
 
 fn deployment(file: Option<&Path>, mesh_exe: &Path) -> Result<DeploymentSpec> {
@@ -319,4 +390,27 @@ pub(crate) fn tail(path: &Path, n: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_ports_are_kept_per_node_and_another_node_count_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("ports");
+        let (nodes, redis) = local_ports(&path, 3).expect("chosen");
+        assert_eq!(nodes.len(), 3);
+        let mut all: Vec<u16> = nodes.iter().flat_map(|(k, c)| [*k, *c]).chain([redis]).collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 7, "every port distinct");
+        assert_eq!(local_ports(&path, 3).expect("read back"), (nodes, redis), "the same ports on the next start");
+        let refused = local_ports(&path, 1).expect_err("a 3-node cluster's data is not a single broker's");
+        assert!(refused.to_string().contains("3 node(s), not --brokers 1"), "{refused}");
+        // A state directory from before clusters (one broker: Kafka, controller, Redis) still reads as one node.
+        std::fs::write(&path, "10001 10002 10003\n").expect("write");
+        assert_eq!(local_ports(&path, 1).expect("one node"), (vec![(10001, 10002)], 10003));
+    }
 }
