@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 use mesh_core::consensus::ConsensusParams;
-use mesh_fixtures::{ClientListener, KafkaBroker, KafkaOptions, RedisOptions, RedisServer};
+use mesh_fixtures::{
+    CLUSTER_CONTROLLER_FAILOVER_MS, CLUSTER_SESSION_TIMEOUT_MS, ClientListener, KafkaBroker, KafkaCluster,
+    KafkaClusterOptions, KafkaOptions, RedisOptions, RedisServer,
+};
 use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::{MeshConfig, TopologyConfig, now_ms};
 use mesh_proto::auth::{Credentials, DeploymentSecret};
@@ -49,16 +52,29 @@ pub struct Options {
     pub timings: MeshTimings,
 }
 
-/// One process's proxies.
+/// One process's proxies: one per Kafka node (its own listener there), one to Redis.
 struct Links {
-    kafka: FaultProxy,
+    kafka: Vec<FaultProxy>,
     redis: FaultProxy,
+}
+
+impl Links {
+    /// What the process's Kafka links do now (all of them are set together).
+    fn kafka_fault(&self) -> Fault {
+        self.kafka.iter().map(FaultProxy::fault).find(|f| *f != Fault::Pass).unwrap_or(Fault::Pass)
+    }
 }
 
 /// What the infrastructure thread can be asked to do.
 enum InfraOp {
+    /// SIGKILL to the broker, or to every node of a cluster.
     KillKafka,
+    /// Starts the broker (every stopped node) again on its data.
     RestartKafka,
+    /// SIGKILL to one node of a cluster (by broker id).
+    KillNode(u32),
+    /// SIGTERM to one node of a cluster, then starts it again and waits until it serves.
+    RestartNode(u32),
     RedisPid,
     /// Whether the broker is still running; an error says how it exited.
     KafkaAlive,
@@ -67,6 +83,69 @@ enum InfraOp {
 }
 
 type InfraReply = tokio::sync::oneshot::Sender<Result<Option<u32>, String>>;
+
+/// One broker, or a cluster.
+enum Brokers {
+    One(Box<KafkaBroker>),
+    Cluster(KafkaCluster),
+}
+
+impl Brokers {
+    fn start(listeners: Vec<Vec<ClientListener>>) -> Result<Self, mesh_fixtures::FixtureError> {
+        if listeners.len() == 1 {
+            let client_listeners = listeners.into_iter().next().unwrap_or_default();
+            return KafkaBroker::start(KafkaOptions { client_listeners, ..KafkaOptions::default() })
+                .map(|b| Brokers::One(Box::new(b)));
+        }
+        let brokers = u32::try_from(listeners.len()).unwrap_or(u32::MAX);
+        KafkaCluster::start(KafkaClusterOptions { brokers, client_listeners: listeners }).map(Brokers::Cluster)
+    }
+
+    fn bootstrap(&self) -> String {
+        match self {
+            Brokers::One(b) => b.bootstrap(),
+            Brokers::Cluster(c) => c.bootstrap(),
+        }
+    }
+
+    fn apply(&mut self, op: InfraOp) -> Result<Option<u32>, String> {
+        let nodes = self.len();
+        let node_missing = |id: u32| format!("no Kafka node {id} (the run has {nodes} nodes)");
+        match (self, op) {
+            (Brokers::One(b), InfraOp::KillKafka) => b.kill(),
+            (Brokers::Cluster(c), InfraOp::KillKafka) => c.kill_all(),
+            (Brokers::One(b), InfraOp::RestartKafka) => b.restart().map_err(|e| e.to_string())?,
+            (Brokers::Cluster(c), InfraOp::RestartKafka) => c.start_stopped().map_err(|e| e.to_string())?,
+            (Brokers::Cluster(c), InfraOp::KillNode(id)) => c.node(id).ok_or_else(|| node_missing(id))?.kill(),
+            (Brokers::Cluster(c), InfraOp::RestartNode(id)) => {
+                c.node(id).ok_or_else(|| node_missing(id))?.restart().map_err(|e| e.to_string())?;
+            }
+            (Brokers::One(_), InfraOp::KillNode(_) | InfraOp::RestartNode(_)) => {
+                return Err("a single broker has no nodes to fail over between: run with --brokers 3".into());
+            }
+            (Brokers::One(b), InfraOp::KafkaAlive) => return b.exited().map_or(Ok(None), Err),
+            (Brokers::Cluster(c), InfraOp::KafkaAlive) => return c.exited().map_or(Ok(None), Err),
+            (Brokers::One(b), InfraOp::SaveKafkaLog(to)) => {
+                std::fs::copy(b.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
+            }
+            (Brokers::Cluster(c), InfraOp::SaveKafkaLog(to)) => {
+                for (i, node) in c.nodes().enumerate() {
+                    let to = to.with_extension(format!("node{}.log", i + 1));
+                    std::fs::copy(node.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
+                }
+            }
+            (_, InfraOp::RedisPid) => return Err("answered by the infrastructure thread".into()),
+        }
+        Ok(None)
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Brokers::One(_) => 1,
+            Brokers::Cluster(c) => c.len(),
+        }
+    }
+}
 
 /// The broker and redis-server live on a thread of their own for the whole run. The fixtures give their children
 /// a parent-death signal, which Linux ties to the spawning *thread*: started from a tokio worker or blocking
@@ -79,12 +158,13 @@ struct InfraThread {
 }
 
 impl InfraThread {
-    fn start(listeners: Vec<ClientListener>) -> Result<Self> {
+    /// `listeners`: per Kafka node, one listener per process.
+    fn start(listeners: Vec<Vec<ClientListener>>) -> Result<Self> {
         let (ops, rx) = std::sync::mpsc::channel::<(InfraOp, InfraReply)>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("chaos-infra".into()).spawn(move || {
-            let started = KafkaBroker::start(KafkaOptions { client_listeners: listeners, ..KafkaOptions::default() })
-                .and_then(|k| RedisServer::start(RedisOptions::default()).map(|r| (k, r)));
+            let started =
+                Brokers::start(listeners).and_then(|k| RedisServer::start(RedisOptions::default()).map(|r| (k, r)));
             let (mut kafka, redis) = match started {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -95,16 +175,8 @@ impl InfraThread {
             let _ = ready_tx.send(Ok((kafka.bootstrap(), redis.url())));
             while let Ok((op, reply)) = rx.recv() {
                 let result = match op {
-                    InfraOp::KillKafka => {
-                        kafka.kill();
-                        Ok(None)
-                    }
-                    InfraOp::RestartKafka => kafka.restart().map(|()| None).map_err(|e| e.to_string()),
                     InfraOp::RedisPid => Ok(redis.pid()),
-                    InfraOp::KafkaAlive => kafka.exited().map_or(Ok(None), Err),
-                    InfraOp::SaveKafkaLog(to) => {
-                        std::fs::copy(kafka.log_path(), &to).map(|_| None).map_err(|e| format!("{}: {e}", to.display()))
-                    }
+                    op => kafka.apply(op),
                 };
                 let _ = reply.send(result);
             }
@@ -139,24 +211,30 @@ impl Drop for InfraThread {
 struct Infra {
     servers: InfraThread,
     links: BTreeMap<String, Links>,
+    /// Kafka nodes.
+    brokers: u32,
 }
 
 impl Infra {
-    async fn start() -> Result<Self> {
+    /// `brokers` Kafka nodes (1, or a cluster) and a Redis, with every process's links through proxies.
+    async fn start(brokers: u32) -> Result<Self> {
         let names = process_names();
-        // Each process gets a broker listener of its own, advertised as its proxy's address.
-        let mut kafka_proxies = BTreeMap::new();
-        let mut listeners = Vec::new();
+        // Each process gets a listener of its own on every node, advertised as its proxy's address there: all of a
+        // process's connections, to whichever node metadata sends it, go through its proxies.
+        let mut kafka_proxies: BTreeMap<String, Vec<FaultProxy>> = BTreeMap::new();
+        let mut listeners: Vec<Vec<ClientListener>> = (0..brokers.max(1)).map(|_| Vec::new()).collect();
         for name in &names {
-            let broker_port = mesh_fixtures::free_port()?;
-            let upstream: SocketAddr = ([127, 0, 0, 1], broker_port).into();
-            let proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), upstream).await?;
-            listeners.push(ClientListener {
-                name: format!("C_{}", name.to_uppercase().replace('-', "_")),
-                port: broker_port,
-                advertised_port: proxy.addr().port(),
-            });
-            kafka_proxies.insert(name.clone(), proxy);
+            for node in &mut listeners {
+                let broker_port = mesh_fixtures::free_port()?;
+                let upstream: SocketAddr = ([127, 0, 0, 1], broker_port).into();
+                let proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), upstream).await?;
+                node.push(ClientListener {
+                    name: format!("C_{}", name.to_uppercase().replace('-', "_")),
+                    port: broker_port,
+                    advertised_port: proxy.addr().port(),
+                });
+                kafka_proxies.entry(name.clone()).or_default().push(proxy);
+            }
         }
         let servers = blocking(|| InfraThread::start(listeners))?;
         let redis_addr: SocketAddr = servers
@@ -169,27 +247,33 @@ impl Infra {
             let redis_proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), redis_addr).await?;
             links.insert(name, Links { kafka: kafka_proxy, redis: redis_proxy });
         }
-        Ok(Infra { servers, links })
+        Ok(Infra { servers, links, brokers: brokers.max(1) })
     }
 
     fn endpoints(&self) -> Endpoints {
         Endpoints {
-            kafka: self.links.iter().map(|(n, l)| (n.clone(), l.kafka.addr().to_string())).collect(),
+            kafka: self
+                .links
+                .iter()
+                .map(|(n, l)| (n.clone(), l.kafka.iter().map(|p| p.addr().to_string()).collect::<Vec<_>>().join(",")))
+                .collect(),
             redis: self.links.iter().map(|(n, l)| (n.clone(), format!("redis://{}", l.redis.addr()))).collect(),
         }
     }
 
-    fn link(&self, target: &str, backend: Backend) -> Result<&FaultProxy> {
+    /// Sets what `target`'s links to `backend` do (to Kafka: its links to every node).
+    fn set_link(&self, target: &str, backend: Backend, fault: Fault) -> Result<()> {
         let l = self.links.get(target).ok_or_else(|| anyhow!("no links for {target}"))?;
-        Ok(match backend {
-            Backend::Kafka => &l.kafka,
-            Backend::Redis => &l.redis,
-        })
+        match backend {
+            Backend::Kafka => l.kafka.iter().for_each(|p| p.set(fault)),
+            Backend::Redis => l.redis.set(fault),
+        }
+        Ok(())
     }
 
     fn heal_all(&self) {
         for l in self.links.values() {
-            l.kafka.set(Fault::Pass);
+            l.kafka.iter().for_each(|p| p.set(Fault::Pass));
             l.redis.set(Fault::Pass);
         }
     }
@@ -199,13 +283,18 @@ impl Infra {
 pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunReport> {
     let started = Instant::now();
     std::fs::create_dir_all(opts.out.join("svg"))?;
-    progress("starting Apache Kafka (one listener per process) and redis-server on loopback");
-    let infra = Infra::start().await?;
+    let brokers = opts.schedule.brokers.max(1);
+    progress(&if brokers == 1 {
+        "starting Apache Kafka (one listener per process) and redis-server on loopback".to_owned()
+    } else {
+        format!("starting {brokers} Apache Kafka nodes (one listener per process on each) and redis-server on loopback")
+    });
+    let infra = Infra::start(brokers).await?;
     progress(&format!(
         "kafka {} · redis {} · {} fault proxies",
         infra.servers.kafka,
         infra.servers.redis,
-        2 * infra.links.len()
+        infra.links.values().map(|l| l.kafka.len() + 1).sum::<usize>()
     ));
     let mut bus_config = KafkaConfig::new(infra.servers.kafka.clone(), "mesh-chaos");
     bus_config.extra.push(("reconnect.backoff.max.ms".into(), "500".into()));
@@ -317,6 +406,11 @@ fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
         // Clients reconnect as for a cut link; in addition, agents that reconnect after the topology manager did are
         // declared dead meanwhile and must rejoin (one failure timeout).
         FaultSpec::RestartKafka { .. } => (None, recover_link + t.failure_timeout_ms),
+        // The surviving nodes serve once the controller fences the lost one; clients then reconnect as for a cut
+        // link. A heartbeat path stalled by the failover may cost agents a `dead` verdict and a rejoin, as above.
+        FaultSpec::KillLeader { .. } | FaultSpec::RollingRestart { .. } => {
+            (None, failover_ms() + recover_link + t.failure_timeout_ms)
+        }
         FaultSpec::PauseRedis { .. } => (None, t.retry_max_ms + IN_FLIGHT_ALLOWANCE_MS),
         // Nothing the mesh does waits on its supervisor: only work in flight when it resumes.
         FaultSpec::PauseSupervisor { .. } => (None, IN_FLIGHT_ALLOWANCE_MS),
@@ -329,12 +423,24 @@ fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
 /// Bound on the availability gap, for faults that by design leave agent-to-agent messaging alone: the managers,
 /// Redis and the supervisor are off the path of a task and its answer, so any longer gap means a process waited
 /// on something it should not have (each bound was met by a stall the harness found: docs/chaos.md).
-fn gap_bound(fault: &FaultSpec) -> Option<u64> {
+///
+/// A broker failover has one too: messaging stops only until a controller fences the lost node (after electing
+/// itself, when the lost node was the active controller) and clients find the new leaders (a reconnect), never for
+/// the lost node's whole absence.
+fn gap_bound(fault: &FaultSpec, t: &MeshTimings) -> Option<u64> {
+    if matches!(fault, FaultSpec::KillLeader { .. } | FaultSpec::RollingRestart { .. }) {
+        return Some(failover_ms() + t.kafka_reconnect_max_ms + IN_FLIGHT_ALLOWANCE_MS);
+    }
     let off_path = match fault {
         FaultSpec::PauseSupervisor { .. } | FaultSpec::PauseRedis { .. } | FaultSpec::HostileInput { .. } => true,
         _ => fault.target().is_some_and(|t| MANAGERS.contains(&t)),
     };
     off_path.then_some(IN_FLIGHT_ALLOWANCE_MS)
+}
+
+/// The longest a lost node keeps its partitions: a controller election, then its session's timeout.
+fn failover_ms() -> u64 {
+    CLUSTER_CONTROLLER_FAILOVER_MS + CLUSTER_SESSION_TIMEOUT_MS
 }
 
 fn agent_id(process: &str) -> Option<&str> {
@@ -419,24 +525,52 @@ impl Scene<'_> {
                 blocking(|| self.deployment.signal(target, "KILL"))?;
             }
             FaultSpec::Link { target, backend, fault, duration_ms } => {
-                self.infra.link(target, *backend)?.set(*fault);
+                self.infra.set_link(target, *backend, *fault)?;
                 self.sleep(*duration_ms).await;
-                self.infra.link(target, *backend)?.set(Fault::Pass);
+                self.infra.set_link(target, *backend, Fault::Pass)?;
             }
             FaultSpec::Flap { target, backend, fault, down_ms, up_ms, cycles } => {
                 for c in 0..*cycles {
                     if c > 0 {
                         self.sleep(*up_ms).await;
                     }
-                    self.infra.link(target, *backend)?.set(*fault);
+                    self.infra.set_link(target, *backend, *fault)?;
                     self.sleep(*down_ms).await;
-                    self.infra.link(target, *backend)?.set(Fault::Pass);
+                    self.infra.set_link(target, *backend, Fault::Pass)?;
                 }
             }
             FaultSpec::RestartKafka { down_ms } => {
                 self.infra.servers.call(InfraOp::KillKafka).await?;
                 self.sleep(*down_ms).await;
                 self.infra.servers.call(InfraOp::RestartKafka).await.context("restarting the broker")?;
+                self.probe_kafka().await?;
+            }
+            FaultSpec::KillLeader { down_ms } => {
+                let (node, partition, records) = self.busiest_leader().await?;
+                let topic = self.topics.name(TopicKind::Messages);
+                self.note("note", format!("node {node} leads {topic}/{partition} ({records} records): killing it"));
+                self.infra.servers.call(InfraOp::KillNode(node)).await?;
+                self.sleep(*down_ms).await;
+                self.infra
+                    .servers
+                    .call(InfraOp::RestartKafka)
+                    .await
+                    .with_context(|| format!("restarting node {node}"))?;
+                self.probe_kafka().await?;
+            }
+            FaultSpec::RollingRestart { pause_ms } => {
+                let nodes = self.infra.brokers;
+                for node in 1..=nodes {
+                    if node > 1 {
+                        self.sleep(*pause_ms).await;
+                    }
+                    self.note("note", format!("rolling restart: node {node} of {nodes}"));
+                    self.infra
+                        .servers
+                        .call(InfraOp::RestartNode(node))
+                        .await
+                        .with_context(|| format!("node {node}"))?;
+                }
                 self.probe_kafka().await?;
             }
             FaultSpec::PauseRedis { duration_ms } => {
@@ -486,6 +620,31 @@ impl Scene<'_> {
     /// Waits until the restarted broker acknowledges a write (`acks=all`) from a fresh connection: the moment it
     /// serves again, later than the moment its process reports it started (it still loads its logs and elects
     /// leaders then). The probe topic is the harness's own; the mesh never reads it.
+    /// The broker id leading the messages partition with the most records, that partition and its record count:
+    /// the leader whose loss interrupts the most traffic.
+    async fn busiest_leader(&self) -> Result<(u32, i32, i64)> {
+        let topic = self.topics.name(TopicKind::Messages);
+        let mut busiest: Option<(u32, i32, i64)> = None;
+        for p in self.bus.replicas(&topic).await.with_context(|| format!("the replicas of {topic}"))? {
+            // The mesh creates its topics with the cluster's default replication: three copies here, or the loss
+            // of a leader could lose acknowledged records and the scenario would test nothing.
+            if p.replicas.len() < 3 || p.in_sync.len() < 3 {
+                bail!(
+                    "{topic}/{} has replicas {:?} (in sync {:?}): a leader kill needs three copies in sync",
+                    p.partition,
+                    p.replicas,
+                    p.in_sync
+                );
+            }
+            let end = self.bus.end_offset(&topic, p.partition).await?;
+            let Ok(leader) = u32::try_from(p.leader) else { continue };
+            if busiest.is_none_or(|(_, _, most)| end > most) {
+                busiest = Some((leader, p.partition, end));
+            }
+        }
+        busiest.ok_or_else(|| anyhow!("no partition of {topic} has a leader"))
+    }
+
     async fn probe_kafka(&mut self) -> Result<()> {
         let topic = format!("{}.chaos-probe", self.prefix);
         let spec = mesh_transport::TopicSpec { name: topic.clone(), partitions: 1, compacted: false, retention: None };
@@ -783,7 +942,7 @@ async fn scenario(
             _ => {}
         }
         let gap = scene.availability_gap(&t.fault, t_inject, until);
-        let gap_bound_ms = gap_bound(&t.fault);
+        let gap_bound_ms = gap_bound(&t.fault, &opts.timings);
         if let Some(b) = gap_bound_ms
             && gap > b
         {
@@ -850,7 +1009,7 @@ async fn scenario(
         .infra
         .links
         .iter()
-        .flat_map(|(n, l)| [(n, "kafka", l.kafka.fault()), (n, "redis", l.redis.fault())])
+        .flat_map(|(n, l)| [(n, "kafka", l.kafka_fault()), (n, "redis", l.redis.fault())])
         .filter(|(_, _, f)| *f != Fault::Pass)
         .map(|(n, b, f)| format!("{n}<->{b} {}", f.label()))
         .collect();
@@ -994,6 +1153,18 @@ mod tests {
         assert_eq!(bounds(&one_way, &t).0, None);
         let slower = MeshTimings { failure_timeout_ms: 10_000, ..MeshTimings::default() };
         assert_eq!(bounds(&long_pause, &slower).0, None, "5 s is shorter than a 10 s failure timeout");
+        let failover = FaultSpec::KillLeader { down_ms: 6_000 };
+        assert_eq!(bounds(&failover, &t).0, None, "a broker's loss silences no agent for long");
+        assert_eq!(
+            gap_bound(&failover, &t),
+            Some(
+                CLUSTER_CONTROLLER_FAILOVER_MS
+                    + CLUSTER_SESSION_TIMEOUT_MS
+                    + t.kafka_reconnect_max_ms
+                    + IN_FLIGHT_ALLOWANCE_MS
+            ),
+            "messaging waits for the fencing and a reconnect, not for the node's return"
+        );
     }
 
     #[test]
@@ -1004,12 +1175,23 @@ mod tests {
             fault: Fault::Blackhole { direction: Direction::Both },
             duration_ms: 4_000,
         };
-        assert_eq!(gap_bound(&link("topology")), Some(IN_FLIGHT_ALLOWANCE_MS));
-        assert_eq!(gap_bound(&link("consensus")), Some(IN_FLIGHT_ALLOWANCE_MS));
-        assert_eq!(gap_bound(&link("agent-sales")), None, "its peers wait on the cut agent's answers");
-        assert_eq!(gap_bound(&FaultSpec::PauseSupervisor { duration_ms: 8_000 }), Some(IN_FLIGHT_ALLOWANCE_MS));
-        assert_eq!(gap_bound(&FaultSpec::RestartKafka { down_ms: 2_000 }), None, "no broker, no messaging");
+        assert_eq!(gap_bound(&link("topology"), &MeshTimings::default()), Some(IN_FLIGHT_ALLOWANCE_MS));
+        assert_eq!(gap_bound(&link("consensus"), &MeshTimings::default()), Some(IN_FLIGHT_ALLOWANCE_MS));
+        assert_eq!(
+            gap_bound(&link("agent-sales"), &MeshTimings::default()),
+            None,
+            "its peers wait on the cut agent's answers"
+        );
+        assert_eq!(
+            gap_bound(&FaultSpec::PauseSupervisor { duration_ms: 8_000 }, &MeshTimings::default()),
+            Some(IN_FLIGHT_ALLOWANCE_MS)
+        );
+        assert_eq!(
+            gap_bound(&FaultSpec::RestartKafka { down_ms: 2_000 }, &MeshTimings::default()),
+            None,
+            "no broker, no messaging"
+        );
         let kill = FaultSpec::Signal { target: "topology".into(), signal: Ending::Kill };
-        assert_eq!(gap_bound(&kill), Some(IN_FLIGHT_ALLOWANCE_MS));
+        assert_eq!(gap_bound(&kill, &MeshTimings::default()), Some(IN_FLIGHT_ALLOWANCE_MS));
     }
 }

@@ -105,6 +105,19 @@ pub enum FaultSpec {
         /// Time without a broker.
         down_ms: u64,
     },
+    /// On a cluster: SIGKILL the node that leads the busiest partition of the messages topic (the most records),
+    /// wait `down_ms`, start it again on its data. The other nodes take over its partitions once the controller
+    /// fences it; nothing acknowledged may be lost (three replicas, two in sync).
+    KillLeader {
+        /// Time the node stays down.
+        down_ms: u64,
+    },
+    /// On a cluster: stop every node in turn with SIGTERM (a controlled shutdown hands its leaderships over
+    /// first), start it again and wait until it serves, `pause_ms` between nodes: how an operator upgrades.
+    RollingRestart {
+        /// Time between one node serving again and the next one's stop.
+        pause_ms: u64,
+    },
     /// SIGSTOP redis-server, SIGCONT after `duration_ms`.
     PauseRedis {
         /// How long.
@@ -140,6 +153,8 @@ impl FaultSpec {
             | FaultSpec::Link { target, .. }
             | FaultSpec::Flap { target, .. } => Some(target),
             FaultSpec::RestartKafka { .. }
+            | FaultSpec::KillLeader { .. }
+            | FaultSpec::RollingRestart { .. }
             | FaultSpec::PauseRedis { .. }
             | FaultSpec::PauseSupervisor { .. }
             | FaultSpec::Random => None,
@@ -160,6 +175,8 @@ impl FaultSpec {
                 format!("flap {} {target}<->{} x{cycles}", fault.label(), backend.name())
             }
             FaultSpec::RestartKafka { down_ms } => format!("restart kafka ({down_ms}ms down)"),
+            FaultSpec::KillLeader { down_ms } => format!("kill the busiest leader ({down_ms}ms down)"),
+            FaultSpec::RollingRestart { pause_ms } => format!("rolling restart ({pause_ms}ms apart)"),
             FaultSpec::PauseRedis { duration_ms } => format!("pause redis {duration_ms}ms"),
             FaultSpec::PauseSupervisor { duration_ms } => format!("pause supervisor {duration_ms}ms"),
             FaultSpec::HostileInput { target } => format!("hostile input about {target}"),
@@ -203,8 +220,29 @@ pub struct ScenarioFile {
     /// Part of the quick profile (`cargo xtask chaos --quick`, run by CI).
     #[serde(default)]
     pub quick: bool,
+    /// Kafka nodes the scenario needs (`cargo xtask chaos --brokers N` runs the scenarios that need at most N).
+    #[serde(default = "one")]
+    pub brokers: u32,
     /// The fault of every trial.
     pub fault: FaultSpec,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl ScenarioFile {
+    fn validate(&self) -> Result<(), String> {
+        self.fault.validate(&self.name)?;
+        let on_a_cluster = matches!(self.fault, FaultSpec::KillLeader { .. } | FaultSpec::RollingRestart { .. });
+        if on_a_cluster && self.brokers < 3 {
+            return Err(format!(
+                "{}: a leader kill or rolling restart needs a cluster that survives losing a node; set brokers = 3",
+                self.name
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Reads every `*.toml` of `dir`, sorted by name.
@@ -224,7 +262,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<ScenarioFile>, String> {
         if s.name != stem {
             return Err(format!("{}: name {:?} differs from the file name {stem:?}", p.display(), s.name));
         }
-        s.fault.validate(&s.name)?;
+        s.validate().map_err(|e| format!("{}: {e}", p.display()))?;
         out.push(s);
     }
     if out.is_empty() {
@@ -260,12 +298,15 @@ pub struct Schedule {
     pub seed: u64,
     /// `quick` or `full`.
     pub profile: String,
+    /// Kafka nodes the run starts (1: one broker; 3: a replicated cluster).
+    #[serde(default = "one")]
+    pub brokers: u32,
     /// The scenarios, in order.
     pub scenarios: Vec<ScenarioPlan>,
 }
 
 /// Builds the schedule: `trials` trials of each scenario, random faults drawn and settle times jittered from `seed`.
-pub fn schedule(files: &[ScenarioFile], trials: u32, seed: u64, profile: &str) -> Schedule {
+pub fn schedule(files: &[ScenarioFile], trials: u32, seed: u64, profile: &str, brokers: u32) -> Schedule {
     let mut rng = StdRng::seed_from_u64(seed);
     let scenarios = files
         .iter()
@@ -283,7 +324,7 @@ pub fn schedule(files: &[ScenarioFile], trials: u32, seed: u64, profile: &str) -
                 .collect(),
         })
         .collect();
-    Schedule { seed, profile: profile.to_owned(), scenarios }
+    Schedule { seed, profile: profile.to_owned(), brokers, scenarios }
 }
 
 fn random_fault(rng: &mut StdRng) -> FaultSpec {
@@ -325,15 +366,15 @@ mod tests {
     use super::*;
 
     fn file(fault: FaultSpec) -> ScenarioFile {
-        ScenarioFile { name: "s".into(), description: String::new(), quick: true, fault }
+        ScenarioFile { name: "s".into(), description: String::new(), quick: true, brokers: 1, fault }
     }
 
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
         let files = [file(FaultSpec::Random)];
-        let a = schedule(&files, 20, 7, "quick");
-        assert_eq!(a, schedule(&files, 20, 7, "quick"));
-        assert_ne!(a, schedule(&files, 20, 8, "quick"));
+        let a = schedule(&files, 20, 7, "quick", 1);
+        assert_eq!(a, schedule(&files, 20, 7, "quick", 1));
+        assert_ne!(a, schedule(&files, 20, 8, "quick", 1));
         assert!(a.scenarios[0].trials.iter().all(|t| t.fault != FaultSpec::Random), "random faults are resolved");
         let json = serde_json::to_string(&a).expect("json");
         assert_eq!(serde_json::from_str::<Schedule>(&json).expect("read back"), a, "a schedule survives its file");
@@ -358,6 +399,12 @@ mod tests {
             )
             .is_err()
         );
+        let leader: ScenarioFile =
+            toml::from_str("name = \"x\"\ndescription = \"d\"\n[fault]\nkind = \"kill-leader\"\ndown_ms = 6000\n")
+                .expect("toml");
+        assert_eq!(leader.brokers, 1, "one broker unless the file says otherwise");
+        assert!(leader.validate().expect_err("needs a cluster").contains("brokers = 3"));
+        assert!(ScenarioFile { brokers: 3, ..leader }.validate().is_ok());
     }
 
     #[test]

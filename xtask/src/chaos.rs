@@ -45,6 +45,11 @@ pub(crate) struct ChaosArgs {
     /// Also write the report as JSON to stdout (the table goes to stderr).
     #[arg(long)]
     json: bool,
+    /// Kafka nodes: 1 (one broker) or 3 (a replicated KRaft cluster, every topic with three replicas and two in
+    /// sync). The scenarios that need more nodes than this are left out; with 3 every scenario runs on the
+    /// cluster, the leader kill and rolling restart included.
+    #[arg(long, default_value_t = 1, conflicts_with = "replay", value_parser = clap::value_parser!(u32).range(1..=5))]
+    brokers: u32,
 }
 
 impl ChaosArgs {
@@ -62,6 +67,18 @@ impl ChaosArgs {
             failure_timeout_ms: MeshTimings::default().failure_timeout_ms,
             heartbeat_ms: MeshTimings::default().heartbeat_ms,
             json: false,
+            brokers: 1,
+        }
+    }
+
+    /// What `cargo xtask test` runs after [`Self::ci`]: the quick leader kill on a 3-node cluster (the one-broker
+    /// run leaves it out), reports in target/chaos/ci-cluster.
+    pub(crate) fn ci_cluster() -> Self {
+        ChaosArgs {
+            scenario: vec!["kill-leader-broker".into()],
+            out: Some(repo_root().join("target").join("chaos").join("ci-cluster")),
+            brokers: 3,
+            ..Self::ci()
         }
     }
 }
@@ -99,6 +116,14 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
                 }
                 files.retain(|f| args.scenario.contains(&f.name));
             }
+            let (runnable, need_more): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| f.brokers <= args.brokers);
+            files = runnable;
+            for f in &need_more {
+                eprintln!("chaos: leaving out {} (it needs --brokers {})", f.name, f.brokers);
+            }
+            if files.is_empty() {
+                bail!("no scenario left to run with --brokers {}", args.brokers);
+            }
             let trials = args.trials.unwrap_or(if args.quick { 5 } else { 20 });
             if trials == 0 {
                 bail!("--trials must be at least 1");
@@ -106,7 +131,7 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
             let seed = args.seed.unwrap_or_else(|| {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
             });
-            scenario::schedule(&files, trials, seed, if args.quick { "quick" } else { "full" })
+            scenario::schedule(&files, trials, seed, if args.quick { "quick" } else { "full" }, args.brokers)
         }
     };
     let out = args.out.clone().unwrap_or_else(|| root.join("target").join("chaos").join(schedule.seed.to_string()));
@@ -120,10 +145,12 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
         bail!("--failure-timeout-ms must be longer than --heartbeat-ms (and the heartbeat above 0)");
     }
     eprintln!(
-        "chaos: {} scenarios, seed {} ({}), reports in {}",
+        "chaos: {} scenarios, seed {} ({}, {} Kafka node{}), reports in {}",
         schedule.scenarios.len(),
         schedule.seed,
         schedule.profile,
+        schedule.brokers,
+        if schedule.brokers == 1 { "" } else { "s" },
         out.display()
     );
     let opts = mesh_chaos::run::Options { mesh, out: out.clone(), schedule, timings };

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use mesh_fixtures::{KafkaBroker, KafkaOptions, RedisOptions, RedisServer};
+use mesh_fixtures::{KafkaBroker, KafkaCluster, KafkaClusterOptions, KafkaOptions, RedisOptions, RedisServer};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -42,6 +42,10 @@ enum Cmd {
         /// Redis port [default: a free one].
         #[arg(long)]
         redis_port: Option<u16>,
+        /// Kafka nodes: 1 (the default) or a replicated KRaft cluster, e.g. 3 (three replicas per partition, two
+        /// in sync; `--kafka-port` is then the first node's port).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=9))]
+        brokers: u32,
     },
     /// Check the repository's rules (also run by `cargo test`).
     Tidy,
@@ -54,7 +58,7 @@ fn main() -> Result<()> {
             let code = chaos::run(&args)?;
             std::process::exit(code)
         }
-        Cmd::Infra { kafka_port, redis_port } => infra(kafka_port, redis_port),
+        Cmd::Infra { kafka_port, redis_port, brokers } => infra(kafka_port, redis_port, brokers),
         Cmd::Tidy => {
             let problems = tidy::check(&tidy::repo_root())?;
             if problems.is_empty() {
@@ -130,6 +134,15 @@ fn test(extra: &[String]) -> Result<()> {
             code => bail!("chaos: a scenario could not be decided (exit {code}); see the table above"),
         })
     });
+    let result = result.and_then(|()| {
+        step("cargo xtask chaos --quick --brokers 3 --scenario kill-leader-broker (a broker failover)", || {
+            match chaos::run(&chaos::ChaosArgs::ci_cluster())? {
+                0 => Ok(()),
+                1 => bail!("chaos: the failover failed (see the table above; target/chaos/ci-cluster/chaos.json)"),
+                code => bail!("chaos: the failover could not be decided (exit {code}); see the table above"),
+            }
+        })
+    });
     eprintln!(
         "cargo xtask test: {} in {:.0}s",
         if result.is_ok() { "passed" } else { "FAILED" },
@@ -170,12 +183,23 @@ fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
     Ok((passed, failed))
 }
 
-fn infra(kafka_port: Option<u16>, redis_port: Option<u16>) -> Result<()> {
+fn infra(kafka_port: Option<u16>, redis_port: Option<u16>, brokers: u32) -> Result<()> {
     mesh_fixtures::ensure_system_packages()?;
-    let kafka = KafkaBroker::start(KafkaOptions { port: kafka_port, ..KafkaOptions::default() })?;
+    // One broker, or a cluster; either is held until the signal.
+    let (bootstrap, held): (String, Box<dyn std::any::Any>) = if brokers == 1 {
+        let kafka = KafkaBroker::start(KafkaOptions { port: kafka_port, ..KafkaOptions::default() })?;
+        (kafka.bootstrap(), Box::new(kafka))
+    } else {
+        if kafka_port.is_some() {
+            bail!("--kafka-port picks the port of a single broker; with --brokers {brokers} the ports are free ones");
+        }
+        eprintln!("starting {brokers} Kafka nodes (KRaft, each broker and controller)");
+        let cluster = KafkaCluster::start(KafkaClusterOptions { brokers, ..KafkaClusterOptions::default() })?;
+        (cluster.bootstrap(), Box::new(cluster))
+    };
     let redis = RedisServer::start(RedisOptions { port: redis_port, ..RedisOptions::default() })?;
-    println!("Kafka {} and Redis {} are running on loopback.", kafka.bootstrap(), redis.url());
-    println!("export MESH_KAFKA={} MESH_REDIS={}", kafka.bootstrap(), redis.url());
+    println!("Kafka {bootstrap} and Redis {} are running on loopback.", redis.url());
+    println!("export MESH_KAFKA={bootstrap} MESH_REDIS={}", redis.url());
     println!("Ctrl-C stops both.");
     let mut signals = nix::sys::signal::SigSet::empty();
     signals.add(nix::sys::signal::Signal::SIGINT);
@@ -183,6 +207,6 @@ fn infra(kafka_port: Option<u16>, redis_port: Option<u16>) -> Result<()> {
     signals.thread_block().context("failed to block signals")?;
     let sig = signals.wait().context("failed to wait for a signal")?;
     eprintln!("{sig:?}: stopping Kafka and Redis");
-    drop((kafka, redis));
+    drop((held, redis));
     Ok(())
 }
