@@ -337,24 +337,11 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
                 .map_err(runtime)
         }
         Command::Inspect(args) => {
-            let mut infra = settings::infra(&args.infra, &file).map_err(usage)?;
-            let named = args.infra.kafka.is_some() || args.infra.redis.is_some();
-            if !named && !file.kafka_given() && !file.redis_given() {
-                settings::adopt_deployment(&mut infra, &args.dir.state_dir, args.infra.topic_prefix.is_some());
-            }
+            let infra = settings::reader_infra(&args.infra, &file, &args.dir.state_dir).map_err(usage)?;
             inspect::run(&infra, args.json).await.map_err(runtime)
         }
         Command::View(args) => {
-            let mut infra = settings::infra(&args.infra, &file).map_err(usage)?;
-            let named = args.infra.kafka.is_some() || args.infra.redis.is_some();
-            if !named && !file.kafka_given() && !file.redis_given() {
-                settings::adopt_deployment(&mut infra, &args.dir.state_dir, args.infra.topic_prefix.is_some());
-                // The records are checked with the deployment's own secret, as its managers check them.
-                let secret = args.dir.state_dir.join("secret");
-                if !infra.mesh.credentials.authenticated() && secret.exists() {
-                    infra.mesh.credentials.secret = Some(settings::secret(&secret).map_err(usage)?);
-                }
-            }
+            let infra = settings::reader_infra(&args.infra, &file, &args.dir.state_dir).map_err(usage)?;
             // Bound first: a taken address is a usage error, said before anything connects.
             let listener = view::bind(args.listen).await.map_err(usage)?;
             let shutdown = shutdown_on_signals().map_err(runtime)?;

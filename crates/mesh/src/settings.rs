@@ -357,10 +357,26 @@ pub(crate) fn store_ca(state_dir: &Path) -> Option<std::path::PathBuf> {
     (!path.is_empty()).then(|| std::path::PathBuf::from(path))
 }
 
+/// The infrastructure of a read command (`mesh inspect`, `mesh view`): as configured, or, when neither the flags
+/// nor the file name a broker or a store, the deployment recorded in `state_dir` with its own secret, so the
+/// records are checked as its managers check them.
+pub(crate) fn reader_infra(args: &InfraArgs, file: &FileConfig, state_dir: &Path) -> Result<Infra> {
+    let mut infra = infra(args, file)?;
+    let named = args.kafka.is_some() || args.redis.is_some() || file.kafka_given() || file.redis_given();
+    if !named {
+        adopt_deployment(&mut infra, state_dir, args.topic_prefix.is_some());
+        let secret_file = state_dir.join("secret");
+        if !infra.mesh.credentials.authenticated() && secret_file.exists() {
+            infra.mesh.credentials.secret = Some(secret(&secret_file)?);
+        }
+    }
+    Ok(infra)
+}
+
 /// Points a read command at the deployment recorded in `state_dir` (its broker, store and, unless one was given,
 /// topic prefix), when there is one: `mesh up` on the embedded default keeps its snapshots in `.mesh/store`, not in
 /// the default Redis, so a reader that assumed the defaults found nothing.
-pub(crate) fn adopt_deployment(infra: &mut Infra, state_dir: &Path, prefix_given: bool) {
+fn adopt_deployment(infra: &mut Infra, state_dir: &Path, prefix_given: bool) {
     let dir = mesh_supervisor::StateDir::new(state_dir);
     let Ok(Some(state)) = mesh_supervisor::StateFile::read(&dir.state()) else { return };
     eprintln!("reading the deployment in {} (kafka {}, store {})", state_dir.display(), state.kafka, state.redis);
