@@ -308,16 +308,10 @@ impl KafkaBus {
     /// The replicas of every partition of `topic`, fresh from the cluster (not a cached view): for tests and the
     /// chaos harness, which kill a partition's leader and check replication.
     pub async fn replicas(&self, topic: &str) -> Result<Vec<PartitionReplicas>, TransportError> {
-        let inner = Arc::clone(&self.inner);
-        let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let md = inner
-                .producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                .map_err(|e| unreachable(&inner.config, &e))?;
-            partitions_in(&md, &topic)?;
-            let t = md.topics().iter().find(|t| t.name() == topic).map(rdkafka::metadata::MetadataTopic::partitions);
+        let name = topic.to_owned();
+        self.with_metadata(Some(topic), move |md| {
+            partitions_in(md, &name)?;
+            let t = md.topics().iter().find(|t| t.name() == name).map(rdkafka::metadata::MetadataTopic::partitions);
             Ok(t.unwrap_or_default()
                 .iter()
                 .map(|p| PartitionReplicas {
@@ -327,6 +321,26 @@ impl KafkaBus {
                     in_sync: p.isr().to_vec(),
                 })
                 .collect())
+        })
+        .await
+    }
+
+    /// Fetches the cluster's metadata (of `topic` only, or of every topic) on a blocking thread, fresh, and hands
+    /// it to `read`.
+    async fn with_metadata<T: Send + 'static>(
+        &self,
+        topic: Option<&str>,
+        read: impl FnOnce(&rdkafka::metadata::Metadata) -> Result<T, TransportError> + Send + 'static,
+    ) -> Result<T, TransportError> {
+        let inner = Arc::clone(&self.inner);
+        let topic = topic.map(str::to_owned);
+        tokio::task::spawn_blocking(move || {
+            let md = inner
+                .producer
+                .client()
+                .fetch_metadata(topic.as_deref(), Duration::from_secs(5))
+                .map_err(|e| unreachable(&inner.config, &e))?;
+            read(&md)
         })
         .await
         .map_err(|e| TransportError::failed("reading metadata", e))?
@@ -339,17 +353,11 @@ impl Bus for KafkaBus {
     async fn ensure_topics(&self, specs: &[TopicSpec]) -> Result<(), TransportError> {
         // Create only what is missing: existing topics need no admin rights (and the embedded broker, whose topics
         // the supervisor creates, does not answer CreateTopics).
-        let inner = Arc::clone(&self.inner);
-        let existing: Vec<String> = tokio::task::spawn_blocking(move || {
-            inner
-                .producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(5))
-                .map(|md| md.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name().to_owned()).collect())
-                .map_err(|e| unreachable(&inner.config, &e))
-        })
-        .await
-        .map_err(|e| TransportError::failed("reading metadata", e))??;
+        let existing: Vec<String> = self
+            .with_metadata(None, |md| {
+                Ok(md.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name().to_owned()).collect())
+            })
+            .await?;
         let all = specs;
         let specs: Vec<&TopicSpec> = specs.iter().filter(|s| !existing.contains(&s.name)).collect();
         if specs.is_empty() {
@@ -391,33 +399,13 @@ impl Bus for KafkaBus {
     }
 
     async fn partition_counts(&self, topics: &[String]) -> Result<Vec<u32>, TransportError> {
-        let inner = Arc::clone(&self.inner);
         let topics = topics.to_vec();
-        tokio::task::spawn_blocking(move || {
-            let md = inner
-                .producer
-                .client()
-                .fetch_metadata(None, Duration::from_secs(5))
-                .map_err(|e| unreachable(&inner.config, &e))?;
-            topics.iter().map(|topic| partitions_in(&md, topic)).collect()
-        })
-        .await
-        .map_err(|e| TransportError::failed("reading metadata", e))?
+        self.with_metadata(None, move |md| topics.iter().map(|topic| partitions_in(md, topic)).collect()).await
     }
 
     async fn partition_count(&self, topic: &str) -> Result<u32, TransportError> {
-        let inner = Arc::clone(&self.inner);
-        let topic = topic.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let md = inner
-                .producer
-                .client()
-                .fetch_metadata(Some(&topic), Duration::from_secs(5))
-                .map_err(|e| unreachable(&inner.config, &e))?;
-            partitions_in(&md, &topic)
-        })
-        .await
-        .map_err(|e| TransportError::failed("reading metadata", e))?
+        let name = topic.to_owned();
+        self.with_metadata(Some(topic), move |md| partitions_in(md, &name)).await
     }
 
     fn enqueue(&self, record: OutRecord) -> mesh_transport::Delivery {
