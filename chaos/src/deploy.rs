@@ -8,8 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use mesh_supervisor::{ProcState, Request, StateDir, StateFile};
+use mesh_supervisor::{EventLog, ProcState, ProcessStatus, Request, StateDir, StateFile};
 
+use crate::hosts::{MANAGERS_HOST, Network, processes_on};
 use crate::scenario::{AGENTS, MANAGERS};
 
 /// The settings the chaos profile runs the mesh with, and what the bounds are computed from.
@@ -68,16 +69,23 @@ pub fn process_names() -> Vec<String> {
     MANAGERS.iter().chain(&AGENTS).map(|s| (*s).to_owned()).collect()
 }
 
-fn deployment_toml(endpoints: &Endpoints, t: &MeshTimings) -> Result<String> {
+/// The deployment file of one supervisor: `processes`, each pointed at its own proxies. Agents wait for the
+/// managers only where the managers are in the same file (a supervisor cannot wait on another host's processes).
+fn deployment_toml(endpoints: &Endpoints, t: &MeshTimings, processes: &[String]) -> Result<String> {
     let mut s = String::from("# written by `cargo xtask chaos` for one scenario\n");
-    for name in process_names() {
-        let kafka = endpoints.kafka.get(&name).with_context(|| format!("no Kafka endpoint for {name}"))?;
-        let redis = endpoints.redis.get(&name).with_context(|| format!("no Redis endpoint for {name}"))?;
+    let with_managers = MANAGERS.iter().all(|m| processes.iter().any(|p| p == m));
+    for name in processes {
+        let kafka = endpoints.kafka.get(name).with_context(|| format!("no Kafka endpoint for {name}"))?;
+        let redis = endpoints.redis.get(name).with_context(|| format!("no Redis endpoint for {name}"))?;
         let command = match name.strip_prefix("agent-") {
             Some(role) => format!("[\"mesh\", \"agent\", \"--name\", \"{role}\", \"--role\", \"{role}\"]"),
             None => format!("[\"mesh\", \"{name}\"]"),
         };
-        let depends = if name.starts_with("agent-") { "depends_on = [\"topology\", \"consensus\"]\n" } else { "" };
+        let depends = if name.starts_with("agent-") && with_managers {
+            "depends_on = [\"topology\", \"consensus\"]\n"
+        } else {
+            ""
+        };
         s.push_str(&format!(
             "\n[[process]]\nname = \"{name}\"\ncommand = {command}\n{depends}watchdog = \"20s\"\n\
              initial_backoff = \"{}ms\"\nmax_backoff = \"{}ms\"\nmax_restarts = 30\nrestart_window = \"60s\"\n\
@@ -104,74 +112,41 @@ fn settings_toml(prefix: &str, t: &MeshTimings) -> String {
     )
 }
 
-/// A running supervisor and its six processes.
-pub struct Deployment {
+/// One supervisor (`mesh up`) and its share of the processes: the whole deployment, or one simulated host's.
+struct Supervisor {
+    host: u32,
+    processes: Vec<String>,
     dir: StateDir,
+    /// `ip netns exec NS` before `mesh up` on a simulated host; empty otherwise.
+    launcher: Vec<String>,
+    /// Everything after the program: the same on every start, so a restarted host resumes as itself.
+    args: Vec<std::ffi::OsString>,
+    mesh: PathBuf,
     child: Option<Child>,
-    /// Every (pid, start time) a process of this deployment ever had, for the orphan check.
-    pub seen_pids: BTreeSet<(i32, u64)>,
 }
 
-/// What a deployment reaches: the broker and the store (for `mesh up`'s checks), each process's proxies, and the
-/// deployment secret its records are tagged with.
-pub struct Reach<'a> {
-    /// The broker's own address.
-    pub kafka: &'a str,
-    /// The store's own URL.
-    pub redis: &'a str,
-    /// Each process's proxies.
-    pub endpoints: &'a Endpoints,
-    /// The deployment secret's file.
-    pub secret_file: &'a Path,
-}
-
-impl Deployment {
-    /// Starts `mesh up` detached in `root` and waits until all six processes are READY.
-    pub fn start(mesh: &Path, root: &Path, prefix: &str, reach: &Reach<'_>, timings: &MeshTimings) -> Result<Self> {
-        let Reach { kafka, redis, endpoints, secret_file } = *reach;
-        if root.exists() {
-            std::fs::remove_dir_all(root).with_context(|| format!("clearing {}", root.display()))?;
-        }
-        std::fs::create_dir_all(root)?;
-        let settings = root.join("chaos-settings.toml");
-        std::fs::write(&settings, settings_toml(prefix, timings))?;
-        let file = root.join("chaos-deployment.toml");
-        std::fs::write(&file, deployment_toml(endpoints, timings)?)?;
-        let log = std::fs::File::create(root.join("supervisor.out"))?;
-        let mut cmd = Command::new(mesh);
-        cmd.arg("--config")
-            .arg(&settings)
-            .args(["up", "--kafka", kafka, "--redis", redis, "--file"])
-            .arg(&file)
-            .arg("--state-dir")
-            .arg(root)
-            .arg("--secret-file")
-            .arg(secret_file)
-            .arg("--detached-child")
+impl Supervisor {
+    fn spawn(&mut self) -> Result<()> {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.root().join("supervisor.out"))?;
+        let mut cmd = match self.launcher.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&self.mesh);
+                c
+            }
+            None => Command::new(&self.mesh),
+        };
+        cmd.args(&self.args)
             .env("RUST_LOG", "info,rdkafka=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         mesh_supervisor::child::in_new_session(&mut cmd);
-        let child = cmd.spawn().with_context(|| format!("starting {}", mesh.display()))?;
-        let mut d =
-            Deployment { dir: StateDir::new(root.to_path_buf()), child: Some(child), seen_pids: BTreeSet::new() };
-        d.wait_ready(Duration::from_secs(90))?;
-        Ok(d)
+        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", self.mesh.display()))?);
+        Ok(())
     }
 
-    /// The state directory (logs, events).
-    pub fn dir(&self) -> &StateDir {
-        &self.dir
-    }
-
-    /// The supervisor's pid.
-    pub fn supervisor_pid(&self) -> Option<i32> {
-        self.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
-    }
-
-    /// The supervisor's current state; also remembers every pid it shows.
-    pub fn status(&mut self) -> Result<StateFile> {
+    fn status(&mut self) -> Result<StateFile> {
         if let Some(c) = self.child.as_mut()
             && let Some(status) = c.try_wait()?
         {
@@ -179,19 +154,7 @@ impl Deployment {
         }
         let r = mesh_supervisor::control::call(&self.dir.socket(), &Request::Status, Duration::from_secs(10))
             .map_err(|e| anyhow!("the supervisor does not answer: {e}"))?;
-        let state = r.state.ok_or_else(|| anyhow!("the supervisor answered without a state"))?;
-        self.seen_pids.insert((state.supervisor_pid, state.supervisor_start_ticks.unwrap_or(0)));
-        for p in &state.processes {
-            if let Some(pid) = p.pid {
-                self.seen_pids.insert((pid, p.start_ticks.unwrap_or(0)));
-            }
-        }
-        Ok(state)
-    }
-
-    /// Whether every process is READY.
-    pub fn all_ready(&mut self) -> Result<bool> {
-        Ok(self.status()?.processes.iter().all(|p| p.state == ProcState::Ready))
+        r.state.ok_or_else(|| anyhow!("the supervisor answered without a state"))
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
@@ -206,47 +169,34 @@ impl Deployment {
                 Err(_) => {}
             }
             if Instant::now() >= deadline {
-                bail!("the deployment was not READY within {} s", timeout.as_secs());
+                bail!("host {}'s deployment was not READY within {} s", self.host, timeout.as_secs());
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     }
 
-    /// Sends `signal` (`KILL`, `TERM`, `STOP`, `CONT`) to a process through the supervisor.
-    pub fn signal(&mut self, name: &str, signal: &str) -> Result<()> {
-        let request = Request::Kill {
-            name: Some(name.to_owned()),
-            random: false,
-            signal: signal.to_owned(),
-            pause_secs: None,
-            no_restart: false,
-        };
-        let r = mesh_supervisor::control::call(&self.dir.socket(), &request, Duration::from_secs(10))
-            .map_err(|e| anyhow!("signalling {name}: {e}"))?;
-        if !r.ok {
-            bail!("the supervisor refused to signal {name}: {}", r.error.unwrap_or_default());
+    /// Proof that a simulated host is one: its supervisor and every process it runs are in a network namespace
+    /// other than the harness's.
+    fn check_own_namespace(&mut self) -> Result<()> {
+        let ours = std::fs::read_link("/proc/self/ns/net")?;
+        let state = self.status()?;
+        let pids = std::iter::once(state.supervisor_pid).chain(state.processes.iter().filter_map(|p| p.pid));
+        for pid in pids {
+            let theirs = std::fs::read_link(format!("/proc/{pid}/ns/net"))?;
+            if theirs == ours {
+                bail!("host {}: pid {pid} runs in the harness's network namespace", self.host);
+            }
         }
         Ok(())
     }
 
-    /// The pid of a process, if running.
-    pub fn pid_of(&mut self, name: &str) -> Result<Option<i32>> {
-        Ok(self.status()?.processes.iter().find(|p| p.name == name).and_then(|p| p.pid))
-    }
-
-    /// The log file of a process.
-    pub fn log(&self, name: &str) -> PathBuf {
-        self.dir.log(name)
-    }
-
-    /// `mesh down`: stops everything and waits for the supervisor to exit.
-    pub fn down(&mut self) -> Result<()> {
+    /// `mesh down`: stops its processes and waits for the supervisor to exit.
+    fn down(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
         // An interrupted pause-supervisor trial may have left it stopped: it could not answer.
         if let Ok(pid) = i32::try_from(child.id()) {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
         }
-        let _ = self.status();
         let answered = mesh_supervisor::control::call(
             &self.dir.socket(),
             &Request::Down { timeout_secs: Some(5.0) },
@@ -266,9 +216,226 @@ impl Deployment {
     }
 }
 
+/// The running deployment: one supervisor with all six processes, or one per simulated host, each with its share.
+pub struct Deployment {
+    /// The managers' supervisor first.
+    supervisors: Vec<Supervisor>,
+    /// Every (pid, start time) a process of this deployment ever had, for the orphan check.
+    pub seen_pids: BTreeSet<(i32, u64)>,
+}
+
+/// What a deployment reaches: the broker and the store (for `mesh up`'s checks), each process's proxies, and the
+/// deployment secret its records are tagged with.
+pub struct Reach<'a> {
+    /// The broker's own address.
+    pub kafka: &'a str,
+    /// The store's own URL.
+    pub redis: &'a str,
+    /// Each process's proxies.
+    pub endpoints: &'a Endpoints,
+    /// The deployment secret's file.
+    pub secret_file: &'a Path,
+    /// The simulated hosts, if the run has them: each host's supervisor runs in its network namespace.
+    pub network: Option<&'a Network>,
+}
+
+impl Deployment {
+    /// Starts `mesh up` detached in `root` (one per simulated host, in `root/host-N`, the managers' host first) and
+    /// waits until every process is READY.
+    pub fn start(mesh: &Path, root: &Path, prefix: &str, reach: &Reach<'_>, timings: &MeshTimings) -> Result<Self> {
+        let Reach { kafka, redis, endpoints, secret_file, network } = *reach;
+        if root.exists() {
+            std::fs::remove_dir_all(root).with_context(|| format!("clearing {}", root.display()))?;
+        }
+        std::fs::create_dir_all(root)?;
+        let settings = root.join("chaos-settings.toml");
+        std::fs::write(&settings, settings_toml(prefix, timings))?;
+        let hosts = network.map_or(1, Network::hosts);
+        let mut d = Deployment { supervisors: Vec::new(), seen_pids: BTreeSet::new() };
+        for host in 1..=hosts {
+            let processes = processes_on(host, hosts);
+            let dir = if network.is_some() { root.join(format!("host-{host}")) } else { root.to_path_buf() };
+            std::fs::create_dir_all(&dir)?;
+            let file = dir.join("chaos-deployment.toml");
+            std::fs::write(&file, deployment_toml(endpoints, timings, &processes)?)?;
+            // On a simulated host only the proxies are reachable: `mesh up` checks the backends through the first
+            // process's.
+            let (kafka, redis, launcher) = match network {
+                Some(net) => {
+                    let first = processes.first().context("a host without processes")?;
+                    (
+                        endpoints.kafka.get(first).cloned().unwrap_or_default(),
+                        endpoints.redis.get(first).cloned().unwrap_or_default(),
+                        vec!["ip".to_owned(), "netns".into(), "exec".into(), net.namespace(host)],
+                    )
+                }
+                None => (kafka.to_owned(), redis.to_owned(), Vec::new()),
+            };
+            let args: Vec<std::ffi::OsString> = vec![
+                "--config".into(),
+                settings.clone().into(),
+                "up".into(),
+                "--kafka".into(),
+                kafka.into(),
+                "--redis".into(),
+                redis.into(),
+                "--file".into(),
+                file.into(),
+                "--state-dir".into(),
+                dir.clone().into(),
+                "--secret-file".into(),
+                secret_file.into(),
+                "--detached-child".into(),
+            ];
+            let mut s = Supervisor {
+                host,
+                processes,
+                dir: StateDir::new(dir),
+                launcher,
+                args,
+                mesh: mesh.to_path_buf(),
+                child: None,
+            };
+            s.spawn()?;
+            d.supervisors.push(s);
+            // The agents' hosts start once the managers serve, as `depends_on` orders them on one host.
+            if host == MANAGERS_HOST {
+                d.supervisors[0].wait_ready(Duration::from_secs(90))?;
+            }
+        }
+        for s in &mut d.supervisors {
+            s.wait_ready(Duration::from_secs(90))?;
+            if !s.launcher.is_empty() {
+                s.check_own_namespace()?;
+            }
+        }
+        Ok(d)
+    }
+
+    /// The managers' supervisor's state directory: where the harness's own events (faults, heals) are logged.
+    pub fn dir(&self) -> Option<&StateDir> {
+        self.supervisors.first().map(|s| &s.dir)
+    }
+
+    /// Every supervisor's events, in time order.
+    pub fn events(&self) -> Vec<mesh_supervisor::Event> {
+        let mut all: Vec<_> =
+            self.supervisors.iter().flat_map(|s| EventLog::read_all(&s.dir.events()).unwrap_or_default()).collect();
+        all.sort_by_key(|e| e.at_ms);
+        all
+    }
+
+    /// The managers' supervisor's pid.
+    pub fn supervisor_pid(&self) -> Option<i32> {
+        self.supervisors.first()?.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+    }
+
+    /// Every process of the running supervisors (a host whose supervisor was killed has none); also remembers every
+    /// pid it shows.
+    pub fn processes(&mut self) -> Result<Vec<ProcessStatus>> {
+        let mut all = Vec::new();
+        for s in self.supervisors.iter_mut().filter(|s| s.child.is_some()) {
+            let state = s.status()?;
+            self.seen_pids.insert((state.supervisor_pid, state.supervisor_start_ticks.unwrap_or(0)));
+            for p in &state.processes {
+                if let Some(pid) = p.pid {
+                    self.seen_pids.insert((pid, p.start_ticks.unwrap_or(0)));
+                }
+            }
+            all.extend(state.processes);
+        }
+        Ok(all)
+    }
+
+    /// Whether every supervisor runs and every process is READY.
+    pub fn all_ready(&mut self) -> Result<bool> {
+        if self.supervisors.iter().any(|s| s.child.is_none()) {
+            return Ok(false);
+        }
+        Ok(self.processes()?.iter().all(|p| p.state == ProcState::Ready))
+    }
+
+    fn supervisor_of(&mut self, name: &str) -> Result<&mut Supervisor> {
+        self.supervisors
+            .iter_mut()
+            .find(|s| s.processes.iter().any(|p| p == name))
+            .ok_or_else(|| anyhow!("no process {name} in the deployment"))
+    }
+
+    fn host(&mut self, host: u32) -> Result<&mut Supervisor> {
+        self.supervisors.iter_mut().find(|s| s.host == host).ok_or_else(|| anyhow!("no host {host}"))
+    }
+
+    /// Sends `signal` (`KILL`, `TERM`, `STOP`, `CONT`) to a process through its supervisor.
+    pub fn signal(&mut self, name: &str, signal: &str) -> Result<()> {
+        let request = Request::Kill {
+            name: Some(name.to_owned()),
+            random: false,
+            signal: signal.to_owned(),
+            pause_secs: None,
+            no_restart: false,
+        };
+        let socket = self.supervisor_of(name)?.dir.socket();
+        let r = mesh_supervisor::control::call(&socket, &request, Duration::from_secs(10))
+            .map_err(|e| anyhow!("signalling {name}: {e}"))?;
+        if !r.ok {
+            bail!("the supervisor refused to signal {name}: {}", r.error.unwrap_or_default());
+        }
+        Ok(())
+    }
+
+    /// The pid of a process, if running.
+    pub fn pid_of(&mut self, name: &str) -> Result<Option<i32>> {
+        Ok(self.processes()?.iter().find(|p| p.name == name).and_then(|p| p.pid))
+    }
+
+    /// The log file of a process.
+    pub fn log(&self, name: &str) -> PathBuf {
+        let s = self.supervisors.iter().find(|s| s.processes.iter().any(|p| p == name));
+        s.or(self.supervisors.first()).map_or_else(|| PathBuf::from(name), |s| s.dir.log(name))
+    }
+
+    /// The processes of `host`.
+    pub fn processes_of(&self, host: u32) -> Vec<String> {
+        self.supervisors.iter().find(|s| s.host == host).map(|s| s.processes.clone()).unwrap_or_default()
+    }
+
+    /// `kill -9` of a host's supervisor, as a machine losing its service manager; its processes die with it
+    /// (their parent-death signal). Waits until the supervisor is gone.
+    pub fn kill_host(&mut self, host: u32) -> Result<()> {
+        let s = self.host(host)?;
+        let mut child = s.child.take().ok_or_else(|| anyhow!("host {host}'s supervisor is not running"))?;
+        child.kill().context("SIGKILL to the supervisor")?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Runs a host's `mesh up` again, as after a reboot, without waiting: its start-up is part of the recovery
+    /// the harness measures.
+    pub fn restart_host(&mut self, host: u32) -> Result<()> {
+        let s = self.host(host)?;
+        if s.child.is_some() {
+            bail!("host {host}'s supervisor is running");
+        }
+        s.spawn()
+    }
+
+    /// `mesh down` on every host.
+    pub fn down(&mut self) -> Result<()> {
+        let _ = self.processes();
+        let mut first_error = None;
+        for s in self.supervisors.iter_mut().rev() {
+            if let Err(e) = s.down() {
+                first_error.get_or_insert(anyhow!("host {}: {e:#}", s.host));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
 impl Drop for Deployment {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if self.supervisors.iter().any(|s| s.child.is_some()) {
             let _ = self.down();
         }
     }
@@ -309,13 +476,22 @@ mod tests {
                 .map(|(i, n)| (n.clone(), format!("redis://127.0.0.1:{}", 30_000 + i)))
                 .collect(),
         };
-        let text = deployment_toml(&endpoints, &MeshTimings::default()).expect("toml");
+        let text = deployment_toml(&endpoints, &MeshTimings::default(), &names).expect("toml");
         let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
         assert_eq!(spec.processes.len(), 6);
         let fraud = spec.processes.iter().find(|p| p.name == "agent-fraud").expect("fraud");
         assert_eq!(fraud.env.get("MESH_KAFKA").map(String::as_str), Some("127.0.0.1:20005"));
         assert_eq!(fraud.env.get("MESH_REDIS").map(String::as_str), Some("redis://127.0.0.1:30005"));
         assert_eq!(fraud.restart.initial_backoff_ms, 200);
+        assert_eq!(fraud.depends_on, ["topology", "consensus"]);
+        let agents_only: Vec<String> = names.iter().filter(|n| n.starts_with("agent-")).cloned().collect();
+        let text = deployment_toml(&endpoints, &MeshTimings::default(), &agents_only).expect("toml");
+        let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
+        assert_eq!(spec.processes.len(), 4);
+        assert!(
+            spec.processes.iter().all(|p| p.depends_on.is_empty()),
+            "a host without the managers cannot wait for them"
+        );
     }
 
     #[test]

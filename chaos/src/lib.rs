@@ -5,6 +5,7 @@
 pub mod check;
 pub mod deploy;
 pub mod hostile;
+pub mod hosts;
 pub mod observe;
 pub mod proxy;
 pub mod report;

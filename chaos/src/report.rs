@@ -331,7 +331,7 @@ mod tests {
         RunReport {
             schema: SCHEMA.into(),
             timings: MeshTimings::default(),
-            schedule: Schedule { seed: 42, profile: "quick".into(), brokers: 1, scenarios: vec![] },
+            schedule: Schedule { seed: 42, profile: "quick".into(), brokers: 1, hosts: 1, scenarios: vec![] },
             scenarios: vec![scenario],
             verdict,
             duration_s: 11.0,

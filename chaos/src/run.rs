@@ -3,7 +3,7 @@
 //! wait for convergence, measure), the checkers, `mesh down` and the orphan check.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,7 @@ use nix::unistd::Pid;
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::deploy::{Deployment, Endpoints, MeshTimings, Reach, process_names};
+use crate::hosts::Network;
 use crate::observe::{CatchUp, Tail, complaints, first_complaint};
 use crate::proxy::{Direction, Fault, FaultProxy};
 use crate::report::{Event, RunReport, SCHEMA, ScenarioResult, TrialResult};
@@ -213,12 +214,17 @@ struct Infra {
     links: BTreeMap<String, Links>,
     /// Kafka nodes.
     brokers: u32,
+    /// The simulated hosts, if the run has them (dropped after the servers and proxies: fields drop in order).
+    network: Option<Network>,
 }
 
 impl Infra {
-    /// `brokers` Kafka nodes (1, or a cluster) and a Redis, with every process's links through proxies.
-    async fn start(brokers: u32) -> Result<Self> {
+    /// `brokers` Kafka nodes (1, or a cluster) and a Redis, with every process's links through proxies; with
+    /// `hosts` above 1, the simulated hosts too, and the proxies of their processes on the bridge's address.
+    async fn start(brokers: u32, hosts: u32) -> Result<Self> {
         let names = process_names();
+        let network = if hosts > 1 { Some(blocking(|| Network::create(hosts))?) } else { None };
+        let proxy_host = network.as_ref().map_or(Ipv4Addr::LOCALHOST, Network::bridge_addr);
         // Each process gets a listener of its own on every node, advertised as its proxy's address there: all of a
         // process's connections, to whichever node metadata sends it, go through its proxies.
         let mut kafka_proxies: BTreeMap<String, Vec<FaultProxy>> = BTreeMap::new();
@@ -227,11 +233,12 @@ impl Infra {
             for node in &mut listeners {
                 let broker_port = mesh_fixtures::free_port()?;
                 let upstream: SocketAddr = ([127, 0, 0, 1], broker_port).into();
-                let proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), upstream).await?;
+                let proxy = FaultProxy::start((proxy_host, 0).into(), upstream).await?;
                 node.push(ClientListener {
                     name: format!("C_{}", name.to_uppercase().replace('-', "_")),
                     port: broker_port,
                     advertised_port: proxy.addr().port(),
+                    advertised_host: proxy_host,
                 });
                 kafka_proxies.entry(name.clone()).or_default().push(proxy);
             }
@@ -244,10 +251,10 @@ impl Infra {
             .with_context(|| format!("redis address of {}", servers.redis))?;
         let mut links = BTreeMap::new();
         for (name, kafka_proxy) in kafka_proxies {
-            let redis_proxy = FaultProxy::start(([127, 0, 0, 1], 0).into(), redis_addr).await?;
+            let redis_proxy = FaultProxy::start((proxy_host, 0).into(), redis_addr).await?;
             links.insert(name, Links { kafka: kafka_proxy, redis: redis_proxy });
         }
-        Ok(Infra { servers, links, brokers: brokers.max(1) })
+        Ok(Infra { servers, links, brokers: brokers.max(1), network })
     }
 
     fn endpoints(&self) -> Endpoints {
@@ -272,6 +279,9 @@ impl Infra {
     }
 
     fn heal_all(&self) {
+        if let Some(net) = &self.network {
+            net.heal_all();
+        }
         for l in self.links.values() {
             l.kafka.iter().for_each(|p| p.set(Fault::Pass));
             l.redis.set(Fault::Pass);
@@ -289,7 +299,14 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     } else {
         format!("starting {brokers} Apache Kafka nodes (one listener per process on each) and redis-server on loopback")
     });
-    let infra = Infra::start(brokers).await?;
+    let hosts = opts.schedule.hosts.max(1);
+    if hosts > 1 {
+        progress(&format!(
+            "creating {hosts} simulated hosts (network namespaces on a bridge): the managers on host 1, the agents \
+             dealt over the others"
+        ));
+    }
+    let infra = Infra::start(brokers, hosts).await?;
     progress(&format!(
         "kafka {} · redis {} · {} fault proxies",
         infra.servers.kafka,
@@ -412,6 +429,19 @@ fn bounds(fault: &FaultSpec, t: &MeshTimings) -> (Option<u64>, u64) {
             (None, failover_ms() + recover_link + t.failure_timeout_ms)
         }
         FaultSpec::PauseRedis { .. } => (None, t.retry_max_ms + IN_FLIGHT_ALLOWANCE_MS),
+        // A cut host's connections stall; TCP retransmits with exponential backoff, so its next attempt may come up
+        // to the cut's length after healing (connections that failed meanwhile reconnect as for a cut link). Its
+        // agents were declared dead, and rejoin once they hear of it (one failure timeout, as for a broker restart).
+        FaultSpec::CutHost { duration_ms, .. } => {
+            let detect = (*duration_ms > silent_agent_detect).then_some(silent_agent_detect);
+            (detect, *duration_ms + recover_link + t.failure_timeout_ms)
+        }
+        // The host's processes die with their supervisor and are silent until it runs again; the bound starts when
+        // its `mesh up` is run again: the supervisor's start and its processes' (spawn, connect, READY, join).
+        FaultSpec::KillHost { down_ms, .. } => {
+            let detect = (*down_ms > silent_agent_detect).then_some(silent_agent_detect);
+            (detect, START_ALLOWANCE_MS + IN_FLIGHT_ALLOWANCE_MS)
+        }
         // Nothing the mesh does waits on its supervisor: only work in flight when it resumes.
         FaultSpec::PauseSupervisor { .. } => (None, IN_FLIGHT_ALLOWANCE_MS),
         // Nothing hostile may change anything: only what was in flight while the records were read.
@@ -485,7 +515,9 @@ impl Scene<'_> {
             let mut detail = serde_json::Map::new();
             detail.insert("what".into(), what.clone().into());
             let line = mesh_supervisor::Event { at_ms: at, process: "chaos".into(), event: event.into(), detail };
-            EventLog::new(self.deployment.dir().events()).append(&line);
+            if let Some(dir) = self.deployment.dir() {
+                EventLog::new(dir.events()).append(&line);
+            }
         }
         self.events.push(Event { at, kind: kind.into(), what });
     }
@@ -493,7 +525,7 @@ impl Scene<'_> {
     async fn sleep(&mut self, ms: u64) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
         // Remember every pid on the way (for the orphan check).
-        let _ = blocking(|| self.deployment.status());
+        let _ = blocking(|| self.deployment.processes());
     }
 
     /// Applies a fault; returns when it is healed (for crashes: after the last signal).
@@ -611,6 +643,18 @@ impl Scene<'_> {
                 self.injected.extend(injection.injected);
                 self.agent_records += injection.agent_records;
                 self.refused.extend(injection.refused);
+            }
+            FaultSpec::CutHost { host, duration_ms } => {
+                let net = self.infra.network.as_ref().context("a host cut needs simulated hosts (--hosts)")?;
+                net.cut(*host)?;
+                self.sleep(*duration_ms).await;
+                let net = self.infra.network.as_ref().context("a host cut needs simulated hosts (--hosts)")?;
+                net.heal(*host)?;
+            }
+            FaultSpec::KillHost { host, down_ms } => {
+                blocking(|| self.deployment.kill_host(*host))?;
+                self.sleep(*down_ms).await;
+                blocking(|| self.deployment.restart_host(*host)).with_context(|| format!("restarting host {host}"))?;
             }
             FaultSpec::Random => bail!("a random fault must be resolved by the schedule"),
         }
@@ -765,10 +809,36 @@ impl Scene<'_> {
         (None, last_reason)
     }
 
+    /// The agents a fault silences: its target, or every agent of its host.
+    fn silenced_agents(&self, fault: &FaultSpec) -> Vec<String> {
+        match fault.host() {
+            Some(host) => {
+                self.deployment.processes_of(host).iter().filter_map(|p| agent_id(p)).map(str::to_owned).collect()
+            }
+            None => fault.target().and_then(agent_id).map(str::to_owned).into_iter().collect(),
+        }
+    }
+
+    /// For a host fault: the moment the last of the host's agents was declared dead (every one must be), or `None`.
+    fn host_detection(&self, fault: &FaultSpec, from: u64, until: u64) -> Option<(u64, String)> {
+        let agents = self.silenced_agents(fault);
+        let o = self.tail.observed();
+        let mut last: Option<u64> = None;
+        for agent in &agents {
+            let at =
+                o.dead.iter().filter(|(a, ts)| a == agent && *ts >= from && *ts <= until).map(|(_, ts)| *ts).min()?;
+            last = Some(last.map_or(at, |l| l.max(at)));
+        }
+        last.map(|at| (at, format!("topology: {} declared dead", agents.join(", "))))
+    }
+
     fn detection(&self, fault: &FaultSpec, from: u64, until: u64) -> Option<(u64, String)> {
+        if fault.host().is_some() {
+            return self.host_detection(fault, from, until);
+        }
         let mut found: Vec<(u64, String)> = Vec::new();
         let target = fault.target();
-        let events = EventLog::read_all(&self.deployment.dir().events()).unwrap_or_default();
+        let events = self.deployment.events();
         if let Some(e) = events.iter().find(|e| {
             e.at_ms >= from
                 && e.at_ms <= until
@@ -800,7 +870,7 @@ impl Scene<'_> {
     fn evidence(&self, from: u64, until: u64) -> Vec<String> {
         const LINES: usize = 8;
         const LINES_PER_PROCESS: usize = 3;
-        let events = EventLog::read_all(&self.deployment.dir().events()).unwrap_or_default();
+        let events = self.deployment.events();
         let mut out: Vec<(u64, String)> = events
             .iter()
             .filter(|e| e.at_ms >= from && e.at_ms <= until)
@@ -821,12 +891,12 @@ impl Scene<'_> {
 
     /// Longest stretch in [from, to] without an answer between agents the fault did not target.
     fn availability_gap(&self, fault: &FaultSpec, from: u64, to: u64) -> u64 {
-        let excluded = fault.target().and_then(agent_id);
+        let excluded = self.silenced_agents(fault);
         let o = self.tail.observed();
         let mut stamps: Vec<u64> = o
             .answers
             .iter()
-            .filter(|(ts, a, b)| *ts >= from && *ts <= to && excluded.is_none_or(|x| a != x && b != x))
+            .filter(|(ts, a, b)| *ts >= from && *ts <= to && !excluded.iter().any(|x| a == x || b == x))
             .map(|(ts, _, _)| *ts)
             .collect();
         stamps.sort_unstable();
@@ -872,12 +942,19 @@ async fn scenario(
     let endpoints = infra.endpoints();
     let (kafka, redis) = (infra.servers.kafka.clone(), infra.servers.redis.clone());
     let deployment = blocking(|| {
-        let reach = Reach { kafka: &kafka, redis: &redis, endpoints: &endpoints, secret_file: &secret_file };
+        let reach = Reach {
+            kafka: &kafka,
+            redis: &redis,
+            endpoints: &endpoints,
+            secret_file: &secret_file,
+            network: infra.network.as_ref(),
+        };
         Deployment::start(&opts.mesh, &root, &prefix, &reach, &opts.timings)
     })?;
+    let managers_dir = deployment.dir().map_or_else(|| root.clone(), |d| d.root().to_path_buf());
     progress(&format!(
         "  watch it live: mesh view --state-dir {} --secret-file {} (faults appear among the events)",
-        root.display(),
+        managers_dir.display(),
         secret_file.display()
     ));
     let started = now_ms();
@@ -996,16 +1073,15 @@ async fn scenario(
     let snapshot = mesh_node::topology::read_snapshot(store, &prefix).await.ok().flatten();
     let caught_up = scene.tail.catch_up(bus, Duration::from_secs(30)).await;
     // One look at the supervisor for both: processes left stopped, and the agents that run.
-    let state = blocking(|| scene.deployment.status())?;
+    let processes = blocking(|| scene.deployment.processes())?;
     let stopped: Vec<String> =
-        state.processes.iter().filter(|p| p.pid.is_some_and(crate::deploy::stopped)).map(|p| p.name.clone()).collect();
-    let running: BTreeSet<String> = state
-        .processes
+        processes.iter().filter(|p| p.pid.is_some_and(crate::deploy::stopped)).map(|p| p.name.clone()).collect();
+    let running: BTreeSet<String> = processes
         .iter()
         .filter(|p| p.state == mesh_supervisor::ProcState::Ready)
         .filter_map(|p| agent_id(&p.name).map(str::to_owned))
         .collect();
-    let faulty: Vec<String> = scene
+    let mut faulty: Vec<String> = scene
         .infra
         .links
         .iter()
@@ -1013,6 +1089,9 @@ async fn scenario(
         .filter(|(_, _, f)| *f != Fault::Pass)
         .map(|(n, b, f)| format!("{n}<->{b} {}", f.label()))
         .collect();
+    if let Some(net) = &scene.infra.network {
+        faulty.extend(net.cut_hosts().into_iter().map(|h| format!("host {h} cut off")));
+    }
     // The decisions first, then what explains them (Redis, the proposals and votes): see `check::decisions`.
     let published = scene.tail.observed().decisions.clone();
     let stored_decisions: BTreeMap<String, String> =
@@ -1153,6 +1232,14 @@ mod tests {
         assert_eq!(bounds(&one_way, &t).0, None);
         let slower = MeshTimings { failure_timeout_ms: 10_000, ..MeshTimings::default() };
         assert_eq!(bounds(&long_pause, &slower).0, None, "5 s is shorter than a 10 s failure timeout");
+        let cut = FaultSpec::CutHost { host: 2, duration_ms: 4_000 };
+        assert_eq!(bounds(&cut, &t).0, Some(2_500), "a host cut longer than the failure timeout is noticed");
+        assert!(bounds(&cut, &t).1 >= 4_000 + t.failure_timeout_ms, "TCP's backoff after the cut, then a rejoin");
+        let brief_cut = FaultSpec::CutHost { host: 2, duration_ms: 1_000 };
+        assert_eq!(bounds(&brief_cut, &t).0, None);
+        let crash = FaultSpec::KillHost { host: 3, down_ms: 4_000 };
+        assert_eq!(bounds(&crash, &t), (Some(2_500), START_ALLOWANCE_MS + IN_FLIGHT_ALLOWANCE_MS));
+        assert_eq!(gap_bound(&crash, &t), None, "traffic to the lost host's agents waits for them");
         let failover = FaultSpec::KillLeader { down_ms: 6_000 };
         assert_eq!(bounds(&failover, &t).0, None, "a broker's loss silences no agent for long");
         assert_eq!(

@@ -137,6 +137,23 @@ pub enum FaultSpec {
         /// The agent the forgeries are about.
         target: String,
     },
+    /// With simulated hosts: cut `host` off the network for `duration_ms` (its link taken down, as a pulled
+    /// cable: connections stall, new ones fail), then reconnect it. Its agents are declared dead and rejoin.
+    CutHost {
+        /// The host (1 runs the managers, 2 and up the agents).
+        host: u32,
+        /// How long it stays cut off.
+        duration_ms: u64,
+    },
+    /// With simulated hosts: `kill -9` of the host's supervisor. Its processes die with it (each has a parent-death
+    /// signal), the rest of the mesh declares its agents dead; after `down_ms` the host's `mesh up` is run again and
+    /// they rejoin as themselves.
+    KillHost {
+        /// The host.
+        host: u32,
+        /// Time the host stays without its processes.
+        down_ms: u64,
+    },
     /// Drawn per trial from the seed: a mix of the faults above on random targets.
     Random,
 }
@@ -157,6 +174,8 @@ impl FaultSpec {
             | FaultSpec::RollingRestart { .. }
             | FaultSpec::PauseRedis { .. }
             | FaultSpec::PauseSupervisor { .. }
+            | FaultSpec::CutHost { .. }
+            | FaultSpec::KillHost { .. }
             | FaultSpec::Random => None,
         }
     }
@@ -180,7 +199,17 @@ impl FaultSpec {
             FaultSpec::PauseRedis { duration_ms } => format!("pause redis {duration_ms}ms"),
             FaultSpec::PauseSupervisor { duration_ms } => format!("pause supervisor {duration_ms}ms"),
             FaultSpec::HostileInput { target } => format!("hostile input about {target}"),
+            FaultSpec::CutHost { host, duration_ms } => format!("cut host {host} off {duration_ms}ms"),
+            FaultSpec::KillHost { host, down_ms } => format!("kill -9 host {host}'s supervisor ({down_ms}ms down)"),
             FaultSpec::Random => "random".into(),
+        }
+    }
+
+    /// The simulated host the fault is aimed at, if one.
+    pub fn host(&self) -> Option<u32> {
+        match self {
+            FaultSpec::CutHost { host, .. } | FaultSpec::KillHost { host, .. } => Some(*host),
+            _ => None,
         }
     }
 
@@ -223,6 +252,9 @@ pub struct ScenarioFile {
     /// Kafka nodes the scenario needs (`cargo xtask chaos --brokers N` runs the scenarios that need at most N).
     #[serde(default = "one")]
     pub brokers: u32,
+    /// Simulated hosts the scenario needs (`cargo xtask chaos --hosts N` runs the scenarios that need at most N).
+    #[serde(default = "one")]
+    pub hosts: u32,
     /// The fault of every trial.
     pub fault: FaultSpec,
 }
@@ -238,6 +270,14 @@ impl ScenarioFile {
         if on_a_cluster && self.brokers < 3 {
             return Err(format!(
                 "{}: a leader kill or rolling restart needs a cluster that survives losing a node; set brokers = 3",
+                self.name
+            ));
+        }
+        if let Some(host) = self.fault.host()
+            && !(self.hosts >= 2 && (1..=self.hosts).contains(&host))
+        {
+            return Err(format!(
+                "{}: a host fault needs simulated hosts and a host among them; set hosts = 4 (or more) and host = 2",
                 self.name
             ));
         }
@@ -301,12 +341,15 @@ pub struct Schedule {
     /// Kafka nodes the run starts (1: one broker; 3: a replicated cluster).
     #[serde(default = "one")]
     pub brokers: u32,
+    /// Simulated hosts (network namespaces) the deployment is spread over; 1: none, all in the harness's.
+    #[serde(default = "one")]
+    pub hosts: u32,
     /// The scenarios, in order.
     pub scenarios: Vec<ScenarioPlan>,
 }
 
 /// Builds the schedule: `trials` trials of each scenario, random faults drawn and settle times jittered from `seed`.
-pub fn schedule(files: &[ScenarioFile], trials: u32, seed: u64, profile: &str, brokers: u32) -> Schedule {
+pub fn schedule(files: &[ScenarioFile], trials: u32, seed: u64, profile: &str, brokers: u32, hosts: u32) -> Schedule {
     let mut rng = StdRng::seed_from_u64(seed);
     let scenarios = files
         .iter()
@@ -324,7 +367,7 @@ pub fn schedule(files: &[ScenarioFile], trials: u32, seed: u64, profile: &str, b
                 .collect(),
         })
         .collect();
-    Schedule { seed, profile: profile.to_owned(), brokers, scenarios }
+    Schedule { seed, profile: profile.to_owned(), brokers, hosts, scenarios }
 }
 
 fn random_fault(rng: &mut StdRng) -> FaultSpec {
@@ -366,15 +409,15 @@ mod tests {
     use super::*;
 
     fn file(fault: FaultSpec) -> ScenarioFile {
-        ScenarioFile { name: "s".into(), description: String::new(), quick: true, brokers: 1, fault }
+        ScenarioFile { name: "s".into(), description: String::new(), quick: true, brokers: 1, hosts: 1, fault }
     }
 
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_another_seed_another() {
         let files = [file(FaultSpec::Random)];
-        let a = schedule(&files, 20, 7, "quick", 1);
-        assert_eq!(a, schedule(&files, 20, 7, "quick", 1));
-        assert_ne!(a, schedule(&files, 20, 8, "quick", 1));
+        let a = schedule(&files, 20, 7, "quick", 1, 1);
+        assert_eq!(a, schedule(&files, 20, 7, "quick", 1, 1));
+        assert_ne!(a, schedule(&files, 20, 8, "quick", 1, 1));
         assert!(a.scenarios[0].trials.iter().all(|t| t.fault != FaultSpec::Random), "random faults are resolved");
         let json = serde_json::to_string(&a).expect("json");
         assert_eq!(serde_json::from_str::<Schedule>(&json).expect("read back"), a, "a schedule survives its file");
@@ -405,6 +448,14 @@ mod tests {
         assert_eq!(leader.brokers, 1, "one broker unless the file says otherwise");
         assert!(leader.validate().expect_err("needs a cluster").contains("brokers = 3"));
         assert!(ScenarioFile { brokers: 3, ..leader }.validate().is_ok());
+        let cut: ScenarioFile = toml::from_str(
+            "name = \"x\"\ndescription = \"d\"\n[fault]\nkind = \"cut-host\"\nhost = 2\nduration_ms = 4000\n",
+        )
+        .expect("toml");
+        assert!(cut.validate().expect_err("needs hosts").contains("hosts = 4"));
+        assert!(ScenarioFile { hosts: 4, ..cut.clone() }.validate().is_ok());
+        let beyond = ScenarioFile { hosts: 4, fault: FaultSpec::KillHost { host: 5, down_ms: 1 }, ..cut };
+        assert!(beyond.validate().is_err(), "host 5 of 4");
     }
 
     #[test]

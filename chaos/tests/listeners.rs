@@ -2,7 +2,7 @@
 //! returns to each client only its own proxy's address in metadata, so cutting one proxy cuts off exactly that
 //! client. Runs a real Apache Kafka (the fixtures' jars) on loopback.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use mesh_chaos::proxy::{Fault, FaultProxy};
@@ -30,8 +30,18 @@ async fn metadata_sends_each_client_to_its_own_proxy_and_cutting_one_leaves_the_
     let proxy_a = FaultProxy::start(any, ([127, 0, 0, 1], port_a).into()).await.expect("proxy a");
     let proxy_b = FaultProxy::start(any, ([127, 0, 0, 1], port_b).into()).await.expect("proxy b");
     let listeners = vec![
-        ClientListener { name: "C_A".into(), port: port_a, advertised_port: proxy_a.addr().port() },
-        ClientListener { name: "C_B".into(), port: port_b, advertised_port: proxy_b.addr().port() },
+        ClientListener {
+            name: "C_A".into(),
+            port: port_a,
+            advertised_port: proxy_a.addr().port(),
+            advertised_host: Ipv4Addr::LOCALHOST,
+        },
+        ClientListener {
+            name: "C_B".into(),
+            port: port_b,
+            advertised_port: proxy_b.addr().port(),
+            advertised_host: Ipv4Addr::LOCALHOST,
+        },
     ];
     // Started on this test's own thread: the fixture's parent-death signal is tied to the spawning thread.
     let broker = KafkaBroker::start(KafkaOptions { client_listeners: listeners, ..KafkaOptions::default() })

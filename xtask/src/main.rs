@@ -143,6 +143,16 @@ fn test(extra: &[String]) -> Result<()> {
             }
         })
     });
+    let result = result.and_then(|()| {
+        step(
+            "cargo xtask chaos --quick --hosts 4 --scenario cut-host,kill-host (simulated hosts)",
+            || match chaos::run(&chaos::ChaosArgs::ci_hosts())? {
+                0 => Ok(()),
+                1 => bail!("chaos: a host scenario failed (see the table above; target/chaos/ci-hosts/chaos.json)"),
+                code => bail!("chaos: a host scenario could not be decided (exit {code}); see the table above"),
+            },
+        )
+    });
     eprintln!(
         "cargo xtask test: {} in {:.0}s",
         if result.is_ok() { "passed" } else { "FAILED" },
