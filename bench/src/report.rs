@@ -72,6 +72,10 @@ pub struct RunConfig {
     /// written before it existed: 0).
     #[serde(default)]
     pub broker_warmup_s: f64,
+    /// Kafka nodes of a local infrastructure: 1, or a replicated cluster (every topic three replicas, two in sync),
+    /// which the baseline runs on too (absent in reports written before it existed: 1).
+    #[serde(default = "one_node")]
+    pub kafka_nodes: u32,
     /// Tasks each agent starts per second.
     pub task_rate_per_agent: f64,
     /// Messages per second offered in total (each task is answered: two messages).
@@ -84,6 +88,10 @@ pub struct RunConfig {
     pub decay_interval_ms: u64,
     /// CPU cores of the machine.
     pub cores: usize,
+}
+
+fn one_node() -> u32 {
+    1
 }
 
 /// Membership and full mesh after start.
@@ -469,7 +477,7 @@ impl Report {
             c.agents,
             c.agent_processes,
             c.agents_per_process,
-            c.infra,
+            if c.kafka_nodes > 1 { format!("{} ({} Kafka nodes)", c.infra, c.kafka_nodes) } else { c.infra.clone() },
             if c.broker_warmup_s > 0.0 { format!(" warmed {:.0} s", c.broker_warmup_s) } else { String::new() },
             c.duration_s,
             c.warmup_s,

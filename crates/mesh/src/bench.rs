@@ -102,6 +102,14 @@ impl Plan {
                 args.agents_per_process
             );
         }
+        let local = matches!((args.infra, &args.kafka), (Some(BenchInfra::Local), _) | (None, None));
+        if args.brokers > 1 && !local {
+            bail!(
+                "invalid --brokers {}: it sizes the Kafka cluster the run starts (the local infrastructure, the \
+                 default without --kafka); a given Kafka is sized by whoever runs it, the embedded broker is one node",
+                args.brokers
+            );
+        }
         let duration = parse_duration("--duration", &args.duration)?;
         if duration < Duration::from_secs(1) {
             bail!("invalid --duration {:?}: measure for at least 1s", args.duration);
@@ -185,29 +193,77 @@ struct Infra {
     kafka: String,
     redis: String,
     label: &'static str,
-    broker_pid: Option<i32>,
+    /// Every Kafka node this run started (one, or a cluster's).
+    broker_pids: Vec<i32>,
     redis_pid: Option<i32>,
-    _local: Option<(mesh_fixtures::KafkaBroker, mesh_fixtures::RedisServer)>,
+    _local: Option<(LocalKafka, mesh_fixtures::RedisServer)>,
     _embedded: Option<EmbeddedKafka>,
 }
 
+/// The Kafka a run started: kept for its lifetime (dropping it stops the nodes).
+enum LocalKafka {
+    One(Box<mesh_fixtures::KafkaBroker>),
+    Cluster(mesh_fixtures::KafkaCluster),
+}
+
 impl Infra {
+    /// CPU seconds of every Kafka node this run started, together (none for a broker it did not start).
+    fn broker_cpu(&self) -> Option<f64> {
+        let used: Vec<f64> =
+            self.broker_pids.iter().filter_map(|p| mesh_supervisor::child::usage(*p)).map(|u| u.0).collect();
+        (!used.is_empty()).then(|| used.iter().sum())
+    }
+
+    /// The infrastructure processes this run started, named as in the cost table: `kafka` (or `kafka-N` per node
+    /// of a cluster) and `redis`.
+    fn infrastructure_pids(&self) -> Vec<(String, i32)> {
+        let mut out: Vec<(String, i32)> = match self.broker_pids.as_slice() {
+            [one] => vec![("kafka".to_owned(), *one)],
+            nodes => nodes.iter().enumerate().map(|(i, pid)| (format!("kafka-{}", i + 1), *pid)).collect(),
+        };
+        out.extend(self.redis_pid.map(|pid| ("redis".to_owned(), pid)));
+        out
+    }
+
     fn start(args: &BenchArgs, plan: &Plan, mesh: &mesh_node::MeshConfig) -> Result<Self> {
         match (args.infra, &args.kafka) {
             (Some(BenchInfra::Local), _) | (None, None) => {
-                eprintln!("starting Apache Kafka (KRaft, single node) and redis-server on loopback for this run");
                 mesh_fixtures::ensure_kafka_jars().context("failed to provision the Kafka jars (Maven Central)")?;
-                let broker = mesh_fixtures::KafkaBroker::start(mesh_fixtures::KafkaOptions::default())
-                    .context("failed to start the local Kafka broker")?;
+                let pid = |p: Option<u32>| p.and_then(|p| i32::try_from(p).ok());
+                let (kafka, broker_pids) = if args.brokers == 1 {
+                    eprintln!("starting Apache Kafka (KRaft, single node) and redis-server on loopback for this run");
+                    let broker = mesh_fixtures::KafkaBroker::start(mesh_fixtures::KafkaOptions::default())
+                        .context("failed to start the local Kafka broker")?;
+                    let pids = pid(broker.pid()).into_iter().collect();
+                    (LocalKafka::One(Box::new(broker)), pids)
+                } else {
+                    eprintln!(
+                        "starting a {}-node Apache Kafka cluster (KRaft; every topic {} replicas) and redis-server on \
+                         loopback for this run",
+                        args.brokers,
+                        args.brokers.min(3)
+                    );
+                    let mut cluster = mesh_fixtures::KafkaCluster::start(mesh_fixtures::KafkaClusterOptions {
+                        brokers: args.brokers,
+                        client_listeners: Vec::new(),
+                    })
+                    .context("failed to start the local Kafka cluster")?;
+                    let pids = cluster.nodes().filter_map(|n| pid(n.pid())).collect();
+                    (LocalKafka::Cluster(cluster), pids)
+                };
+                let bootstrap = match &kafka {
+                    LocalKafka::One(b) => b.bootstrap(),
+                    LocalKafka::Cluster(c) => c.bootstrap(),
+                };
                 let redis = mesh_fixtures::RedisServer::start(mesh_fixtures::RedisOptions::default())
                     .context("failed to start redis-server")?;
                 Ok(Self {
-                    kafka: broker.bootstrap(),
+                    kafka: bootstrap,
                     redis: redis.url(),
                     label: "local",
-                    broker_pid: broker.pid().and_then(|p| i32::try_from(p).ok()),
-                    redis_pid: redis.pid().and_then(|p| i32::try_from(p).ok()),
-                    _local: Some((broker, redis)),
+                    broker_pids,
+                    redis_pid: pid(redis.pid()),
+                    _local: Some((kafka, redis)),
                     _embedded: None,
                 })
             }
@@ -219,7 +275,7 @@ impl Infra {
                     kafka,
                     redis,
                     label: "external",
-                    broker_pid: None,
+                    broker_pids: Vec::new(),
                     redis_pid: None,
                     _local: None,
                     _embedded: None,
@@ -234,7 +290,7 @@ impl Infra {
                     kafka: embedded.bootstrap(),
                     redis: format!("file://{}", store.display()),
                     label: "embedded",
-                    broker_pid: None,
+                    broker_pids: Vec::new(),
                     redis_pid: None,
                     _local: None,
                     _embedded: Some(embedded),
@@ -328,6 +384,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
             duration_s: plan.duration.as_secs_f64(),
             warmup_s: plan.warmup.as_secs_f64(),
             broker_warmup_s: plan.broker_warmup.as_secs_f64(),
+            kafka_nodes: args.brokers,
             task_rate_per_agent: plan.task_rate,
             offered_msgs_per_s: plan.offered_msgs_per_s,
             proposals_per_s: plan.proposals_per_s,
@@ -425,7 +482,7 @@ fn typical_message_bytes() -> usize {
 async fn run_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Result<(Baseline, Vec<Sample>)> {
     let pb = bar((plan.warmup + plan.duration).as_secs(), "baseline");
     pb.set_message(format!("plain rdkafka, {:.0} msg/s of {payload_bytes} B", plan.offered_msgs_per_s));
-    let cpu_before = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
+    let cpu_before = infra.broker_cpu();
     let spec = BaselineSpec {
         topic: format!("{}-baseline", plan.prefix),
         partitions: i32::try_from(plan.partitions).unwrap_or(i32::MAX),
@@ -438,7 +495,7 @@ async fn run_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Resul
         start_at_us: None,
     };
     let run = plain_traffic(infra, "mesh-bench-baseline", &spec, &pb).await?;
-    let broker_cpu = infra.broker_pid.and_then(mesh_supervisor::child::usage).map(|u| u.0);
+    let broker_cpu = infra.broker_cpu();
     done(
         &pb,
         format!(
@@ -1109,11 +1166,11 @@ fn start_profiles(state: &StateFile, infra: &Infra, dir: &Path) -> Result<mesh_b
             kinds.entry(kind_of(&p.name).to_owned()).or_default().push(pid);
         }
     }
-    for (kind, pid) in [("kafka", infra.broker_pid), ("redis", infra.redis_pid)] {
-        if let Some(pid) = pid {
-            kinds.entry(kind.to_owned()).or_default().push(pid);
-        }
+    kinds.entry("kafka".to_owned()).or_default().extend(&infra.broker_pids);
+    if let Some(pid) = infra.redis_pid {
+        kinds.entry("redis".to_owned()).or_default().push(pid);
     }
+    kinds.retain(|_, pids| !pids.is_empty());
     let requests: Vec<mesh_bench::profile::ProfileRequest> =
         kinds.into_iter().map(|(kind, pids)| mesh_bench::profile::ProfileRequest { kind, pids }).collect();
     mesh_bench::profile::ensure_perf().context("perf is needed for --profile")?;
@@ -1285,7 +1342,13 @@ fn run_fleet_baseline(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Resul
 }
 
 fn kind_of(name: &str) -> &str {
-    if name.starts_with("agent-") { "agent" } else { name }
+    if name.starts_with("agent-") {
+        "agent"
+    } else if name.starts_with("kafka-") {
+        "kafka"
+    } else {
+        name
+    }
 }
 
 /// CPU seconds per process name (and the infrastructure's, under `kafka` and `redis`).
@@ -1295,9 +1358,9 @@ fn process_cpu(state: &StateFile, infra: &Infra) -> BTreeMap<String, f64> {
         .iter()
         .filter_map(|p| Some((p.name.clone(), mesh_supervisor::child::usage(p.pid?)?.0)))
         .collect();
-    for (name, pid) in [("kafka", infra.broker_pid), ("redis", infra.redis_pid)] {
-        if let Some(cpu) = pid.and_then(mesh_supervisor::child::usage) {
-            out.insert(name.to_owned(), cpu.0);
+    for (name, pid) in infra.infrastructure_pids() {
+        if let Some(cpu) = mesh_supervisor::child::usage(pid) {
+            out.insert(name, cpu.0);
         }
     }
     out
@@ -1314,8 +1377,7 @@ fn peak_rss(pid: i32) -> Option<u64> {
 /// CPU over the measured window and peak RSS over the whole run, per kind of process.
 fn costs(state: &StateFile, infra: &Infra, start: &BTreeMap<String, f64>, end: &BTreeMap<String, f64>) -> Vec<Cost> {
     let mut pids: Vec<(String, Option<i32>)> = state.processes.iter().map(|p| (p.name.clone(), p.pid)).collect();
-    pids.push(("kafka".into(), infra.broker_pid));
-    pids.push(("redis".into(), infra.redis_pid));
+    pids.extend(infra.infrastructure_pids().into_iter().map(|(name, pid)| (name, Some(pid))));
     let mut kinds: BTreeMap<&str, (usize, f64, Vec<f64>)> = BTreeMap::new();
     for (name, pid) in &pids {
         let Some(pid) = pid else { continue };
@@ -1644,10 +1706,21 @@ mod tests {
             (vec!["--duration", "soon"], "--duration"),
             (vec!["--rate", "0"], "--rate"),
             (vec!["--proposals-per-sec=-1"], "--proposals-per-sec"),
+            (vec!["--brokers", "3", "--infra", "embedded"], "--brokers 3"),
+            (vec!["--brokers", "3", "--kafka", "127.0.0.1:9092", "--redis", "redis://127.0.0.1"], "--brokers 3"),
         ] {
             let err = Plan::new(&args(&argv), 0).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(needle), "{argv:?}: {err}");
         }
+    }
+
+    #[test]
+    fn a_clusters_nodes_are_one_kind_in_the_cost_table() {
+        assert_eq!(kind_of("kafka-2"), "kafka");
+        assert_eq!(kind_of("kafka"), "kafka");
+        assert_eq!(kind_of("agent-b0001"), "agent");
+        assert_eq!(kind_of("topology"), "topology");
+        assert!(Plan::new(&args(&["--brokers", "3"]), 0).is_ok(), "the default infrastructure is local");
     }
 
     #[test]

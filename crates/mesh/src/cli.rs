@@ -188,6 +188,11 @@ pub(crate) struct BenchArgs {
     /// mock broker, for trying the harness only.
     #[arg(long, value_enum, conflicts_with_all = ["kafka", "redis"])]
     pub(crate) infra: Option<BenchInfra>,
+    /// With the local infrastructure: Kafka nodes. 1 (the default) is one broker; 3 is a replicated KRaft cluster
+    /// (every topic three replicas, two in sync, writes acknowledged by two), to see what replication costs: the
+    /// baseline runs on the same cluster.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
+    pub(crate) brokers: u32,
     /// Use this Kafka instead (with --redis).
     #[arg(long, env = "MESH_KAFKA", requires = "redis", value_name = "HOST:PORT")]
     pub(crate) kafka: Option<String>,
