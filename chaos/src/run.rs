@@ -68,6 +68,20 @@ impl Links {
 
 /// What the infrastructure thread can be asked to do.
 enum InfraOp {
+    /// Something of Kafka's.
+    Kafka(KafkaOp),
+    /// redis-server's pid (for SIGSTOP and SIGCONT).
+    RedisPid,
+}
+
+impl From<KafkaOp> for InfraOp {
+    fn from(op: KafkaOp) -> Self {
+        InfraOp::Kafka(op)
+    }
+}
+
+/// What can be done to the broker or cluster.
+enum KafkaOp {
     /// SIGKILL to the broker, or to every node of a cluster.
     KillKafka,
     /// Starts the broker (every stopped node) again on its data.
@@ -76,7 +90,6 @@ enum InfraOp {
     KillNode(u32),
     /// SIGTERM to one node of a cluster, then starts it again and waits until it serves.
     RestartNode(u32),
-    RedisPid,
     /// Whether the broker is still running; an error says how it exited.
     KafkaAlive,
     /// Copies the broker's log (its directory is deleted with the run) to the given path.
@@ -109,33 +122,32 @@ impl Brokers {
         }
     }
 
-    fn apply(&mut self, op: InfraOp) -> Result<Option<u32>, String> {
+    fn apply(&mut self, op: KafkaOp) -> Result<Option<u32>, String> {
         let nodes = self.len();
         let node_missing = |id: u32| format!("no Kafka node {id} (the run has {nodes} nodes)");
         match (self, op) {
-            (Brokers::One(b), InfraOp::KillKafka) => b.kill(),
-            (Brokers::Cluster(c), InfraOp::KillKafka) => c.kill_all(),
-            (Brokers::One(b), InfraOp::RestartKafka) => b.restart().map_err(|e| e.to_string())?,
-            (Brokers::Cluster(c), InfraOp::RestartKafka) => c.start_stopped().map_err(|e| e.to_string())?,
-            (Brokers::Cluster(c), InfraOp::KillNode(id)) => c.node(id).ok_or_else(|| node_missing(id))?.kill(),
-            (Brokers::Cluster(c), InfraOp::RestartNode(id)) => {
+            (Brokers::One(b), KafkaOp::KillKafka) => b.kill(),
+            (Brokers::Cluster(c), KafkaOp::KillKafka) => c.kill_all(),
+            (Brokers::One(b), KafkaOp::RestartKafka) => b.restart().map_err(|e| e.to_string())?,
+            (Brokers::Cluster(c), KafkaOp::RestartKafka) => c.start_stopped().map_err(|e| e.to_string())?,
+            (Brokers::Cluster(c), KafkaOp::KillNode(id)) => c.node(id).ok_or_else(|| node_missing(id))?.kill(),
+            (Brokers::Cluster(c), KafkaOp::RestartNode(id)) => {
                 c.node(id).ok_or_else(|| node_missing(id))?.restart().map_err(|e| e.to_string())?;
             }
-            (Brokers::One(_), InfraOp::KillNode(_) | InfraOp::RestartNode(_)) => {
+            (Brokers::One(_), KafkaOp::KillNode(_) | KafkaOp::RestartNode(_)) => {
                 return Err("a single broker has no nodes to fail over between: run with --brokers 3".into());
             }
-            (Brokers::One(b), InfraOp::KafkaAlive) => return b.exited().map_or(Ok(None), Err),
-            (Brokers::Cluster(c), InfraOp::KafkaAlive) => return c.exited().map_or(Ok(None), Err),
-            (Brokers::One(b), InfraOp::SaveKafkaLog(to)) => {
+            (Brokers::One(b), KafkaOp::KafkaAlive) => return b.exited().map_or(Ok(None), Err),
+            (Brokers::Cluster(c), KafkaOp::KafkaAlive) => return c.exited().map_or(Ok(None), Err),
+            (Brokers::One(b), KafkaOp::SaveKafkaLog(to)) => {
                 std::fs::copy(b.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
             }
-            (Brokers::Cluster(c), InfraOp::SaveKafkaLog(to)) => {
+            (Brokers::Cluster(c), KafkaOp::SaveKafkaLog(to)) => {
                 for (i, node) in c.nodes().enumerate() {
                     let to = to.with_extension(format!("node{}.log", i + 1));
                     std::fs::copy(node.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
                 }
             }
-            (_, InfraOp::RedisPid) => return Err("answered by the infrastructure thread".into()),
         }
         Ok(None)
     }
@@ -177,7 +189,7 @@ impl InfraThread {
             while let Ok((op, reply)) = rx.recv() {
                 let result = match op {
                     InfraOp::RedisPid => Ok(redis.pid()),
-                    op => kafka.apply(op),
+                    InfraOp::Kafka(op) => kafka.apply(op),
                 };
                 let _ = reply.send(result);
             }
@@ -190,9 +202,9 @@ impl InfraThread {
         Ok(InfraThread { ops, thread: Some(thread), kafka, redis })
     }
 
-    async fn call(&self, op: InfraOp) -> Result<Option<u32>> {
+    async fn call(&self, op: impl Into<InfraOp>) -> Result<Option<u32>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.ops.send((op, tx)).map_err(|_| anyhow!("the infrastructure thread is gone"))?;
+        self.ops.send((op.into(), tx)).map_err(|_| anyhow!("the infrastructure thread is gone"))?;
         rx.await.context("the infrastructure thread is gone")?.map_err(|e| anyhow!(e))
     }
 }
@@ -325,7 +337,7 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     for plan in &opts.schedule.scenarios {
         progress(&format!("scenario {} ({} trials): {}", plan.name, plan.trials.len(), plan.description));
         // A broker that died under an earlier scenario fails every later one the same way: say so, with its log.
-        if let Err(e) = infra.servers.call(InfraOp::KafkaAlive).await {
+        if let Err(e) = infra.servers.call(KafkaOp::KafkaAlive).await {
             progress(&format!("  {e:#}"));
         }
         // Ctrl-C or SIGTERM: dropping the scenario takes its deployment down (`Deployment`'s Drop runs `mesh
@@ -342,7 +354,7 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
             Ok(r) => r,
             Err(e) => {
                 infra.heal_all();
-                let broker = infra.servers.call(InfraOp::KafkaAlive).await.err().map(|b| format!("; {b:#}"));
+                let broker = infra.servers.call(KafkaOp::KafkaAlive).await.err().map(|b| format!("; {b:#}"));
                 let e = anyhow!("{e:#}{}", broker.unwrap_or_default());
                 progress(&format!("  {}: could not be run: {e:#}", plan.name));
                 ScenarioResult {
@@ -369,7 +381,7 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
         scenarios.push(result);
     }
     // The broker's directory goes with the run: its log stays with the report.
-    if let Err(e) = infra.servers.call(InfraOp::SaveKafkaLog(opts.out.join("kafka.log"))).await {
+    if let Err(e) = infra.servers.call(KafkaOp::SaveKafkaLog(opts.out.join("kafka.log"))).await {
         progress(&format!("the broker's log was not kept: {e:#}"));
     }
     let verdict = scenarios.iter().map(|s| s.verdict).max().unwrap_or(Verdict::Unknown);
@@ -572,20 +584,20 @@ impl Scene<'_> {
                 }
             }
             FaultSpec::RestartKafka { down_ms } => {
-                self.infra.servers.call(InfraOp::KillKafka).await?;
+                self.infra.servers.call(KafkaOp::KillKafka).await?;
                 self.sleep(*down_ms).await;
-                self.infra.servers.call(InfraOp::RestartKafka).await.context("restarting the broker")?;
+                self.infra.servers.call(KafkaOp::RestartKafka).await.context("restarting the broker")?;
                 self.probe_kafka().await?;
             }
             FaultSpec::KillLeader { down_ms } => {
                 let (node, partition, records) = self.busiest_leader().await?;
                 let topic = self.topics.name(TopicKind::Messages);
                 self.note("note", format!("node {node} leads {topic}/{partition} ({records} records): killing it"));
-                self.infra.servers.call(InfraOp::KillNode(node)).await?;
+                self.infra.servers.call(KafkaOp::KillNode(node)).await?;
                 self.sleep(*down_ms).await;
                 self.infra
                     .servers
-                    .call(InfraOp::RestartKafka)
+                    .call(KafkaOp::RestartKafka)
                     .await
                     .with_context(|| format!("restarting node {node}"))?;
                 self.probe_kafka().await?;
@@ -599,7 +611,7 @@ impl Scene<'_> {
                     self.note("note", format!("rolling restart: node {node} of {nodes}"));
                     self.infra
                         .servers
-                        .call(InfraOp::RestartNode(node))
+                        .call(KafkaOp::RestartNode(node))
                         .await
                         .with_context(|| format!("node {node}"))?;
                 }

@@ -91,12 +91,8 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
         let kafka_names = if args.brokers == 1 {
             "`kafka`".to_owned()
         } else {
-            let replicas = args.brokers.min(3);
-            format!(
-                "`kafka-1`..`kafka-{}` ({replicas} replicas per partition, {} in sync)",
-                args.brokers,
-                replicas.saturating_sub(1).max(1)
-            )
+            let mesh_fixtures::Replication { replicas, in_sync } = mesh_fixtures::replication(args.brokers);
+            format!("`kafka-1`..`kafka-{}` ({replicas} replicas per partition, {in_sync} in sync)", args.brokers)
         };
         banner.push(format!(
             "local infrastructure: Apache Kafka at {kafka} and redis-server at {redis}, supervised as {kafka_names} \
