@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use mesh_supervisor::{EventLog, ProcState, ProcessStatus, Request, StateDir, StateFile};
+use mesh_supervisor::{DeploymentFile, EventLog, FileProcess, ProcState, ProcessStatus, Request, StateDir, StateFile};
 
 use crate::hosts::{MANAGERS_HOST, Network, processes_on};
 use crate::scenario::{AGENTS, MANAGERS};
@@ -71,29 +71,32 @@ pub fn process_names() -> Vec<String> {
 
 /// The deployment file of one supervisor: `processes`, each pointed at its own proxies. Agents wait for the
 /// managers only where the managers are in the same file (a supervisor cannot wait on another host's processes).
-fn deployment_toml(endpoints: &Endpoints, t: &MeshTimings, processes: &[String]) -> Result<String> {
-    let mut s = String::from("# written by `cargo xtask chaos` for one scenario\n");
+fn deployment_file(endpoints: &Endpoints, t: &MeshTimings, processes: &[String]) -> Result<DeploymentFile> {
     let with_managers = MANAGERS.iter().all(|m| processes.iter().any(|p| p == m));
+    let mut file = DeploymentFile::default();
     for name in processes {
         let kafka = endpoints.kafka.get(name).with_context(|| format!("no Kafka endpoint for {name}"))?;
         let redis = endpoints.redis.get(name).with_context(|| format!("no Redis endpoint for {name}"))?;
-        let command = match name.strip_prefix("agent-") {
-            Some(role) => format!("[\"mesh\", \"agent\", \"--name\", \"{role}\", \"--role\", \"{role}\"]"),
-            None => format!("[\"mesh\", \"{name}\"]"),
+        let command: Vec<String> = match name.strip_prefix("agent-") {
+            Some(role) => ["mesh", "agent", "--name", role, "--role", role].map(String::from).into(),
+            None => vec!["mesh".into(), name.clone()],
         };
-        let depends = if name.starts_with("agent-") && with_managers {
-            "depends_on = [\"topology\", \"consensus\"]\n"
-        } else {
-            ""
-        };
-        s.push_str(&format!(
-            "\n[[process]]\nname = \"{name}\"\ncommand = {command}\n{depends}watchdog = \"20s\"\n\
-             initial_backoff = \"{}ms\"\nmax_backoff = \"{}ms\"\nmax_restarts = 30\nrestart_window = \"60s\"\n\
-             env = {{ MESH_KAFKA = \"{kafka}\", MESH_REDIS = \"{redis}\" }}\n",
-            t.restart_backoff_ms, t.restart_backoff_max_ms
-        ));
+        let depends_on =
+            if name.starts_with("agent-") && with_managers { MANAGERS.map(String::from).into() } else { Vec::new() };
+        file.processes.push(FileProcess {
+            name: name.clone(),
+            command,
+            env: [("MESH_KAFKA".to_owned(), kafka.clone()), ("MESH_REDIS".to_owned(), redis.clone())].into(),
+            depends_on,
+            watchdog: Some("20s".into()),
+            initial_backoff: Some(format!("{}ms", t.restart_backoff_ms)),
+            max_backoff: Some(format!("{}ms", t.restart_backoff_max_ms)),
+            max_restarts: Some(30),
+            restart_window: Some("60s".into()),
+            ..FileProcess::default()
+        });
     }
-    Ok(s)
+    Ok(file)
 }
 
 fn settings_toml(prefix: &str, t: &MeshTimings) -> String {
@@ -257,7 +260,9 @@ impl Deployment {
             let dir = if network.is_some() { root.join(format!("host-{host}")) } else { root.to_path_buf() };
             std::fs::create_dir_all(&dir)?;
             let file = dir.join("chaos-deployment.toml");
-            std::fs::write(&file, deployment_toml(endpoints, timings, &processes)?)?;
+            let text = deployment_file(endpoints, timings, &processes)?
+                .to_toml("written by `cargo xtask chaos` for one scenario")?;
+            std::fs::write(&file, text)?;
             // On a simulated host only the proxies are reachable: `mesh up` checks the backends through the first
             // process's.
             let (kafka, redis, launcher) = match network {
@@ -476,7 +481,8 @@ mod tests {
                 .map(|(i, n)| (n.clone(), format!("redis://127.0.0.1:{}", 30_000 + i)))
                 .collect(),
         };
-        let text = deployment_toml(&endpoints, &MeshTimings::default(), &names).expect("toml");
+        let text = deployment_file(&endpoints, &MeshTimings::default(), &names).expect("file");
+        let text = text.to_toml("t").expect("toml");
         let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
         assert_eq!(spec.processes.len(), 6);
         let fraud = spec.processes.iter().find(|p| p.name == "agent-fraud").expect("fraud");
@@ -485,7 +491,8 @@ mod tests {
         assert_eq!(fraud.restart.initial_backoff_ms, 200);
         assert_eq!(fraud.depends_on, ["topology", "consensus"]);
         let agents_only: Vec<String> = names.iter().filter(|n| n.starts_with("agent-")).cloned().collect();
-        let text = deployment_toml(&endpoints, &MeshTimings::default(), &agents_only).expect("toml");
+        let text = deployment_file(&endpoints, &MeshTimings::default(), &agents_only).expect("file");
+        let text = text.to_toml("t").expect("toml");
         let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
         assert_eq!(spec.processes.len(), 4);
         assert!(

@@ -17,6 +17,6 @@ pub mod supervisor;
 
 pub use control::{ControlError, Request, Response};
 pub use lock::InstanceLock;
-pub use spec::{DeploymentSpec, ProcessSpec, SpecError};
+pub use spec::{DeploymentFile, DeploymentSpec, FileProcess, ProcessSpec, SpecError};
 pub use state::{Event, EventLog, ProcState, ProcessStatus, StateDir, StateFile};
 pub use supervisor::{Options, Output, SupervisorError, run};

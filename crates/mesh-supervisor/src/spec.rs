@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mesh_core::restart::{RestartMode, RestartPolicy};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a deployment file was refused; each message names the process and field.
 #[derive(Debug, thiserror::Error)]
@@ -64,33 +64,72 @@ pub struct DeploymentSpec {
     pub processes: Vec<ProcessSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A deployment file as written: what `mesh bench` and `cargo xtask chaos` generate (through
+/// [`DeploymentFile::to_toml`], never by hand) and what [`DeploymentSpec::parse`] reads and validates. Durations are
+/// text (`"10s"`, `"200ms"`), as in the file.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct FileSpec {
+pub struct DeploymentFile {
+    /// The `[[process]]` tables.
     #[serde(default, rename = "process")]
-    processes: Vec<FileProcess>,
+    pub processes: Vec<FileProcess>,
 }
 
-#[derive(Debug, Deserialize)]
+/// One `[[process]]` of a [`DeploymentFile`]; an absent field takes its default (docs/supervisor.md).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct FileProcess {
-    name: String,
-    command: Vec<String>,
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    #[serde(default)]
-    depends_on: Vec<String>,
-    restart: Option<RestartMode>,
-    notify: Option<bool>,
-    ready_timeout: Option<String>,
-    stop_timeout: Option<String>,
-    watchdog: Option<String>,
-    ready_tcp: Option<String>,
-    initial_backoff: Option<String>,
-    max_backoff: Option<String>,
-    stable_after: Option<String>,
-    max_restarts: Option<u32>,
-    restart_window: Option<String>,
+pub struct FileProcess {
+    /// Unique name.
+    pub name: String,
+    /// Program and arguments (`mesh` means the supervisor's own binary).
+    pub command: Vec<String>,
+    /// Extra environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Processes that must be READY first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// Restart mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartMode>,
+    /// Whether it speaks sd_notify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<bool>,
+    /// Time to READY before it counts as failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_timeout: Option<String>,
+    /// Grace between SIGTERM and SIGKILL.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_timeout: Option<String>,
+    /// Longest silence between `WATCHDOG=1` pings once READY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<String>,
+    /// READY once this address accepts a connection (for processes without sd_notify).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_tcp: Option<String>,
+    /// First restart delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_backoff: Option<String>,
+    /// Longest restart delay.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_backoff: Option<String>,
+    /// Running this long resets the backoff.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable_after: Option<String>,
+    /// Restarts allowed within `restart_window` before the process is FAILED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<u32>,
+    /// The window `max_restarts` counts in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_window: Option<String>,
+}
+
+impl DeploymentFile {
+    /// The file's text, with `comment` as its first line (who wrote it).
+    pub fn to_toml(&self, comment: &str) -> Result<String, SpecError> {
+        let body = toml::to_string(self).map_err(|e| SpecError::Invalid(format!("cannot write the file: {e}")))?;
+        Ok(format!("# {comment}\n{body}"))
+    }
 }
 
 fn dur(process: &str, field: &str, text: Option<&String>, default: Duration) -> Result<Duration, SpecError> {
@@ -120,7 +159,7 @@ impl DeploymentSpec {
 
     /// Parses and validates deployment TOML.
     pub fn parse(text: &str, mesh_exe: &Path) -> Result<Self, SpecError> {
-        let file: FileSpec = toml::from_str(text)
+        let file: DeploymentFile = toml::from_str(text)
             .map_err(|e| SpecError::Parse { path: PathBuf::from("mesh.toml"), detail: e.to_string() })?;
         let defaults = RestartPolicy::default();
         let mut processes = Vec::new();
@@ -312,6 +351,39 @@ impl DeploymentSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_deployment_file_reads_back_as_written_and_leaves_defaults_out() {
+        let file = DeploymentFile {
+            processes: vec![
+                FileProcess {
+                    name: "topology".into(),
+                    command: vec!["mesh".into(), "topology".into()],
+                    watchdog: Some("20s".into()),
+                    ..FileProcess::default()
+                },
+                FileProcess {
+                    name: "agent-sales".into(),
+                    command: vec!["mesh".into(), "agent".into(), "--name".into(), "a \"b\"".into()],
+                    env: [("MESH_KAFKA".to_owned(), "10.0.0.1:9092,10.0.0.2:9092".to_owned())].into(),
+                    depends_on: vec!["topology".into()],
+                    initial_backoff: Some("200ms".into()),
+                    max_restarts: Some(30),
+                    ..FileProcess::default()
+                },
+            ],
+        };
+        let text = file.to_toml("written by a test").expect("toml");
+        assert!(text.starts_with("# written by a test\n"), "{text}");
+        assert!(!text.contains("ready_tcp") && !text.contains("notify"), "absent fields stay absent: {text}");
+        assert_eq!(toml::from_str::<DeploymentFile>(&text).expect("reads back"), file);
+        let spec = DeploymentSpec::parse(&text, Path::new("/bin/mesh")).expect("valid");
+        let agent = &spec.processes[1];
+        assert_eq!(agent.name, "agent-sales");
+        assert_eq!(agent.command, ["/bin/mesh", "agent", "--name", "a \"b\""], "quotes survive the writing");
+        assert_eq!(agent.restart.initial_backoff_ms, 200);
+        assert_eq!(spec.processes[0].watchdog, Some(Duration::from_secs(20)));
+    }
 
     #[test]
     fn seed_default_is_six_processes_managers_first() {

@@ -26,7 +26,7 @@ use mesh_node::latency::Latency;
 use mesh_node::redis_keys;
 use mesh_proto::records::Record;
 use mesh_proto::{TopicKind, TopicNames, decode};
-use mesh_supervisor::{ProcState, Request, StateDir, StateFile};
+use mesh_supervisor::{DeploymentFile, FileProcess, ProcState, Request, StateDir, StateFile};
 use mesh_transport::{Assignment, Bus, Reader, SnapshotStore, StartAt, TopicSpec};
 
 use crate::cli::{BenchArgs, BenchInfra};
@@ -633,7 +633,7 @@ impl Deployment {
         let config = root.join("bench-settings.toml");
         std::fs::write(&config, settings_toml(plan, infra))?;
         let deployment = root.join("bench-deployment.toml");
-        std::fs::write(&deployment, deployment_toml(plan))?;
+        std::fs::write(&deployment, deployment_file(plan).to_toml("written by `mesh bench` for one run")?)?;
         let log = std::fs::File::create(root.join("supervisor.log"))?;
         let mut cmd = Command::new(std::env::current_exe().context("failed to locate the mesh binary")?);
         cmd.arg("--config")
@@ -750,11 +750,14 @@ fn settings_toml(plan: &Plan, infra: &Infra) -> String {
 /// readiness deadline).
 const RAMP_WAVE: usize = 50;
 
-fn deployment_toml(plan: &Plan) -> String {
-    let mut s = String::from(
-        "# written by `mesh bench` for one run\n[[process]]\nname = \"topology\"\ncommand = [\"mesh\", \"topology\"]\n\
-         watchdog = \"60s\"\n\n[[process]]\nname = \"consensus\"\ncommand = [\"mesh\", \"consensus\"]\nwatchdog = \"60s\"\n",
-    );
+fn deployment_file(plan: &Plan) -> DeploymentFile {
+    let manager = |name: &str| FileProcess {
+        name: name.to_owned(),
+        command: vec!["mesh".into(), name.to_owned()],
+        watchdog: Some("60s".into()),
+        ..FileProcess::default()
+    };
+    let mut processes = vec![manager("topology"), manager("consensus")];
     let k = plan.agents_per_process;
     let wave_size = (RAMP_WAVE / k).max(1);
     let process_name = |p: usize| format!("agent-{}", Plan::agent_name(p * k));
@@ -762,19 +765,27 @@ fn deployment_toml(plan: &Plan) -> String {
         let first = p * k;
         let name = Plan::agent_name(first);
         let role = ROLES[first % ROLES.len()];
+        let mut command: Vec<String> = ["mesh", "agent", "--name", &name, "--role", role].map(String::from).into();
         let extra: Vec<String> = (first + 1..(first + k).min(plan.agents))
             .map(|i| format!("{}:{}", Plan::agent_name(i), ROLES[i % ROLES.len()]))
             .collect();
-        let extra =
-            if extra.is_empty() { String::new() } else { format!(", \"--extra-agent\", \"{}\"", extra.join(",")) };
-        let wave = if p >= wave_size { format!(", \"{}\"", process_name(p - wave_size)) } else { String::new() };
-        s.push_str(&format!(
-            "\n[[process]]\nname = \"{}\"\ncommand = [\"mesh\", \"agent\", \"--name\", \"{name}\", \"--role\", \
-             \"{role}\"{extra}]\nwatchdog = \"120s\"\nready_timeout = \"300s\"\ndepends_on = [\"topology\", \"consensus\"{wave}]\n",
-            process_name(p)
-        ));
+        if !extra.is_empty() {
+            command.extend(["--extra-agent".to_owned(), extra.join(",")]);
+        }
+        let mut depends_on = vec!["topology".to_owned(), "consensus".to_owned()];
+        if p >= wave_size {
+            depends_on.push(process_name(p - wave_size));
+        }
+        processes.push(FileProcess {
+            name: process_name(p),
+            command,
+            depends_on,
+            watchdog: Some("120s".into()),
+            ready_timeout: Some("300s".into()),
+            ..FileProcess::default()
+        });
     }
-    s
+    DeploymentFile { processes }
 }
 
 /// What one agent had published at one moment.
@@ -1685,18 +1696,24 @@ mod tests {
         // 500 agents * 0.75 proposing * 10 tasks/s / 2 proposals/s.
         assert_eq!(plan.proposal_every, 1875);
         assert_eq!(plan.partitions, 500);
-        let deployment = deployment_toml(&plan);
-        assert_eq!(deployment.matches("[[process]]").count(), 502);
-        assert!(deployment.contains("\"--name\", \"b0499\", \"--role\", \"fraud\""));
-        assert!(deployment.contains("depends_on = [\"topology\", \"consensus\", \"agent-b0449\"]"), "ramp in waves");
-        assert!(deployment.contains("depends_on = [\"topology\", \"consensus\"]\n"), "the first wave");
+        let text = deployment_file(&plan).to_toml("test").expect("toml");
+        let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
+        assert_eq!(spec.processes.len(), 502);
+        let process = |spec: &mesh_supervisor::DeploymentSpec, name: &str| {
+            spec.processes.iter().find(|p| p.name == name).cloned().expect(name)
+        };
+        assert_eq!(process(&spec, "agent-b0499").command[1..], ["agent", "--name", "b0499", "--role", "fraud"]);
+        assert_eq!(process(&spec, "agent-b0499").depends_on, ["topology", "consensus", "agent-b0449"], "waves");
+        assert_eq!(process(&spec, "agent-b0000").depends_on, ["topology", "consensus"], "the first wave");
+        assert_eq!(process(&spec, "agent-b0000").ready_timeout, Duration::from_secs(300));
         let packed = Plan::new(&args(&["--agents", "500", "--agents-per-process", "10"]), 0).expect("plan");
-        let deployment = deployment_toml(&packed);
-        assert_eq!(deployment.matches("[[process]]").count(), 52);
-        assert!(deployment.contains(
-            "\"--name\", \"b0490\", \"--role\", \"inventory\", \"--extra-agent\", \"b0491:fraud,b0492:sales"
-        ));
-        assert!(deployment.contains("\"agent-b0440\"]"), "waves of 5 processes (50 agents)");
+        let text = deployment_file(&packed).to_toml("test").expect("toml");
+        let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
+        assert_eq!(spec.processes.len(), 52);
+        let b0490 = process(&spec, "agent-b0490");
+        assert_eq!(b0490.command[1..7], ["agent", "--name", "b0490", "--role", "inventory", "--extra-agent"]);
+        assert!(b0490.command[7].starts_with("b0491:fraud,b0492:sales"), "{:?}", b0490.command);
+        assert_eq!(b0490.depends_on.last().map(String::as_str), Some("agent-b0440"), "waves of 5 processes");
     }
 
     #[test]
