@@ -76,6 +76,9 @@ pub struct RunConfig {
     /// which the baseline runs on too (absent in reports written before it existed: 1).
     #[serde(default = "one_node")]
     pub kafka_nodes: u32,
+    /// Simulated hosts (network namespaces) the agent processes were spread over; 1: none (absent before: 1).
+    #[serde(default = "one_node")]
+    pub hosts: u32,
     /// Tasks each agent starts per second.
     pub task_rate_per_agent: f64,
     /// Messages per second offered in total (each task is answered: two messages).
@@ -477,7 +480,14 @@ impl Report {
             c.agents,
             c.agent_processes,
             c.agents_per_process,
-            if c.kafka_nodes > 1 { format!("{} ({} Kafka nodes)", c.infra, c.kafka_nodes) } else { c.infra.clone() },
+            match (c.kafka_nodes > 1, c.hosts > 1) {
+                (false, false) => c.infra.clone(),
+                (true, false) => format!("{} ({} Kafka nodes)", c.infra, c.kafka_nodes),
+                (false, true) => format!("{} (agents on {} simulated hosts)", c.infra, c.hosts),
+                (true, true) => {
+                    format!("{} ({} Kafka nodes, agents on {} simulated hosts)", c.infra, c.kafka_nodes, c.hosts)
+                }
+            },
             if c.broker_warmup_s > 0.0 { format!(" warmed {:.0} s", c.broker_warmup_s) } else { String::new() },
             c.duration_s,
             c.warmup_s,

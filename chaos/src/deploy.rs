@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use mesh_supervisor::{DeploymentFile, EventLog, FileProcess, ProcState, ProcessStatus, Request, StateDir, StateFile};
 
-use crate::hosts::{MANAGERS_HOST, Network, processes_on};
+use mesh_fixtures::netns::Network;
+
+use crate::hosts::{MANAGERS_HOST, processes_on};
 use crate::scenario::{AGENTS, MANAGERS};
 
 /// The settings the chaos profile runs the mesh with, and what the bounds are computed from.

@@ -25,11 +25,11 @@ use nix::unistd::Pid;
 
 use crate::check::{self, CheckResult, Verdict};
 use crate::deploy::{Deployment, Endpoints, MeshTimings, Reach, process_names};
-use crate::hosts::Network;
 use crate::observe::{CatchUp, Tail, complaints, first_complaint};
 use crate::proxy::{Direction, Fault, FaultProxy};
 use crate::report::{Event, RunReport, SCHEMA, ScenarioResult, TrialResult};
 use crate::scenario::{AGENTS, Backend, Ending, FaultSpec, MANAGERS, ScenarioPlan, Schedule};
+use mesh_fixtures::netns::Network;
 
 /// How long every invariant must hold, uninterrupted, to call the mesh converged.
 pub const STABILITY_WINDOW: Duration = Duration::from_secs(2);
@@ -249,6 +249,7 @@ impl Infra {
                 node.push(ClientListener {
                     name: format!("C_{}", name.to_uppercase().replace('-', "_")),
                     port: broker_port,
+                    listen_host: Ipv4Addr::LOCALHOST,
                     advertised_port: proxy.addr().port(),
                     advertised_host: proxy_host,
                 });

@@ -33,12 +33,14 @@ async fn metadata_sends_each_client_to_its_own_proxy_and_cutting_one_leaves_the_
         ClientListener {
             name: "C_A".into(),
             port: port_a,
+            listen_host: Ipv4Addr::LOCALHOST,
             advertised_port: proxy_a.addr().port(),
             advertised_host: Ipv4Addr::LOCALHOST,
         },
         ClientListener {
             name: "C_B".into(),
             port: port_b,
+            listen_host: Ipv4Addr::LOCALHOST,
             advertised_port: proxy_b.addr().port(),
             advertised_host: Ipv4Addr::LOCALHOST,
         },

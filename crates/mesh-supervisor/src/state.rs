@@ -238,6 +238,11 @@ impl StateDir {
     pub fn supervisor_log(&self) -> PathBuf {
         self.root.join("supervisor.log")
     }
+    /// The deployment secret `mesh up` makes when none is given, which readers of the deployment (`mesh inspect`,
+    /// `mesh key`) and the other supervisors of a deployment spread over machines use.
+    pub fn secret(&self) -> PathBuf {
+        self.root.join("secret")
+    }
 }
 
 #[cfg(test)]

@@ -110,6 +110,13 @@ impl Plan {
                 args.brokers
             );
         }
+        if args.hosts > 1 && !local {
+            bail!(
+                "invalid --hosts {}: simulated hosts reach the Kafka and Redis the run starts (the local \
+                 infrastructure, the default without --kafka) over their bridge",
+                args.hosts
+            );
+        }
         let duration = parse_duration("--duration", &args.duration)?;
         if duration < Duration::from_secs(1) {
             bail!("invalid --duration {:?}: measure for at least 1s", args.duration);
@@ -198,6 +205,24 @@ struct Infra {
     redis_pid: Option<i32>,
     _local: Option<(LocalKafka, mesh_fixtures::RedisServer)>,
     _embedded: Option<EmbeddedKafka>,
+    /// The simulated hosts agents run on, if `--hosts` asked for them (removed after the servers stop).
+    hosts: Option<Hosts>,
+}
+
+/// Simulated hosts, and where they reach the run's Kafka and Redis (listeners on the bridge's address).
+struct Hosts {
+    network: mesh_fixtures::netns::Network,
+    kafka: String,
+    redis: String,
+}
+
+/// The bootstrap list a simulated host is given: every node's listener on the bridge.
+fn host_bootstrap(kafka: &LocalKafka) -> String {
+    let listeners: Vec<&mesh_fixtures::ClientListener> = match kafka {
+        LocalKafka::One(b) => b.client_listeners().iter().collect(),
+        LocalKafka::Cluster(c) => c.client_listeners().into_iter().flatten().collect(),
+    };
+    listeners.iter().map(|l| format!("{}:{}", l.advertised_host, l.advertised_port)).collect::<Vec<_>>().join(",")
 }
 
 /// The Kafka a run started: kept for its lifetime (dropping it stops the nodes).
@@ -230,10 +255,35 @@ impl Infra {
             (Some(BenchInfra::Local), _) | (None, None) => {
                 mesh_fixtures::ensure_kafka_jars().context("failed to provision the Kafka jars (Maven Central)")?;
                 let pid = |p: Option<u32>| p.and_then(|p| i32::try_from(p).ok());
+                let network = if args.hosts > 1 {
+                    eprintln!(
+                        "creating {} simulated hosts (network namespaces on a bridge) for the agents",
+                        args.hosts
+                    );
+                    Some(mesh_fixtures::netns::Network::create(args.hosts).context("--hosts")?)
+                } else {
+                    None
+                };
+                // With hosts, every node gets a listener on the bridge's address, which it advertises to them.
+                let bridge = network.as_ref().map(mesh_fixtures::netns::Network::bridge_addr);
+                let host_listener = || -> Result<Vec<mesh_fixtures::ClientListener>> {
+                    let Some(addr) = bridge else { return Ok(Vec::new()) };
+                    let port = mesh_fixtures::free_port()?;
+                    Ok(vec![mesh_fixtures::ClientListener {
+                        name: "HOSTS".into(),
+                        port,
+                        listen_host: addr,
+                        advertised_port: port,
+                        advertised_host: addr,
+                    }])
+                };
                 let (kafka, broker_pids) = if args.brokers == 1 {
                     eprintln!("starting Apache Kafka (KRaft, single node) and redis-server on loopback for this run");
-                    let broker = mesh_fixtures::KafkaBroker::start(mesh_fixtures::KafkaOptions::default())
-                        .context("failed to start the local Kafka broker")?;
+                    let broker = mesh_fixtures::KafkaBroker::start(mesh_fixtures::KafkaOptions {
+                        client_listeners: host_listener()?,
+                        ..mesh_fixtures::KafkaOptions::default()
+                    })
+                    .context("failed to start the local Kafka broker")?;
                     let pids = pid(broker.pid()).into_iter().collect();
                     (LocalKafka::One(Box::new(broker)), pids)
                 } else {
@@ -245,7 +295,7 @@ impl Infra {
                     );
                     let mut cluster = mesh_fixtures::KafkaCluster::start(mesh_fixtures::KafkaClusterOptions {
                         brokers: args.brokers,
-                        client_listeners: Vec::new(),
+                        client_listeners: (0..args.brokers).map(|_| host_listener()).collect::<Result<_>>()?,
                     })
                     .context("failed to start the local Kafka cluster")?;
                     let pids = cluster.nodes().filter_map(|n| pid(n.pid())).collect();
@@ -255,9 +305,20 @@ impl Infra {
                     LocalKafka::One(b) => b.bootstrap(),
                     LocalKafka::Cluster(c) => c.bootstrap(),
                 };
-                let redis = mesh_fixtures::RedisServer::start(mesh_fixtures::RedisOptions::default())
-                    .context("failed to start redis-server")?;
+                let redis = mesh_fixtures::RedisServer::start(mesh_fixtures::RedisOptions {
+                    also_bind: bridge,
+                    ..mesh_fixtures::RedisOptions::default()
+                })
+                .context("failed to start redis-server")?;
+                let hosts = match network {
+                    Some(network) => {
+                        let redis = redis.url_also().unwrap_or_default();
+                        Some(Hosts { kafka: host_bootstrap(&kafka), redis, network })
+                    }
+                    None => None,
+                };
                 Ok(Self {
+                    hosts,
                     kafka: bootstrap,
                     redis: redis.url(),
                     label: "local",
@@ -279,6 +340,7 @@ impl Infra {
                     redis_pid: None,
                     _local: None,
                     _embedded: None,
+                    hosts: None,
                 })
             }
             (Some(BenchInfra::Embedded), _) => {
@@ -294,6 +356,7 @@ impl Infra {
                     redis_pid: None,
                     _local: None,
                     _embedded: Some(embedded),
+                    hosts: None,
                 })
             }
         }
@@ -385,6 +448,7 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
             warmup_s: plan.warmup.as_secs_f64(),
             broker_warmup_s: plan.broker_warmup.as_secs_f64(),
             kafka_nodes: args.brokers,
+            hosts: args.hosts,
             task_rate_per_agent: plan.task_rate,
             offered_msgs_per_s: plan.offered_msgs_per_s,
             proposals_per_s: plan.proposals_per_s,
@@ -608,55 +672,59 @@ async fn warm_broker(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Result
     Ok(())
 }
 
-/// The supervisor running the bench deployment, detached in its own session.
-struct Deployment {
+/// One supervisor of the bench deployment, detached in its own session: the whole deployment, or (with simulated
+/// hosts) the managers' share or one host's agents.
+struct Supervisor {
     dir: StateDir,
     child: Child,
-    spawned: Instant,
 }
 
-impl Deployment {
-    fn start(plan: &Plan, infra: &Infra) -> Result<Self> {
-        let root = plan.state_dir.join("run");
-        let dir = StateDir::new(root.clone());
-        if mesh_supervisor::InstanceLock::held(&dir) {
-            bail!(
-                "a bench deployment is still running in {}; `mesh down --state-dir {}` stops it",
-                root.display(),
-                root.display()
-            );
-        }
-        if root.exists() {
-            std::fs::remove_dir_all(&root).with_context(|| format!("failed to clear {}", root.display()))?;
-        }
-        std::fs::create_dir_all(&root)?;
-        let config = root.join("bench-settings.toml");
-        std::fs::write(&config, settings_toml(plan, infra))?;
+impl Supervisor {
+    /// Starts `mesh up` over `file` in `root`; `launcher` (`ip netns exec NS`) runs it on a simulated host, with
+    /// `reach` (the Kafka bootstrap and Redis URL that host reaches) instead of the settings file's.
+    fn spawn(
+        root: &Path,
+        config: &Path,
+        file: &DeploymentFile,
+        launcher: &[String],
+        reach: Option<&Reach>,
+    ) -> Result<Self> {
+        std::fs::create_dir_all(root)?;
         let deployment = root.join("bench-deployment.toml");
-        std::fs::write(&deployment, deployment_file(plan).to_toml("written by `mesh bench` for one run")?)?;
+        std::fs::write(&deployment, file.to_toml("written by `mesh bench` for one run")?)?;
         let log = std::fs::File::create(root.join("supervisor.log"))?;
-        let mut cmd = Command::new(std::env::current_exe().context("failed to locate the mesh binary")?);
-        cmd.arg("--config")
-            .arg(&config)
-            .arg("up")
-            .arg("--file")
+        let mesh = std::env::current_exe().context("failed to locate the mesh binary")?;
+        let mut cmd = match launcher.split_first() {
+            Some((program, rest)) => {
+                let mut c = Command::new(program);
+                c.args(rest).arg(&mesh);
+                c
+            }
+            None => Command::new(&mesh),
+        };
+        cmd.arg("--config").arg(config).arg("up");
+        if let Some(reach) = reach {
+            cmd.args(["--kafka", &reach.kafka, "--redis", &reach.redis]).arg("--secret-file").arg(&reach.secret_file);
+        }
+        cmd.arg("--file")
             .arg(&deployment)
             .arg("--state-dir")
-            .arg(&root)
+            .arg(root)
             .arg("--detached-child")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         mesh_supervisor::child::in_new_session(&mut cmd);
         let child = cmd.spawn().context("failed to start the supervisor")?;
-        Ok(Self { dir, child, spawned: Instant::now() })
+        Ok(Self { dir: StateDir::new(root.to_path_buf()), child })
     }
 
     /// The supervisor's state; `None` while it is starting (no control socket yet).
     fn status(&mut self) -> Result<Option<StateFile>> {
         if let Some(status) = self.child.try_wait()? {
             bail!(
-                "the bench supervisor exited ({status}); its log ends with:\n{}",
+                "the bench supervisor in {} exited ({status}); its log ends with:\n{}",
+                self.dir.root().display(),
                 crate::up::tail(&self.dir.root().join("supervisor.log"), 20)
             );
         }
@@ -678,10 +746,6 @@ impl Deployment {
             }
             std::thread::sleep(Duration::from_secs(1));
         }
-    }
-
-    fn state(&mut self) -> Result<StateFile> {
-        self.status()?.ok_or_else(|| anyhow!("the bench supervisor stopped answering"))
     }
 
     /// Stops the deployment with a SIGTERM to the supervisor (its ordered stop, the same as `mesh down`), then waits
@@ -714,11 +778,120 @@ impl Deployment {
     }
 }
 
-impl Drop for Deployment {
+impl Drop for Supervisor {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
             let _ = self.stop();
         }
+    }
+}
+
+/// What a simulated host's supervisor is given instead of the settings file's: the bridge addresses of Kafka and
+/// Redis, and the managers' deployment secret (one secret for the whole deployment, or no record would be
+/// believed across hosts).
+struct Reach {
+    kafka: String,
+    redis: String,
+    secret_file: PathBuf,
+}
+
+/// The bench deployment: one supervisor, or with simulated hosts the managers' and one per host.
+struct Deployment {
+    /// The managers' (or the only) supervisor first.
+    supervisors: Vec<Supervisor>,
+    spawned: Instant,
+}
+
+impl Deployment {
+    fn start(plan: &Plan, infra: &Infra) -> Result<Self> {
+        let root = plan.state_dir.join("run");
+        if mesh_supervisor::InstanceLock::held(&StateDir::new(root.clone())) {
+            bail!(
+                "a bench deployment is still running in {}; `mesh down --state-dir {}` stops it",
+                root.display(),
+                root.display()
+            );
+        }
+        if root.exists() {
+            std::fs::remove_dir_all(&root).with_context(|| format!("failed to clear {}", root.display()))?;
+        }
+        std::fs::create_dir_all(&root)?;
+        let config = root.join("bench-settings.toml");
+        std::fs::write(&config, settings_toml(plan, infra))?;
+        let spawned = Instant::now();
+        let Some(hosts) = &infra.hosts else {
+            let only = Supervisor::spawn(&root, &config, &deployment_file(plan, None), &[], None)?;
+            return Ok(Self { supervisors: vec![only], spawned });
+        };
+        let managers = Supervisor::spawn(&root, &config, &managers_file(), &[], None)?;
+        let mut deployment = Self { supervisors: vec![managers], spawned };
+        // A supervisor cannot wait on another's processes: the hosts start once the managers serve.
+        deployment.wait_managers(plan.ramp_timeout)?;
+        let count = hosts.network.hosts();
+        let reach = Reach {
+            kafka: hosts.kafka.clone(),
+            redis: hosts.redis.clone(),
+            secret_file: StateDir::new(root.clone()).secret(),
+        };
+        for host in 1..=count {
+            let launcher = ["ip", "netns", "exec"].map(String::from).into_iter().chain([hosts.network.namespace(host)]);
+            let launcher: Vec<String> = launcher.collect();
+            let file = deployment_file(plan, Some((host, count)));
+            let dir = root.join(format!("host-{host}"));
+            deployment.supervisors.push(Supervisor::spawn(&dir, &config, &file, &launcher, Some(&reach))?);
+        }
+        Ok(deployment)
+    }
+
+    fn wait_managers(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let state = self.supervisors[0].status()?;
+            if state.is_some_and(|s| s.processes.iter().all(|p| p.state == ProcState::Ready)) {
+                return Ok(());
+            }
+            check_interrupted()?;
+            if Instant::now() >= deadline {
+                bail!("the managers were not READY within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Every supervisor's processes in one state (the first supervisor's, with the others' processes added);
+    /// `None` while one is starting.
+    fn status(&mut self) -> Result<Option<StateFile>> {
+        let mut merged: Option<StateFile> = None;
+        for s in &mut self.supervisors {
+            let Some(state) = s.status()? else { return Ok(None) };
+            match merged.as_mut() {
+                None => merged = Some(state),
+                Some(m) => m.processes.extend(state.processes),
+            }
+        }
+        Ok(merged)
+    }
+
+    fn state(&mut self) -> Result<StateFile> {
+        self.status()?.ok_or_else(|| anyhow!("the bench supervisor stopped answering"))
+    }
+
+    /// The log of a process, in whichever supervisor's directory has it.
+    fn log(&self, name: &str) -> PathBuf {
+        let logs = self.supervisors.iter().map(|s| s.dir.log(name));
+        let all: Vec<PathBuf> = logs.collect();
+        all.iter().find(|p| p.exists()).or(all.first()).cloned().unwrap_or_else(|| PathBuf::from(name))
+    }
+
+    /// Stops the hosts, then the managers.
+    fn stop(&mut self) -> Result<()> {
+        let mut first_error = None;
+        for s in self.supervisors.iter_mut().rev() {
+            if let Err(e) = s.stop() {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
     }
 }
 
@@ -750,18 +923,28 @@ fn settings_toml(plan: &Plan, infra: &Infra) -> String {
 /// readiness deadline).
 const RAMP_WAVE: usize = 50;
 
-fn deployment_file(plan: &Plan) -> DeploymentFile {
+/// The two managers, as processes of a deployment file.
+fn managers_file() -> DeploymentFile {
     let manager = |name: &str| FileProcess {
         name: name.to_owned(),
         command: vec!["mesh".into(), name.to_owned()],
         watchdog: Some("60s".into()),
         ..FileProcess::default()
     };
-    let mut processes = vec![manager("topology"), manager("consensus")];
+    DeploymentFile { processes: vec![manager("topology"), manager("consensus")] }
+}
+
+/// The whole deployment (`host` `None`), or the agent processes of host `host` of `hosts`: agent process `p` runs
+/// on host `p % hosts + 1`, and waits for the one a wave before it on the same host (a supervisor waits only on its
+/// own processes; on a host the managers are elsewhere, already READY).
+fn deployment_file(plan: &Plan, host: Option<(u32, u32)>) -> DeploymentFile {
+    let on_host = |p: usize| host.is_none_or(|(h, n)| p % n as usize + 1 == h as usize);
+    let mut processes = if host.is_none() { managers_file().processes } else { Vec::new() };
     let k = plan.agents_per_process;
-    let wave_size = (RAMP_WAVE / k).max(1);
+    let hosts = host.map_or(1, |(_, n)| n as usize);
+    let wave_size = (RAMP_WAVE / k).max(1).div_ceil(hosts) * hosts;
     let process_name = |p: usize| format!("agent-{}", Plan::agent_name(p * k));
-    for p in 0..plan.agent_processes() {
+    for p in (0..plan.agent_processes()).filter(|p| on_host(*p)) {
         let first = p * k;
         let name = Plan::agent_name(first);
         let role = ROLES[first % ROLES.len()];
@@ -772,7 +955,8 @@ fn deployment_file(plan: &Plan) -> DeploymentFile {
         if !extra.is_empty() {
             command.extend(["--extra-agent".to_owned(), extra.join(",")]);
         }
-        let mut depends_on = vec!["topology".to_owned(), "consensus".to_owned()];
+        let mut depends_on =
+            if host.is_none() { vec!["topology".to_owned(), "consensus".to_owned()] } else { Vec::new() };
         if p >= wave_size {
             depends_on.push(process_name(p - wave_size));
         }
@@ -915,7 +1099,7 @@ async fn ramp_up(plan: &Plan, deployment: &mut Deployment, store: &AnyStore) -> 
         let ready = state.processes.iter().filter(|p| p.state == ProcState::Ready).count();
         pb.set_position(u64::try_from(ready).unwrap_or(0));
         if let Some(failed) = state.processes.iter().find(|p| p.state == ProcState::Failed) {
-            bail!("{} FAILED during ramp-up; see {}", failed.name, deployment.dir.log(&failed.name).display());
+            bail!("{} FAILED during ramp-up; see {}", failed.name, deployment.log(&failed.name).display());
         }
         if ready == processes {
             break;
@@ -1696,7 +1880,7 @@ mod tests {
         // 500 agents * 0.75 proposing * 10 tasks/s / 2 proposals/s.
         assert_eq!(plan.proposal_every, 1875);
         assert_eq!(plan.partitions, 500);
-        let text = deployment_file(&plan).to_toml("test").expect("toml");
+        let text = deployment_file(&plan, None).to_toml("test").expect("toml");
         let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
         assert_eq!(spec.processes.len(), 502);
         let process = |spec: &mesh_supervisor::DeploymentSpec, name: &str| {
@@ -1707,7 +1891,7 @@ mod tests {
         assert_eq!(process(&spec, "agent-b0000").depends_on, ["topology", "consensus"], "the first wave");
         assert_eq!(process(&spec, "agent-b0000").ready_timeout, Duration::from_secs(300));
         let packed = Plan::new(&args(&["--agents", "500", "--agents-per-process", "10"]), 0).expect("plan");
-        let text = deployment_file(&packed).to_toml("test").expect("toml");
+        let text = deployment_file(&packed, None).to_toml("test").expect("toml");
         let spec = mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("a valid deployment");
         assert_eq!(spec.processes.len(), 52);
         let b0490 = process(&spec, "agent-b0490");
@@ -1729,6 +1913,23 @@ mod tests {
             let err = Plan::new(&args(&argv), 0).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(err.contains(needle), "{argv:?}: {err}");
         }
+    }
+
+    #[test]
+    fn simulated_hosts_share_the_agents_and_wait_only_on_their_own() {
+        let plan = Plan::new(&args(&["--agents", "500", "--hosts", "3"]), 0).expect("plan");
+        let files: Vec<DeploymentFile> = (1..=3).map(|h| deployment_file(&plan, Some((h, 3)))).collect();
+        let counts: Vec<usize> = files.iter().map(|f| f.processes.len()).collect();
+        assert_eq!(counts, [167, 167, 166], "500 agent processes dealt over 3 hosts, no manager among them");
+        for file in &files {
+            let text = file.to_toml("test").expect("toml");
+            let spec =
+                mesh_supervisor::DeploymentSpec::parse(&text, Path::new("mesh")).expect("each host's file is valid");
+            assert!(spec.processes.iter().all(|p| p.depends_on.len() <= 1), "no manager to wait for on a host");
+        }
+        assert_eq!(files[0].processes[0].name, "agent-b0000");
+        assert_eq!(files[1].processes[0].name, "agent-b0001");
+        assert!(Plan::new(&args(&["--hosts", "3", "--infra", "embedded"]), 0).is_err());
     }
 
     #[test]

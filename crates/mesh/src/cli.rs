@@ -193,6 +193,11 @@ pub(crate) struct BenchArgs {
     /// baseline runs on the same cluster.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=5))]
     pub(crate) brokers: u32,
+    /// With the local infrastructure: spread the agent processes over H simulated hosts (Linux network namespaces
+    /// on a bridge, each with its own address and its own `mesh up`; needs root). The managers, Kafka and Redis stay
+    /// in this namespace and are reached over the bridge. 1 (the default) runs everything here.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub(crate) hosts: u32,
     /// Use this Kafka instead (with --redis).
     #[arg(long, env = "MESH_KAFKA", requires = "redis", value_name = "HOST:PORT")]
     pub(crate) kafka: Option<String>,

@@ -360,7 +360,7 @@ pub(crate) fn logs(args: &LogsArgs) -> Result<()> {
 /// `mesh key agent ID`: the agent's key, derived from the deployment secret, on stdout (the one thing printed, so
 /// `mesh key agent billing > billing.key` makes the file a third-party agent is given).
 pub(crate) fn key(args: &KeyArgs) -> Result<()> {
-    let path = args.secret_file.clone().unwrap_or_else(|| args.dir.state_dir.join("secret"));
+    let path = args.secret_file.clone().unwrap_or_else(|| StateDir::new(&args.dir.state_dir).secret());
     let secret = crate::settings::secret(&path).map_err(crate::usage)?;
     let id = mesh_core::AgentId::new(args.id.clone())
         .map_err(|e| crate::usage(anyhow!("invalid agent id {:?}: {e}", args.id)))?;

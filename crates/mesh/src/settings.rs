@@ -365,7 +365,7 @@ pub(crate) fn reader_infra(args: &InfraArgs, file: &FileConfig, state_dir: &Path
     let named = args.kafka.is_some() || args.redis.is_some() || file.kafka_given() || file.redis_given();
     if !named {
         adopt_deployment(&mut infra, state_dir, args.topic_prefix.is_some());
-        let secret_file = state_dir.join("secret");
+        let secret_file = mesh_supervisor::StateDir::new(state_dir).secret();
         if !infra.mesh.credentials.authenticated() && secret_file.exists() {
             infra.mesh.credentials.secret = Some(secret(&secret_file)?);
         }

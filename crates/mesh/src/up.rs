@@ -193,7 +193,7 @@ fn deployment_secret(args: &UpArgs, file: &FileConfig, state_dir: &Path) -> Resu
     if let Some(path) = args.infra_args.secret_file.as_deref().or(file.secret_file()) {
         return absolute(path);
     }
-    let path = state_dir.join("secret");
+    let path = StateDir::new(state_dir).secret();
     if !path.exists() {
         use std::io::Read;
         let mut bytes = [0u8; 32];
