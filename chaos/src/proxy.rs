@@ -277,52 +277,81 @@ async fn connection(
 }
 
 /// Copies one direction, applying the fault in force to each chunk.
+///
+/// Latency is a delay line, as on a long link: a chunk read at `t` is written at `t + delay` (plus jitter, never
+/// overtaking the chunk before it), whatever else is in flight. Sleeping between a read and the next one instead
+/// would make a chunk wait for the delays of every chunk ahead of it: a message sent right behind another arrived
+/// up to twice the delay late, and an agent's heartbeats behind 280 ms of latency fell seconds apart.
 async fn pump(
     mut from: tokio::net::tcp::ReadHalf<'_>,
     mut to: tokio::net::tcp::WriteHalf<'_>,
     flow: Direction,
-    mut rx: watch::Receiver<Fault>,
+    rx: watch::Receiver<Fault>,
     bytes: &AtomicU64,
 ) {
-    let mut buf = vec![0u8; 16 * 1024];
-    loop {
-        // Held: stop reading, so the sender's kernel buffers fill as behind a partition.
-        if !wait_until(&mut rx, |f| !f.holds(flow)).await {
-            return;
-        }
-        let limit = match *rx.borrow() {
-            // Small chunks so a rate limit is smooth.
-            Fault::Bandwidth { bytes_per_sec } => usize::try_from(bytes_per_sec / 20).unwrap_or(1).clamp(1, buf.len()),
-            _ => buf.len(),
-        };
-        let n = match from.read(&mut buf[..limit]).await {
-            Ok(0) | Err(_) => {
-                let _ = to.shutdown().await;
+    // Bounded: a reader far ahead of the writer stops reading, and the sender's kernel buffers fill.
+    let (line, mut arrivals) = tokio::sync::mpsc::channel::<(tokio::time::Instant, Vec<u8>)>(64);
+    let mut read_rx = rx.clone();
+    let reader = async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut last_due = tokio::time::Instant::now();
+        loop {
+            // Held: stop reading, so the sender's kernel buffers fill as behind a partition.
+            if !wait_until(&mut read_rx, |f| !f.holds(flow)).await {
                 return;
             }
-            Ok(n) => n,
-        };
-        let fault = *rx.borrow();
-        match fault {
-            Fault::Latency { delay_ms, jitter_ms } => {
-                let jitter = if jitter_ms == 0 { 0 } else { rand::rng().random_range(0..=jitter_ms) };
-                tokio::time::sleep(Duration::from_millis(delay_ms + jitter)).await;
+            let fault = *read_rx.borrow();
+            let limit = match fault {
+                // Small chunks so a rate limit is smooth.
+                Fault::Bandwidth { bytes_per_sec } => {
+                    usize::try_from(bytes_per_sec / 20).unwrap_or(1).clamp(1, buf.len())
+                }
+                _ => buf.len(),
+            };
+            let n = match from.read(&mut buf[..limit]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let now = tokio::time::Instant::now();
+            // Copied out: the watch's guard must not be held across the bandwidth sleep (it would block `set`).
+            let fault = *read_rx.borrow();
+            let due = match fault {
+                Fault::Latency { delay_ms, jitter_ms } => {
+                    let jitter = if jitter_ms == 0 { 0 } else { rand::rng().random_range(0..=jitter_ms) };
+                    now + Duration::from_millis(delay_ms + jitter)
+                }
+                Fault::Bandwidth { bytes_per_sec } => {
+                    // The link is busy for this chunk's transmission time: pace the reads.
+                    let secs = n as f64 / bytes_per_sec.max(1) as f64;
+                    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+                    tokio::time::Instant::now()
+                }
+                _ => now,
+            };
+            // TCP delivers in order: jitter never lets a chunk overtake the one before it.
+            last_due = due.max(last_due);
+            if line.send((last_due, buf[..n].to_vec())).await.is_err() {
+                return;
             }
-            Fault::Bandwidth { bytes_per_sec } => {
-                let secs = n as f64 / bytes_per_sec.max(1) as f64;
-                tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+        }
+    };
+    let mut write_rx = rx;
+    let writer = async move {
+        while let Some((due, chunk)) = arrivals.recv().await {
+            tokio::time::sleep_until(due).await;
+            // A fault that started while these bytes were in flight holds them too.
+            if !wait_until(&mut write_rx, |f| !f.holds(flow)).await {
+                return;
             }
-            _ => {}
+            if to.write_all(&chunk).await.is_err() {
+                return;
+            }
+            bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
         }
-        // A fault that started while these bytes were in our hands holds them too.
-        if !wait_until(&mut rx, |f| !f.holds(flow)).await {
-            return;
-        }
-        if to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
-        bytes.fetch_add(n as u64, Ordering::Relaxed);
-    }
+        // The reader saw the end of the stream (or gave up): pass the close on once everything before it is out.
+        let _ = to.shutdown().await;
+    };
+    tokio::join!(reader, writer);
 }
 
 #[cfg(test)]
@@ -465,6 +494,27 @@ mod tests {
         assert!(round_trip(&mut s, LONG).await.expect("io").is_some());
         // Both directions are delayed: at least two delays, whatever the machine's speed.
         assert!(start.elapsed() >= Duration::from_millis(300), "{:?}", start.elapsed());
+    }
+
+    /// A message sent right behind another is delayed once, not behind the other's delay too. (When each chunk's
+    /// delay was slept between reads, the second echo came back three delays after its send, not two.)
+    #[tokio::test]
+    async fn latency_is_a_delay_line_not_a_queue() {
+        let p = proxy().await;
+        let mut s = TcpStream::connect(p.addr()).await.expect("connect");
+        let delay = Duration::from_millis(400);
+        p.set(Fault::Latency { delay_ms: 400, jitter_ms: 0 });
+        s.write_all(b"first\n").await.expect("write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let second_sent = Instant::now();
+        s.write_all(b"second\n").await.expect("write");
+        let mut back = vec![0u8; 13];
+        tokio::time::timeout(LONG, s.read_exact(&mut back)).await.expect("in time").expect("io");
+        assert_eq!(back, b"first\nsecond\n");
+        let second_rtt = second_sent.elapsed();
+        assert!(second_rtt >= 2 * delay, "both ways delayed: {second_rtt:?}");
+        // A queue would take 3 delays minus the 50 ms gap (1,150 ms); a delay line 2 (800 ms), plus scheduling.
+        assert!(second_rtt < 2 * delay + Duration::from_millis(250), "queued behind the first: {second_rtt:?}");
     }
 
     #[tokio::test]
