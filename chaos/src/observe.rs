@@ -3,6 +3,7 @@
 //! predicate read. It also keeps the records the managers' state is rebuilt from, for the replay checks.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -10,8 +11,8 @@ use anyhow::{Context, Result};
 use mesh_core::consensus::{Decision, Proposal};
 use mesh_core::membership::MemberStatus;
 use mesh_core::topology::Source;
-use mesh_kafka::KafkaBus;
-use mesh_node::MeshConfig;
+use mesh_kafka::{FetchStates, KafkaBus};
+use mesh_node::{MeshConfig, now_ms};
 use mesh_proto::records::{DeadLetterBody, Record};
 use mesh_proto::{TopicKind, decode};
 use mesh_transport::{Assignment, Bus, Reader, StartAt};
@@ -120,6 +121,10 @@ pub struct Tail {
     observed: Arc<Mutex<Observed>>,
     topics: Vec<(TopicKind, String, u32)>,
     task: JoinHandle<()>,
+    /// When the tail last read a record (ms since the Unix epoch), and where librdkafka's fetches stand: a tail
+    /// found behind says whether it stalled, and where.
+    last_read_ms: Arc<AtomicU64>,
+    fetches: FetchStates,
 }
 
 impl Tail {
@@ -150,6 +155,9 @@ impl Tail {
         }
         let group = format!("{}-chaos-tail", mesh.topics.prefix());
         let mut reader = bus.reader(&group, assignments).await.context("tail reader")?;
+        let fetches = reader.fetch_states();
+        let last_read_ms = Arc::new(AtomicU64::new(now_ms()));
+        let read_at = Arc::clone(&last_read_ms);
         let observed = Arc::new(Mutex::new(Observed::default()));
         let by_name: HashMap<String, TopicKind> = topics.iter().map(|(k, n, _)| (n.clone(), *k)).collect();
         let sink = observed.clone();
@@ -164,8 +172,10 @@ impl Tail {
                         continue;
                     }
                 };
+                read_at.store(now_ms(), Ordering::Relaxed);
                 let Some(kind) = by_name.get(&r.topic).copied() else { continue };
-                let Ok(mut o) = sink.lock() else { return };
+                // A checker that panicked holding the lock changes nothing the tail appends.
+                let mut o = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 o.positions.insert((r.topic.clone(), r.partition), r.offset + 1);
                 let Ok(env) = decode(r.payload.as_deref(), Some(kind)) else {
                     o.undecodable += 1;
@@ -227,7 +237,7 @@ impl Tail {
                 }
             }
         });
-        Ok(Tail { observed, topics, task })
+        Ok(Tail { observed, topics, task, last_read_ms, fetches })
     }
 
     /// The indexes, locked.
@@ -273,15 +283,27 @@ impl Tail {
                 let o = self.observed();
                 ends.iter().find_map(|(t, p, end)| {
                     let at = o.positions.get(&(t.clone(), *p)).copied().unwrap_or(0);
-                    (*end > 0 && at < *end).then(|| format!("{t}/{p} read to offset {at} of {end}"))
+                    (*end > 0 && at < *end).then(|| (t.clone(), *p, format!("{t}/{p} read to offset {at} of {end}")))
                 })
             };
-            let Some(behind) = behind else { return CatchUp::Done };
+            let Some((topic, partition, behind)) = behind else { return CatchUp::Done };
             if Instant::now() >= deadline {
-                return CatchUp::Behind(behind);
+                return CatchUp::Behind(format!("{behind}; {}", self.why_behind(&topic, partition)));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// What the tail knows of why it is behind on `topic`/`partition`: whether its task still runs, how long ago it
+    /// read its last record, and librdkafka's fetch state there.
+    fn why_behind(&self, topic: &str, partition: i32) -> String {
+        let task = if self.task.is_finished() { "the tail's task has ended" } else { "the tail's task runs" };
+        let idle_ms = now_ms().saturating_sub(self.last_read_ms.load(Ordering::Relaxed));
+        let fetch = self.fetches.of(topic, partition).map_or_else(
+            || "no fetch statistics yet".to_owned(),
+            |(f, age)| format!("librdkafka {} ms ago: {f}", age.as_millis()),
+        );
+        format!("{task}, its last record was read {idle_ms} ms ago; {fetch}")
     }
 
     /// Partitions of the topology topic (the first sources of the topology manager).

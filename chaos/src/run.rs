@@ -330,6 +330,8 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     bus_config.extra.push(("reconnect.backoff.max.ms".into(), "500".into()));
     // The hostile fault writes records at the broker's limit (1 MiB), over librdkafka's default of 1,000,000 bytes.
     bus_config.extra.push(("message.max.bytes".into(), "1048576".into()));
+    // The tail's fetch states come with librdkafka's statistics: a tail found behind says where its fetch stands.
+    bus_config.lag_interval = Some(Duration::from_secs(1));
     let bus = KafkaBus::new(bus_config)?;
     let store = RedisStore::connect(&infra.servers.redis).await?;
     let run_id = format!("{:x}", now_ms() % 0xff_ffff);

@@ -11,7 +11,7 @@ pub mod baseline;
 mod producer;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mesh_transport::{
     Assignment, Bus, InRecord, OutRecord, PartitionLag, Position, Reader, StartAt, TopicSpec, TransportError,
@@ -197,7 +197,7 @@ impl KafkaBus {
     /// topic; readers started then left their start to librdkafka, see `resolve_logical_offsets`). Costs one
     /// metadata request and one watermark request per partition when all is served.
     async fn wait_until_served(&self, specs: &[TopicSpec]) -> Result<(), TransportError> {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let inner = Arc::clone(&self.inner);
             let wanted: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
@@ -229,7 +229,7 @@ impl KafkaBus {
             .await
             .map_err(|e| TransportError::failed("reading metadata", e))??;
             let Some(what) = missing else { return Ok(()) };
-            if std::time::Instant::now() >= deadline {
+            if Instant::now() >= deadline {
                 return Err(TransportError::Unreachable {
                     what: format!("kafka {}", self.inner.config.brokers),
                     detail: format!("{what} after 10 s"),
@@ -476,8 +476,9 @@ impl Bus for KafkaBus {
             cc.set(k, v);
         }
         let lags = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let fetches = FetchStates::default();
         let consumer: LagConsumer = cc
-            .create_with_context(LagContext { lags: Arc::clone(&lags) })
+            .create_with_context(LagContext { lags: Arc::clone(&lags), fetches: fetches.clone() })
             .map_err(|e| unreachable(&self.inner.config, &e))?;
         // Committed offsets are looked up here, so one reader can mix "committed or beginning" and "committed or
         // end" partitions (a consumer has a single reset policy); then the logical starts become offsets. Both are
@@ -491,7 +492,7 @@ impl Bus for KafkaBus {
         .await
         .map_err(|e| TransportError::failed("looking up start offsets", e))??;
         consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
-        Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone(), lags })
+        Ok(KafkaReader { consumer: Arc::new(consumer), brokers: self.inner.config.brokers.clone(), lags, fetches })
     }
 }
 
@@ -596,7 +597,7 @@ fn check_replayable(
 /// 1 s after it joined (and read the roster 1.4 s late), in one test run of 19 under load. Only once the patience is
 /// spent do the partitions keep their logical offsets, with a warning, and librdkafka resolves them as before.
 fn resolve_logical_offsets(consumer: &LagConsumer, mut tpl: TopicPartitionList) -> TopicPartitionList {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
         let mut logical = TopicPartitionList::new();
@@ -697,16 +698,29 @@ fn positions_list(positions: &[Position]) -> Result<TopicPartitionList, Transpor
 /// A reader's consumer, with its lag measured.
 type LagConsumer = StreamConsumer<LagContext>;
 
-/// Keeps the consumer lag librdkafka's statistics report for each partition the reader fetches.
+/// Keeps the consumer lag librdkafka's statistics report for each partition the reader fetches, and where its fetch
+/// of each stands.
 struct LagContext {
     lags: Arc<std::sync::Mutex<Vec<PartitionLag>>>,
+    fetches: FetchStates,
 }
 
 impl rdkafka::ClientContext for LagContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         let mut lags: Vec<PartitionLag> = Vec::new();
+        let mut fetches: Vec<FetchState> = Vec::new();
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
+                if partition >= 0 {
+                    fetches.push(FetchState {
+                        topic: topic.clone(),
+                        partition,
+                        state: p.fetch_state.clone(),
+                        leader: p.leader,
+                        next_offset: p.next_offset,
+                        high_offset: p.hi_offset,
+                    });
+                }
                 // Partition -1 is librdkafka's aggregate. Its `consumer_lag` counts from the committed offset, which the
                 // managers never commit: the lag here counts from the reader's position, the offset after the last
                 // record handed to it (or the next to fetch, before the first), to the partition's end.
@@ -721,6 +735,55 @@ impl rdkafka::ClientContext for LagContext {
         if let Ok(mut kept) = self.lags.lock() {
             *kept = lags;
         }
+        fetches.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+        if let Ok(mut kept) = self.fetches.0.lock() {
+            *kept = (Some(Instant::now()), fetches);
+        }
+    }
+}
+
+/// Where librdkafka's fetch of one partition stood at its last statistics: what tells a reader whose fetch is stuck
+/// (waiting on an offset or leader-epoch lookup, or on a leader) from one that is merely slow to consume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchState {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// librdkafka's fetch state: `active` while it fetches; `offset-query`, `offset-wait`, `validate-epoch-wait`
+    /// and the like while it cannot.
+    pub state: String,
+    /// The broker it fetches from (-1: none known).
+    pub leader: i32,
+    /// The next offset it will fetch.
+    pub next_offset: i64,
+    /// The partition's end as the broker last told it.
+    pub high_offset: i64,
+}
+
+impl std::fmt::Display for FetchState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}/{}: fetch {}, leader {}, next offset {}, end {}",
+            self.topic, self.partition, self.state, self.leader, self.next_offset, self.high_offset
+        )
+    }
+}
+
+/// A reader's fetch states, readable while the reader itself is busy reading. They are refreshed with librdkafka's
+/// statistics, so only when [`KafkaConfig::lag_interval`] is set, and only while the reader is polled (statistics
+/// are delivered on its queue): statistics that stop coming say the reader is no longer polled.
+#[derive(Debug, Clone, Default)]
+pub struct FetchStates(Arc<std::sync::Mutex<(Option<Instant>, Vec<FetchState>)>>);
+
+impl FetchStates {
+    /// The state of `topic`/`partition` at the last statistics, if it had one, and how long ago those came.
+    pub fn of(&self, topic: &str, partition: i32) -> Option<(FetchState, Duration)> {
+        let states = self.0.lock().ok()?;
+        let (Some(at), states) = &*states else { return None };
+        let state = states.iter().find(|s| s.topic == topic && s.partition == partition)?;
+        Some((state.clone(), at.elapsed()))
     }
 }
 
@@ -731,6 +794,14 @@ pub struct KafkaReader {
     consumer: Arc<LagConsumer>,
     brokers: String,
     lags: Arc<std::sync::Mutex<Vec<PartitionLag>>>,
+    fetches: FetchStates,
+}
+
+impl KafkaReader {
+    /// Its fetch states, as a handle that outlives a borrow of the reader.
+    pub fn fetch_states(&self) -> FetchStates {
+        self.fetches.clone()
+    }
 }
 
 impl Reader for KafkaReader {
