@@ -332,6 +332,10 @@ pub async fn run(opts: &Options, progress: &mut dyn FnMut(&str)) -> Result<RunRe
     bus_config.extra.push(("message.max.bytes".into(), "1048576".into()));
     // The tail's fetch states come with librdkafka's statistics: a tail found behind says where its fetch stands.
     bus_config.lag_interval = Some(Duration::from_secs(1));
+    // librdkafka's debug contexts for the harness's own clients, written to harness.log (xtask's `log_to_file`).
+    if let Ok(contexts) = std::env::var("MESH_CHAOS_KAFKA_DEBUG") {
+        bus_config.extra.push(("debug".into(), contexts));
+    }
     let bus = KafkaBus::new(bus_config)?;
     let store = RedisStore::connect(&infra.servers.redis).await?;
     let run_id = format!("{:x}", now_ms() % 0xff_ffff);

@@ -186,6 +186,7 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
         if schedule.hosts == 1 { "" } else { "s" },
         out.display()
     );
+    log_to_file(&out)?;
     let opts = mesh_chaos::run::Options { mesh, out: out.clone(), schedule, timings };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("tokio runtime")?;
     let report = runtime.block_on(mesh_chaos::run::run(&opts, &mut |line| eprintln!("{line}")))?;
@@ -195,4 +196,21 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
     Ok(report.exit_code())
+}
+
+/// The harness's own log (its Kafka clients' librdkafka warnings among it) goes to `harness.log` in the report
+/// directory, filtered by `RUST_LOG` (warnings by default): a failure of the harness's clients, not the mesh's, leaves
+/// its evidence next to the report. With `MESH_CHAOS_KAFKA_DEBUG` naming librdkafka debug contexts (for example
+/// `fetch,topic,metadata`) and `RUST_LOG=librdkafka=debug`, it holds librdkafka's debug lines too.
+fn log_to_file(out: &std::path::Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let path = out.join("harness.log");
+    let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("installing the harness's log: {e}"))
 }
