@@ -16,6 +16,7 @@ use mesh_fixtures::{
 use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::{MeshConfig, TopologyConfig, now_ms};
 use mesh_proto::auth::{Credentials, DeploymentSecret};
+use mesh_proto::read_model::{AgentStats, TopologyStats, redis_keys};
 use mesh_proto::{TopicKind, TopicNames};
 use mesh_redis::RedisStore;
 use mesh_supervisor::EventLog;
@@ -793,13 +794,12 @@ impl Scene<'_> {
                 return Err(format!("proposal {id} is overdue and undecided"));
             }
         }
-        let stats = mesh_node::redis_keys::topology_stats(&self.prefix);
-        let tick = tokio::time::timeout(Duration::from_secs(1), self.store.hget(&stats, "tick"))
+        let stats = redis_keys::topology_stats(&self.prefix);
+        let fields = tokio::time::timeout(Duration::from_secs(1), self.store.hgetall(&stats))
             .await
             .map_err(|_| "redis does not answer".to_owned())?
-            .map_err(|e| e.to_string())?
-            .and_then(|t| t.parse::<u64>().ok());
-        match tick {
+            .map_err(|e| e.to_string())?;
+        match TopologyStats::from_fields(fields).tick {
             Some(t) if (t + 1) * timings.decay_interval_ms >= since => Ok(()),
             _ => Err("the topology manager has not applied a window since healing".into()),
         }
@@ -1114,7 +1114,7 @@ async fn scenario(
     // The decisions first, then what explains them (Redis, the proposals and votes): see `check::decisions`.
     let published = scene.tail.observed().decisions.clone();
     let stored_decisions: BTreeMap<String, String> =
-        store.hgetall(&mesh_node::redis_keys::decisions(&prefix)).await.unwrap_or_default().into_iter().collect();
+        store.hgetall(&redis_keys::decisions(&prefix)).await.unwrap_or_default().into_iter().collect();
     let inputs_caught_up =
         scene.tail.catch_up_kinds(bus, &[TopicKind::Proposals, TopicKind::Votes], Duration::from_secs(30)).await;
     let (lost, duplicated) = {
@@ -1150,9 +1150,8 @@ async fn scenario(
         let mut ignored = BTreeMap::new();
         for process in AGENTS {
             let id = agent_id(process).unwrap_or(process);
-            let stats = store.hgetall(&mesh_node::redis_keys::agent_stats(&prefix, id)).await.unwrap_or_default();
-            let n = stats.iter().find(|(k, _)| k == "unauthenticated").and_then(|(_, v)| v.parse().ok());
-            ignored.insert(id.to_owned(), n.unwrap_or(0));
+            let stats = store.hgetall(&redis_keys::agent_stats(&prefix, id)).await.unwrap_or_default();
+            ignored.insert(id.to_owned(), AgentStats::from_fields(stats).unauthenticated.unwrap_or(0));
         }
         let (letters, decisions) = {
             let o = scene.tail.observed();

@@ -23,6 +23,7 @@ use mesh_core::voter::{Preference, Voter};
 use mesh_core::waggle::WaggleDance;
 use mesh_core::{AgentId, MessageId, ProposalId};
 use mesh_proto::auth::Principal;
+use mesh_proto::read_model::{AgentStats, redis_keys};
 use mesh_proto::records::{
     HeartbeatBody, JoinBody, LeaveBody, ProposalBody, Record, ResponseBody, ResponseStatus, TaskBody, VoteBody,
 };
@@ -36,8 +37,7 @@ use crate::latency::Latency;
 use crate::latest_writer::LatestWriter;
 use crate::metrics::AgentMetrics;
 use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, now_ms, now_us, redis_keys,
-    retry,
+    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, now_ms, now_us, retry,
 };
 use crate::scenario::Scenario;
 
@@ -278,7 +278,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     inputs.extend(partitions_of(&publisher, TopicKind::Decisions, StartAt::End));
     let mut reader = retry("opening the reader", &shutdown, || bus.reader(&group, inputs.clone())).await?;
     let stats_key = redis_keys::agent_stats(&prefix, id.as_str());
-    let started = [("started_at_ms".to_owned(), now_ms().to_string())];
+    let started = AgentStats { started_at_ms: Some(now_ms()), ..AgentStats::default() }.to_fields();
     retry("reaching redis", &shutdown, || store.hset(&stats_key, &started)).await?;
 
     let mut agent = Agent {
@@ -362,7 +362,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 // Stats only when something changed (or every 10 s): 500 idle agents must cost next to nothing.
                 let now = now_ms();
                 if agent.counters != published || now.saturating_sub(published_at) >= 10_000 {
-                    stats.hash(agent.stats_fields());
+                    stats.hash(agent.stats().to_fields());
                     published = agent.counters.clone();
                     published_at = now;
                 }
@@ -404,7 +404,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     {
         tracing::warn!(error = %e, "committing the final offsets failed; messages will be re-delivered and deduplicated");
     }
-    stats.hash(agent.stats_fields());
+    stats.hash(agent.stats().to_fields());
     if tokio::time::timeout(Duration::from_secs(2), stats.finish()).await.is_err() {
         tracing::warn!("could not write the final stats to redis within 2 s");
     }
@@ -763,33 +763,34 @@ impl<B: Bus> Agent<B> {
         self.metrics.set_gauges(self.live_peers(), self.in_flight.len(), self.voter.held());
     }
 
-    /// The stats hash fields, for the stats writer.
-    fn stats_fields(&self) -> Vec<(String, String)> {
+    /// The statistics hash, for the stats writer: without `started_at_ms`, written once at start and kept.
+    fn stats(&self) -> AgentStats {
         let c = &self.counters;
-        vec![
-            ("role".to_owned(), self.config.role.to_string()),
-            ("tasks_sent".to_owned(), c.tasks_sent.to_string()),
-            ("tasks_handled".to_owned(), c.tasks_handled.to_string()),
-            ("responses_sent".to_owned(), c.responses_sent.to_string()),
-            ("responses_received".to_owned(), c.responses_received.to_string()),
-            ("duplicates".to_owned(), c.duplicates.to_string()),
-            ("proposals".to_owned(), c.proposals.to_string()),
-            ("votes".to_owned(), c.votes.to_string()),
-            ("no_recipient".to_owned(), c.no_recipient.to_string()),
-            ("not_member".to_owned(), c.not_member.to_string()),
-            ("errors_answered".to_owned(), c.errors_answered.to_string()),
-            ("tasks_unanswerable".to_owned(), c.tasks_unanswerable.to_string()),
-            ("sends_refused".to_owned(), c.sends_refused.to_string()),
-            ("heartbeats_skipped".to_owned(), c.heartbeats_skipped.to_string()),
-            ("unauthenticated".to_owned(), c.unauthenticated.to_string()),
-            ("round_trips_lost".to_owned(), c.round_trips_lost.to_string()),
-            ("delivery_us".to_owned(), self.delivery.encode()),
-            ("round_trip_us".to_owned(), self.round_trip.encode()),
-            ("live_peers".to_owned(), self.live_peers().to_string()),
-            ("in_flight".to_owned(), self.in_flight.len().to_string()),
-            ("supports_held".to_owned(), self.voter.held().to_string()),
-            ("updated_at_ms".to_owned(), now_ms().to_string()),
-        ]
+        AgentStats {
+            role: Some(self.config.role.to_string()),
+            tasks_sent: Some(c.tasks_sent),
+            tasks_handled: Some(c.tasks_handled),
+            responses_sent: Some(c.responses_sent),
+            responses_received: Some(c.responses_received),
+            duplicates: Some(c.duplicates),
+            proposals: Some(c.proposals),
+            votes: Some(c.votes),
+            no_recipient: Some(c.no_recipient),
+            not_member: Some(c.not_member),
+            errors_answered: Some(c.errors_answered),
+            tasks_unanswerable: Some(c.tasks_unanswerable),
+            sends_refused: Some(c.sends_refused),
+            heartbeats_skipped: Some(c.heartbeats_skipped),
+            unauthenticated: Some(c.unauthenticated),
+            round_trips_lost: Some(c.round_trips_lost),
+            delivery_us: Some(self.delivery.encode()),
+            round_trip_us: Some(self.round_trip.encode()),
+            live_peers: Some(self.live_peers() as u64),
+            in_flight: Some(self.in_flight.len() as u64),
+            supports_held: Some(self.voter.held() as u64),
+            started_at_ms: None,
+            updated_at_ms: Some(now_ms()),
+        }
     }
 }
 

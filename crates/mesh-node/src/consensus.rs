@@ -23,6 +23,7 @@ use mesh_core::consensus::{
 use mesh_core::waggle::WaggleDance;
 use mesh_proto::TopicKind;
 use mesh_proto::auth::Principal;
+use mesh_proto::read_model::{ConsensusStats, redis_keys};
 use mesh_proto::records::{DecisionBody, ExpireBody, InhibitBody, Record};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
@@ -30,9 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConsensusConfig, MeshConfig};
 use crate::latest_writer::LatestWriter;
 use crate::metrics::ConsensusMetrics;
-use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, now_ms, redis_keys, retry,
-};
+use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, now_ms, retry};
 use crate::snapshot_pacer::SnapshotPacer;
 
 const SNAPSHOT_FORMAT: u32 = 1;
@@ -165,7 +164,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     metrics.counts.sync(&counters.exported());
                     metrics.consumer_lag.set(reader.lag());
                     metrics.set_gauges(machine.pending(), machine.early_inputs(), admission.parked(), admission.epoch());
-                    redis.hash(stats_fields(&machine, &admission, &counters));
+                    redis.hash(stats(&machine, &admission, &counters).to_fields());
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
                     last_stats = now;
                 }
@@ -185,7 +184,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     } else {
         tracing::warn!("decisions still in flight after 5 s: keeping the last snapshot (the log rebuilds the rest)");
     }
-    redis.hash(stats_fields(&machine, &admission, &counters));
+    redis.hash(stats(&machine, &admission, &counters).to_fields());
     redis.finish().await;
     Ok(())
 }
@@ -424,23 +423,24 @@ fn encode_snapshot(
     serde_json::to_vec(&snap).map_err(|e| NodeError::Snapshot { key: key.to_owned(), detail: e.to_string() })
 }
 
-fn stats_fields(machine: &BeeConsensus, admission: &Admission, c: &Counters) -> Vec<(String, String)> {
-    vec![
-        ("pending".into(), machine.pending().to_string()),
-        ("decided".into(), machine.decided().to_string()),
-        ("accepted".into(), c.accepted.to_string()),
-        ("rejected".into(), c.rejected.to_string()),
-        ("expired".into(), c.expired.to_string()),
-        ("inhibited".into(), c.inhibited.to_string()),
-        ("refused".into(), c.refused.to_string()),
-        ("proposals_parked".into(), admission.parked().to_string()),
-        ("roster_epoch".into(), admission.epoch().to_string()),
-        ("ignored_inputs".into(), c.ignored.to_string()),
-        ("dead_lettered".into(), c.dead_lettered.to_string()),
-        ("early_dropped".into(), c.early_dropped.to_string()),
-        ("early_buffered".into(), machine.early_inputs().to_string()),
-        ("updated_at_ms".into(), now_ms().to_string()),
-    ]
+/// The statistics hash: what `mesh status` and the tests see of the manager's progress.
+fn stats(machine: &BeeConsensus, admission: &Admission, c: &Counters) -> ConsensusStats {
+    ConsensusStats {
+        pending: Some(machine.pending() as u64),
+        decided: Some(machine.decided() as u64),
+        accepted: Some(c.accepted),
+        rejected: Some(c.rejected),
+        expired: Some(c.expired),
+        inhibited: Some(c.inhibited),
+        refused: Some(c.refused),
+        proposals_parked: Some(admission.parked() as u64),
+        roster_epoch: Some(admission.epoch()),
+        ignored_inputs: Some(c.ignored),
+        dead_lettered: Some(c.dead_lettered),
+        early_dropped: Some(c.early_dropped),
+        early_buffered: Some(machine.early_inputs() as u64),
+        updated_at_ms: Some(now_ms()),
+    }
 }
 
 /// Decides every proposal a log of proposals, votes, roster entries and the manager's own markers decides, from

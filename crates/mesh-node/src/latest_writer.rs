@@ -215,8 +215,8 @@ mod tests {
         }
     }
 
-    fn tick(n: u32) -> Vec<(String, String)> {
-        vec![("tick".to_owned(), n.to_string())]
+    fn tick(n: u64) -> Vec<(String, String)> {
+        mesh_proto::read_model::TopologyStats { tick: Some(n), ..Default::default() }.to_fields()
     }
 
     #[tokio::test]

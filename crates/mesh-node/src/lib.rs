@@ -19,4 +19,4 @@ pub mod topology;
 
 pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
 pub use metrics::Metrics;
-pub use runtime::{NodeError, Readiness, Shutdown, now_ms, now_us, redis_keys, retry, topic_specs};
+pub use runtime::{NodeError, Readiness, Shutdown, now_ms, now_us, retry, topic_specs};

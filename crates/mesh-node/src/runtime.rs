@@ -54,34 +54,6 @@ pub enum NodeError {
     },
 }
 
-/// The Redis keys the runtimes write, under the mesh's prefix. Documented in `docs/protocol.md`.
-pub mod redis_keys {
-    /// JSON snapshot of the topology manager (state after the last applied window, changelog position).
-    pub fn topology_snapshot(prefix: &str) -> String {
-        format!("{prefix}:topology:snapshot")
-    }
-    /// Hash of graph statistics, refreshed at every tick.
-    pub fn topology_stats(prefix: &str) -> String {
-        format!("{prefix}:topology:stats")
-    }
-    /// JSON snapshot of the consensus manager (state machine and offsets).
-    pub fn consensus_snapshot(prefix: &str) -> String {
-        format!("{prefix}:consensus:snapshot")
-    }
-    /// Hash of consensus statistics.
-    pub fn consensus_stats(prefix: &str) -> String {
-        format!("{prefix}:consensus:stats")
-    }
-    /// Hash of one agent's counters (tasks sent, answered, duplicates...), refreshed every second.
-    pub fn agent_stats(prefix: &str, agent: &str) -> String {
-        format!("{prefix}:agent:{agent}")
-    }
-    /// Hash proposal id → decision JSON: the first decision stored for a proposal is final.
-    pub fn decisions(prefix: &str) -> String {
-        format!("{prefix}:decisions")
-    }
-}
-
 /// Asks a runtime to stop: the binary flips it on SIGTERM/SIGINT.
 #[derive(Debug, Clone)]
 pub struct Shutdown(watch::Receiver<bool>);

@@ -26,6 +26,7 @@ use mesh_proto::TopicKind;
 use mesh_proto::auth::Principal;
 use mesh_proto::changelog::{self, Assembler, REINFORCEMENTS_PER_PART};
 use mesh_proto::edges::{edge_record_key, edge_records, weights_records};
+use mesh_proto::read_model::{TopologyStats, redis_keys};
 use mesh_proto::records::{DeadBody, MemberBody, ProbeBody, Record, WindowBody};
 use mesh_transport::{Assignment, Bus, InRecord, Reader, SnapshotStore, StartAt};
 use serde::{Deserialize, Serialize};
@@ -34,7 +35,7 @@ use crate::config::{MeshConfig, TopologyConfig};
 use crate::latest_writer::LatestWriter;
 use crate::metrics::TopologyMetrics;
 use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, now_ms, redis_keys, retry,
+    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, now_ms, retry,
 };
 use crate::snapshot_pacer::SnapshotPacer;
 
@@ -249,7 +250,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 metrics.edges_pruned.inc_by(pruned as u64);
                 publish_effects(&publisher, s.window.tick, fx, &shutdown, &mut outbox);
                 export_metrics(&mut metrics, &topology, &lateness, &probes);
-                redis.hash(stats_fields(&topology, &lateness, &probes, None, now));
+                redis.hash(stats(&topology, &lateness, &probes, None, now).to_fields());
                 readiness.status(&status_line(&topology));
                 snapshot_due |= snapshots.due(now);
                 // A window overdue while this one was in flight (a slow or absent broker) is sealed at once.
@@ -294,7 +295,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 }
                 export_metrics(&mut metrics, &topology, &lateness, &probes);
                 metrics.consumer_lag.set(reader.lag().into_iter().chain(hb_reader.lag()));
-                redis.hash(stats_fields(&topology, &lateness, &probes, waiting, now));
+                redis.hash(stats(&topology, &lateness, &probes, waiting, now).to_fields());
             }
         }
     }
@@ -544,49 +545,53 @@ fn export_metrics(metrics: &mut TopologyMetrics, topology: &Topology, lateness: 
     metrics.set_gauges([count(MemberStatus::Live), count(MemberStatus::Left), count(MemberStatus::Dead)], &stats);
 }
 
-fn stats_fields(
+/// The statistics hash: how `mesh status`, `mesh bench` and `cargo xtask chaos` see the graph and whether the
+/// manager keeps up. `waiting` is the window being recorded and how long it has waited, if one is.
+fn stats(
     topology: &Topology,
     lateness: &Lateness,
     probes: &Probes,
     waiting: Option<(u64, u64)>,
     now: u64,
-) -> Vec<(String, String)> {
-    let stats = topology.graph().stats();
+) -> TopologyStats {
+    let graph = topology.graph().stats();
     let roster = topology.roster();
-    let waiting_for = match waiting {
+    let last = topology.last();
+    TopologyStats {
+        agents: Some(graph.agents as u64),
+        live_agents: Some(roster.live().len() as u64),
+        edges: Some(graph.edges as u64),
+        active_edges: Some(graph.active_edges as u64),
+        density: Some(graph.density),
+        reduction_vs_full_mesh: Some(graph.reduction_vs_full_mesh),
+        mean_weight: Some(graph.mean_weight),
+        min_weight: Some(graph.min_weight),
+        max_weight: Some(graph.max_weight),
+        epoch: Some(roster.epoch()),
+        messages_counted: Some(topology.messages()),
+        open_window_records: Some(topology.open_records()),
+        oldest_open_window_ms: Some(waiting.map_or(0, |(_, ms)| ms)),
+        waiting_for: Some(waiting_for(waiting, probes)),
+        window_late_ms: Some(lateness.last_ms),
+        window_late_max_ms: Some(lateness.max_ms),
+        windows_applied: Some(lateness.windows),
+        windows_late: Some(lateness.late),
+        probe_rtt_ms: Some(probes.rtt_ms),
+        probes_returned: Some(probes.returned),
+        detector_clocks_since_ms: Some(probes.clocks_since_ms),
+        updated_at_ms: Some(now),
+        tick: last.map(|l| l.tick),
+        window: last.map(|l| l.seq),
+    }
+}
+
+/// What the manager waits for, for people reading `mesh status`: a stall must say where it is.
+fn waiting_for(waiting: Option<(u64, u64)>, probes: &Probes) -> String {
+    match waiting {
         Some((seq, ms)) => format!("changelog acknowledgement of window {seq} ({ms} ms)"),
         None if probes.stalled_since.is_some() => "probes: the heartbeat path is stalled".to_owned(),
         None => "the next tick".to_owned(),
-    };
-    let mut fields: Vec<(String, String)> = vec![
-        ("agents".into(), stats.agents.to_string()),
-        ("live_agents".into(), roster.live().len().to_string()),
-        ("edges".into(), stats.edges.to_string()),
-        ("active_edges".into(), stats.active_edges.to_string()),
-        ("density".into(), format!("{:.4}", stats.density)),
-        ("reduction_vs_full_mesh".into(), format!("{:.4}", stats.reduction_vs_full_mesh)),
-        ("mean_weight".into(), format!("{:.4}", stats.mean_weight)),
-        ("min_weight".into(), format!("{:.4}", stats.min_weight)),
-        ("max_weight".into(), format!("{:.4}", stats.max_weight)),
-        ("epoch".into(), roster.epoch().to_string()),
-        ("messages_counted".into(), topology.messages().to_string()),
-        ("open_window_records".into(), topology.open_records().to_string()),
-        ("oldest_open_window_ms".into(), waiting.map_or(0, |(_, ms)| ms).to_string()),
-        ("waiting_for".into(), waiting_for),
-        ("window_late_ms".into(), lateness.last_ms.to_string()),
-        ("window_late_max_ms".into(), lateness.max_ms.to_string()),
-        ("windows_applied".into(), lateness.windows.to_string()),
-        ("windows_late".into(), lateness.late.to_string()),
-        ("probe_rtt_ms".into(), probes.rtt_ms.to_string()),
-        ("probes_returned".into(), probes.returned.to_string()),
-        ("detector_clocks_since_ms".into(), probes.clocks_since_ms.to_string()),
-        ("updated_at_ms".into(), now.to_string()),
-    ];
-    if let Some(last) = topology.last() {
-        fields.push(("tick".into(), last.tick.to_string()));
-        fields.push(("window".into(), last.seq.to_string()));
     }
-    fields
 }
 
 /// Rebuilds the state from a snapshot; `Err` says why it cannot be used (the caller then rebuilds from the

@@ -9,6 +9,7 @@ pub mod changelog;
 pub mod edges;
 pub mod envelope;
 pub mod partition;
+pub mod read_model;
 pub mod records;
 pub mod topics;
 

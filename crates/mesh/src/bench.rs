@@ -23,7 +23,7 @@ use mesh_bench::report::{
 use mesh_kafka::baseline::{self, BaselineSpec};
 use mesh_kafka::{EmbeddedKafka, KafkaBus, KafkaConfig, ProducerMode};
 use mesh_node::latency::Latency;
-use mesh_node::redis_keys;
+use mesh_proto::read_model::{AgentStats, TopologyStats, redis_keys};
 use mesh_proto::records::Record;
 use mesh_proto::{TopicKind, TopicNames, decode};
 use mesh_supervisor::{DeploymentFile, FileProcess, ProcState, Request, StateDir, StateFile};
@@ -1044,19 +1044,18 @@ async fn agent_totals(store: &AnyStore, plan: &Plan, with_histograms: bool) -> A
         let name = Plan::agent_name(i);
         let key = redis_keys::agent_stats(&plan.prefix, &name);
         let Ok(fields) = store.hgetall(&key).await else { continue };
-        let map: BTreeMap<String, String> = fields.into_iter().collect();
-        let count = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let stats = AgentStats::from_fields(fields);
         let mut agent = AgentSnapshot {
-            started_at_ms: count("started_at_ms"),
-            updated_at_ms: count("updated_at_ms"),
-            delivered: count("tasks_handled") + count("responses_received"),
+            started_at_ms: stats.started_at_ms.unwrap_or(0),
+            updated_at_ms: stats.updated_at_ms.unwrap_or(0),
+            delivered: stats.tasks_handled.unwrap_or(0) + stats.responses_received.unwrap_or(0),
             ..AgentSnapshot::default()
         };
         if with_histograms {
-            if let Some(h) = map.get("delivery_us").and_then(|t| Latency::decode(t).ok()) {
+            if let Some(h) = stats.delivery_us.as_deref().and_then(|t| Latency::decode(t).ok()) {
                 agent.delivery = h;
             }
-            if let Some(h) = map.get("round_trip_us").and_then(|t| Latency::decode(t).ok()) {
+            if let Some(h) = stats.round_trip_us.as_deref().and_then(|t| Latency::decode(t).ok()) {
                 agent.round_trip = h;
             }
         }
@@ -1067,10 +1066,9 @@ async fn agent_totals(store: &AnyStore, plan: &Plan, with_histograms: bool) -> A
 
 async fn topology_figures(store: &AnyStore, prefix: &str) -> (usize, usize, f64) {
     let fields = store.hgetall(&redis_keys::topology_stats(prefix)).await.unwrap_or_default();
-    let map: BTreeMap<String, String> = fields.into_iter().collect();
-    let get = |k: &str| map.get(k).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "counts")]
-    (get("live_agents") as usize, get("edges") as usize, get("reduction_vs_full_mesh"))
+    let stats = TopologyStats::from_fields(fields);
+    let count = |n: Option<u64>| usize::try_from(n.unwrap_or(0)).unwrap_or(usize::MAX);
+    (count(stats.live_agents), count(stats.edges), stats.reduction_vs_full_mesh.unwrap_or(0.0))
 }
 
 /// When the mesh was ready: every agent live, and the full mesh built if it ever was complete at once.
@@ -1343,13 +1341,11 @@ async fn measure_mesh(
 
 /// The topology manager's window figures at the end of the run (how late windows were applied).
 async fn window_stats(store: &AnyStore, prefix: &str) -> Option<Windows> {
-    let fields = store.hgetall(&redis_keys::topology_stats(prefix)).await.ok()?;
-    let map: BTreeMap<String, String> = fields.into_iter().collect();
-    let get = |k: &str| map.get(k).and_then(|v| v.parse::<u64>().ok());
+    let stats = TopologyStats::from_fields(store.hgetall(&redis_keys::topology_stats(prefix)).await.ok()?);
     Some(Windows {
-        applied: get("windows_applied")?,
-        late: get("windows_late").unwrap_or(0),
-        worst_late_ms: get("window_late_max_ms").unwrap_or(0),
+        applied: stats.windows_applied?,
+        late: stats.windows_late.unwrap_or(0),
+        worst_late_ms: stats.window_late_max_ms.unwrap_or(0),
     })
 }
 

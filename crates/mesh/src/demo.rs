@@ -8,37 +8,35 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use mesh_core::{AgentId, Role};
-use mesh_node::{AgentConfig, ConsensusConfig, MeshConfig, Shutdown, TopologyConfig, redis_keys};
+use mesh_node::{AgentConfig, ConsensusConfig, MeshConfig, Shutdown, TopologyConfig};
+use mesh_proto::read_model::{AgentStats, ConsensusStats, TopologyStats, redis_keys};
 use mesh_sim::{MemoryBus, MemoryStore};
 use mesh_transport::SnapshotStore;
 use serde_json::{Value, json};
 
 use crate::cli::DemoArgs;
 
-async fn hash(store: &MemoryStore, key: &str) -> BTreeMap<String, String> {
-    store.hgetall(key).await.map(|v| v.into_iter().collect()).unwrap_or_default()
-}
-
-fn num(m: &BTreeMap<String, String>, k: &str) -> f64 {
-    m.get(k).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+/// A hash the services wrote: empty when none is there yet, which the summary shows as zeros.
+async fn hash(store: &MemoryStore, key: &str) -> Vec<(String, String)> {
+    store.hgetall(key).await.unwrap_or_default()
 }
 
 async fn summary(store: &MemoryStore, prefix: &str) -> Value {
-    let topo = hash(store, &redis_keys::topology_stats(prefix)).await;
-    let cons = hash(store, &redis_keys::consensus_stats(prefix)).await;
-    let mut answered = 0.0;
+    let topo = TopologyStats::from_fields(hash(store, &redis_keys::topology_stats(prefix)).await);
+    let cons = ConsensusStats::from_fields(hash(store, &redis_keys::consensus_stats(prefix)).await);
+    let mut answered = 0;
     for role in ["sales", "support", "inventory", "fraud"] {
-        answered += num(&hash(store, &redis_keys::agent_stats(prefix, role)).await, "responses_received");
+        let agent = AgentStats::from_fields(hash(store, &redis_keys::agent_stats(prefix, role)).await);
+        answered += agent.responses_received.unwrap_or(0);
     }
-    let count = |v: f64| v.max(0.0).round() as u64;
     json!({
-        "live_agents": count(num(&topo, "live_agents")),
-        "edges": count(num(&topo, "edges")),
-        "reduction_vs_full_mesh": num(&topo, "reduction_vs_full_mesh"),
-        "mean_weight": num(&topo, "mean_weight"),
-        "responses_received": count(answered),
-        "decided": count(num(&cons, "decided")),
-        "accepted": count(num(&cons, "accepted")),
+        "live_agents": topo.live_agents.unwrap_or(0),
+        "edges": topo.edges.unwrap_or(0),
+        "reduction_vs_full_mesh": topo.reduction_vs_full_mesh.unwrap_or(0.0),
+        "mean_weight": topo.mean_weight.unwrap_or(0.0),
+        "responses_received": answered,
+        "decided": cons.decided.unwrap_or(0),
+        "accepted": cons.accepted.unwrap_or(0),
     })
 }
 

@@ -1,7 +1,7 @@
 //! `mesh inspect`: what the managers and agents stored in Redis, for people (text) and scripts (`--json`).
 
 use anyhow::{Context, Result};
-use mesh_node::redis_keys;
+use mesh_proto::read_model::redis_keys;
 use mesh_transport::SnapshotStore;
 use serde_json::{Map, Value, json};
 

@@ -1,13 +1,13 @@
 //! `mesh down | status | kill | restart | logs`: talk to the supervisor over its control socket, and fall back to
 //! the state file (checking each pid's start time against reuse) when the supervisor is gone.
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
-use mesh_node::{now_ms, redis_keys};
+use mesh_node::now_ms;
+use mesh_proto::read_model::{ConsensusStats, TopologyStats, redis_keys};
 use mesh_supervisor::{ControlError, ProcState, ProcessStatus, Request, StateDir, StateFile, child, control};
 use mesh_transport::SnapshotStore;
 use serde_json::{Value, json};
@@ -88,27 +88,32 @@ fn fmt_duration(ms: u64) -> String {
     }
 }
 
+/// A count for `mesh status --json`: a number in floating point, as the report has always given them, or null when
+/// the manager has not written it (not yet, or a version without it), which the text report shows as `?`.
+#[expect(clippy::cast_precision_loss, reason = "counts and milliseconds, far below 2^52")]
+fn count_value(count: Option<u64>) -> Value {
+    count.map_or(Value::Null, |n| json!(n as f64))
+}
+
 async fn mesh_health(state: &StateFile, state_dir: &std::path::Path) -> Value {
     let probe = async {
         let url = crate::settings::store_url(state_dir, &state.redis);
         let store = AnyStore::connect(&url, crate::settings::store_ca(state_dir).as_deref()).await.ok()?;
-        let hash = |pairs: Vec<(String, String)>| -> BTreeMap<String, String> { pairs.into_iter().collect() };
-        let topo = hash(store.hgetall(&redis_keys::topology_stats(&state.topic_prefix)).await.ok()?);
-        let cons = hash(store.hgetall(&redis_keys::consensus_stats(&state.topic_prefix)).await.ok()?);
-        let num = |m: &BTreeMap<String, String>, k: &str| {
-            m.get(k).and_then(|v| v.parse::<f64>().ok()).map_or(Value::Null, |v| json!(v))
-        };
+        let topo =
+            TopologyStats::from_fields(store.hgetall(&redis_keys::topology_stats(&state.topic_prefix)).await.ok()?);
+        let cons =
+            ConsensusStats::from_fields(store.hgetall(&redis_keys::consensus_stats(&state.topic_prefix)).await.ok()?);
         Some(json!({
-            "live_agents": num(&topo, "live_agents"),
-            "edges": num(&topo, "edges"),
-            "reduction_vs_full_mesh": num(&topo, "reduction_vs_full_mesh"),
-            "window": num(&topo, "window"),
-            "window_late_ms": num(&topo, "window_late_ms"),
-            "window_late_max_ms": num(&topo, "window_late_max_ms"),
-            "oldest_open_window_ms": num(&topo, "oldest_open_window_ms"),
-            "waiting_for": topo.get("waiting_for").map_or(Value::Null, |w| json!(w)),
-            "pending_proposals": num(&cons, "pending"),
-            "decided_proposals": num(&cons, "decided"),
+            "live_agents": count_value(topo.live_agents),
+            "edges": count_value(topo.edges),
+            "reduction_vs_full_mesh": topo.reduction_vs_full_mesh.map_or(Value::Null, |r| json!(r)),
+            "window": count_value(topo.window),
+            "window_late_ms": count_value(topo.window_late_ms),
+            "window_late_max_ms": count_value(topo.window_late_max_ms),
+            "oldest_open_window_ms": count_value(topo.oldest_open_window_ms),
+            "waiting_for": topo.waiting_for.map_or(Value::Null, |w| json!(w)),
+            "pending_proposals": count_value(cons.pending),
+            "decided_proposals": count_value(cons.decided),
         }))
     };
     tokio::time::timeout(Duration::from_secs(3), probe).await.ok().flatten().unwrap_or(Value::Null)

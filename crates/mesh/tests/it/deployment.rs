@@ -19,13 +19,13 @@ async fn idle_full_mesh_is_pruned_at_the_21st_tick() {
         mesh.start_agent(role, "0", "0");
     }
     mesh.eventually("4 live agents and 12 edges", Duration::from_secs(60), async || {
-        let live = mesh.topology_stat("live_agents").await?;
-        let edges = mesh.topology_stat("edges").await?;
+        let live = mesh.topology_stats().await.live_agents?;
+        let edges = mesh.topology_stats().await.edges?;
         (live == 4 && edges == 12).then_some(())
     })
     .await;
     mesh.eventually("every edge pruned", Duration::from_secs(30), async || {
-        (mesh.topology_stat("edges").await? == 0).then_some(())
+        (mesh.topology_stats().await.edges? == 0).then_some(())
     })
     .await;
 
@@ -98,7 +98,7 @@ async fn six_processes_converge_within_15_seconds() {
     mesh.eventually("tasks answered", within.saturating_sub(start.elapsed()), async || {
         let mut answered = 0;
         for role in ROLES {
-            answered += mesh.agent_stat(role, "responses_received").await;
+            answered += mesh.agent_stats(role).await.responses_received.unwrap_or(0);
         }
         (answered > 0).then_some(())
     })

@@ -32,14 +32,14 @@ async fn a_killed_agent_is_declared_dead_in_time_and_rejoins_as_itself() {
         mesh.start_agent(role, "10", "0");
     }
     mesh.eventually("4 live agents", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 4).then_some(())
+        (mesh.topology_stats().await.live_agents? == 4).then_some(())
     })
     .await;
     // The bound holds once the manager reads the heartbeat path: until its first probe comes back it has read no
     // heartbeat it can vouch for, and when that took more than failure_timeout / 4 (a broker just started), every
     // agent's silence counts from that moment (an agent killed before it was declared 2,257 ms after the kill).
     mesh.eventually("the manager's first probe back", Duration::from_secs(30), async || {
-        (mesh.topology_stat("probes_returned").await? > 0).then_some(())
+        (mesh.topology_stats().await.probes_returned? > 0).then_some(())
     })
     .await;
     let (_, joined_epoch) = status_of(&mesh, "fraud").await.expect("fraud in membership");
@@ -66,7 +66,7 @@ async fn a_killed_agent_is_declared_dead_in_time_and_rejoins_as_itself() {
     let detection = declared_ms.saturating_sub(killed_at_ms);
     let bound = 2_000 + 250; // failure_timeout + heartbeat_interval (FAST)
     eprintln!("fraud declared dead {detection} ms after SIGKILL (bound {bound} ms)");
-    let clocks_since = mesh.topology_stat("detector_clocks_since_ms").await.unwrap_or(0);
+    let clocks_since = mesh.topology_stats().await.detector_clocks_since_ms.unwrap_or(0);
     assert!(
         detection <= bound,
         "declared dead after {detection} ms, bound {bound} ms (the detector's clocks last started {} ms after the \
@@ -83,15 +83,15 @@ async fn a_killed_agent_is_declared_dead_in_time_and_rejoins_as_itself() {
     // The other three keep handling each other's tasks.
     let mut before = Vec::new();
     for role in ["sales", "support", "inventory"] {
-        before.push(mesh.agent_stat(role, "tasks_handled").await);
+        before.push(mesh.agent_stats(role).await.tasks_handled.unwrap_or(0));
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
     for (role, b) in ["sales", "support", "inventory"].into_iter().zip(before) {
-        let after = mesh.agent_stat(role, "tasks_handled").await;
+        let after = mesh.agent_stats(role).await.tasks_handled.unwrap_or(0);
         if after <= b {
             let mut counters = String::new();
             for agent in ROLES {
-                let stats = mesh.hash(&mesh_node::redis_keys::agent_stats(&mesh.prefix, agent)).await;
+                let stats = mesh.agent_stats(agent).await;
                 counters.push_str(&format!("{agent}: {stats:?}\n"));
             }
             panic!("{role} handled no task after the kill ({b} -> {after})\n{counters}{}", mesh.all_logs_tail());
@@ -99,7 +99,7 @@ async fn a_killed_agent_is_declared_dead_in_time_and_rejoins_as_itself() {
     }
 
     // Restarted, it rejoins as itself (same id, a later roster epoch) and serves again.
-    let old_start = mesh.agent_stat("fraud", "started_at_ms").await;
+    let old_start = mesh.agent_stats("fraud").await.started_at_ms.unwrap_or(0);
     mesh.start_agent("fraud", "10", "0");
     mesh.eventually("fraud live again", Duration::from_secs(20), async || {
         let (status, epoch) = status_of(&mesh, "fraud").await?;
@@ -107,8 +107,8 @@ async fn a_killed_agent_is_declared_dead_in_time_and_rejoins_as_itself() {
     })
     .await;
     mesh.eventually("the restarted fraud handling tasks", Duration::from_secs(20), async || {
-        let restarted = mesh.agent_stat("fraud", "started_at_ms").await != old_start;
-        (restarted && mesh.agent_stat("fraud", "tasks_handled").await > 0).then_some(())
+        let restarted = mesh.agent_stats("fraud").await.started_at_ms.unwrap_or(0) != old_start;
+        (restarted && mesh.agent_stats("fraud").await.tasks_handled.unwrap_or(0) > 0).then_some(())
     })
     .await;
 }

@@ -71,7 +71,7 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
         mesh.start_agent(role, "5", "2");
     }
     mesh.eventually("three agents live and a first decision", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 3 && mesh.consensus_stat("decided").await? >= 1).then_some(())
+        (mesh.topology_stats().await.live_agents? == 3 && mesh.consensus_stats().await.decided? >= 1).then_some(())
     })
     .await;
 
@@ -120,7 +120,7 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
     forge(&mesh, TopicKind::Messages, "inventory", &task("forged-task-2"), Tag::Claiming("sales", "fraud")).await;
 
     // fraud, under its own valid key, proposes with itself as the only voter (and would accept on its own vote).
-    let epoch = mesh.consensus_stat("roster_epoch").await.expect("the manager read the roster");
+    let epoch = mesh.consensus_stats().await.roster_epoch.expect("the manager read the roster");
     let inputs = json!({ "priority": 900, "urgency": 700, "confidence": 500, "amount_cents": 0 });
     let dance = WaggleDance::perform(serde_json::from_value(inputs.clone()).expect("inputs"), "account:acct-9");
     let mine = envelope(
@@ -190,7 +190,7 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
         mesh.eventually(
             &format!("{role} ignored the forged roster and verdict"),
             Duration::from_secs(20),
-            async || (mesh.agent_stat(role, "unauthenticated").await >= 3).then_some(()),
+            async || (mesh.agent_stats(role).await.unauthenticated.unwrap_or(0) >= 3).then_some(()),
         )
         .await;
     }
@@ -211,23 +211,23 @@ async fn forged_records_change_neither_the_roster_nor_the_graph_nor_a_decision()
     };
     assert!(reason.contains(&format!("not the live roster at epoch {epoch} (3 live)")), "{reason}");
     mesh.eventually("the refusal counted", Duration::from_secs(10), async || {
-        (mesh.consensus_stat("refused").await? == 1).then_some(())
+        (mesh.consensus_stats().await.refused? == 1).then_some(())
     })
     .await;
 
     // Nothing changed: three live agents, no mallory or ghost, sales never told it was dead, and the mesh goes on
     // deciding.
-    assert_eq!(mesh.topology_stat("live_agents").await, Some(3), "the roster changed");
+    assert_eq!(mesh.topology_stats().await.live_agents, Some(3), "the roster changed");
     assert!(!mesh.logs("sales").contains("joining again"), "sales believed a forged roster\n{}", mesh.logs("sales"));
-    let decided = mesh.consensus_stat("decided").await.unwrap_or(0);
+    let decided = mesh.consensus_stats().await.decided.unwrap_or(0);
     mesh.eventually("decisions after the forgeries", Duration::from_secs(60), async || {
-        (mesh.consensus_stat("decided").await? > decided).then_some(())
+        (mesh.consensus_stats().await.decided? > decided).then_some(())
     })
     .await;
     for name in ["topology", "consensus", "sales", "fraud", "inventory"] {
         assert!(mesh.running(name), "{name} died\n{}", mesh.logs(name));
     }
-    assert_eq!(mesh.consensus_stat("refused").await, Some(1), "an honest proposal was refused");
+    assert_eq!(mesh.consensus_stats().await.refused, Some(1), "an honest proposal was refused");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -266,11 +266,11 @@ async fn a_third_party_agent_holding_only_its_own_key_joins_and_is_heard() {
         &[("MESH_SECRET_FILE", None), ("MESH_AGENT_KEY_FILE", Some(key.as_str()))],
     );
     mesh.eventually("billing and inventory live", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 2).then_some(())
+        (mesh.topology_stats().await.live_agents? == 2).then_some(())
     })
     .await;
     mesh.eventually("billing's tasks answered", Duration::from_secs(30), async || {
-        (mesh.agent_stat("billing", "responses_received").await > 0).then_some(())
+        (mesh.agent_stats("billing").await.responses_received.unwrap_or(0) > 0).then_some(())
     })
     .await;
     assert!(mesh.running("billing"), "billing died\n{}", mesh.logs("billing"));

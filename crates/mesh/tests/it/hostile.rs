@@ -24,7 +24,7 @@ async fn inventory_alone(test: &str, settings: &[(&str, &str)]) -> Mesh {
     mesh.start_managers();
     mesh.start_agent("inventory", "0", "0");
     mesh.eventually("inventory live", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 1).then_some(())
+        (mesh.topology_stats().await.live_agents? == 1).then_some(())
     })
     .await;
     mesh
@@ -100,7 +100,7 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
     let task_letter = found.iter().find(|d| d.reason.contains("KCAT-UPPER")).expect("found above");
     assert_eq!(task_letter.consumer, "agent-inventory", "the agent that could not answer wrote it");
     mesh.eventually("tasks_unanswerable counted", Duration::from_secs(20), async || {
-        (mesh.agent_stat("inventory", "tasks_unanswerable").await == 1).then_some(())
+        (mesh.agent_stats("inventory").await.tasks_unanswerable.unwrap_or(0) == 1).then_some(())
     })
     .await;
 
@@ -109,7 +109,7 @@ async fn records_at_the_brokers_limit_on_every_read_topic_are_dead_lettered_and_
     for name in ["topology", "consensus", "inventory"] {
         assert!(mesh.running(name), "{name} died\n{}", mesh.logs(name));
     }
-    assert_eq!(mesh.topology_stat("agents").await, Some(1), "the giant never joined");
+    assert_eq!(mesh.topology_stats().await.agents, Some(1), "the giant never joined");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +137,7 @@ async fn an_answer_the_broker_refuses_is_dead_lettered_and_its_task_committed() 
     assert_eq!(letter.source.offset, -1, "an answer that was never written has no offset");
     assert!(letter.payload_truncated && letter.payload_size.is_some_and(|n| n > 200_000), "{letter:?}");
     mesh.eventually("sends_refused counted", Duration::from_secs(20), async || {
-        (mesh.agent_stat("inventory", "sends_refused").await == 1).then_some(())
+        (mesh.agent_stats("inventory").await.sends_refused.unwrap_or(0) == 1).then_some(())
     })
     .await;
 
@@ -191,7 +191,7 @@ async fn a_flood_of_votes_for_proposals_that_do_not_exist_stays_bounded_and_deci
         mesh.start_agent(role, "5", "2");
     }
     mesh.eventually("three agents live", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 3).then_some(())
+        (mesh.topology_stats().await.live_agents? == 3).then_some(())
     })
     .await;
     let rss_before = mesh.rss_kib("consensus");
@@ -227,7 +227,7 @@ async fn a_flood_of_votes_for_proposals_that_do_not_exist_stays_bounded_and_deci
     // Every flood vote read: each is either waiting in the buffer or was dropped from it.
     let (buffered, dropped) = mesh
         .eventually("the whole flood read", Duration::from_secs(120), async || {
-            let (b, d) = (mesh.consensus_stat("early_buffered").await?, mesh.consensus_stat("early_dropped").await?);
+            let (b, d) = (mesh.consensus_stats().await.early_buffered?, mesh.consensus_stats().await.early_dropped?);
             (b + d >= flood as u64).then_some((b, d))
         })
         .await;
@@ -239,9 +239,9 @@ async fn a_flood_of_votes_for_proposals_that_do_not_exist_stays_bounded_and_deci
     assert!(rss_after < rss_before + 300 * 1024, "consensus RSS grew from {rss_before} KiB to {rss_after} KiB");
 
     // And it still decides: the agents' proposals made after the flood are decided.
-    let decided = mesh.consensus_stat("decided").await.unwrap_or(0);
+    let decided = mesh.consensus_stats().await.decided.unwrap_or(0);
     mesh.eventually("decisions after the flood", Duration::from_secs(60), async || {
-        (mesh.consensus_stat("decided").await? > decided).then_some(())
+        (mesh.consensus_stats().await.decided? > decided).then_some(())
     })
     .await;
     assert!(mesh.running("consensus"), "consensus died\n{}", mesh.logs("consensus"));

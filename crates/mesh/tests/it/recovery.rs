@@ -8,6 +8,7 @@ use mesh_core::consensus::{ConsensusParams, Decision};
 use mesh_core::topology::Source;
 use mesh_node::TopologyConfig;
 use mesh_proto::TopicKind;
+use mesh_proto::read_model::redis_keys;
 use mesh_proto::records::Record;
 use mesh_transport::SnapshotStore;
 use nix::sys::signal::Signal;
@@ -33,7 +34,7 @@ async fn managers_killed_under_traffic_recover_exactly() {
         mesh.start_agent(role, "10", "2");
     }
     mesh.eventually("4 live agents", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 4).then_some(())
+        (mesh.topology_stats().await.live_agents? == 4).then_some(())
     })
     .await;
 
@@ -130,7 +131,7 @@ async fn managers_killed_under_traffic_recover_exactly() {
         published.insert(id, d.decision);
     }
     assert!(!published.is_empty(), "seed {seed}: proposals were decided ({copies} decision records)");
-    let stored = mesh.hash(&mesh_node::redis_keys::decisions(&mesh.prefix)).await;
+    let stored = mesh.hash(&redis_keys::decisions(&mesh.prefix)).await;
     for (id, d) in &published {
         let s: Decision = serde_json::from_str(stored.get(id).expect("stored in redis")).expect("decision json");
         assert_eq!(&s, d, "seed {seed}: redis and kafka agree on {id}");
@@ -152,9 +153,9 @@ async fn a_snapshot_whose_records_the_log_no_longer_holds_is_refused_loudly() {
     let mut mesh = Mesh::new("truncated", FAST).await;
     mesh.start_managers();
     mesh.start_agent("inventory", "0", "0");
-    let snapshot_key = mesh_node::redis_keys::topology_snapshot(&mesh.prefix);
+    let snapshot_key = redis_keys::topology_snapshot(&mesh.prefix);
     mesh.eventually("inventory live and a snapshot taken", Duration::from_secs(60), async || {
-        let live = mesh.topology_stat("live_agents").await? == 1;
+        let live = mesh.topology_stats().await.live_agents? == 1;
         let snapshot = mesh.store.get(&snapshot_key).await.ok().flatten().is_some();
         (live && snapshot).then_some(())
     })

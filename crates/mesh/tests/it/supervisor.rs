@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use mesh_proto::read_model::TopologyStats;
 use mesh_supervisor::{EventLog, ProcState, StateDir, StateFile};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
@@ -23,6 +24,12 @@ pub(crate) fn mesh(dir: &Path, args: &[&str]) -> Output {
 
 pub(crate) fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// The topology statistics in what `mesh inspect --json` printed (it prints the hash as stored, values as strings).
+pub(crate) fn inspected_topology(inspect: &serde_json::Value) -> TopologyStats {
+    let stored = inspect["topology"].as_object().into_iter().flatten();
+    TopologyStats::from_fields(stored.filter_map(|(name, value)| Some((name.as_str(), value.as_str()?))))
 }
 
 fn state(dir: &Path) -> StateFile {
@@ -216,7 +223,7 @@ fn the_real_deployment_on_the_embedded_default() {
         let inspect = mesh(dir, &["inspect", "--json"]);
         assert!(inspect.status.success(), "mesh inspect: {}", text(&inspect));
         let json: serde_json::Value = serde_json::from_slice(&inspect.stdout).expect("json");
-        json["topology"]["agents"] == "4"
+        inspected_topology(&json).agents == Some(4)
     });
     // Each of the six processes says where it serves its metrics; `mesh status --json` and the Prometheus targets
     // file list them with the supervisor's own, and each answers with its own kind's metrics.

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use mesh_kafka::{KafkaBus, KafkaConfig};
-use mesh_node::redis_keys;
 use mesh_proto::auth::{DeploymentSecret, Principal, PrincipalKey, Signer};
+use mesh_proto::read_model::{AgentStats, ConsensusStats, TopologyStats, redis_keys};
 use mesh_proto::{DecodeError, Envelope, TopicKind, TopicNames, decode};
 use mesh_redis::RedisStore;
 use mesh_transport::{Assignment, Bus, Reader, SnapshotStore, StartAt};
@@ -249,14 +249,14 @@ impl Mesh {
         self.store.hgetall(key).await.expect("redis").into_iter().collect()
     }
 
-    /// One numeric field of the topology stats hash.
-    pub(crate) async fn topology_stat(&self, field: &str) -> Option<u64> {
-        self.hash(&redis_keys::topology_stats(&self.prefix)).await.get(field).and_then(|v| v.parse().ok())
+    /// The topology manager's statistics as stored now: every field absent until it writes them.
+    pub(crate) async fn topology_stats(&self) -> TopologyStats {
+        TopologyStats::from_fields(self.hash(&redis_keys::topology_stats(&self.prefix)).await)
     }
 
-    /// One numeric field of the consensus manager's statistics.
-    pub(crate) async fn consensus_stat(&self, field: &str) -> Option<u64> {
-        self.hash(&redis_keys::consensus_stats(&self.prefix)).await.get(field).and_then(|v| v.parse().ok())
+    /// The consensus manager's statistics as stored now: every field absent until it writes them.
+    pub(crate) async fn consensus_stats(&self) -> ConsensusStats {
+        ConsensusStats::from_fields(self.hash(&redis_keys::consensus_stats(&self.prefix)).await)
     }
 
     /// Resident memory of process `name` in KiB (its `VmRSS`).
@@ -270,13 +270,9 @@ impl Mesh {
             .expect("VmRSS in /proc/PID/status")
     }
 
-    /// One numeric field of an agent's counters.
-    pub(crate) async fn agent_stat(&self, agent: &str, field: &str) -> u64 {
-        self.hash(&redis_keys::agent_stats(&self.prefix, agent))
-            .await
-            .get(field)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+    /// An agent's counters as stored now: every field absent until it writes them.
+    pub(crate) async fn agent_stats(&self, agent: &str) -> AgentStats {
+        AgentStats::from_fields(self.hash(&redis_keys::agent_stats(&self.prefix, agent)).await)
     }
 
     /// Polls `probe` every 100 ms until it yields a value, failing with every log's tail after `timeout`.

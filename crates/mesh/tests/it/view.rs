@@ -13,7 +13,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
-use crate::supervisor::{mesh, text, wait_until};
+use crate::supervisor::{inspected_topology, mesh, text, wait_until};
 
 /// The topology settings of the test deployment: liveness judged in 2 s, windows every 200 ms.
 const SETTINGS: &str = "[topology]\ndecay_interval = \"200ms\"\nfailure_timeout = \"2s\"\nsnapshot_interval = \"500ms\"\n\
@@ -222,7 +222,7 @@ fn the_page_shows_what_inspect_reads_and_a_killed_agent_turning_dead() {
         let inspect = mesh(&dir, &["inspect", "--json"]);
         assert!(inspect.status.success(), "mesh inspect: {}", text(&inspect));
         let json: Value = serde_json::from_slice(&inspect.stdout).expect("inspect json");
-        let agents = json["topology"]["agents"].as_str().unwrap_or("").to_owned();
+        let agents = inspected_topology(&json).agents.map_or(String::new(), |n| n.to_string());
         let edges = json["snapshot_edges"].as_array().map_or(0, Vec::len).to_string();
         let (page_agents, page_edges) = (browser.text_of("member-count"), browser.text_of("edge-count"));
         last = format!("inspect: {agents} agents {edges} edges; page: {page_agents} agents {page_edges} edges");

@@ -68,7 +68,7 @@ async fn a_plain_kafka_client_gets_an_answer_and_garbage_is_dead_lettered() {
     mesh.start_managers();
     mesh.start_agent("inventory", "0", "0");
     mesh.eventually("inventory live", Duration::from_secs(60), async || {
-        (mesh.topology_stat("live_agents").await? == 1).then_some(())
+        (mesh.topology_stats().await.live_agents? == 1).then_some(())
     })
     .await;
 
