@@ -306,6 +306,11 @@ impl Tail {
         format!("{task}, its last record was read {idle_ms} ms ago; {fetch}")
     }
 
+    /// How many fetches stuck in offset validation the tail's reader restarted (`mesh_kafka::STUCK_VALIDATION`).
+    pub fn fetch_restarts(&self) -> u64 {
+        self.fetches.restarted()
+    }
+
     /// Partitions of the topology topic (the first sources of the topology manager).
     pub fn partitions(&self, kind: TopicKind) -> u32 {
         self.topics.iter().find(|t| t.0 == kind).map_or(0, |t| t.2)

@@ -1091,6 +1091,14 @@ async fn scenario(
     let mut checks = Vec::new();
     let snapshot = mesh_node::topology::read_snapshot(store, &prefix).await.ok().flatten();
     let caught_up = scene.tail.catch_up(bus, Duration::from_secs(30)).await;
+    let restarted = scene.tail.fetch_restarts();
+    if restarted > 0 {
+        let line = format!(
+            "the tail restarted {restarted} fetch(es) stuck in librdkafka's offset validation (harness.log says where)"
+        );
+        progress(&format!("  {line}"));
+        scene.note("note", line);
+    }
     // One look at the supervisor for both: processes left stopped, and the agents that run.
     let processes = blocking(|| scene.deployment.processes())?;
     let stopped: Vec<String> =

@@ -10,6 +10,7 @@
 pub mod baseline;
 mod producer;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -469,9 +470,10 @@ impl Bus for KafkaBus {
             // the topology manager reads hundreds of partitions, and memory per process is a target.
             .set("queued.max.messages.kbytes", "4096")
             .set("queued.min.messages", "1000");
-        if let Some(every) = self.inner.config.lag_interval {
-            cc.set("statistics.interval.ms", every.as_millis().max(1).to_string());
-        }
+        // Statistics always run: besides the lag they carry each partition's fetch state, which the reader watches
+        // for a fetch stuck in offset validation (`FetchStates::stuck`).
+        let every = self.inner.config.lag_interval.unwrap_or(FETCH_STATE_INTERVAL);
+        cc.set("statistics.interval.ms", every.as_millis().max(1).to_string());
         for (k, v) in &self.inner.config.extra {
             cc.set(k, v);
         }
@@ -718,6 +720,7 @@ impl rdkafka::ClientContext for LagContext {
                         state: p.fetch_state.clone(),
                         leader: p.leader,
                         next_offset: p.next_offset,
+                        app_offset: p.app_offset,
                         high_offset: p.hi_offset,
                     });
                 }
@@ -736,9 +739,7 @@ impl rdkafka::ClientContext for LagContext {
             *kept = lags;
         }
         fetches.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-        if let Ok(mut kept) = self.fetches.0.lock() {
-            *kept = (Some(Instant::now()), fetches);
-        }
+        self.fetches.update(fetches, Instant::now());
     }
 }
 
@@ -757,8 +758,56 @@ pub struct FetchState {
     pub leader: i32,
     /// The next offset it will fetch.
     pub next_offset: i64,
+    /// The offset after the last record handed to the reader (negative before the first).
+    pub app_offset: i64,
     /// The partition's end as the broker last told it.
     pub high_offset: i64,
+}
+
+/// librdkafka's fetch state of a partition waiting on its offset validation (KIP-320): after a leader epoch changes,
+/// the position is checked against the leader's log before fetching resumes.
+const VALIDATING: &str = "validate-epoch-wait";
+
+/// How long a partition may wait on its offset validation before the reader restarts its fetch. Validation is one
+/// round trip once the leader answers, and librdkafka retries a failed one every 500 ms. After broker restarts, a
+/// partition has been seen waiting for good while the reader read every other one (docs/chaos.md); only a new fetch
+/// start, a seek, started its validation again.
+pub const STUCK_VALIDATION: Duration = Duration::from_secs(10);
+
+/// How often a reader that reports no lag reads its fetch states: a stuck validation is seen within this of
+/// [`STUCK_VALIDATION`].
+const FETCH_STATE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// A partition whose fetch is restarted, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Restart {
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+/// Each partition's time since it began waiting on its offset validation, updated with the states of `now`: the
+/// partitions that have waited longer than `bound` come back with the offset to restart at (the reader's position,
+/// or librdkafka's next offset before the first record), and their wait starts over.
+fn stuck_validations(
+    waiting: &mut HashMap<(String, i32), Instant>,
+    states: &[FetchState],
+    now: Instant,
+    bound: Duration,
+) -> Vec<Restart> {
+    waiting.retain(|(topic, partition), _| {
+        states.iter().any(|s| &s.topic == topic && s.partition == *partition && s.state == VALIDATING)
+    });
+    let mut restarts = Vec::new();
+    for s in states.iter().filter(|s| s.state == VALIDATING) {
+        let since = waiting.entry((s.topic.clone(), s.partition)).or_insert(now);
+        let offset = if s.app_offset >= 0 { s.app_offset } else { s.next_offset };
+        if now.duration_since(*since) >= bound && offset >= 0 {
+            *since = now;
+            restarts.push(Restart { topic: s.topic.clone(), partition: s.partition, offset });
+        }
+    }
+    restarts
 }
 
 impl std::fmt::Display for FetchState {
@@ -775,14 +824,45 @@ impl std::fmt::Display for FetchState {
 /// statistics, so only when [`KafkaConfig::lag_interval`] is set, and only while the reader is polled (statistics
 /// are delivered on its queue): statistics that stop coming say the reader is no longer polled.
 #[derive(Debug, Clone, Default)]
-pub struct FetchStates(Arc<std::sync::Mutex<(Option<Instant>, Vec<FetchState>)>>);
+pub struct FetchStates(Arc<std::sync::Mutex<FetchStatesInner>>);
+
+#[derive(Debug, Default)]
+struct FetchStatesInner {
+    at: Option<Instant>,
+    states: Vec<FetchState>,
+    waiting: HashMap<(String, i32), Instant>,
+    restarts: Vec<Restart>,
+    restarted: u64,
+}
 
 impl FetchStates {
+    fn update(&self, states: Vec<FetchState>, now: Instant) {
+        if let Ok(mut inner) = self.0.lock() {
+            let FetchStatesInner { at, states: kept, waiting, restarts, .. } = &mut *inner;
+            restarts.extend(stuck_validations(waiting, &states, now, STUCK_VALIDATION));
+            *at = Some(now);
+            *kept = states;
+        }
+    }
+
+    /// The fetches to restart, taken (and counted).
+    fn take_restarts(&self) -> Vec<Restart> {
+        let Ok(mut inner) = self.0.lock() else { return Vec::new() };
+        let taken = std::mem::take(&mut inner.restarts);
+        inner.restarted += taken.len() as u64;
+        taken
+    }
+
+    /// How many fetches stuck in offset validation the reader restarted ([`STUCK_VALIDATION`]).
+    pub fn restarted(&self) -> u64 {
+        self.0.lock().map_or(0, |inner| inner.restarted)
+    }
+
     /// The state of `topic`/`partition` at the last statistics, if it had one, and how long ago those came.
     pub fn of(&self, topic: &str, partition: i32) -> Option<(FetchState, Duration)> {
-        let states = self.0.lock().ok()?;
-        let (Some(at), states) = &*states else { return None };
-        let state = states.iter().find(|s| s.topic == topic && s.partition == partition)?;
+        let inner = self.0.lock().ok()?;
+        let at = inner.at?;
+        let state = inner.states.iter().find(|s| s.topic == topic && s.partition == partition)?;
         Some((state.clone(), at.elapsed()))
     }
 }
@@ -802,11 +882,36 @@ impl KafkaReader {
     pub fn fetch_states(&self) -> FetchStates {
         self.fetches.clone()
     }
+
+    /// Restarts, by a seek to where the reader stands, the fetch of every partition that waited on its offset
+    /// validation longer than [`STUCK_VALIDATION`]. A seek starts a new validation; records already read are not
+    /// read again, none after them is skipped.
+    fn restart_stuck_fetches(&self) {
+        for r in self.fetches.take_restarts() {
+            tracing::warn!(
+                topic = %r.topic,
+                partition = r.partition,
+                offset = r.offset,
+                "a partition waited on librdkafka's offset validation for {} s; restarting its fetch",
+                STUCK_VALIDATION.as_secs()
+            );
+            if let Err(e) = self.consumer.seek(&r.topic, r.partition, Offset::Offset(r.offset), Duration::ZERO) {
+                tracing::warn!(topic = %r.topic, partition = r.partition, error = %e, "restarting a fetch failed");
+            }
+        }
+    }
 }
 
 impl Reader for KafkaReader {
     async fn next(&mut self) -> Result<InRecord, TransportError> {
-        match self.consumer.recv().await {
+        // A reader waiting for records still looks at its fetch states once per interval.
+        let received = loop {
+            self.restart_stuck_fetches();
+            if let Ok(received) = tokio::time::timeout(FETCH_STATE_INTERVAL, self.consumer.recv()).await {
+                break received;
+            }
+        };
+        match received {
             Ok(m) => Ok(InRecord {
                 topic: m.topic().to_owned(),
                 partition: m.partition(),
@@ -867,5 +972,60 @@ impl EmbeddedKafka {
     /// `host:port` of the broker.
     pub fn bootstrap(&self) -> String {
         self.cluster.bootstrap_servers()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(partition: i32, state: &str, app_offset: i64, next_offset: i64) -> FetchState {
+        FetchState {
+            topic: "t".into(),
+            partition,
+            state: state.into(),
+            leader: 1,
+            next_offset,
+            app_offset,
+            high_offset: 100,
+        }
+    }
+
+    #[test]
+    fn a_validation_waiting_past_the_bound_restarts_at_the_readers_position_and_its_wait_starts_over() {
+        let bound = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut waiting = HashMap::new();
+        let states = [state(0, VALIDATING, 42, 40), state(1, "active", 7, 7)];
+        assert!(stuck_validations(&mut waiting, &states, t0, bound).is_empty());
+        assert!(stuck_validations(&mut waiting, &states, t0 + Duration::from_secs(9), bound).is_empty());
+        let restarts = stuck_validations(&mut waiting, &states, t0 + bound, bound);
+        assert_eq!(restarts, vec![Restart { topic: "t".into(), partition: 0, offset: 42 }]);
+        assert!(stuck_validations(&mut waiting, &states, t0 + bound + Duration::from_secs(2), bound).is_empty());
+        assert_eq!(stuck_validations(&mut waiting, &states, t0 + bound * 2, bound).len(), 1);
+    }
+
+    #[test]
+    fn a_partition_that_stopped_waiting_starts_its_wait_from_scratch() {
+        let bound = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut waiting = HashMap::new();
+        assert!(stuck_validations(&mut waiting, &[state(0, VALIDATING, 5, 5)], t0, bound).is_empty());
+        assert!(
+            stuck_validations(&mut waiting, &[state(0, "active", 9, 9)], t0 + Duration::from_secs(6), bound).is_empty()
+        );
+        let later = t0 + Duration::from_secs(12);
+        assert!(stuck_validations(&mut waiting, &[state(0, VALIDATING, 9, 9)], later, bound).is_empty());
+    }
+
+    #[test]
+    fn before_the_first_record_the_fetch_restarts_at_librdkafkas_next_offset_and_never_at_no_offset() {
+        let bound = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut waiting = HashMap::new();
+        let states = [state(0, VALIDATING, -1001, 17), state(1, VALIDATING, -1001, -1001)];
+        stuck_validations(&mut waiting, &states, t0, bound);
+        let restarts = stuck_validations(&mut waiting, &states, t0 + bound, bound);
+        assert_eq!(restarts, vec![Restart { topic: "t".into(), partition: 0, offset: 17 }]);
     }
 }
