@@ -201,16 +201,60 @@ pub(crate) fn run(args: &ChaosArgs) -> Result<i32> {
 /// The harness's own log (its Kafka clients' librdkafka warnings among it) goes to `harness.log` in the report
 /// directory, filtered by `RUST_LOG` (warnings by default): a failure of the harness's clients, not the mesh's, leaves
 /// its evidence next to the report. With `MESH_CHAOS_KAFKA_DEBUG` naming librdkafka debug contexts (for example
-/// `fetch,topic,metadata`) and `RUST_LOG=librdkafka=debug`, it holds librdkafka's debug lines too.
+/// `fetch,topic,metadata`) and `RUST_LOG=librdkafka=debug`, it holds librdkafka's debug lines too. `cargo xtask test`
+/// runs several chaos runs in one process: the subscriber is installed once, and each run points it at its own file.
 fn log_to_file(out: &std::path::Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let path = out.join("harness.log");
     let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .with_writer(std::sync::Mutex::new(file))
-        .try_init()
-        .map_err(|e| anyhow::anyhow!("installing the harness's log: {e}"))
+    *HARNESS_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(file);
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    let mut installed = Ok(());
+    INSTALLED.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+        installed = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(|| HarnessLog)
+            .try_init()
+            .map_err(|e| anyhow::anyhow!("installing the harness's log: {e}"));
+    });
+    installed
+}
+
+/// The current run's `harness.log`.
+static HARNESS_LOG: std::sync::Mutex<Option<std::fs::File>> = std::sync::Mutex::new(None);
+
+/// Writes to the current run's `harness.log`.
+struct HarnessLog;
+
+impl std::io::Write for HarnessLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match HARNESS_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+            Some(file) => file.write(buf),
+            None => Ok(buf.len()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match HARNESS_LOG.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+            Some(file) => file.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_run_in_one_process_gets_its_own_harness_log() {
+        let root = std::env::temp_dir().join(format!("mesh-xtask-harness-log-{}", std::process::id()));
+        let (first, second) = (root.join("first"), root.join("second"));
+        log_to_file(&first).expect("first run");
+        log_to_file(&second).expect("a second run in the same process");
+        assert!(first.join("harness.log").exists() && second.join("harness.log").exists());
+        std::fs::remove_dir_all(&root).ok();
+    }
 }
