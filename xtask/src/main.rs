@@ -71,6 +71,32 @@ fn main() -> Result<()> {
     }
 }
 
+/// What a clean `cargo xtask test` writes under the target directory (build, clippy and test artifacts), measured
+/// from a fresh clone with line-table debug info, with a margin.
+const CLEAN_BUILD_BYTES: u64 = BUILD_NEED_GB * 1_000_000_000;
+const BUILD_NEED_GB: u64 = 6;
+
+/// A full disk shows up late and in disguise (the linker dies of SIGBUS writing a test binary, minutes into the
+/// build), so the free space of the build's filesystem is printed first, with a warning when it is short.
+fn report_free_space() {
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| tidy::repo_root().join("target"), std::path::PathBuf::from);
+    let Some(existing) = target.ancestors().find(|p| p.exists()) else { return };
+    match nix::sys::statvfs::statvfs(existing) {
+        Ok(fs) => {
+            let free = fs.blocks_available() * fs.fragment_size();
+            eprintln!("    {:.1} GB free for {}", free as f64 / 1e9, target.display());
+            if free < CLEAN_BUILD_BYTES {
+                eprintln!(
+                    "    warning: a clean build writes about {BUILD_NEED_GB} GB there; a full disk shows up as a linker \
+                     'Bus error' (free space, or set CARGO_TARGET_DIR to a larger filesystem)"
+                );
+            }
+        }
+        Err(e) => eprintln!("    the free space of {} is unknown: {e}", existing.display()),
+    }
+}
+
 fn cargo() -> Command {
     let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     c.current_dir(tidy::repo_root());
@@ -95,6 +121,7 @@ fn status(what: &str, cmd: &mut Command) -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     let total = Instant::now();
+    report_free_space();
     step("install system packages (redis-server, kcat, JDK, Maven, Prometheus, headless Chromium) if missing", || {
         Ok(mesh_fixtures::ensure_system_packages()?)
     })?;
