@@ -240,6 +240,9 @@ pub(crate) fn kill(args: &KillArgs) -> Result<()> {
         Some(secs) => ("STOP".to_owned(), Some(secs)),
         None => (args.signal.clone(), None),
     };
+    let sig = child::parse_signal(&signal).ok_or_else(|| {
+        crate::usage(anyhow!("invalid --signal {signal:?}: give a signal name or number, for example TERM, KILL or 9"))
+    })?;
     let request = Request::Kill {
         name: args.name.clone(),
         random: args.random,
@@ -262,7 +265,6 @@ pub(crate) fn kill(args: &KillArgs) -> Result<()> {
                 state.processes.iter().find(|p| p.name == name).ok_or_else(|| anyhow!("no process named {name:?}"))?;
             let pid = same_process(p)
                 .ok_or_else(|| anyhow!("{name} is not running (or its pid now belongs to another process)"))?;
-            let sig = child::parse_signal(&signal).ok_or_else(|| anyhow!("unknown signal {signal:?}"))?;
             child::signal_group(pid, sig).map_err(|e| anyhow!("failed to signal {name}: {e}"))?;
             println!(
                 "no supervisor: sent {} to {name} (process group {pid}) directly; nothing will restart it",

@@ -544,6 +544,7 @@ fn bad_flags_and_settings_exit_with_the_usage_code_everywhere() {
         &["up", "-d", "--wait-timeout", "soon"],
         &["bench", "--agents", "4", "--duration", "soon"],
         &["kill", "agent-sales", "--pause", "1e20"],
+        &["kill", "agent-sales", "--signal", "NOPE"],
         &["down", "--timeout=-1"],
         &["topology", "--metrics-listen", "localhost"],
         &["up", "-d", "--metrics-listen", "127.0.0.1"],
