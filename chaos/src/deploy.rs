@@ -4,13 +4,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use mesh_supervisor::{DeploymentFile, EventLog, FileProcess, ProcState, ProcessStatus, Request, StateDir, StateFile};
+use mesh_supervisor::{
+    DeploymentFile, EventLog, FileProcess, LaunchSpec, Launched, ProcState, ProcessStatus, Request, StateDir, StateFile,
+};
 
 use mesh_fixtures::netns::Network;
+use mesh_node::SettingsFile;
+use mesh_node::settings_file::{AgentSettings, ConsensusSettings, TopologySettings};
 
 use crate::hosts::{MANAGERS_HOST, processes_on};
 use crate::scenario::{AGENTS, MANAGERS};
@@ -95,89 +98,70 @@ fn deployment_file(endpoints: &Endpoints, t: &MeshTimings, processes: &[String])
             max_backoff: Some(format!("{}ms", t.restart_backoff_max_ms)),
             max_restarts: Some(30),
             restart_window: Some("60s".into()),
+            stop_timeout: Some("5s".into()),
             ..FileProcess::default()
         });
     }
     Ok(file)
 }
 
-fn settings_toml(prefix: &str, t: &MeshTimings) -> String {
-    format!(
-        "# written by `cargo xtask chaos`: the chaos profile's timings (docs/chaos.md explains the trade-off)\n\
-         topic_prefix = {prefix:?}\n\n[topology]\ndecay_interval = \"{}ms\"\nfailure_timeout = \"{}ms\"\n\
-         snapshot_interval = \"{}ms\"\n\n[consensus]\nproposal_timeout = \"{}ms\"\nsnapshot_interval = \"{}ms\"\n\n\
-         [agent]\nheartbeat_interval = \"{}ms\"\nrate = {}\nproposal_every = 3\n",
-        t.decay_interval_ms,
-        t.failure_timeout_ms,
-        t.snapshot_interval_ms,
-        t.proposal_timeout_ms,
-        t.snapshot_interval_ms,
-        t.heartbeat_ms,
-        t.rate
-    )
+/// The settings every process of a scenario reads: the chaos profile's timings.
+fn settings_file(prefix: &str, t: &MeshTimings) -> SettingsFile {
+    let ms = |v: u64| Some(format!("{v}ms"));
+    SettingsFile {
+        topic_prefix: Some(prefix.to_owned()),
+        topology: TopologySettings {
+            decay_interval: ms(t.decay_interval_ms),
+            failure_timeout: ms(t.failure_timeout_ms),
+            snapshot_interval: ms(t.snapshot_interval_ms),
+            ..TopologySettings::default()
+        },
+        consensus: ConsensusSettings {
+            proposal_timeout: ms(t.proposal_timeout_ms),
+            snapshot_interval: ms(t.snapshot_interval_ms),
+            ..ConsensusSettings::default()
+        },
+        agent: AgentSettings {
+            heartbeat_interval: ms(t.heartbeat_ms),
+            rate: Some(t.rate),
+            proposal_every: Some(3),
+            ..AgentSettings::default()
+        },
+        ..SettingsFile::default()
+    }
 }
 
 /// One supervisor (`mesh up`) and its share of the processes: the whole deployment, or one simulated host's.
 struct Supervisor {
     host: u32,
     processes: Vec<String>,
-    dir: StateDir,
-    /// `ip netns exec NS` before `mesh up` on a simulated host; empty otherwise.
-    launcher: Vec<String>,
-    /// Everything after the program: the same on every start, so a restarted host resumes as itself.
-    args: Vec<std::ffi::OsString>,
-    mesh: PathBuf,
-    child: Option<Child>,
+    /// The same on every start, so a restarted host resumes as itself.
+    spec: LaunchSpec,
+    /// `None` while the host's supervisor is killed.
+    running: Option<Launched>,
 }
 
 impl Supervisor {
     fn spawn(&mut self) -> Result<()> {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.root().join("supervisor.out"))?;
-        let mut cmd = match self.launcher.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(&self.mesh);
-                c
-            }
-            None => Command::new(&self.mesh),
-        };
-        cmd.args(&self.args)
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        mesh_supervisor::child::in_new_session(&mut cmd);
-        self.child = Some(cmd.spawn().with_context(|| format!("starting {}", self.mesh.display()))?);
+        self.running = Some(Launched::spawn(&self.spec)?);
         Ok(())
     }
 
+    fn dir(&self) -> &StateDir {
+        &self.spec.state_dir
+    }
+
     fn status(&mut self) -> Result<StateFile> {
-        if let Some(c) = self.child.as_mut()
-            && let Some(status) = c.try_wait()?
-        {
-            bail!("the chaos supervisor exited ({status}); see {}", self.dir.root().join("supervisor.out").display());
-        }
-        let r = mesh_supervisor::control::call(&self.dir.socket(), &Request::Status, Duration::from_secs(10))
-            .map_err(|e| anyhow!("the supervisor does not answer: {e}"))?;
-        r.state.ok_or_else(|| anyhow!("the supervisor answered without a state"))
+        let host = self.host;
+        let running = self.running.as_mut().ok_or_else(|| anyhow!("host {host}'s supervisor is not running"))?;
+        running.status()?.ok_or_else(|| anyhow!("host {host}'s supervisor does not answer yet"))
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.status() {
-                Ok(s) if s.processes.iter().all(|p| p.state == ProcState::Ready) && !s.processes.is_empty() => {
-                    return Ok(());
-                }
-                Ok(_) => {}
-                Err(e) if self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(Some(_)))) => return Err(e),
-                Err(_) => {}
-            }
-            if Instant::now() >= deadline {
-                bail!("host {}'s deployment was not READY within {} s", self.host, timeout.as_secs());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let host = self.host;
+        let running = self.running.as_mut().ok_or_else(|| anyhow!("host {host}'s supervisor is not running"))?;
+        running.wait_ready(timeout, || true).with_context(|| format!("host {host}'s deployment did not start"))?;
+        Ok(())
     }
 
     /// Proof that a simulated host is one: its supervisor and every process it runs are in a network namespace
@@ -195,29 +179,11 @@ impl Supervisor {
         Ok(())
     }
 
-    /// `mesh down`: stops its processes and waits for the supervisor to exit.
+    /// `mesh down`: stops its processes (each with the deployment file's 5 s grace) and waits for the supervisor
+    /// to exit; one that has not after 60 s is killed with its process group.
     fn down(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
-        // An interrupted pause-supervisor trial may have left it stopped: it could not answer.
-        if let Ok(pid) = i32::try_from(child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGCONT);
-        }
-        let answered = mesh_supervisor::control::call(
-            &self.dir.socket(),
-            &Request::Down { timeout_secs: Some(5.0) },
-            Duration::from_secs(60),
-        );
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while child.try_wait()?.is_none() {
-            if Instant::now() >= deadline {
-                let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
-                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = child.wait();
-                bail!("the supervisor did not stop within 60 s and was killed");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        answered.map(|_| ()).map_err(|e| anyhow!("mesh down: {e}"))
+        let Some(mut running) = self.running.take() else { return Ok(()) };
+        running.stop(Duration::from_secs(60)).context("mesh down")
     }
 }
 
@@ -254,7 +220,9 @@ impl Deployment {
         }
         std::fs::create_dir_all(root)?;
         let settings = root.join("chaos-settings.toml");
-        std::fs::write(&settings, settings_toml(prefix, timings))?;
+        let comment =
+            "written by `cargo xtask chaos`: the chaos profile's timings (docs/chaos.md explains the trade-off)";
+        std::fs::write(&settings, settings_file(prefix, timings).to_toml(comment)?)?;
         let hosts = network.map_or(1, Network::hosts);
         let mut d = Deployment { supervisors: Vec::new(), seen_pids: BTreeSet::new() };
         for host in 1..=hosts {
@@ -289,20 +257,21 @@ impl Deployment {
                 "--file".into(),
                 file.into(),
                 "--state-dir".into(),
-                dir.clone().into(),
+                dir.clone().into_os_string(),
                 "--secret-file".into(),
                 secret_file.into(),
                 "--detached-child".into(),
             ];
-            let mut s = Supervisor {
-                host,
-                processes,
-                dir: StateDir::new(dir),
+            let spec = LaunchSpec {
+                program: mesh.to_path_buf(),
                 launcher,
                 args,
-                mesh: mesh.to_path_buf(),
-                child: None,
+                env: vec![("RUST_LOG".to_owned(), "info,rdkafka=warn".to_owned())],
+                state_dir: StateDir::new(dir.clone()),
+                log: dir.join("supervisor.out"),
+                answer_timeout: Duration::from_secs(10),
             };
+            let mut s = Supervisor { host, processes, spec, running: None };
             s.spawn()?;
             d.supervisors.push(s);
             // The agents' hosts start once the managers serve, as `depends_on` orders them on one host.
@@ -312,7 +281,7 @@ impl Deployment {
         }
         for s in &mut d.supervisors {
             s.wait_ready(Duration::from_secs(90))?;
-            if !s.launcher.is_empty() {
+            if !s.spec.launcher.is_empty() {
                 s.check_own_namespace()?;
             }
         }
@@ -321,27 +290,27 @@ impl Deployment {
 
     /// The managers' supervisor's state directory: where the harness's own events (faults, heals) are logged.
     pub fn dir(&self) -> Option<&StateDir> {
-        self.supervisors.first().map(|s| &s.dir)
+        self.supervisors.first().map(Supervisor::dir)
     }
 
     /// Every supervisor's events, in time order.
     pub fn events(&self) -> Vec<mesh_supervisor::Event> {
         let mut all: Vec<_> =
-            self.supervisors.iter().flat_map(|s| EventLog::read_all(&s.dir.events()).unwrap_or_default()).collect();
+            self.supervisors.iter().flat_map(|s| EventLog::read_all(&s.dir().events()).unwrap_or_default()).collect();
         all.sort_by_key(|e| e.at_ms);
         all
     }
 
     /// The managers' supervisor's pid.
     pub fn supervisor_pid(&self) -> Option<i32> {
-        self.supervisors.first()?.child.as_ref().and_then(|c| i32::try_from(c.id()).ok())
+        self.supervisors.first()?.running.as_ref()?.pid()
     }
 
     /// Every process of the running supervisors (a host whose supervisor was killed has none); also remembers every
     /// pid it shows.
     pub fn processes(&mut self) -> Result<Vec<ProcessStatus>> {
         let mut all = Vec::new();
-        for s in self.supervisors.iter_mut().filter(|s| s.child.is_some()) {
+        for s in self.supervisors.iter_mut().filter(|s| s.running.is_some()) {
             let state = s.status()?;
             self.seen_pids.insert((state.supervisor_pid, state.supervisor_start_ticks.unwrap_or(0)));
             for p in &state.processes {
@@ -356,7 +325,7 @@ impl Deployment {
 
     /// Whether every supervisor runs and every process is READY.
     pub fn all_ready(&mut self) -> Result<bool> {
-        if self.supervisors.iter().any(|s| s.child.is_none()) {
+        if self.supervisors.iter().any(|s| s.running.is_none()) {
             return Ok(false);
         }
         Ok(self.processes()?.iter().all(|p| p.state == ProcState::Ready))
@@ -382,7 +351,7 @@ impl Deployment {
             pause_secs: None,
             no_restart: false,
         };
-        let socket = self.supervisor_of(name)?.dir.socket();
+        let socket = self.supervisor_of(name)?.dir().socket();
         let r = mesh_supervisor::control::call(&socket, &request, Duration::from_secs(10))
             .map_err(|e| anyhow!("signalling {name}: {e}"))?;
         if !r.ok {
@@ -399,7 +368,7 @@ impl Deployment {
     /// The log file of a process.
     pub fn log(&self, name: &str) -> PathBuf {
         let s = self.supervisors.iter().find(|s| s.processes.iter().any(|p| p == name));
-        s.or(self.supervisors.first()).map_or_else(|| PathBuf::from(name), |s| s.dir.log(name))
+        s.or(self.supervisors.first()).map_or_else(|| PathBuf::from(name), |s| s.dir().log(name))
     }
 
     /// The processes of `host`.
@@ -411,9 +380,8 @@ impl Deployment {
     /// (their parent-death signal). Waits until the supervisor is gone.
     pub fn kill_host(&mut self, host: u32) -> Result<()> {
         let s = self.host(host)?;
-        let mut child = s.child.take().ok_or_else(|| anyhow!("host {host}'s supervisor is not running"))?;
-        child.kill().context("SIGKILL to the supervisor")?;
-        child.wait()?;
+        let mut running = s.running.take().ok_or_else(|| anyhow!("host {host}'s supervisor is not running"))?;
+        running.kill().context("SIGKILL to the supervisor")?;
         Ok(())
     }
 
@@ -421,7 +389,7 @@ impl Deployment {
     /// the harness measures.
     pub fn restart_host(&mut self, host: u32) -> Result<()> {
         let s = self.host(host)?;
-        if s.child.is_some() {
+        if s.running.is_some() {
             bail!("host {host}'s supervisor is running");
         }
         s.spawn()
@@ -442,7 +410,7 @@ impl Deployment {
 
 impl Drop for Deployment {
     fn drop(&mut self) {
-        if self.supervisors.iter().any(|s| s.child.is_some()) {
+        if self.supervisors.iter().any(|s| s.running.is_some()) {
             let _ = self.down();
         }
     }

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use mesh_core::consensus::ConsensusParams;
 use mesh_fixtures::{
-    CLUSTER_CONTROLLER_FAILOVER_MS, CLUSTER_SESSION_TIMEOUT_MS, ClientListener, KafkaBroker, KafkaCluster,
-    KafkaClusterOptions, KafkaOptions, RedisOptions, RedisServer,
+    CLUSTER_CONTROLLER_FAILOVER_MS, CLUSTER_SESSION_TIMEOUT_MS, ClientListener, LocalKafka, RedisOptions, RedisServer,
 };
 use mesh_kafka::{KafkaBus, KafkaConfig};
 use mesh_node::{MeshConfig, TopologyConfig, now_ms};
@@ -99,66 +98,32 @@ enum KafkaOp {
 
 type InfraReply = tokio::sync::oneshot::Sender<Result<Option<u32>, String>>;
 
-/// One broker, or a cluster.
-enum Brokers {
-    One(Box<KafkaBroker>),
-    Cluster(KafkaCluster),
-}
-
-impl Brokers {
-    fn start(listeners: Vec<Vec<ClientListener>>) -> Result<Self, mesh_fixtures::FixtureError> {
-        if listeners.len() == 1 {
-            let client_listeners = listeners.into_iter().next().unwrap_or_default();
-            return KafkaBroker::start(KafkaOptions { client_listeners, ..KafkaOptions::default() })
-                .map(|b| Brokers::One(Box::new(b)));
+/// Carries out a fault or a query on the run's Kafka, on the infrastructure thread.
+fn apply(kafka: &mut LocalKafka, op: KafkaOp) -> Result<Option<u32>, String> {
+    let nodes = kafka.len();
+    let node_missing = |id: u32| format!("no Kafka node {id} (the run has {nodes} nodes)");
+    match (kafka, op) {
+        (kafka, KafkaOp::KillKafka) => kafka.kill_all(),
+        (kafka, KafkaOp::RestartKafka) => kafka.start_stopped().map_err(|e| e.to_string())?,
+        (LocalKafka::Cluster(c), KafkaOp::KillNode(id)) => c.node(id).ok_or_else(|| node_missing(id))?.kill(),
+        (LocalKafka::Cluster(c), KafkaOp::RestartNode(id)) => {
+            c.node(id).ok_or_else(|| node_missing(id))?.restart().map_err(|e| e.to_string())?;
         }
-        let brokers = u32::try_from(listeners.len()).unwrap_or(u32::MAX);
-        KafkaCluster::start(KafkaClusterOptions { brokers, client_listeners: listeners }).map(Brokers::Cluster)
-    }
-
-    fn bootstrap(&self) -> String {
-        match self {
-            Brokers::One(b) => b.bootstrap(),
-            Brokers::Cluster(c) => c.bootstrap(),
+        (LocalKafka::One(_), KafkaOp::KillNode(_) | KafkaOp::RestartNode(_)) => {
+            return Err("a single broker has no nodes to fail over between: run with --brokers 3".into());
         }
-    }
-
-    fn apply(&mut self, op: KafkaOp) -> Result<Option<u32>, String> {
-        let nodes = self.len();
-        let node_missing = |id: u32| format!("no Kafka node {id} (the run has {nodes} nodes)");
-        match (self, op) {
-            (Brokers::One(b), KafkaOp::KillKafka) => b.kill(),
-            (Brokers::Cluster(c), KafkaOp::KillKafka) => c.kill_all(),
-            (Brokers::One(b), KafkaOp::RestartKafka) => b.restart().map_err(|e| e.to_string())?,
-            (Brokers::Cluster(c), KafkaOp::RestartKafka) => c.start_stopped().map_err(|e| e.to_string())?,
-            (Brokers::Cluster(c), KafkaOp::KillNode(id)) => c.node(id).ok_or_else(|| node_missing(id))?.kill(),
-            (Brokers::Cluster(c), KafkaOp::RestartNode(id)) => {
-                c.node(id).ok_or_else(|| node_missing(id))?.restart().map_err(|e| e.to_string())?;
-            }
-            (Brokers::One(_), KafkaOp::KillNode(_) | KafkaOp::RestartNode(_)) => {
-                return Err("a single broker has no nodes to fail over between: run with --brokers 3".into());
-            }
-            (Brokers::One(b), KafkaOp::KafkaAlive) => return b.exited().map_or(Ok(None), Err),
-            (Brokers::Cluster(c), KafkaOp::KafkaAlive) => return c.exited().map_or(Ok(None), Err),
-            (Brokers::One(b), KafkaOp::SaveKafkaLog(to)) => {
-                std::fs::copy(b.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
-            }
-            (Brokers::Cluster(c), KafkaOp::SaveKafkaLog(to)) => {
-                for (i, node) in c.nodes().enumerate() {
-                    let to = to.with_extension(format!("node{}.log", i + 1));
-                    std::fs::copy(node.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
-                }
+        (kafka, KafkaOp::KafkaAlive) => return kafka.exited().map_or(Ok(None), Err),
+        (LocalKafka::One(b), KafkaOp::SaveKafkaLog(to)) => {
+            std::fs::copy(b.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+        (LocalKafka::Cluster(c), KafkaOp::SaveKafkaLog(to)) => {
+            for (i, node) in c.nodes().enumerate() {
+                let to = to.with_extension(format!("node{}.log", i + 1));
+                std::fs::copy(node.log_path(), &to).map_err(|e| format!("{}: {e}", to.display()))?;
             }
         }
-        Ok(None)
     }
-
-    fn len(&self) -> usize {
-        match self {
-            Brokers::One(_) => 1,
-            Brokers::Cluster(c) => c.len(),
-        }
-    }
+    Ok(None)
 }
 
 /// The broker and redis-server live on a thread of their own for the whole run. The fixtures give their children
@@ -178,7 +143,7 @@ impl InfraThread {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new().name("chaos-infra".into()).spawn(move || {
             let started =
-                Brokers::start(listeners).and_then(|k| RedisServer::start(RedisOptions::default()).map(|r| (k, r)));
+                LocalKafka::start(listeners).and_then(|k| RedisServer::start(RedisOptions::default()).map(|r| (k, r)));
             let (mut kafka, redis) = match started {
                 Ok(pair) => pair,
                 Err(e) => {
@@ -190,7 +155,7 @@ impl InfraThread {
             while let Ok((op, reply)) = rx.recv() {
                 let result = match op {
                     InfraOp::RedisPid => Ok(redis.pid()),
-                    InfraOp::Kafka(op) => kafka.apply(op),
+                    InfraOp::Kafka(op) => apply(&mut kafka, op),
                 };
                 let _ = reply.send(result);
             }

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use mesh_fixtures::{KafkaBroker, KafkaCluster, KafkaClusterOptions, KafkaOptions, RedisOptions, RedisServer};
+use mesh_fixtures::{KafkaBroker, KafkaOptions, LocalKafka, RedisOptions, RedisServer};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask")]
@@ -223,17 +223,16 @@ fn run_counting(cmd: &mut Command) -> Result<(u64, u64)> {
 fn infra(kafka_port: Option<u16>, redis_port: Option<u16>, brokers: u32) -> Result<()> {
     mesh_fixtures::ensure_system_packages()?;
     // One broker, or a cluster; either is held until the signal.
-    let (bootstrap, held): (String, Box<dyn std::any::Any>) = if brokers == 1 {
-        let kafka = KafkaBroker::start(KafkaOptions { port: kafka_port, ..KafkaOptions::default() })?;
-        (kafka.bootstrap(), Box::new(kafka))
+    let kafka = if brokers == 1 {
+        LocalKafka::One(Box::new(KafkaBroker::start(KafkaOptions { port: kafka_port, ..KafkaOptions::default() })?))
     } else {
         if kafka_port.is_some() {
             bail!("--kafka-port picks the port of a single broker; with --brokers {brokers} the ports are free ones");
         }
         eprintln!("starting {brokers} Kafka nodes (KRaft, each broker and controller)");
-        let cluster = KafkaCluster::start(KafkaClusterOptions { brokers, ..KafkaClusterOptions::default() })?;
-        (cluster.bootstrap(), Box::new(cluster))
+        LocalKafka::start(vec![Vec::new(); usize::try_from(brokers)?])?
     };
+    let bootstrap = kafka.bootstrap();
     let redis = RedisServer::start(RedisOptions { port: redis_port, ..RedisOptions::default() })?;
     println!("Kafka {bootstrap} and Redis {} are running on loopback.", redis.url());
     println!("export MESH_KAFKA={bootstrap} MESH_REDIS={}", redis.url());
@@ -244,6 +243,6 @@ fn infra(kafka_port: Option<u16>, redis_port: Option<u16>, brokers: u32) -> Resu
     signals.thread_block().context("failed to block signals")?;
     let sig = signals.wait().context("failed to wait for a signal")?;
     eprintln!("{sig:?}: stopping Kafka and Redis");
-    drop((held, redis));
+    drop((kafka, redis));
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! Repository rules that no compiler checks: every Rust file starts with a `//!` summary; the core depends on serde
-//! only; only `mesh-kafka` names rdkafka and only `mesh-redis` names redis.
+//! only; only `mesh-kafka` names rdkafka and only `mesh-redis` names redis; the wall clock is read in one place;
+//! every declared dependency is used.
 
 use std::path::{Path, PathBuf};
 
@@ -46,7 +47,7 @@ fn dependencies(manifest: &str) -> Vec<String> {
 pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
     let mut problems = Vec::new();
     let mut files = Vec::new();
-    for dir in ["crates", "fixtures", "xtask", "bench"] {
+    for dir in ["crates", "fixtures", "xtask", "bench", "chaos"] {
         rust_files(&root.join(dir), &mut files);
     }
     files.sort();
@@ -54,6 +55,9 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         let text = std::fs::read_to_string(f)?;
         if !text.starts_with("//!") {
             problems.push(format!("{}: must start with a `//!` summary of what the file is for", f.display()));
+        }
+        if let Some(problem) = second_clock(f, &text) {
+            problems.push(format!("{}: {problem}", f.display()));
         }
     }
     let mut manifests = Vec::new();
@@ -77,6 +81,9 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
                     .push(format!("{}: the core depends on serde only, not {d} (keep it free of I/O)", m.display()));
             }
         }
+        for d in unused_dependencies(&deps, &crate_sources(m)) {
+            problems.push(format!("{}: declares {d} but no source of the crate names it; remove it", m.display()));
+        }
         for (dep, owner) in [("rdkafka", "mesh-kafka"), ("redis", "mesh-redis")] {
             if deps.iter().any(|d| d == dep) && crate_dir != owner {
                 problems.push(format!("{}: only {owner} may depend on {dep}; go through its adapter", m.display()));
@@ -84,6 +91,46 @@ pub(crate) fn check(root: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(problems)
+}
+
+/// The one file allowed to read the Unix clock as ms or µs: seven copies of `now_ms` once read it in different ways.
+const CLOCK_FILE: &str = "crates/mesh-transport/src/clock.rs";
+
+/// A definition of `now_ms`/`now_us` outside [`CLOCK_FILE`]: a second clock whose stamps may not compare.
+fn second_clock(path: &Path, text: &str) -> Option<String> {
+    // Spelt apart so that this file does not define what it looks for.
+    let defines = ["now_ms", "now_us"].iter().any(|name| text.contains(&format!("fn {name}(")));
+    (defines && !path.ends_with(CLOCK_FILE))
+        .then(|| format!("reads its own clock; use mesh_transport::clock ({CLOCK_FILE})"))
+}
+
+/// Every Rust source of the crate whose manifest is `manifest`, concatenated.
+fn crate_sources(manifest: &Path) -> String {
+    let mut files = Vec::new();
+    let dir = manifest.parent().unwrap_or(Path::new("."));
+    for sub in ["src", "tests", "benches", "examples"] {
+        rust_files(&dir.join(sub), &mut files);
+    }
+    rust_files_at(dir, &mut files);
+    files.iter().filter_map(|f| std::fs::read_to_string(f).ok()).collect::<Vec<_>>().join("\n")
+}
+
+/// `build.rs` and other sources at a crate's top level.
+fn rust_files_at(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    out.extend(entries.flatten().map(|e| e.path()).filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "rs")));
+}
+
+/// Dependencies that no source names (as `name::` or `name` in a `use`, with `-` as `_`). A crate kept only for a
+/// feature it switches on elsewhere would be named here with why; none is today.
+fn unused_dependencies(deps: &[String], sources: &str) -> Vec<String> {
+    deps.iter()
+        .filter(|d| {
+            let ident = d.replace('-', "_");
+            !(sources.contains(&format!("{ident}::")) || sources.contains(&format!("use {ident}")))
+        })
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -100,5 +147,20 @@ mod tests {
     fn dependency_names_are_read_from_the_dependencies_table_only() {
         let m = "[package]\nname = \"x\"\n[dependencies]\nserde.workspace = true\ntokio = { version = \"1\" }\n[dev-dependencies]\nproptest = \"1\"\n";
         assert_eq!(dependencies(m), vec!["serde".to_owned(), "tokio".to_owned()]);
+    }
+
+    #[test]
+    fn a_dependency_no_source_names_is_unused() {
+        let deps = ["mesh-proto".to_owned(), "serde".to_owned(), "tokio".to_owned()];
+        let sources = "use serde::Deserialize;\n#[tokio::main]\nasync fn main() {}\n";
+        assert_eq!(unused_dependencies(&deps, sources), vec!["mesh-proto".to_owned()]);
+    }
+
+    #[test]
+    fn only_the_clock_module_may_define_a_wall_clock() {
+        let text = format!("pub fn {}() -> u64 {{ 0 }}", "now_ms");
+        assert!(second_clock(Path::new("/repo/crates/mesh/src/bench.rs"), &text).is_some());
+        assert!(second_clock(Path::new("/repo/crates/mesh-transport/src/clock.rs"), &text).is_none());
+        assert!(second_clock(Path::new("/repo/crates/mesh/src/bench.rs"), "mesh_node::now_ms()").is_none());
     }
 }

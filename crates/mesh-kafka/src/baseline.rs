@@ -61,12 +61,6 @@ pub struct BaselineRun {
     pub failed: u64,
 }
 
-fn now_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-}
-
 /// The key messages for worker `index` carry.
 fn key_of(index: u32) -> String {
     format!("w{index}")
@@ -99,7 +93,7 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
     consumer.assign(&tpl).map_err(|e| TransportError::failed("assigning partitions", e))?;
     let my_key = key_of(spec.index);
 
-    let start_us = spec.start_at_us.unwrap_or_else(|| now_us() + 2_000_000);
+    let start_us = spec.start_at_us.unwrap_or_else(|| mesh_transport::clock::now_us() + 2_000_000);
     let warmup_us = u64::try_from(spec.warmup.as_micros()).unwrap_or(u64::MAX);
     let duration_us = u64::try_from(spec.duration.as_micros()).unwrap_or(u64::MAX);
     let measure_from = start_us + warmup_us;
@@ -107,7 +101,8 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
     let payload_bytes = spec.payload_bytes.max(8);
     let receiver = async {
         let mut run = BaselineRun::default();
-        let until = Duration::from_micros(measure_until.saturating_sub(now_us())) + Duration::from_secs(5);
+        let until = Duration::from_micros(measure_until.saturating_sub(mesh_transport::clock::now_us()))
+            + Duration::from_secs(5);
         let deadline = tokio::time::Instant::now() + until;
         let seconds = usize::try_from(spec.duration.as_secs().max(1)).unwrap_or(1);
         run.per_second = vec![0; seconds];
@@ -120,7 +115,7 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
             if intended < measure_from || intended >= measure_until {
                 continue;
             }
-            let got = now_us();
+            let got = mesh_transport::clock::now_us();
             run.received += 1;
             run.latencies_us.push(got.saturating_sub(intended));
             let second = usize::try_from(got.saturating_sub(measure_from) / 1_000_000).unwrap_or(usize::MAX);
@@ -133,7 +128,7 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
     let sender = async {
         let (mut sent, mut measured, mut failed) = (0u64, 0u64, 0u64);
         let mut in_flight = futures::stream::FuturesUnordered::new();
-        if let Some(wait) = start_us.checked_sub(now_us()) {
+        if let Some(wait) = start_us.checked_sub(mesh_transport::clock::now_us()) {
             tokio::time::sleep(Duration::from_micros(wait)).await;
         }
         let total = spec.warmup + spec.duration;
@@ -147,7 +142,7 @@ pub async fn run(config: &KafkaConfig, spec: &BaselineSpec) -> Result<BaselineRu
                 _ = pace.tick() => {
                     // Due by the wall clock against the common start, not against when this loop woke: a late
                     // wake-up is a late send, and it counts.
-                    let elapsed_us = now_us().saturating_sub(start_us);
+                    let elapsed_us = mesh_transport::clock::now_us().saturating_sub(start_us);
                     if elapsed_us >= total_us {
                         break;
                     }

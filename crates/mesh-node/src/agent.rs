@@ -36,9 +36,9 @@ use crate::config::{AgentConfig, MeshConfig};
 use crate::latency::Latency;
 use crate::latest_writer::LatestWriter;
 use crate::metrics::AgentMetrics;
-use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, now_ms, now_us, retry,
-};
+use mesh_transport::clock::{now_ms, now_us};
+
+use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, retry};
 use crate::scenario::Scenario;
 
 /// Sends awaiting their acknowledgement at once; past it the agent reads and starts nothing new until some are
@@ -320,6 +320,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
     scenario_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let mut housekeeping = tokio::time::interval(Duration::from_secs(1));
     housekeeping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Stats go to Redis off the event loop: a stalled Redis delays the stats, never the messages (`cargo xtask
+    // chaos`'s pause-redis scenario measured a 3 s gap in messaging when this was inline). Only the newest value
+    // matters, so a slow write skips the intermediate ones.
     let stats = LatestWriter::spawn_hash(store.clone(), stats_key.clone());
     let mut published = Counters::default();
     let mut published_at = 0;
@@ -794,9 +797,6 @@ impl<B: Bus> Agent<B> {
     }
 }
 
-/// Writes the latest stats to Redis, off the agent's event loop: a stalled Redis delays the stats, never the
-/// messages (`cargo xtask chaos`'s pause-redis scenario measured a 3 s gap in messaging when this was inline).
-/// Only the newest value matters, so a slow write skips the intermediate ones.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,8 +31,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConsensusConfig, MeshConfig};
 use crate::latest_writer::LatestWriter;
 use crate::metrics::ConsensusMetrics;
-use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, now_ms, retry};
+use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, retry};
 use crate::snapshot_pacer::SnapshotPacer;
+use mesh_transport::clock::now_ms;
 
 const SNAPSHOT_FORMAT: u32 = 1;
 

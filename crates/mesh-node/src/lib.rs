@@ -14,9 +14,14 @@ mod latest_writer;
 pub mod metrics;
 mod runtime;
 pub mod scenario;
+pub mod settings_file;
 mod snapshot_pacer;
 pub mod topology;
 
 pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
+/// The runtimes' only clock readings, passed into the core (and what the tools above them stamp their own records
+/// and events with).
+pub use mesh_transport::clock::{now_ms, now_us};
 pub use metrics::Metrics;
-pub use runtime::{NodeError, Readiness, Shutdown, now_ms, now_us, retry, topic_specs};
+pub use runtime::{NodeError, Readiness, Shutdown, retry, topic_specs};
+pub use settings_file::SettingsFile;

@@ -4,13 +4,13 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
-use mesh_core::UnixMillis;
 use mesh_proto::auth::{Credentials, Principal, Signer, Verifier};
 use mesh_proto::records::{DeadLetterBody, Record, SourcePosition};
 use mesh_proto::{Envelope, Header, TopicKind, TopicNames, encode, partition_for};
+use mesh_transport::clock::{now_ms, now_us};
 use mesh_transport::{Bus, InRecord, OutRecord, TopicSpec, TransportError};
 use tokio::sync::watch;
 
@@ -95,17 +95,6 @@ pub trait Readiness: Send + Sync + 'static {
 impl Readiness for () {
     fn ready(&self) {}
     fn status(&self, _line: &str) {}
-}
-
-/// Wall-clock time in ms since the Unix epoch: the only clock reading of the runtimes, passed into the core (and the
-/// one the tools above them stamp their own records and events with).
-pub fn now_ms() -> UnixMillis {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Wall-clock time in µs since the Unix epoch: send stamps for latency measurement, never state.
-pub fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
 /// What a runtime does with an error from its reader. librdkafka queues one consumer error per failed connection

@@ -34,9 +34,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{MeshConfig, TopologyConfig};
 use crate::latest_writer::LatestWriter;
 use crate::metrics::TopologyMetrics;
-use crate::runtime::{
-    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, now_ms, retry,
-};
+use mesh_transport::clock::now_ms;
+
+use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, retry};
 use crate::snapshot_pacer::SnapshotPacer;
 
 /// What the manager snapshots to Redis: the state machine and where in the changelog it stands.

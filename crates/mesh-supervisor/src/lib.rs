@@ -7,6 +7,7 @@ pub mod child;
 mod console;
 pub mod control;
 mod error;
+pub mod launch;
 mod listen;
 mod lock;
 pub mod private;
@@ -16,6 +17,7 @@ pub mod state;
 pub mod supervisor;
 
 pub use control::{ControlError, Request, Response};
+pub use launch::{LaunchError, LaunchSpec, Launched};
 pub use lock::InstanceLock;
 pub use spec::{DeploymentFile, DeploymentSpec, FileProcess, ProcessSpec, SpecError};
 pub use state::{Event, EventLog, ProcState, ProcessStatus, StateDir, StateFile};

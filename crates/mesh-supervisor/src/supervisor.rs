@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mesh_core::restart::{ExitKind, RestartDecision, RestartTracker};
 use nix::sys::signal::Signal;
@@ -80,10 +80,6 @@ struct Proc {
     log: Arc<Mutex<RotatingLog>>,
     color: usize,
     line: StatusLine,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 struct Supervisor {
@@ -263,7 +259,12 @@ impl Supervisor {
             Value::Object(m) => m,
             _ => Map::new(),
         };
-        self.events.append(&Event { at_ms: now_ms(), process: process.to_owned(), event: event.to_owned(), detail });
+        self.events.append(&Event {
+            at_ms: mesh_transport::clock::now_ms(),
+            process: process.to_owned(),
+            event: event.to_owned(),
+            detail,
+        });
         self.state_changed.set(true);
     }
 
@@ -279,11 +280,10 @@ impl Supervisor {
         let p = &self.procs[i];
         let state = format!("{:?}", p.status.state).to_uppercase();
         let pid = p.status.pid.map_or_else(|| "-".to_owned(), |pid| pid.to_string());
-        let up = p
-            .status
-            .started_at_ms
-            .filter(|_| p.pgid.is_some())
-            .map_or_else(String::new, |t| format!(" up {}s", now_ms().saturating_sub(t) / 1000));
+        let up =
+            p.status.started_at_ms.filter(|_| p.pgid.is_some()).map_or_else(String::new, |t| {
+                format!(" up {}s", mesh_transport::clock::now_ms().saturating_sub(t) / 1000)
+            });
         let status = p.status.status_line.as_deref().map_or_else(String::new, |s| format!(" · {s}"));
         p.line.set(format!("{state:<9} pid {pid:<8} restarts {}{up}{status}", p.status.restarts));
     }
@@ -314,7 +314,7 @@ impl Supervisor {
             redis: self.opts.redis.clone(),
             topic_prefix: self.opts.topic_prefix.clone(),
             processes,
-            updated_at_ms: now_ms(),
+            updated_at_ms: mesh_transport::clock::now_ms(),
         }
     }
 
@@ -419,7 +419,7 @@ impl Supervisor {
                 p.pgid = Some(spawned.pid);
                 p.status.pid = Some(spawned.pid);
                 p.status.start_ticks = child::start_ticks(spawned.pid);
-                p.status.started_at_ms = Some(now_ms());
+                p.status.started_at_ms = Some(mesh_transport::clock::now_ms());
                 p.status.ready_at_ms = None;
                 p.status.status_line = None;
                 p.status.metrics = None;
@@ -442,7 +442,7 @@ impl Supervisor {
     }
 
     fn mark_ready(&mut self, i: usize) {
-        let now = now_ms();
+        let now = mesh_transport::clock::now_ms();
         let p = &mut self.procs[i];
         p.status.ready_at_ms = Some(now);
         p.ready_deadline = None;
@@ -504,7 +504,7 @@ impl Supervisor {
         let pgid = p.pgid.take();
         p.status.pid = None;
         p.status.start_ticks = None;
-        p.status.last_exit = Some(ExitInfo { code, signal: sig.clone(), at_ms: now_ms() });
+        p.status.last_exit = Some(ExitInfo { code, signal: sig.clone(), at_ms: mesh_transport::clock::now_ms() });
         p.ready_deadline = None;
         p.watchdog_deadline = None;
         p.resume_at = None;
@@ -530,7 +530,7 @@ impl Supervisor {
     fn after_exit(&mut self, i: usize, kind: ExitKind) {
         let jitter: u32 = self.rng.random();
         let name = self.procs[i].spec.name.clone();
-        match self.procs[i].tracker.exited(kind, now_ms(), jitter) {
+        match self.procs[i].tracker.exited(kind, mesh_transport::clock::now_ms(), jitter) {
             RestartDecision::RestartAfter(delay) => {
                 self.procs[i].restart_at = Some(Instant::now() + Duration::from_millis(delay));
                 self.event(&name, "backoff", json!({"delay_ms": delay}));

@@ -6,6 +6,7 @@
 //! positions, committing how far they got. Anything richer stays inside the adapters.
 #![warn(missing_docs)]
 
+pub mod clock;
 pub mod file_store;
 
 use std::future::Future;

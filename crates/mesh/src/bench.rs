@@ -10,7 +10,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -20,13 +19,16 @@ use mesh_bench::report::{
     Baseline, Consensus, Cost, Idle, Join, Messages, Peak, PeakStep, Percentiles, ProfileSummary, Ratios, Report,
     RunConfig, SCHEMA, Sample, TargetCheck, Topology, Windows,
 };
+use mesh_fixtures::LocalKafka;
 use mesh_kafka::baseline::{self, BaselineSpec};
 use mesh_kafka::{EmbeddedKafka, KafkaBus, KafkaConfig, ProducerMode};
+use mesh_node::SettingsFile;
 use mesh_node::latency::Latency;
+use mesh_node::settings_file::{AgentSettings, TopologySettings};
 use mesh_proto::read_model::{AgentStats, TopologyStats, redis_keys};
 use mesh_proto::records::Record;
 use mesh_proto::{TopicKind, TopicNames, decode};
-use mesh_supervisor::{DeploymentFile, FileProcess, ProcState, Request, StateDir, StateFile};
+use mesh_supervisor::{DeploymentFile, FileProcess, LaunchError, LaunchSpec, Launched, ProcState, StateDir, StateFile};
 use mesh_transport::{Assignment, Bus, Reader, SnapshotStore, StartAt, TopicSpec};
 
 use crate::cli::{BenchArgs, BenchInfra};
@@ -218,17 +220,8 @@ struct Hosts {
 
 /// The bootstrap list a simulated host is given: every node's listener on the bridge.
 fn host_bootstrap(kafka: &LocalKafka) -> String {
-    let listeners: Vec<&mesh_fixtures::ClientListener> = match kafka {
-        LocalKafka::One(b) => b.client_listeners().iter().collect(),
-        LocalKafka::Cluster(c) => c.client_listeners().into_iter().flatten().collect(),
-    };
+    let listeners = kafka.client_listeners();
     listeners.iter().map(|l| format!("{}:{}", l.advertised_host, l.advertised_port)).collect::<Vec<_>>().join(",")
-}
-
-/// The Kafka a run started: kept for its lifetime (dropping it stops the nodes).
-enum LocalKafka {
-    One(Box<mesh_fixtures::KafkaBroker>),
-    Cluster(mesh_fixtures::KafkaCluster),
 }
 
 impl Infra {
@@ -277,15 +270,8 @@ impl Infra {
                         advertised_host: addr,
                     }])
                 };
-                let (kafka, broker_pids) = if args.brokers == 1 {
+                if args.brokers == 1 {
                     eprintln!("starting Apache Kafka (KRaft, single node) and redis-server on loopback for this run");
-                    let broker = mesh_fixtures::KafkaBroker::start(mesh_fixtures::KafkaOptions {
-                        client_listeners: host_listener()?,
-                        ..mesh_fixtures::KafkaOptions::default()
-                    })
-                    .context("failed to start the local Kafka broker")?;
-                    let pids = pid(broker.pid()).into_iter().collect();
-                    (LocalKafka::One(Box::new(broker)), pids)
                 } else {
                     eprintln!(
                         "starting a {}-node Apache Kafka cluster (KRaft; every topic {} replicas) and redis-server on \
@@ -293,18 +279,11 @@ impl Infra {
                         args.brokers,
                         args.brokers.min(3)
                     );
-                    let mut cluster = mesh_fixtures::KafkaCluster::start(mesh_fixtures::KafkaClusterOptions {
-                        brokers: args.brokers,
-                        client_listeners: (0..args.brokers).map(|_| host_listener()).collect::<Result<_>>()?,
-                    })
-                    .context("failed to start the local Kafka cluster")?;
-                    let pids = cluster.nodes().filter_map(|n| pid(n.pid())).collect();
-                    (LocalKafka::Cluster(cluster), pids)
-                };
-                let bootstrap = match &kafka {
-                    LocalKafka::One(b) => b.bootstrap(),
-                    LocalKafka::Cluster(c) => c.bootstrap(),
-                };
+                }
+                let listeners = (0..args.brokers.max(1)).map(|_| host_listener()).collect::<Result<_>>()?;
+                let mut kafka = LocalKafka::start(listeners).context("failed to start the local Kafka")?;
+                let broker_pids = kafka.pids().into_iter().filter_map(|p| pid(Some(p))).collect();
+                let bootstrap = kafka.bootstrap();
                 let redis = mesh_fixtures::RedisServer::start(mesh_fixtures::RedisOptions {
                     also_bind: bridge,
                     ..mesh_fixtures::RedisOptions::default()
@@ -363,11 +342,6 @@ impl Infra {
     }
 }
 
-/// Wall clock in ms: the runtimes' µs clock, so every figure of a run reads the same clock.
-fn now_ms() -> u64 {
-    mesh_node::now_us() / 1000
-}
-
 fn bar(len: u64, what: &str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     let style = ProgressStyle::with_template("{spinner} {prefix:<12} [{bar:30}] {pos}/{len} {msg}")
@@ -409,7 +383,7 @@ fn done(pb: &ProgressBar, message: String) {
 
 /// Runs `mesh bench`.
 pub(crate) fn run(args: &BenchArgs) -> Result<()> {
-    let started_at_ms = now_ms();
+    let started_at_ms = mesh_node::now_ms();
     let plan = Plan::new(args, started_at_ms).map_err(crate::usage)?;
     let compare = match &args.compare {
         Some(path) => Some(read_report(path)?),
@@ -537,7 +511,7 @@ fn typical_message_bytes() -> usize {
     let (Ok(from), Ok(to)) = (mesh_core::AgentId::new("b0001"), mesh_core::AgentId::new("b0003")) else { return 256 };
     let body = mesh_proto::records::TaskBody { from, to, task: draft.task.to_owned(), payload: draft.payload };
     let env = mesh_proto::Envelope {
-        header: mesh_proto::Header { id: "b0001-1764000000000-000042".into(), ts: now_ms() },
+        header: mesh_proto::Header { id: "b0001-1764000000000-000042".into(), ts: mesh_node::now_ms() },
         record: Record::Task(body),
     };
     mesh_proto::encode(&env).len()
@@ -674,10 +648,11 @@ async fn warm_broker(infra: &Infra, plan: &Plan, payload_bytes: usize) -> Result
 
 /// One supervisor of the bench deployment, detached in its own session: the whole deployment, or (with simulated
 /// hosts) the managers' share or one host's agents.
-struct Supervisor {
-    dir: StateDir,
-    child: Child,
-}
+struct Supervisor(Launched);
+
+/// How long a bench supervisor has to stop after its SIGTERM: 500 collapsing agents on two cores take about two
+/// minutes.
+const STOP_GRACE: Duration = Duration::from_secs(180);
 
 impl Supervisor {
     /// Starts `mesh up` over `file` in `root`; `launcher` (`ip netns exec NS`) runs it on a simulated host, with
@@ -692,97 +667,52 @@ impl Supervisor {
         std::fs::create_dir_all(root)?;
         let deployment = root.join("bench-deployment.toml");
         std::fs::write(&deployment, file.to_toml("written by `mesh bench` for one run")?)?;
-        let log = std::fs::File::create(root.join("supervisor.log"))?;
-        let mesh = std::env::current_exe().context("failed to locate the mesh binary")?;
-        let mut cmd = match launcher.split_first() {
-            Some((program, rest)) => {
-                let mut c = Command::new(program);
-                c.args(rest).arg(&mesh);
-                c
-            }
-            None => Command::new(&mesh),
-        };
-        cmd.arg("--config").arg(config).arg("up");
+        let mut args: Vec<std::ffi::OsString> = vec!["--config".into(), config.into(), "up".into()];
         if let Some(reach) = reach {
-            cmd.args(["--kafka", &reach.kafka, "--redis", &reach.redis]).arg("--secret-file").arg(&reach.secret_file);
+            args.extend(["--kafka".into(), reach.kafka.clone().into(), "--redis".into(), reach.redis.clone().into()]);
+            args.extend(["--secret-file".into(), reach.secret_file.clone().into()]);
         }
-        cmd.arg("--file")
-            .arg(&deployment)
-            .arg("--state-dir")
-            .arg(root)
-            .arg("--detached-child")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        mesh_supervisor::child::in_new_session(&mut cmd);
-        let child = cmd.spawn().context("failed to start the supervisor")?;
-        Ok(Self { dir: StateDir::new(root.to_path_buf()), child })
+        args.extend(["--file".into(), deployment.into(), "--state-dir".into(), root.into()]);
+        args.push("--detached-child".into());
+        let spec = LaunchSpec {
+            program: std::env::current_exe().context("failed to locate the mesh binary")?,
+            launcher: launcher.to_vec(),
+            args,
+            env: Vec::new(),
+            state_dir: StateDir::new(root.to_path_buf()),
+            log: root.join("supervisor.log"),
+            // A supervisor starting or stopping hundreds of processes on two saturated cores can be slow to answer.
+            answer_timeout: Duration::from_secs(30),
+        };
+        Ok(Self(Launched::spawn(&spec)?))
     }
 
-    /// The supervisor's state; `None` while it is starting (no control socket yet).
+    fn dir(&self) -> &StateDir {
+        self.0.dir()
+    }
+
+    /// The supervisor's state; `None` while it is starting (no control socket yet). A supervisor slow to answer is
+    /// asked again for up to 5 minutes, as long as it runs.
     fn status(&mut self) -> Result<Option<StateFile>> {
-        if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "the bench supervisor in {} exited ({status}); its log ends with:\n{}",
-                self.dir.root().display(),
-                crate::up::tail(&self.dir.root().join("supervisor.log"), 20)
-            );
-        }
-        // A supervisor starting or stopping hundreds of processes on two saturated cores can be slow to answer: it is
-        // asked again for up to 5 minutes, as long as it runs.
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
-            match mesh_supervisor::control::call(&self.dir.socket(), &Request::Status, Duration::from_secs(30)) {
-                Ok(r) => return Ok(r.state),
-                Err(mesh_supervisor::ControlError::NotRunning(_)) => return Ok(None),
-                Err(e) if Instant::now() >= deadline => {
-                    bail!("the bench supervisor has not answered for 5 minutes: {e}")
+            match self.0.status() {
+                Err(LaunchError::Control { source, .. }) if Instant::now() >= deadline => {
+                    bail!("the bench supervisor has not answered for 5 minutes: {source}")
                 }
-                Err(e) => tracing::debug!(error = %e, "the bench supervisor did not answer; asking again"),
+                Err(LaunchError::Control { source, .. }) => {
+                    tracing::debug!(error = %source, "the bench supervisor did not answer; asking again");
+                }
+                answer => return Ok(answer?),
             }
             check_interrupted()?;
-            if let Some(status) = self.child.try_wait()? {
-                bail!("the bench supervisor exited ({status})");
-            }
             std::thread::sleep(Duration::from_secs(1));
         }
     }
 
-    /// Stops the deployment with a SIGTERM to the supervisor (its ordered stop, the same as `mesh down`), then waits
-    /// for it to exit, and kills its process group if it has not after 180 s. A signal needs no answer: a supervisor
-    /// starved by 500 collapsing agents did not answer the control socket's stop request for minutes, while a
-    /// SIGTERM stopped all of them in about two.
+    /// Stops the deployment (SIGTERM: the ordered stop `mesh down` asks for) and waits for the supervisor to exit.
     fn stop(&mut self) -> Result<()> {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).context("supervisor pid")?);
-        if self.child.try_wait()?.is_none() {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                if !status.success() {
-                    bail!(
-                        "the bench supervisor exited with {status} while stopping; see {}",
-                        self.dir.root().join("supervisor.log").display()
-                    );
-                }
-                return Ok(());
-            }
-            if Instant::now() >= deadline {
-                let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
-                let _ = self.child.wait();
-                bail!("the bench supervisor did not stop within 180 s of its SIGTERM and was killed");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-}
-
-impl Drop for Supervisor {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.stop();
-        }
+        Ok(self.0.stop(STOP_GRACE)?)
     }
 }
 
@@ -817,7 +747,7 @@ impl Deployment {
         }
         std::fs::create_dir_all(&root)?;
         let config = root.join("bench-settings.toml");
-        std::fs::write(&config, settings_toml(plan, infra))?;
+        std::fs::write(&config, settings_file(plan, infra).to_toml("written by `mesh bench` for one run")?)?;
         let spawned = Instant::now();
         let Some(hosts) = &infra.hosts else {
             let only = Supervisor::spawn(&root, &config, &deployment_file(plan, None), &[], None)?;
@@ -844,18 +774,11 @@ impl Deployment {
     }
 
     fn wait_managers(&mut self, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let state = self.supervisors[0].status()?;
-            if state.is_some_and(|s| s.processes.iter().all(|p| p.state == ProcState::Ready)) {
-                return Ok(());
-            }
-            check_interrupted()?;
-            if Instant::now() >= deadline {
-                bail!("the managers were not READY within {timeout:?}");
-            }
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        self.supervisors[0]
+            .0
+            .wait_ready(timeout, || check_interrupted().is_ok())
+            .context("the managers did not start")?;
+        Ok(())
     }
 
     /// Every supervisor's processes in one state (the first supervisor's, with the others' processes added);
@@ -878,7 +801,7 @@ impl Deployment {
 
     /// The log of a process, in whichever supervisor's directory has it.
     fn log(&self, name: &str) -> PathBuf {
-        let logs = self.supervisors.iter().map(|s| s.dir.log(name));
+        let logs = self.supervisors.iter().map(|s| s.dir().log(name));
         let all: Vec<PathBuf> = logs.collect();
         all.iter().find(|p| p.exists()).or(all.first()).cloned().unwrap_or_else(|| PathBuf::from(name))
     }
@@ -895,27 +818,34 @@ impl Deployment {
     }
 }
 
-fn settings_toml(plan: &Plan, infra: &Infra) -> String {
-    format!(
-        "# written by `mesh bench` for one run\nkafka = {kafka:?}\nkafka_fetch_wait = {fetch_wait:?}\nredis = {redis:?}\n\
-         topic_prefix = {prefix:?}\nmessages_partitions = {partitions}\nconsensus_partitions = 4\n\n[topology]\n\
-         decay_interval = {decay:?}\nsnapshot_interval = \"5s\"\n\n[agent]\nrate = {rate}\nproposal_every = {every}\n\
-         start_after_members = {agents}\n",
-        kafka = infra.kafka,
-        // The embedded broker holds empty fetches for the whole wait: the bench runs it as `mesh up` does.
-        fetch_wait = if infra.label == "embedded" {
-            crate::settings::EMBEDDED_FETCH_WAIT.to_owned()
-        } else {
-            humantime::format_duration(crate::settings::DEFAULT_FETCH_WAIT).to_string()
+/// The settings every process of the run reads.
+fn settings_file(plan: &Plan, infra: &Infra) -> SettingsFile {
+    // The embedded broker holds empty fetches for the whole wait: the bench runs it as `mesh up` does.
+    let fetch_wait = if infra.label == "embedded" {
+        crate::settings::EMBEDDED_FETCH_WAIT.to_owned()
+    } else {
+        humantime::format_duration(crate::settings::DEFAULT_FETCH_WAIT).to_string()
+    };
+    SettingsFile {
+        kafka: Some(infra.kafka.clone()),
+        kafka_fetch_wait: Some(fetch_wait),
+        redis: Some(infra.redis.clone()),
+        topic_prefix: Some(plan.prefix.clone()),
+        messages_partitions: Some(plan.partitions),
+        consensus_partitions: Some(4),
+        topology: TopologySettings {
+            decay_interval: Some(humantime::format_duration(plan.decay_interval).to_string()),
+            snapshot_interval: Some("5s".into()),
+            ..TopologySettings::default()
         },
-        redis = infra.redis,
-        prefix = plan.prefix,
-        partitions = plan.partitions,
-        decay = humantime::format_duration(plan.decay_interval).to_string(),
-        rate = plan.task_rate,
-        every = plan.proposal_every,
-        agents = plan.agents,
-    )
+        agent: AgentSettings {
+            rate: Some(plan.task_rate),
+            proposal_every: Some(plan.proposal_every),
+            start_after_members: Some(plan.agents),
+            ..AgentSettings::default()
+        },
+        ..SettingsFile::default()
+    }
 }
 
 /// Agents started at once: each later agent waits for the one `RAMP_WAVE` places before it to be READY, so start-up
@@ -1233,7 +1163,7 @@ async fn measure_mesh(
     done(&pb, format!("{:.0} s", plan.warmup.as_secs_f64()));
     let start = agent_totals(&store, plan, true).await;
     let window_start = Instant::now();
-    let window_start_ms = now_ms();
+    let window_start_ms = mesh_node::now_ms();
     let state = deployment.state()?;
     let cpu_start = process_cpu(&state, infra);
     // A profile that cannot be taken costs the run its flame graphs, not its figures.
@@ -1274,7 +1204,7 @@ async fn measure_mesh(
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let end = agent_totals(&store, plan, true).await;
     let window_s = window_start.elapsed().as_secs_f64();
-    let window_end_ms = now_ms();
+    let window_end_ms = mesh_node::now_ms();
     let (window, restarted) = end.since(&start);
     done(&pb, format!("{} messages delivered", window.delivered));
     if restarted > 0 {
@@ -1671,7 +1601,7 @@ async fn read_all(bus: &KafkaBus, topic: &str) -> Result<Vec<mesh_transport::InR
     }
     let assignments =
         ends.keys().map(|p| Assignment { topic: topic.to_owned(), partition: *p, start: StartAt::Beginning }).collect();
-    let mut reader = bus.reader(&format!("mesh-bench-{}", now_ms()), assignments).await?;
+    let mut reader = bus.reader(&format!("mesh-bench-{}", mesh_node::now_ms()), assignments).await?;
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !ends.is_empty() {

@@ -27,8 +27,8 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{AgentArgs, Cli, Command, LogFormat};
 use crate::notify::Notifier;
-use crate::settings::FileConfig;
 use crate::store::AnyStore;
+use mesh_node::SettingsFile;
 
 /// Exit code for settings and usage errors (clap uses 2 for its own).
 const EXIT_USAGE: u8 = 2;
@@ -36,7 +36,7 @@ const EXIT_USAGE: u8 = 2;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let file = match FileConfig::load(cli.config.as_deref()) {
+    let file = match crate::settings::load_file(cli.config.as_deref()) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -225,6 +225,35 @@ async fn connect(
 }
 
 /// Says at start, once, that this process's records are neither tagged nor checked.
+/// What a manager (topology or consensus) runs with: both start the same way.
+struct Manager {
+    infra: settings::Infra,
+    bus: KafkaBus,
+    store: AnyStore,
+    shutdown: Shutdown,
+    notifier: Notifier,
+}
+
+impl Manager {
+    /// Resolves the infrastructure (a manager holds the deployment secret, never an agent key), then watches the
+    /// signals, serves the metrics and connects, as `client`.
+    async fn start(args: &cli::InfraArgs, file: &SettingsFile, client: &str, reads: Reads) -> Result<Self, Failure> {
+        let infra = settings::infra(args, file).map_err(Failure::Usage)?;
+        if infra.mesh.credentials.agent_key.is_some() {
+            return Err(Failure::Usage(anyhow::anyhow!(
+                "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): a manager needs the deployment \
+                 secret (--secret-file, MESH_SECRET_FILE), not an agent key"
+            )));
+        }
+        warn_if_unauthenticated(&infra);
+        let shutdown = shutdown_on_signals().map_err(Failure::Runtime)?;
+        let notifier = serve_metrics(&infra, &shutdown).await.map_err(Failure::Usage)?;
+        let (bus, store) =
+            connect(&infra, client, reads, ProducerMode::Idempotent, &shutdown).await.map_err(Failure::Runtime)?;
+        Ok(Self { infra, bus, store, shutdown, notifier })
+    }
+}
+
 fn warn_if_unauthenticated(infra: &settings::Infra) {
     if !infra.mesh.credentials.authenticated() {
         tracing::warn!(
@@ -248,7 +277,7 @@ async fn serve_metrics(infra: &settings::Infra, shutdown: &mesh_node::Shutdown) 
     Ok(notifier)
 }
 
-async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
+async fn run(command: Command, file: SettingsFile) -> Result<(), Failure> {
     let usage = Failure::Usage;
     let runtime = Failure::Runtime;
     match command {
@@ -297,41 +326,17 @@ async fn run(command: Command, file: FileConfig) -> Result<(), Failure> {
             futures::future::try_join_all(agents).await.map(|_| ()).context("agent failed").map_err(runtime)
         }
         Command::Topology(args) => {
-            let infra = settings::infra(&args.infra, &file).map_err(usage)?;
-            if infra.mesh.credentials.agent_key.is_some() {
-                return Err(usage(anyhow::anyhow!(
-                    "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): a manager needs the deployment \
-                     secret (--secret-file, MESH_SECRET_FILE), not an agent key"
-                )));
-            }
-            warn_if_unauthenticated(&infra);
             let config = settings::topology(&args, &file).map_err(usage)?;
-            let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let notifier = serve_metrics(&infra, &shutdown).await.map_err(usage)?;
-            let (bus, store) = connect(&infra, "mesh-topology", Reads::Batched, ProducerMode::Idempotent, &shutdown)
-                .await
-                .map_err(runtime)?;
-            mesh_node::topology::run(bus, store, infra.mesh, config, shutdown, notifier)
+            let m = Manager::start(&args.infra, &file, "mesh-topology", Reads::Batched).await?;
+            mesh_node::topology::run(m.bus, m.store, m.infra.mesh, config, m.shutdown, m.notifier)
                 .await
                 .context("topology manager failed")
                 .map_err(runtime)
         }
         Command::Consensus(args) => {
-            let infra = settings::infra(&args.infra, &file).map_err(usage)?;
-            if infra.mesh.credentials.agent_key.is_some() {
-                return Err(usage(anyhow::anyhow!(
-                    "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): a manager needs the deployment \
-                     secret (--secret-file, MESH_SECRET_FILE), not an agent key"
-                )));
-            }
-            warn_if_unauthenticated(&infra);
             let config = settings::consensus(&args, &file).map_err(usage)?;
-            let shutdown = shutdown_on_signals().map_err(runtime)?;
-            let notifier = serve_metrics(&infra, &shutdown).await.map_err(usage)?;
-            let (bus, store) = connect(&infra, "mesh-consensus", Reads::Prompt, ProducerMode::Idempotent, &shutdown)
-                .await
-                .map_err(runtime)?;
-            mesh_node::consensus::run(bus, store, infra.mesh, config, shutdown, notifier)
+            let m = Manager::start(&args.infra, &file, "mesh-consensus", Reads::Prompt).await?;
+            mesh_node::consensus::run(m.bus, m.store, m.infra.mesh, config, m.shutdown, m.notifier)
                 .await
                 .context("consensus manager failed")
                 .map_err(runtime)

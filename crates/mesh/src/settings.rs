@@ -9,103 +9,18 @@ use anyhow::{Context, Result, bail};
 use mesh_core::consensus::{ConsensusParams, Quorum};
 use mesh_core::graph::GraphParams;
 use mesh_core::{AgentId, Milli, Role};
-use mesh_node::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
+use mesh_node::{AgentConfig, ConsensusConfig, MeshConfig, SettingsFile, TopologyConfig};
 use mesh_proto::TopicNames;
 use mesh_proto::auth::{Credentials, DeploymentSecret, PrincipalKey};
-use serde::Deserialize;
 
 use crate::cli::{AgentArgs, ConsensusArgs, InfraArgs, TopologyArgs};
 
-/// The TOML file: every field optional; unknown fields are refused so a typo is not silently ignored.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct FileConfig {
-    kafka: Option<String>,
-    kafka_fetch_wait: Option<String>,
-    kafka_linger: Option<String>,
-    #[serde(default)]
-    kafka_properties: BTreeMap<String, String>,
-    kafka_properties_file: Option<std::path::PathBuf>,
-    kafka_security_protocol: Option<String>,
-    kafka_ca_file: Option<std::path::PathBuf>,
-    kafka_sasl_mechanism: Option<String>,
-    kafka_sasl_username: Option<String>,
-    kafka_sasl_password_file: Option<std::path::PathBuf>,
-    redis_username: Option<String>,
-    redis_password_file: Option<std::path::PathBuf>,
-    redis_ca_file: Option<std::path::PathBuf>,
-    metrics_listen: Option<String>,
-    secret_file: Option<std::path::PathBuf>,
-    agent_key_file: Option<std::path::PathBuf>,
-    redis: Option<String>,
-    topic_prefix: Option<String>,
-    messages_partitions: Option<u32>,
-    consensus_partitions: Option<u32>,
-    #[serde(default)]
-    topology: FileTopology,
-    #[serde(default)]
-    consensus: FileConsensus,
-    #[serde(default)]
-    agent: FileAgent,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileTopology {
-    initial_weight: Option<f64>,
-    reinforcement: Option<f64>,
-    decay_rate: Option<f64>,
-    prune_threshold: Option<f64>,
-    decay_interval: Option<String>,
-    failure_timeout: Option<String>,
-    snapshot_interval: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConsensus {
-    quorum: Option<f64>,
-    proposal_timeout: Option<String>,
-    snapshot_interval: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileAgent {
-    heartbeat_interval: Option<String>,
-    rate: Option<f64>,
-    proposal_every: Option<u32>,
-    start_after_members: Option<usize>,
-}
-
-impl FileConfig {
-    /// Whether the file names a Kafka (then `mesh up` uses it instead of the embedded broker).
-    pub(crate) fn kafka_given(&self) -> bool {
-        self.kafka.is_some()
-    }
-
-    /// Whether the file names an agent key (which `mesh up` refuses).
-    pub(crate) fn agent_key_given(&self) -> bool {
-        self.agent_key_file.is_some()
-    }
-
-    /// The deployment secret file the file names.
-    pub(crate) fn secret_file(&self) -> Option<&Path> {
-        self.secret_file.as_deref()
-    }
-
-    /// Whether the file names a Redis.
-    pub(crate) fn redis_given(&self) -> bool {
-        self.redis.is_some()
-    }
-
-    /// Reads the file if a path was given.
-    pub(crate) fn load(path: Option<&Path>) -> Result<FileConfig> {
-        let Some(path) = path else { return Ok(FileConfig::default()) };
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
-    }
+/// Reads the settings file if a path was given (none: every field unset).
+pub(crate) fn load_file(path: Option<&Path>) -> Result<SettingsFile> {
+    let Some(path) = path else { return Ok(SettingsFile::default()) };
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?;
+    SettingsFile::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
 /// Where Kafka and Redis are, resolved.
@@ -176,7 +91,7 @@ fn fraction(field: &str, flag: &str, value: Option<f64>, file: Option<f64>, defa
     }
 }
 
-pub(crate) fn infra(args: &InfraArgs, file: &FileConfig) -> Result<Infra> {
+pub(crate) fn infra(args: &InfraArgs, file: &SettingsFile) -> Result<Infra> {
     let kafka = pick(args.kafka.clone(), file.kafka.clone(), DEFAULT_KAFKA.to_owned());
     if kafka.split(',').any(|b| b.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()) {
         bail!("invalid kafka (--kafka, MESH_KAFKA): {kafka:?}; give HOST:PORT[,HOST:PORT...]");
@@ -360,9 +275,9 @@ pub(crate) fn store_ca(state_dir: &Path) -> Option<std::path::PathBuf> {
 /// The infrastructure of a read command (`mesh inspect`, `mesh view`): as configured, or, when neither the flags
 /// nor the file name a broker or a store, the deployment recorded in `state_dir` with its own secret, so the
 /// records are checked as its managers check them.
-pub(crate) fn reader_infra(args: &InfraArgs, file: &FileConfig, state_dir: &Path) -> Result<Infra> {
+pub(crate) fn reader_infra(args: &InfraArgs, file: &SettingsFile, state_dir: &Path) -> Result<Infra> {
     let mut infra = infra(args, file)?;
-    let named = args.kafka.is_some() || args.redis.is_some() || file.kafka_given() || file.redis_given();
+    let named = args.kafka.is_some() || args.redis.is_some() || file.kafka.is_some() || file.redis.is_some();
     if !named {
         adopt_deployment(&mut infra, state_dir, args.topic_prefix.is_some());
         let secret_file = mesh_supervisor::StateDir::new(state_dir).secret();
@@ -392,7 +307,7 @@ fn adopt_deployment(infra: &mut Infra, state_dir: &Path, prefix_given: bool) {
 
 /// `url` with the ACL user (`--redis-username`) and password (a file, or MESH_REDIS_PASSWORD) put in, when given
 /// apart from it: so the password need be in neither argv nor a config file.
-fn redis_login(args: &InfraArgs, file: &FileConfig, url: String) -> Result<String> {
+fn redis_login(args: &InfraArgs, file: &SettingsFile, url: String) -> Result<String> {
     let username = args.redis_username.clone().or(file.redis_username.clone());
     let password = match args.redis_password_file.as_deref().or(file.redis_password_file.as_deref()) {
         Some(path) => Some(
@@ -455,7 +370,11 @@ fn percent_encoded(text: &str) -> String {
 /// (`sasl.mechanisms`, `sasl.username`, `sasl.password`, the password from a file or MESH_KAFKA_SASL_PASSWORD).
 /// A username among the `generic` properties counts: `mesh up` hands its processes the resolved properties in a
 /// file, and they inherit its variables (a password) too.
-fn kafka_security(args: &InfraArgs, file: &FileConfig, generic: &[(String, String)]) -> Result<Vec<(String, String)>> {
+fn kafka_security(
+    args: &InfraArgs,
+    file: &SettingsFile,
+    generic: &[(String, String)],
+) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     let protocol = args.kafka_security_protocol.clone().or(file.kafka_security_protocol.clone());
     if let Some(p) = &protocol {
@@ -599,7 +518,7 @@ pub(crate) fn write_properties(path: &Path, properties: &[(String, String)]) -> 
     Ok(())
 }
 
-pub(crate) fn topology(args: &TopologyArgs, file: &FileConfig) -> Result<TopologyConfig> {
+pub(crate) fn topology(args: &TopologyArgs, file: &SettingsFile) -> Result<TopologyConfig> {
     let f = &file.topology;
     let d = TopologyConfig::default();
     let g = GraphParams::default();
@@ -652,7 +571,7 @@ pub(crate) fn topology(args: &TopologyArgs, file: &FileConfig) -> Result<Topolog
     })
 }
 
-pub(crate) fn consensus(args: &ConsensusArgs, file: &FileConfig) -> Result<ConsensusConfig> {
+pub(crate) fn consensus(args: &ConsensusArgs, file: &SettingsFile) -> Result<ConsensusConfig> {
     let f = &file.consensus;
     let d = ConsensusConfig::default();
     let q = fraction("consensus.quorum", "--quorum", args.quorum, f.quorum, d.params.quorum.fraction())?;
@@ -676,7 +595,7 @@ pub(crate) fn consensus(args: &ConsensusArgs, file: &FileConfig) -> Result<Conse
     })
 }
 
-pub(crate) fn agent(args: &AgentArgs, file: &FileConfig) -> Result<AgentConfig> {
+pub(crate) fn agent(args: &AgentArgs, file: &SettingsFile) -> Result<AgentConfig> {
     let f = &file.agent;
     let id =
         AgentId::from_name(&args.name).map_err(|e| anyhow::anyhow!("invalid name (--name, MESH_AGENT_NAME): {e}"))?;
@@ -735,8 +654,8 @@ mod tests {
         let readme = std::fs::read_to_string(repo_file("README.md")).expect("README");
         let body: String = text.lines().skip(1).map(|l| format!("{l}\n")).collect();
         assert!(readme.contains(&body), "README's settings block differs from fixtures/config/settings.toml");
-        let file = FileConfig::load(Some(&path)).expect("parses");
-        let empty = FileConfig::default();
+        let file = load_file(Some(&path)).expect("parses");
+        let empty = SettingsFile::default();
         let parse = |args: &[&str]| Cli::try_parse_from(args).expect("valid command line").command;
         let (Command::Topology(t), Command::Consensus(c), Command::Agent(a)) = (
             parse(&["mesh", "topology"]),
@@ -765,14 +684,14 @@ mod tests {
 
     #[test]
     fn unknown_file_fields_are_named() {
-        let err = toml::from_str::<FileConfig>("[topology]\ndecay_rat = 0.1\n").expect_err("typo must be refused");
+        let err = SettingsFile::parse("[topology]\ndecay_rat = 0.1\n").expect_err("typo must be refused");
         assert!(err.to_string().contains("decay_rat"), "{err}");
     }
 
     #[test]
     fn redis_urls_logins_and_cas_are_checked_at_once() {
         let parse = |args: &[&str]| match Cli::try_parse_from(args).expect("valid command line").command {
-            Command::Topology(t) => infra(&t.infra, &FileConfig::default()),
+            Command::Topology(t) => infra(&t.infra, &SettingsFile::default()),
             _ => panic!("topology"),
         };
         let e = parse(&["mesh", "topology", "--redis", "http://127.0.0.1:6380"]).err().expect("refused");
@@ -822,7 +741,7 @@ mod tests {
             let mut args = vec!["mesh", "topology"];
             args.extend_from_slice(extra);
             match Cli::try_parse_from(args).expect("valid command line").command {
-                Command::Topology(t) => infra(&t.infra, &FileConfig::default()),
+                Command::Topology(t) => infra(&t.infra, &SettingsFile::default()),
                 _ => panic!("topology"),
             }
         };

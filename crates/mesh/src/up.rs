@@ -4,24 +4,25 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use mesh_kafka::EmbeddedKafka;
-use mesh_supervisor::{DeploymentSpec, InstanceLock, Options, Output, ProcState, Request, StateDir};
+use mesh_supervisor::{DeploymentSpec, InstanceLock, LaunchError, Options, Output, StateDir};
 
 use crate::cli::{InfraMode, UpArgs};
-use crate::settings::{self, FileConfig};
+use mesh_node::SettingsFile;
+
+use crate::settings;
 
 /// Runs `mesh up` (foreground or the detached supervisor itself).
-pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&Path>) -> Result<()> {
+pub(crate) fn supervise(args: &UpArgs, file: &SettingsFile, config_path: Option<&Path>) -> Result<()> {
     let dir = StateDir::new(absolute(&args.dir.state_dir)?);
     let lock = InstanceLock::acquire(&dir)?;
     let infra = settings::infra(&args.infra_args, file).map_err(crate::usage)?;
     let local = args.infra == Some(InfraMode::Local);
-    let kafka_given = !local && args.infra.is_none() && (args.infra_args.kafka.is_some() || file.kafka_given());
-    let redis_given = !local && args.infra.is_none() && (args.infra_args.redis.is_some() || file.redis_given());
+    let kafka_given = !local && args.infra.is_none() && (args.infra_args.kafka.is_some() || file.kafka.is_some());
+    let redis_given = !local && args.infra.is_none() && (args.infra_args.redis.is_some() || file.redis.is_some());
     let mesh_exe = std::env::current_exe().context("failed to locate the mesh binary")?;
     let mut spec = deployment(args.file.as_deref(), &mesh_exe)?;
     check_brokers(args)?;
@@ -183,14 +184,14 @@ pub(crate) fn supervise(args: &UpArgs, file: &FileConfig, config_path: Option<&P
 
 /// The deployment secret's file: the one named (flag, variable or config file), else `DIR/secret`, made once with
 /// 32 random bytes (private) and kept, so records written by an earlier run still check.
-fn deployment_secret(args: &UpArgs, file: &FileConfig, state_dir: &Path) -> Result<PathBuf> {
-    if args.infra_args.agent_key_file.is_some() || file.agent_key_given() {
+fn deployment_secret(args: &UpArgs, file: &SettingsFile, state_dir: &Path) -> Result<PathBuf> {
+    if args.infra_args.agent_key_file.is_some() || file.agent_key_file.is_some() {
         return Err(crate::usage(anyhow!(
             "invalid agent_key_file (--agent-key-file, MESH_AGENT_KEY_FILE): `mesh up` runs the managers, which need \
              the deployment secret (--secret-file) or none (then `mesh up` makes one)"
         )));
     }
-    if let Some(path) = args.infra_args.secret_file.as_deref().or(file.secret_file()) {
+    if let Some(path) = args.infra_args.secret_file.as_deref().or(file.secret_file.as_deref()) {
         return absolute(path);
     }
     let path = StateDir::new(state_dir).secret();
@@ -221,9 +222,6 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
     mesh_supervisor::private::restrict_umask();
     mesh_supervisor::private::create_dir(dir.root())
         .with_context(|| format!("failed to create {}", dir.root().display()))?;
-    let log_path = dir.supervisor_log();
-    let log = mesh_supervisor::private::open_append(&log_path)
-        .with_context(|| format!("failed to open {}", log_path.display()))?;
     let wait = humantime::parse_duration(&args.wait_timeout).map_err(|e| {
         crate::usage(anyhow!("invalid --wait-timeout {:?}: {e}; write for example \"60s\"", args.wait_timeout))
     })?;
@@ -232,43 +230,37 @@ pub(crate) fn detach(args: &UpArgs) -> Result<()> {
         .filter(|a| a != "-d" && a != "--detach")
         .chain(["--detached-child".to_owned()])
         .collect();
-    let mut cmd = Command::new(std::env::current_exe()?);
-    cmd.args(&forwarded).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-    mesh_supervisor::child::in_new_session(&mut cmd);
-    let mut child = cmd.spawn().context("failed to start the detached supervisor")?;
-    let deadline = Instant::now() + wait;
+    let spec = mesh_supervisor::LaunchSpec {
+        program: std::env::current_exe()?,
+        launcher: Vec::new(),
+        args: forwarded.into_iter().map(Into::into).collect(),
+        env: Vec::new(),
+        state_dir: dir.clone(),
+        log: dir.supervisor_log(),
+        answer_timeout: Duration::from_secs(2),
+    };
+    let mut launched = mesh_supervisor::Launched::spawn(&spec)?;
+    let ready = launched.wait_ready(wait, || true);
+    let state = match ready {
+        Ok(state) => state,
+        // A process that FAILED leaves the others running for `mesh status` and `mesh logs` to explain.
+        Err(e @ (LaunchError::ProcessFailed { .. } | LaunchError::NotReady { .. })) => {
+            launched.leave_running();
+            return Err(e.into());
+        }
+        Err(e) => return Err(anyhow!(e).context("the deployment did not start")),
+    };
+    launched.leave_running();
     let mut out = std::io::stdout().lock();
-    loop {
-        if let Some(status) = child.try_wait()? {
-            bail!("the supervisor exited ({status}) before the deployment was ready:\n{}", tail(&log_path, 20));
-        }
-        if let Ok(r) = mesh_supervisor::control::call(&dir.socket(), &Request::Status, Duration::from_secs(2))
-            && let Some(state) = r.state
-        {
-            if let Some(failed) = state.processes.iter().find(|p| p.state == ProcState::Failed) {
-                bail!(
-                    "{} FAILED (the others keep running; `mesh down` stops them). Its log ends with:\n{}",
-                    failed.name,
-                    tail(&dir.log(&failed.name), 20)
-                );
-            }
-            if state.processes.iter().all(|p| p.state == ProcState::Ready) {
-                writeln!(
-                    out,
-                    "{} processes READY (supervisor pid {}, {} infrastructure)",
-                    state.processes.len(),
-                    state.supervisor_pid,
-                    state.infra
-                )?;
-                writeln!(out, "mesh status | mesh logs -f | mesh down")?;
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            bail!("not every process was READY within {:?}; `mesh status` shows which, `mesh logs NAME` why", wait);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    writeln!(
+        out,
+        "{} processes READY (supervisor pid {}, {} infrastructure)",
+        state.processes.len(),
+        state.supervisor_pid,
+        state.infra
+    )?;
+    writeln!(out, "mesh status | mesh logs -f | mesh down")?;
+    Ok(())
 }
 
 /// `--brokers` sizes only the cluster `mesh up --infra local` runs: a usage error anywhere else, found before a
@@ -379,13 +371,6 @@ pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
     } else {
         Ok(std::env::current_dir().context("failed to read the current directory")?.join(path))
     }
-}
-
-/// The last `n` lines of a file.
-pub(crate) fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]
