@@ -11,6 +11,12 @@
 //! The history is bounded: the latest [`HISTORY_LIMIT`] roster changes are kept, and a proposal naming an epoch older
 //! than that (or older than a hole in the log, left by compaction or a lost publication) is refused as stale. Parked
 //! proposals are bounded too ([`PARKED_LIMIT`]); beyond it the earliest parked is refused.
+//!
+//! A proposal that breaks the rule is decided `refused` with the reason (as is one whose dance does not follow from its
+//! inputs, which the consensus runtime checks). The consensus manager reads the one-partition membership topic beside
+//! proposals and votes, so the verdict never depends on how the topics interleave; `mesh_node::consensus::replay_log`,
+//! fed the membership records too, refuses what the live run refused. The history is in the manager's snapshot with the
+//! state machine.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

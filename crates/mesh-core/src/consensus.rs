@@ -5,6 +5,16 @@
 //! votes and the manager's `expire`/`inhibit` markers share one partition (keyed by proposal id) and one order, and
 //! the outcome is a pure function of the proposal and that sequence: inputs arriving before their proposal are
 //! buffered and applied in order when it arrives. Replays after a crash therefore decide exactly as the first run.
+//!
+//! Expiry and cross-inhibition are clock- or arrival-driven choices, so the manager appends them as `expire` and
+//! `inhibit` markers and they take effect only when read back. Each voter counts once per proposal, and agents support
+//! at most one proposal per subject (`crate::voter`), so with a quorum above one half ([`Quorum`] refuses less) two
+//! exclusive proposals cannot both pass. An acceptance's commands are ordered so that the inhibit markers of its
+//! pending rivals come before the decision is stored and published.
+//!
+//! Buffers that input can grow are bounded: at most [`EARLY_LIMIT`] inputs read before their proposal are kept (the
+//! oldest-buffered proposal's dropped first, which the manager counts in `early_dropped`), and the latest
+//! [`DECIDED_LIMIT`] decisions are remembered (the inhibit requests of a decided proposal go with its decision).
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

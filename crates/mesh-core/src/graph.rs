@@ -114,12 +114,14 @@ struct Touch {
 
 /// The graph itself. Serializable: the topology manager snapshots it to Redis.
 ///
-/// Only what traffic changed is stored. A full-mesh edge that never carried a message has a weight that is a
-/// function of the tick its younger end joined, so it is computed rather than kept: N agents cost O(N), not O(N²).
-/// Weights decay lazily from the tick of their last update, and pruning is driven by a queue of deadlines, so a
-/// tick costs O(log n + what it prunes) instead of a sweep over every edge. The snapshot holds the same O(N +
-/// touched edges). Property tests hold every change, weight and statistic to the plain every-edge model in
-/// `graph/reference.rs`.
+/// Only what traffic changed is stored: an agent's join tick, and the edges that carried a message with their weight
+/// and the tick of that update. A full-mesh edge that never carried a message weighs
+/// `initial − rate × (now − later join)`, a function of the tick its younger end joined, so it is computed rather than
+/// kept: N agents cost O(N), not O(N²). A touched edge always weighs at least its untouched twin, so it outlives it.
+/// Weights decay lazily from the tick of their last update, and pruning is driven by a queue of deadlines (per join
+/// cohort, per touched edge), so a tick costs O(log n + what it prunes) instead of a sweep over all N·(N−1) edges. The
+/// snapshot holds the same O(N + touched edges). Property tests hold every change, weight and statistic to the plain
+/// every-edge model in `graph/reference.rs`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(into = "GraphWire", try_from = "GraphWire")]
 pub struct SlimeGraph {

@@ -5,6 +5,38 @@
 //! producer mode each process needs ([`ProducerMode`]), refusals that no retry can fix told apart from transient
 //! errors ([`TransportError::Refused`]), manual partition choice (the wire contract's murmur2),
 //! manual offset commits (at-least-once: commit after handling).
+//!
+//! The Kafka side of the runtimes' failure handling (the rest is in `mesh_node`'s runtime module), each detailed on the
+//! item that does it:
+//!
+//! One librdkafka state does not end by itself: after broker restarts a partition has been seen waiting on its offset
+//! validation for good, so a [`KafkaReader`] that sees one waiting 10 s in its statistics restarts that fetch with a
+//! seek to its position ([`STUCK_VALIDATION`], docs/chaos.md).
+//!
+//! A reader's fetch waits at most 500 ms at the broker by default (`KafkaConfig::fetch_wait`, the `kafka_fetch_wait`
+//! setting): librdkafka keeps one fetch in flight per broker, and a partition that becomes readable while it waits (at
+//! start, or one after another after a broker restart) is first asked about when it returns. At 5 s agents went seconds
+//! without reading their own membership and a broker restart took up to 10 s to recover from (2–3 s at 500 ms); the
+//! price is 500 idle agents' fetches, which keep the broker too busy for all of them to start (docs/bench.md). A reader
+//! looks up the offsets of partitions that start at the beginning or the end in one request before it assigns them, and
+//! asks again for those it could not look up rather than leaving "the end" to be resolved later, after records it
+//! should read (`resolve_logical_offsets`, `crates/mesh/tests/it/reader.rs`).
+//!
+//! The topology manager, which only counts messages into windows seconds long, asks for 64 KB or 20 ms per fetch
+//! (`KafkaConfig::fetch_min_bytes`; agents and the consensus manager take each record at once): reading every messages
+//! partition record by record it made 559 of the broker's 2,500 requests a second at 1,000 msg/s (now about 50), and
+//! its CPU fell fourfold.
+//!
+//! Agents' producers keep one request in flight per connection and are not idempotent ([`ProducerMode`], with the
+//! measurements). The price is that a send retried after a lost acknowledgement is in the log twice, which
+//! at-least-once readers already absorb (a task, response, proposal or vote is recognised by its id, a join or leave of
+//! the same state changes nothing); the managers, whose few records must appear once (windows, verdicts, decisions),
+//! stay idempotent.
+//!
+//! `ensure_topics` (managers only; agents wait for the topics and hold no admin client) returns once every partition of
+//! every topic has a leader in the metadata and answers an offsets request (a leader in the metadata is not yet a
+//! partition served: for a moment the broker still answers `NotLeaderForPartition`); at most 10 s, then an error the
+//! runtime retries.
 #![warn(missing_docs)]
 
 pub mod baseline;
@@ -190,9 +222,9 @@ impl KafkaBus {
     /// partition answers a request for its offsets.
     ///
     /// A topic is created before the broker's metadata says who leads its partitions. A reader assigned to a
-    /// partition nobody leads yet can wait for librdkafka's next periodic metadata refresh (10 s), and a topology
-    /// manager, which needs a marker from every partition to close a window, would close none meanwhile: the likely
-    /// cause (not reproduced) of one start-up stall of 8 s seen in CI. And a leader in the metadata is not yet a
+    /// partition nobody leads yet can wait for librdkafka's next periodic metadata refresh (10 s) and read nothing
+    /// from it meanwhile (under the topology manager's earlier marker design, the likely cause, not reproduced, of
+    /// one start-up stall of 8 s seen in CI). And a leader in the metadata is not yet a
     /// partition served: for a moment after that the broker still answers `NotLeaderForPartition` to an offsets
     /// request (a fresh-clone CI run failed on it in a test that read a partition's end right after creating its
     /// topic; readers started then left their start to librdkafka, see `resolve_logical_offsets`). Costs one

@@ -9,6 +9,13 @@
 //!
 //! One producer and one consumer per process, and no admin client: the managers (or `mesh up`) create the topics,
 //! an agent waits for them.
+//!
+//! Ids are stable: a restarted agent joins again as itself, and an agent that reads its own `dead` or `left` entry on
+//! the membership topic while alive joins again. A heartbeat is the one record an agent keeps at most one of in flight,
+//! and it is not retried beyond librdkafka's own timeout (`Publisher::start_send_once`): the pending one already says
+//! the agent lives, heartbeats piling up in retries turned a few seconds of broker starvation into minutes, and a
+//! retried heartbeat sat out a backoff of up to 5 s after a broker restart, long enough for its agent to be declared
+//! dead.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::future::Future;

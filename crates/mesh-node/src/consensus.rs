@@ -8,6 +8,11 @@
 //! stronger dance appeared) are appended to the log as markers and only take effect when read back. Replaying from
 //! the snapshot's offsets after a crash therefore reaches the same decisions, and Redis keeps the first decision
 //! stored per proposal as a guard: a decision is published only if it equals the stored one.
+//!
+//! The guard is an `HSETNX` on the decisions hash (`agentmesh:decisions` under the default prefix). A decision is the
+//! only thing a runtime stores in Redis synchronously, because it must be in Redis before it is published; that happens
+//! off the loop too (decisions are in flight while the manager reads on), and stats and snapshots go through a
+//! `LatestWriter`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

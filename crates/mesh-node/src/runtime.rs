@@ -1,5 +1,56 @@
-//! What every runtime needs around its state machine: the clock, retries with backoff, publishing envelopes,
+//! What every runtime needs around its state machine: retries with backoff, publishing envelopes,
 //! dead-lettering, topic layout, shutdown and readiness.
+//!
+//! Failure handling, shared by the three runtimes (the Kafka side is in `mesh_kafka`'s module docs, and each rule is
+//! detailed on the item that implements it):
+//!
+//! Forged records are refused at the one place records are read: [`Publisher::open`] decodes a record and, when the
+//! process holds the deployment secret, checks its `mesh-auth` tag against the writer its content says it must have
+//! (`mesh_proto::auth::Principal::writer_of`: a vote's voter, a task's sender, the topology manager for a `member`). So
+//! no state machine sees an unauthenticated record: the managers dead-letter it with the reason, the agents ignore and
+//! count it. Every record written goes through [`Publisher`], which tags it (`Letters::signed`). Why HMAC and not
+//! signatures: `mesh_proto::auth`.
+//!
+//! Kafka and Redis errors are events, not crashes: every publish, read and store call is retried with exponential
+//! backoff and jitter ([`retry`], 100 ms to 5 s), and librdkafka reconnects by itself. Failures come in bursts (every
+//! record in flight fails when the broker times out), so their warnings pass a per-process gate, one a second counting
+//! the ones folded into it ([`WarnGate`]). Reader errors are different: librdkafka queues one per failed connection
+//! attempt and hands them over after the broker is back, so a runtime logs them (at most once a second) and reads on at
+//! once instead of backing off on each ([`ReadErrors`]).
+//!
+//! No runtime loop waits for a send: [`Publisher::start_send`] hands the record to the producer at once (so records
+//! keep their order per partition) and the loop awaits the acknowledgements among its other events, with a bound on how
+//! many are in flight. An agent commits an input only once its answer is acknowledged; the managers snapshot only when
+//! nothing is in flight, and never so often that encoding snapshots takes more than a tenth of their time
+//! (`crate::snapshot_pacer`). Every runtime writes to Redis from a task of its own (`crate::latest_writer`): an agent
+//! its stats, so a stalled Redis never holds up messages; the topology and consensus managers their stats and
+//! snapshots, so a hung Redis no longer stops windows closing or deaths being declared. Only a consensus decision is
+//! stored synchronously (`crate::consensus`). Nothing a runtime does waits on its supervisor either: the binary sends
+//! its sd_notify datagrams non-blocking.
+//!
+//! A shutdown never aborts an attempt under way, only the waiting between attempts; a runtime interrupted that way
+//! exits at once (cleanly, exit 0) without a final snapshot, because its state may be ahead of what it managed to
+//! publish: the last snapshot and the log rebuild it exactly ([`NodeError::Interrupted`]). Offsets (agents) and
+//! snapshot positions (managers) only ever cover records whose effects were published.
+//!
+//! Undecodable or misplaced records, and tasks no response can name, go to `agentmesh.deadletter` with the reason,
+//! their origin and a bounded copy of their bytes (64 KiB at most, with the size and SHA-256 of the whole: a letter
+//! always fits the broker's limit), and processing continues. Retrying is for errors that can pass: a publish the
+//! broker or client refuses for good (record too large, invalid topic, not authorized, no such partition:
+//! `TransportError::Refused`, told apart in `mesh_kafka`) is not retried; the publisher dead-letters the refused record
+//! itself (source offset -1) and the send ends with the refusal, so an agent finishes the input it answered and commits
+//! past it (`sends_refused`). A manager's records are small and its own, so a refusal there is a misconfiguration: it
+//! is logged as a warning, and a refused changelog window stops the topology manager with an error. A letter refused
+//! too is logged and skipped. Before, one 600 KB binary record on the membership topic, dead-lettered as 1.2 MB of hex,
+//! was retried forever by every agent that read it.
+//!
+//! Recovery relies on the log still holding what a snapshot's positions point at: a reader asked to start at an exact
+//! offset the partition no longer holds (retention deleted it, or the topic was recreated) refuses to start, naming the
+//! partition, its bounds and the fix (`check_replayable` in `mesh_kafka`), where librdkafka would have moved it to the
+//! earliest offset without a word and the rebuilt graph or decisions would have differed from a crash-free run. Topics
+//! keep the broker's default retention (7 days; heartbeats 1 hour, never replayed: [`topic_specs`]), far beyond the
+//! snapshot intervals (seconds), so only a deployment restored from an old snapshot meets the refusal
+//! (`crates/mesh/tests/it/recovery.rs`).
 
 use std::future::Future;
 use std::sync::Arc;

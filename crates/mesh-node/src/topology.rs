@@ -12,6 +12,23 @@
 //! heartbeat appended before it was read. Death verdicts are judged at the send time of the last returned probe, so
 //! a stall of the manager's own (broker down, its link cut, its process paused) delays verdicts instead of faking
 //! them. Verdicts are appended as `dead` records and take effect when read back, in a window like any join.
+//!
+//! Recovery in detail. The snapshot in Redis holds the state after the last applied window and the changelog offset
+//! after it; recovery replays the changelog from there (windows sealed but never acknowledged are simply cut again from
+//! the same positions) and reads the inputs on from where the last window's ranges end. Changing `decay_interval`
+//! between runs rescales recorded ticks by time ([`ChangelogFollower`]). Observers follow the changelog with the same
+//! [`ChangelogFollower`], and [`replay_changelog`] and [`audit`] are what `cargo xtask chaos` and the recovery test
+//! hold a recovered manager to.
+//!
+//! Failure detection without false verdicts, in detail. The manager appends a `probe` every `failure_timeout / 40`
+//! (kept between 20 and 250 ms) to the one-partition heartbeats topic. Since a returned probe proves that every
+//! heartbeat appended before it has been read, silences are judged at the probe's send time, never at the manager's
+//! clock: a broker outage, a cut link or a pause of the manager's own delays verdicts instead of faking them, and an
+//! agent is declared within `failure_timeout` plus a probe interval of its last heartbeat. While probes cannot make the
+//! round trip through the broker, the manager gives no death verdicts at all. The manager's own start counts as such a
+//! gap: until its first probe returns it has read no heartbeat it can vouch for, and if that took longer than
+//! `failure_timeout / 4` (and at least four probe intervals; a broker just started answered it after a second), every
+//! agent's silence counts from then (`detector_clocks_since_ms` and `probes_returned` in its stats).
 
 use std::collections::VecDeque;
 use std::time::Duration;

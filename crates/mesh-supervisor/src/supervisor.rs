@@ -1,5 +1,19 @@
 //! The supervisor's dispatcher: one loop over child exits (SIGCHLD), sd_notify datagrams, control requests,
 //! signals and a 100 ms housekeeping tick. It owns every process record; nothing else mutates them.
+//!
+//! `mesh up` resolves the infrastructure (given services, or the embedded broker plus Redis-or-file store), then hands
+//! a `DeploymentSpec` to [`run`], one dispatcher that `block_on` keeps on the main thread (children's parent-death
+//! signal is tied to the spawning thread, so every spawn happens there), while the tasks that drain the children's
+//! output pipes and notify sockets run on two worker threads: a slow disk under the dispatcher never leaves a child
+//! blocked on a full pipe. SIGCHLD is answered with `waitpid(-1)`, which also reaps adopted descendants; the tick
+//! drives restart delays, ready timeouts, watchdogs and resumes. A process goes STARTING → READY → (exit) → BACKOFF →
+//! STARTING, or FAILED when `RestartTracker` says the intensity limit is reached; STOPPING/STOPPED on the way down.
+//! Details, files and the control protocol: `docs/supervisor.md`.
+//!
+//! The invariant: the supervisor never unwinds on a child's behaviour. A crash, a hang, a flood of output or a refusal
+//! to die are events with a recorded outcome, never an `Err` out of the loop. Nor does a stall of its own count against
+//! a child: a supervisor whose loop ran late moves its children's watchdog deadlines by the stall instead of blaming
+//! them for it (`SUPERVISOR_STALL`; `cargo xtask chaos`'s pause-supervisor scenario holds it).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
