@@ -45,7 +45,9 @@ use crate::latest_writer::LatestWriter;
 use crate::metrics::AgentMetrics;
 use mesh_transport::clock::{now_ms, now_us};
 
-use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, Unusable, key_text, retry};
+use crate::runtime::{
+    NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, StopDeadline, Unusable, key_text, retry,
+};
 use crate::scenario::Scenario;
 
 /// Sends awaiting their acknowledgement at once; past it the agent reads and starts nothing new until some are
@@ -394,6 +396,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         }
     }
     tracing::info!(agent = %id, "leaving: publishing leave, finishing sends, committing offsets, flushing");
+    let stop = StopDeadline::start();
     let (_tx, no_shutdown) = Shutdown::new();
     let leave = agent.publisher.envelope(Record::Leave(LeaveBody { agent: id.clone(), reason: "shutdown".into() }));
     let left = agent.publisher.start_send(TopicKind::Topology, id.as_str(), &leave, &no_shutdown);
@@ -403,22 +406,32 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         }
         left.await
     };
-    if tokio::time::timeout(Duration::from_secs(5), finish).await.is_err() {
+    if stop.within(Duration::from_secs(3), finish).await.is_none() {
         tracing::warn!(
-            "sends not acknowledged within 5 s; the failure detector will declare this agent dead if leave was lost"
+            "sends not acknowledged within 3 s; the failure detector will declare this agent dead if leave was lost"
         );
     }
     let positions = agent.progress.all_positions();
-    if !positions.is_empty()
-        && let Err(e) = reader.commit(&positions).await
-    {
-        tracing::warn!(error = %e, "committing the final offsets failed; messages will be re-delivered and deduplicated");
+    if !positions.is_empty() {
+        match stop.within(Duration::from_secs(2), reader.commit(&positions)).await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => tracing::warn!(
+                error = %e,
+                "committing the final offsets failed; messages will be re-delivered and deduplicated"
+            ),
+            None => {
+                tracing::warn!("the final commit took longer than 2 s; messages will be re-delivered and deduplicated")
+            }
+        }
     }
     stats.hash(agent.stats().to_fields());
-    if tokio::time::timeout(Duration::from_secs(2), stats.finish()).await.is_err() {
-        tracing::warn!("could not write the final stats to redis within 2 s");
+    if stop.within(Duration::from_secs(1), stats.finish()).await.is_none() {
+        tracing::warn!("could not write the final stats to redis within 1 s");
     }
-    bus.flush(Duration::from_secs(5)).await?;
+    if let Err(e) = bus.flush(stop.remaining()).await {
+        // Only what was never acknowledged is left, and no offset past it was committed: it is read again.
+        tracing::warn!(error = %e, "the producer did not flush within the stop budget");
+    }
     Ok(())
 }
 

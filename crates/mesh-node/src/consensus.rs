@@ -36,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::{ConsensusConfig, MeshConfig};
 use crate::latest_writer::LatestWriter;
 use crate::metrics::ConsensusMetrics;
-use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, retry};
+use crate::runtime::{
+    NodeError, Publisher, ReadErrors, Readiness, STOP_BUDGET, Sending, Shutdown, StopDeadline, ensure_topics, retry,
+};
 use crate::snapshot_pacer::SnapshotPacer;
 use mesh_transport::clock::now_ms;
 
@@ -178,6 +180,7 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         }
     }
     tracing::info!("consensus manager stopping: finishing decisions in flight, saving a final snapshot");
+    let stop = StopDeadline::start();
     let finish = async {
         while let Some(done) = in_flight.next().await {
             if let Ok(Some(published)) = done {
@@ -185,13 +188,15 @@ pub async fn run<B: Bus, S: SnapshotStore>(
             }
         }
     };
-    if tokio::time::timeout(Duration::from_secs(5), finish).await.is_ok() {
+    if stop.within(Duration::from_secs(3), finish).await.is_some() {
         redis.blob(encode_snapshot(&snapshot_key, &machine, &admission, &positions)?);
     } else {
-        tracing::warn!("decisions still in flight after 5 s: keeping the last snapshot (the log rebuilds the rest)");
+        tracing::warn!("decisions still in flight after 3 s: keeping the last snapshot (the log rebuilds the rest)");
     }
     redis.hash(stats(&machine, &admission, &counters).to_fields());
-    redis.finish().await;
+    if stop.within(STOP_BUDGET, redis.finish()).await.is_none() {
+        tracing::warn!("the final snapshot and stats were not saved within the stop budget; the log rebuilds them");
+    }
     Ok(())
 }
 

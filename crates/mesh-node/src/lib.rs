@@ -23,5 +23,5 @@ pub use config::{AgentConfig, ConsensusConfig, MeshConfig, TopologyConfig};
 /// and events with).
 pub use mesh_transport::clock::{now_ms, now_us};
 pub use metrics::Metrics;
-pub use runtime::{NodeError, Readiness, Shutdown, retry, topic_specs};
+pub use runtime::{NodeError, Readiness, STOP_BUDGET, Shutdown, retry, topic_specs};
 pub use settings_file::SettingsFile;

@@ -131,6 +131,36 @@ impl Shutdown {
     }
 }
 
+/// How long a runtime's graceful stop may take, all its steps together (finishing sends, committing, the last
+/// snapshot, flushing). A stop is asked for when the broker or Redis may be the very thing that is gone, and every
+/// one of those steps waits on them: without one budget for all, a stop under a partition waited for ever (an agent
+/// blocked in its final commit ignored SIGTERM for minutes). Nothing is lost by giving up: offsets not committed are
+/// re-delivered and deduplicated, and a snapshot not written is rebuilt from the last one and the log. It is below
+/// the supervisor's default `stop_timeout` (10 s), so a process ends its own stop before it is killed.
+pub const STOP_BUDGET: Duration = Duration::from_secs(6);
+
+/// The deadline of one graceful stop, shared by its steps so that together they stay within [`STOP_BUDGET`].
+pub(crate) struct StopDeadline(tokio::time::Instant);
+
+impl StopDeadline {
+    /// Starts the budget now (when the stop begins).
+    pub(crate) fn start() -> Self {
+        Self(tokio::time::Instant::now() + STOP_BUDGET)
+    }
+
+    /// Runs `step` for at most `cap`, and never past the deadline: `None` if it did not finish in time. The cap
+    /// keeps one slow step from using the time of the steps after it.
+    pub(crate) async fn within<F: std::future::Future>(&self, cap: Duration, step: F) -> Option<F::Output> {
+        let by = self.0.min(tokio::time::Instant::now() + cap);
+        tokio::time::timeout_at(by, step).await.ok()
+    }
+
+    /// What is left of the budget.
+    pub(crate) fn remaining(&self) -> Duration {
+        self.0.saturating_duration_since(tokio::time::Instant::now())
+    }
+}
+
 /// Told when the runtime is connected and serving, and what it is doing (sd_notify `READY=1` / `STATUS=` in the
 /// binary; a no-op in tests).
 pub trait Readiness: Send + Sync + 'static {

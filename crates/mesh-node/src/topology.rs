@@ -53,7 +53,10 @@ use crate::latest_writer::LatestWriter;
 use crate::metrics::TopologyMetrics;
 use mesh_transport::clock::now_ms;
 
-use crate::runtime::{NodeError, Publisher, ReadErrors, Readiness, Sending, Shutdown, ensure_topics, key_text, retry};
+use crate::runtime::{
+    NodeError, Publisher, ReadErrors, Readiness, STOP_BUDGET, Sending, Shutdown, StopDeadline, ensure_topics, key_text,
+    retry,
+};
 use crate::snapshot_pacer::SnapshotPacer;
 
 /// What the manager snapshots to Redis: the state machine and where in the changelog it stands.
@@ -317,13 +320,19 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         }
     }
     tracing::info!("topology manager stopping: publishing what is in flight, saving a final snapshot");
+    let stop = StopDeadline::start();
     let drain = async { while outbox.next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(2), drain).await.is_err() {
+    if stop.within(Duration::from_secs(2), drain).await.is_none() {
         tracing::warn!("some edge events were not acknowledged within 2 s; the changelog still holds every window");
     }
     redis.blob(encode_snapshot(&topology, changelog_next, interval_ms, &snapshot_key)?);
-    redis.finish().await;
-    tracing::debug!("final topology snapshot saved");
+    if stop.within(STOP_BUDGET, redis.finish()).await.is_some() {
+        tracing::debug!("final topology snapshot saved");
+    } else {
+        tracing::warn!(
+            "the final snapshot was not saved within the stop budget; the last one and the changelog rebuild it"
+        );
+    }
     Ok(())
 }
 

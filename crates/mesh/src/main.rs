@@ -18,6 +18,7 @@ mod up;
 mod view;
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
@@ -161,6 +162,10 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Flips the shutdown switch on the first SIGTERM or SIGINT; a second one exits at once.
+///
+/// The first one also starts [`exit_if_not_stopped`]: the runtimes keep their stop within
+/// [`mesh_node::STOP_BUDGET`], but what runs after them (dropping the Kafka clients, whose close talks to the
+/// broker) is librdkafka's, and a stop must end even when the broker is the thing that is gone.
 fn shutdown_on_signals() -> Result<Shutdown> {
     use tokio::signal::unix::{SignalKind, signal};
     let (tx, shutdown) = Shutdown::new();
@@ -169,11 +174,32 @@ fn shutdown_on_signals() -> Result<Shutdown> {
     tokio::spawn(async move {
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         tracing::info!("stop requested; a second signal exits at once");
+        exit_if_not_stopped();
         let _ = tx.send(true);
         tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
         std::process::exit(130);
     });
     Ok(shutdown)
+}
+
+/// How long after a stop is requested the process exits whatever it is still waiting for: the runtimes' budget and a
+/// margin for closing the clients, below the supervisor's default `stop_timeout` (10 s).
+const STOP_DEADLINE: Duration = Duration::from_secs(mesh_node::STOP_BUDGET.as_secs() + 2);
+
+/// Exits with a failure [`STOP_DEADLINE`] from now unless the process has ended by then. A thread of its own, not a
+/// task: it must fire even while the runtime's threads are blocked inside librdkafka.
+fn exit_if_not_stopped() {
+    let spawned = std::thread::Builder::new().name("stop-deadline".into()).spawn(|| {
+        std::thread::sleep(STOP_DEADLINE);
+        tracing::error!(
+            "the stop did not finish within {STOP_DEADLINE:?} (Kafka or Redis unreachable?); exiting without the \
+             rest: uncommitted messages are read again and deduplicated"
+        );
+        std::process::exit(1);
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the stop deadline; the stop waits as long as its clients do");
+    }
 }
 
 /// How a process reads: at once (agents and the consensus manager answer what they read), or in batches (the

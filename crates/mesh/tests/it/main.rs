@@ -11,6 +11,7 @@ mod metrics;
 mod reader;
 mod recovery;
 mod secure;
+mod stop;
 mod supervisor;
 mod support;
 mod view;

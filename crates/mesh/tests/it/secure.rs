@@ -12,7 +12,7 @@ use mesh_fixtures::{
 };
 
 use crate::supervisor::{DownOnDrop, files_open_to_others, inspected_topology, mesh, text, wait_until};
-use crate::support::FAST;
+use crate::support::{EndsWithTest, FAST};
 
 /// Every file under `dir` whose bytes contain `needle`, except the private files that hold secrets by design.
 fn files_containing(dir: &Path, needle: &str, allowed: &[&str]) -> Vec<String> {
@@ -133,6 +133,7 @@ fn a_deployment_over_sasl_ssl_and_redis_tls_keeps_its_passwords_to_itself() {
         .stdin(Stdio::null())
         .stdout(file.try_clone().expect("log"))
         .stderr(file)
+        .ends_with_test()
         .spawn()
         .expect("mesh agent runs");
     wait_until("the authentication failure reported", Duration::from_secs(30), || {

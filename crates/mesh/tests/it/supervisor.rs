@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::EndsWithTest;
 use mesh_proto::read_model::TopologyStats;
 use mesh_supervisor::{EventLog, ProcState, StateDir, StateFile};
 use nix::sys::signal::{Signal, kill};
@@ -370,6 +371,7 @@ fn ctrl_c_stops_a_foreground_deployment_and_leaves_nothing_behind() {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .ends_with_test()
         .spawn()
         .expect("mesh up");
     wait_until("both READY", Duration::from_secs(20), || {
@@ -509,6 +511,7 @@ fn a_notify_message_from_outside_the_process_group_is_not_believed() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        .ends_with_test()
         .spawn()
         .expect("mesh up");
     let starting = || {

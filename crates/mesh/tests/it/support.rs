@@ -28,6 +28,25 @@ pub(crate) const FAST: &[(&str, &str)] = &[
 /// The four roles of the e-commerce scenario.
 pub(crate) const ROLES: [&str; 4] = ["sales", "support", "inventory", "fraud"];
 
+/// A process a test starts in the foreground dies with the test, even with a test run interrupted (Ctrl-C on
+/// `cargo test` kills the test binary, not the process groups of its children): no orphan is left running for hours
+/// against a broker that is gone, as five `mesh` processes were. Spawn from the test's own thread: the parent-death
+/// signal fires when the spawning *thread* exits, and a blocking-pool thread exits when idle.
+pub(crate) trait EndsWithTest {
+    /// Asks the kernel to SIGKILL the child when the spawning thread exits.
+    fn ends_with_test(&mut self) -> &mut Self;
+}
+
+impl EndsWithTest for Command {
+    fn ends_with_test(&mut self) -> &mut Self {
+        #[expect(unsafe_code, reason = "pre_exec is the only way to set a child's parent-death signal")]
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            self.pre_exec(|| nix::sys::prctl::set_pdeathsig(Some(Signal::SIGKILL)).map_err(std::io::Error::from))
+        }
+    }
+}
+
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// A record read back from a topic.
@@ -55,6 +74,11 @@ impl Mesh {
     pub(crate) async fn new(test: &str, settings: &[(&str, &str)]) -> Mesh {
         let infra = mesh_fixtures::shared()
             .expect("Kafka and Redis for the tests could not be started; `cargo xtask test` installs what is missing");
+        Self::on(infra, test, settings).await
+    }
+
+    /// A mesh on `infra` (a broker of the test's own, for a test that pauses or stops it).
+    pub(crate) async fn on(infra: &mesh_fixtures::SharedInfra, test: &str, settings: &[(&str, &str)]) -> Mesh {
         let prefix = format!("t{}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed), test);
         let bus = KafkaBus::new(KafkaConfig::new(infra.kafka.clone(), format!("test-{prefix}"))).expect("kafka client");
         let store = RedisStore::connect(&infra.redis).await.expect("redis reachable");
@@ -104,7 +128,8 @@ impl Mesh {
         self.dir.path().join("secret")
     }
 
-    /// Starts `mesh ARGS...` as process `name` in its own process group, logging to `<dir>/<name>.log`.
+    /// Starts `mesh ARGS...` as process `name` in its own process group, logging to `<dir>/<name>.log`; see
+    /// [`EndsWithTest`] for the thread to call it from.
     pub(crate) fn spawn(&mut self, name: &str, args: &[&str]) {
         self.spawn_with(name, args, &[]);
     }
@@ -126,6 +151,7 @@ impl Mesh {
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .process_group(0)
+            .ends_with_test()
             .spawn()
             .expect("spawn mesh");
         self.children.insert(name.to_owned(), child);

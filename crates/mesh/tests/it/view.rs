@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tungstenite::{Message, WebSocket};
 
 use crate::supervisor::{inspected_topology, mesh, text, wait_until};
+use crate::support::EndsWithTest;
 
 /// The topology settings of the test deployment: liveness judged in 2 s, windows every 200 ms.
 const SETTINGS: &str = "[topology]\ndecay_interval = \"200ms\"\nfailure_timeout = \"2s\"\nsnapshot_interval = \"500ms\"\n\
@@ -58,6 +59,7 @@ impl Browser {
                 .stdout(log.try_clone().expect("log"))
                 .stderr(log)
                 .process_group(0)
+                .ends_with_test()
                 .spawn()
                 .expect("chromium starts"),
         );
@@ -195,6 +197,7 @@ fn the_page_shows_what_inspect_reads_and_a_killed_agent_turning_dead() {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(tmp.path().join("view.log")).expect("view log"))
+            .ends_with_test()
             .spawn()
             .expect("mesh view starts"),
     );
