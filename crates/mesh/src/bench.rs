@@ -28,11 +28,11 @@ use mesh_node::settings_file::{AgentSettings, TopologySettings};
 use mesh_proto::read_model::{AgentStats, TopologyStats, redis_keys};
 use mesh_proto::records::Record;
 use mesh_proto::{TopicKind, TopicNames, decode};
+use mesh_redis::AnyStore;
 use mesh_supervisor::{DeploymentFile, FileProcess, LaunchError, LaunchSpec, Launched, ProcState, StateDir, StateFile};
 use mesh_transport::{Assignment, Bus, Reader, SnapshotStore, StartAt, TopicSpec};
 
 use crate::cli::{BenchArgs, BenchInfra};
-use crate::store::AnyStore;
 
 /// Offered rates of the peak search (`--rate max`), in messages per second: the mesh is tried until it no longer
 /// sustains a rate, the baseline on until it does not either.
