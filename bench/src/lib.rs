@@ -1,8 +1,11 @@
-//! Benchmarks of the mesh. The library holds the `mesh bench` report model ([`report`]: JSON schema, terminal
-//! table, `--compare`) and its SVG rendering ([`svg`]), kept apart from the orchestration (which needs Kafka and
-//! the supervisor) so they are tested without either; `benches/core.rs` is the criterion suite of the pure core,
-//! which uses the inputs below.
+//! Benchmarks of the mesh. The library holds the `mesh bench` engine ([`engine`]: plan, infrastructure, the
+//! deployment through the supervisor, measurement, the plain-Kafka baselines, verdicts and outputs; the binary only
+//! turns its flags into [`engine::Options`] and calls [`engine::run`]), the report model ([`report`]: JSON schema,
+//! terminal table, `--compare`), its SVG rendering ([`svg`]) and the CPU profiler ([`profile`]). The report model
+//! and the engine's pure parts (the plan, the verdicts) are tested without Kafka or the supervisor;
+//! `benches/core.rs` is the criterion suite of the pure core, which uses the inputs below.
 
+pub mod engine;
 pub mod profile;
 pub mod report;
 pub mod svg;

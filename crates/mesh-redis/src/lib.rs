@@ -4,6 +4,10 @@
 //! fails with [`TransportError::Unreachable`] and the caller retries with backoff.
 #![warn(missing_docs)]
 
+mod any;
+
+pub use any::AnyStore;
+
 use mesh_transport::{SnapshotStore, TransportError};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;

@@ -2,11 +2,11 @@
 
 use anyhow::{Context, Result};
 use mesh_proto::read_model::redis_keys;
+use mesh_redis::AnyStore;
 use mesh_transport::SnapshotStore;
 use serde_json::{Map, Value, json};
 
 use crate::settings::Infra;
-use crate::store::AnyStore;
 
 pub(crate) async fn run(infra: &Infra, as_json: bool) -> Result<()> {
     let store = AnyStore::connect(&infra.redis, infra.redis_ca_file.as_deref())

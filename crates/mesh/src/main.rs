@@ -12,7 +12,6 @@ mod inspect;
 mod notify;
 mod ops;
 mod settings;
-mod store;
 mod supervisor_metrics;
 mod up;
 mod view;
@@ -24,11 +23,11 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use mesh_kafka::{KafkaBus, KafkaConfig, ProducerMode};
 use mesh_node::Shutdown;
+use mesh_redis::AnyStore;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{AgentArgs, Cli, Command, LogFormat};
 use crate::notify::Notifier;
-use crate::store::AnyStore;
 use mesh_node::SettingsFile;
 
 /// Exit code for settings and usage errors (clap uses 2 for its own).

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result, anyhow, bail};
 use mesh_node::now_ms;
 use mesh_proto::read_model::{ConsensusStats, TopologyStats, redis_keys};
+use mesh_redis::AnyStore;
 use mesh_supervisor::{ControlError, ProcState, ProcessStatus, Request, StateDir, StateFile, child, control};
 use mesh_transport::SnapshotStore;
 use serde_json::{Value, json};
 
 use crate::cli::{DownArgs, KeyArgs, KillArgs, LogsArgs, RestartArgs, StatusArgs};
-use crate::store::AnyStore;
 
 fn dir(path: &Path) -> StateDir {
     StateDir::new(path)

@@ -17,6 +17,7 @@ use axum::routing::get;
 use mesh_kafka::KafkaBus;
 use mesh_node::Shutdown;
 use mesh_proto::{TopicKind, decode};
+use mesh_redis::AnyStore;
 use mesh_supervisor::StateDir;
 use mesh_transport::{Assignment, Bus, InRecord, Reader, StartAt};
 use tokio::sync::watch;
@@ -24,7 +25,6 @@ use tokio::sync::watch;
 use super::model::{self, Model};
 use super::tail::EventTail;
 use crate::settings::Infra;
-use crate::store::AnyStore;
 
 /// The page: one file, no external scripts or fonts (the view works offline and on a locked-down host).
 const PAGE: &str = include_str!("page.html");

@@ -1,20 +1,24 @@
 //! The snapshot store named by a URL: `redis://` (and `rediss://`, `unix://`) is Redis, `file://DIR` is the local
-//! directory store that the zero-setup `mesh up` falls back to when no Redis is reachable.
+//! directory store that the zero-setup `mesh up` falls back to when no Redis is reachable. Here rather than in the
+//! binary because `mesh bench`'s engine (`mesh-bench`) reads the store a run names the same way the binary does.
 
-use mesh_redis::RedisStore;
 use mesh_transport::file_store::FileStore;
 use mesh_transport::{SnapshotStore, TransportError};
 
-/// Redis or the local file store, chosen by URL.
+use crate::RedisStore;
+
+/// Redis or the local file store, chosen by URL: a deployment's store is named by one URL, whichever it is.
 #[derive(Clone)]
-pub(crate) enum AnyStore {
+pub enum AnyStore {
+    /// A Redis server (`redis://`, `rediss://`, `unix://`).
     Redis(RedisStore),
+    /// The local directory store (`file://DIR`).
     File(FileStore),
 }
 
 impl AnyStore {
     /// Connects to the store named by `url`, a Redis over TLS trusting `ca_file` when one is given.
-    pub(crate) async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, TransportError> {
+    pub async fn connect(url: &str, ca_file: Option<&std::path::Path>) -> Result<Self, TransportError> {
         match url.strip_prefix("file://") {
             Some(dir) => FileStore::open(dir).map(AnyStore::File),
             None => {
