@@ -3,8 +3,6 @@
 //! now idle and warm, the plain-Kafka baselines; then the verdicts and the outputs. Everything this run started is
 //! stopped on the way out, whichever phase failed.
 
-use std::path::{Path, PathBuf};
-
 use mesh_proto::TopicNames;
 
 use super::baseline::{run_baseline, run_fleet_baseline, typical_message_bytes, warm_broker};
@@ -20,22 +18,14 @@ use super::peak::run_peak_search;
 use super::plan::Plan;
 use crate::report::{Report, RunConfig, SCHEMA};
 
-/// `path` against the current directory: the deployment's supervisors run elsewhere and must find it.
-fn absolute(path: &Path) -> Result<PathBuf, OptionsError> {
-    if path.is_absolute() {
-        Ok(path.to_owned())
-    } else {
-        Ok(std::env::current_dir().map_err(|source| OptionsError::CurrentDir { source })?.join(path))
-    }
-}
-
 /// Runs `mesh bench` as `opts` asks: the table on stdout, the reports where asked. Flags that cannot be run fail
 /// with [`Error::Options`] before anything starts.
 pub fn run(opts: &Options) -> Result<(), Error> {
     let started_at_ms = mesh_node::now_ms();
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let mut plan = Plan::new(opts, started_at_ms, cores)?;
-    plan.state_dir = absolute(&plan.state_dir)?;
+    // Against the current directory: the deployment's supervisors run elsewhere and must find it.
+    plan.state_dir = std::path::absolute(&plan.state_dir).map_err(|source| OptionsError::CurrentDir { source })?;
     let compare = match &opts.compare {
         Some(path) => Some((path.as_path(), read_report(path)?)),
         None => None,

@@ -365,12 +365,9 @@ fn deployment(file: Option<&Path>, mesh_exe: &Path) -> Result<DeploymentSpec> {
     }
 }
 
+/// `path` against the current directory: the supervisor and its children run elsewhere and must find it.
 pub(crate) fn absolute(path: &Path) -> Result<PathBuf> {
-    if path.is_absolute() {
-        Ok(path.to_owned())
-    } else {
-        Ok(std::env::current_dir().context("failed to read the current directory")?.join(path))
-    }
+    std::path::absolute(path).context("failed to read the current directory")
 }
 
 #[cfg(test)]
