@@ -42,6 +42,7 @@
 pub mod baseline;
 mod producer;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -740,29 +741,46 @@ struct LagContext {
 }
 
 impl rdkafka::ClientContext for LagContext {
-    fn stats(&self, statistics: rdkafka::Statistics) {
+    /// Reads only what is watched from librdkafka's statistics: the fetch of each partition the reader fetches.
+    /// rust-rdkafka's default decodes the whole document into owned maps, and a reader's document lists every
+    /// partition of every topic it knows: with 500 messages partitions (one per agent in `mesh bench --agents 500`),
+    /// that decoding was most of an idle agent's CPU (docs/bench.md).
+    fn stats_raw(&self, statistics: &[u8]) {
+        match serde_json::from_slice::<RawStatistics<'_>>(statistics) {
+            Ok(raw) => self.observe(raw),
+            Err(e) => tracing::warn!(error = %e, "librdkafka's statistics could not be read"),
+        }
+    }
+}
+
+impl LagContext {
+    fn observe(&self, statistics: RawStatistics<'_>) {
         let mut lags: Vec<PartitionLag> = Vec::new();
         let mut fetches: Vec<FetchState> = Vec::new();
-        for (topic, t) in statistics.topics {
-            for (partition, p) in t.partitions {
-                if partition >= 0 {
-                    fetches.push(FetchState {
-                        topic: topic.clone(),
-                        partition,
-                        state: p.fetch_state.clone(),
-                        leader: p.leader,
-                        next_offset: p.next_offset,
-                        app_offset: p.app_offset,
-                        high_offset: p.hi_offset,
-                    });
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // Partition -1 is librdkafka's aggregate, and a partition the reader does not fetch is in state
+                // `none`: neither is watched.
+                let Ok(partition) = partition.parse::<i32>() else { continue };
+                if partition < 0 || p.fetch_state == "none" {
+                    continue;
                 }
-                // Partition -1 is librdkafka's aggregate. Its `consumer_lag` counts from the committed offset, which the
-                // managers never commit: the lag here counts from the reader's position, the offset after the last
-                // record handed to it (or the next to fetch, before the first), to the partition's end.
+                fetches.push(FetchState {
+                    topic: topic.to_string(),
+                    partition,
+                    state: p.fetch_state.to_string(),
+                    leader: p.leader,
+                    next_offset: p.next_offset,
+                    app_offset: p.app_offset,
+                    high_offset: p.hi_offset,
+                });
+                // librdkafka's `consumer_lag` counts from the committed offset, which the managers never commit: the
+                // lag here counts from the reader's position, the offset after the last record handed to it (or the
+                // next to fetch, before the first), to the partition's end.
                 let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset };
-                if partition >= 0 && p.fetch_state == "active" && position >= 0 && p.hi_offset >= 0 {
+                if p.fetch_state == "active" && position >= 0 && p.hi_offset >= 0 {
                     let records = (p.hi_offset - position).max(0);
-                    lags.push(PartitionLag { topic: topic.clone(), partition, records });
+                    lags.push(PartitionLag { topic: topic.to_string(), partition, records });
                 }
             }
         }
@@ -773,6 +791,30 @@ impl rdkafka::ClientContext for LagContext {
         fetches.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
         self.fetches.update(fetches, Instant::now());
     }
+}
+
+/// The part of librdkafka's statistics a reader watches (STATISTICS.md in librdkafka); every other field is skipped
+/// unread, and names are borrowed from the document.
+#[derive(serde::Deserialize)]
+struct RawStatistics<'a> {
+    #[serde(borrow, default)]
+    topics: HashMap<Cow<'a, str>, RawTopic<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawTopic<'a> {
+    #[serde(borrow, default)]
+    partitions: HashMap<Cow<'a, str>, RawPartition<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawPartition<'a> {
+    #[serde(borrow)]
+    fetch_state: Cow<'a, str>,
+    leader: i32,
+    next_offset: i64,
+    app_offset: i64,
+    hi_offset: i64,
 }
 
 /// Where librdkafka's fetch of one partition stood at its last statistics: what tells a reader whose fetch is stuck
@@ -807,8 +849,11 @@ const VALIDATING: &str = "validate-epoch-wait";
 pub const STUCK_VALIDATION: Duration = Duration::from_secs(10);
 
 /// How often a reader that reports no lag reads its fetch states: a stuck validation is seen within this of
-/// [`STUCK_VALIDATION`].
-const FETCH_STATE_INTERVAL: Duration = Duration::from_secs(2);
+/// [`STUCK_VALIDATION`], and a reader that serves metrics measures its lag as often (`mesh`'s `LAG_INTERVAL`).
+/// Each report costs librdkafka a JSON document listing every partition of every topic the client knows, fetched or
+/// not: 50 idle agents on a 500-partition messages topic took 0.103 of a core with a report every 2 s and 0.039
+/// with none (release build, docs/bench.md), most of it librdkafka writing the document.
+const FETCH_STATE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// A partition whose fetch is restarted, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1010,6 +1055,46 @@ impl EmbeddedKafka {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A consumer's statistics as librdkafka writes them (STATISTICS.md), cut to two topics: fields not read are
+    /// skipped, whatever their shape.
+    const STATISTICS: &str = r#"{"name":"rdkafka#consumer-2","type":"consumer","ts":5,"time":1,"msg_cnt":0,
+        "brokers":{"127.0.0.1:9092/1":{"name":"127.0.0.1:9092/1","nodeid":1,"rtt":{"min":100,"max":900,"p99":800},
+            "toppars":{"messages-0":{"topic":"messages","partition":0}}}},
+        "topics":{
+            "messages":{"topic":"messages","age":4000,"metadata_age":3000,"batchsize":{"min":0,"max":0},
+                "partitions":{
+                    "0":{"partition":0,"broker":1,"leader":1,"desired":true,"unknown":false,"fetch_state":"active",
+                        "next_offset":12,"app_offset":10,"hi_offset":15,"consumer_lag":5,"ls_offset":15},
+                    "1":{"partition":1,"broker":-1,"leader":1,"desired":false,"unknown":false,"fetch_state":"none",
+                        "next_offset":0,"app_offset":-1001,"hi_offset":-1001,"consumer_lag":-1},
+                    "-1":{"partition":-1,"broker":-1,"leader":-1,"desired":false,"fetch_state":"none",
+                        "next_offset":0,"app_offset":-1001,"hi_offset":-1001}}},
+            "membership":{"topic":"membership","partitions":{
+                "0":{"partition":0,"leader":1,"fetch_state":"validate-epoch-wait","next_offset":7,"app_offset":-1001,
+                    "hi_offset":9}}}},
+        "cgrp":{"state":"up","rebalance_cnt":0}}"#;
+
+    #[test]
+    fn statistics_are_read_for_the_partitions_fetched_only() {
+        use rdkafka::ClientContext as _;
+        let context = LagContext { lags: Arc::default(), fetches: FetchStates::default() };
+        context.stats_raw(STATISTICS.as_bytes());
+        let lags = context.lags.lock().map(|l| l.clone()).unwrap_or_default();
+        assert_eq!(lags, vec![PartitionLag { topic: "messages".into(), partition: 0, records: 5 }]);
+        let (active, _) = context.fetches.of("messages", 0).expect("a partition fetched is watched");
+        assert_eq!(
+            (active.state.as_str(), active.next_offset, active.app_offset, active.high_offset),
+            ("active", 12, 10, 15)
+        );
+        assert!(context.fetches.of("messages", 1).is_none(), "a partition not fetched is left out");
+        assert!(context.fetches.of("messages", -1).is_none(), "the aggregate is left out");
+        let (validating, _) = context.fetches.of("membership", 0).expect("a validating partition is watched");
+        assert_eq!(validating.state, VALIDATING);
+        // A document that cannot be read leaves the last states as they were.
+        context.stats_raw(b"{\"topics\": 3}");
+        assert!(context.fetches.of("messages", 0).is_some());
+    }
 
     fn state(partition: i32, state: &str, app_offset: i64, next_offset: i64) -> FetchState {
         FetchState {
