@@ -140,16 +140,7 @@ impl Progress {
         if !std::mem::take(&mut self.changed) {
             return None;
         }
-        Some(
-            self.committable
-                .iter()
-                .map(|((topic, partition), next)| Position {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    next_offset: *next,
-                })
-                .collect(),
-        )
+        Some(self.all_positions())
     }
 
     fn all_positions(&self) -> Vec<Position> {
@@ -767,30 +758,29 @@ impl<B: Bus> Agent<B> {
 
     /// Copies the counters and gauges into the Prometheus registry (every second, with the stats).
     fn export_metrics(&mut self) {
-        let c = &self.counters;
-        self.metrics.counts.sync(&[
-            ("tasks_sent", c.tasks_sent),
-            ("tasks_handled", c.tasks_handled),
-            ("responses_received", c.responses_received),
-            ("duplicates", c.duplicates),
-            ("proposals", c.proposals),
-            ("votes", c.votes),
-            ("no_recipient", c.no_recipient),
-            ("errors_answered", c.errors_answered),
-            ("tasks_unanswerable", c.tasks_unanswerable),
-            ("sends_refused", c.sends_refused),
-            ("heartbeats_skipped", c.heartbeats_skipped),
-            ("unauthenticated", c.unauthenticated),
-            ("round_trips_lost", c.round_trips_lost),
-        ]);
+        self.metrics.counts.sync(&self.counter_stats().counter_values());
         self.metrics.set_gauges(self.live_peers(), self.in_flight.len(), self.voter.held());
     }
 
     /// The statistics hash, for the stats writer: without `started_at_ms`, written once at start and kept.
     fn stats(&self) -> AgentStats {
-        let c = &self.counters;
         AgentStats {
             role: Some(self.config.role.to_string()),
+            delivery_us: Some(self.delivery.encode()),
+            round_trip_us: Some(self.round_trip.encode()),
+            live_peers: Some(self.live_peers() as u64),
+            in_flight: Some(self.in_flight.len() as u64),
+            supports_held: Some(self.voter.held() as u64),
+            started_at_ms: None,
+            updated_at_ms: Some(now_ms()),
+            ..self.counter_stats()
+        }
+    }
+
+    /// The statistics' counters alone: what the metrics copy every second, without encoding the histograms.
+    fn counter_stats(&self) -> AgentStats {
+        let c = &self.counters;
+        AgentStats {
             tasks_sent: Some(c.tasks_sent),
             tasks_handled: Some(c.tasks_handled),
             responses_sent: Some(c.responses_sent),
@@ -806,13 +796,7 @@ impl<B: Bus> Agent<B> {
             heartbeats_skipped: Some(c.heartbeats_skipped),
             unauthenticated: Some(c.unauthenticated),
             round_trips_lost: Some(c.round_trips_lost),
-            delivery_us: Some(self.delivery.encode()),
-            round_trip_us: Some(self.round_trip.encode()),
-            live_peers: Some(self.live_peers() as u64),
-            in_flight: Some(self.in_flight.len() as u64),
-            supports_held: Some(self.voter.held() as u64),
-            started_at_ms: None,
-            updated_at_ms: Some(now_ms()),
+            ..AgentStats::default()
         }
     }
 }

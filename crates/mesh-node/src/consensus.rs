@@ -169,10 +169,11 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                     snapshots.taken(now, started.elapsed());
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
-                    metrics.counts.sync(&counters.exported());
+                    let stats = stats(&machine, &admission, &counters);
+                    metrics.counts.sync(&stats.counter_values());
                     metrics.consumer_lag.set(reader.lag());
                     metrics.set_gauges(machine.pending(), machine.early_inputs(), admission.parked(), admission.epoch());
-                    redis.hash(stats(&machine, &admission, &counters).to_fields());
+                    redis.hash(stats.to_fields());
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
                     last_stats = now;
                 }
@@ -228,11 +229,6 @@ impl Counters {
         let latency_ms = now_ms().saturating_sub(published.created_at_ms);
         #[expect(clippy::cast_precision_loss, reason = "milliseconds of a latency, far below 2^52")]
         metrics.decision_latency.observe(latency_ms as f64 / 1000.0);
-    }
-
-    /// The counters exported to Prometheus besides decisions.
-    fn exported(&self) -> [(&'static str, u64); 3] {
-        [("ignored_inputs", self.ignored), ("dead_lettered", self.dead_lettered), ("early_dropped", self.early_dropped)]
     }
 }
 

@@ -16,6 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
+use mesh_proto::read_model::{AgentStats, ConsensusStats, TopologyStats};
+
 use crate::runtime::{NodeError, Shutdown};
 
 /// The registry of one process, shared by its runtimes and its `/metrics` endpoint.
@@ -116,7 +118,8 @@ fn prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// Counters mirrored from a runtime's own: each sync adds what grew since the last.
+/// Counters mirrored from a runtime's statistics hash (the fields it marks `counter`, under the same names): each
+/// sync adds what grew since the last.
 pub(crate) struct Counts {
     counters: Vec<(&'static str, Counter, u64)>,
 }
@@ -134,7 +137,7 @@ impl Counts {
         Self { counters }
     }
 
-    /// The runtime's counters now, by name (each a name registered).
+    /// The runtime's counters now, by name (each a name registered): its statistics' `counter_values()`.
     pub(crate) fn sync(&mut self, values: &[(&str, u64)]) {
         for (name, value) in values {
             let found = self.counters.iter_mut().find(|(n, _, _)| n == name);
@@ -226,27 +229,10 @@ pub(crate) struct AgentMetrics {
     pub(crate) consumer_lag: ConsumerLag,
 }
 
-/// The agent counters exported.
-pub(crate) const AGENT_COUNTERS: &[(&str, &str)] = &[
-    ("tasks_sent", "Tasks sent to other agents"),
-    ("tasks_handled", "Tasks handled (answered)"),
-    ("responses_received", "Responses to this agent's tasks"),
-    ("duplicates", "Records read again (at-least-once delivery) and recognised by id"),
-    ("proposals", "Proposals made"),
-    ("votes", "Votes cast"),
-    ("no_recipient", "Tasks not sent: no live agent of the role"),
-    ("errors_answered", "Tasks answered with an error (an unknown task name)"),
-    ("tasks_unanswerable", "Tasks dead-lettered because no response can name them"),
-    ("sends_refused", "Sends the broker refused for good (dead-lettered)"),
-    ("heartbeats_skipped", "Heartbeat ticks skipped while one was unacknowledged"),
-    ("unauthenticated", "Records read that their writer did not tag (forged), ignored"),
-    ("round_trips_lost", "Tasks whose round trip went unmeasured (too many awaited)"),
-];
-
 impl AgentMetrics {
     pub(crate) fn register(metrics: &Metrics, agent: &str) -> Self {
         metrics.register("mesh_agent", vec![("agent".into(), agent.into())], |r| Self {
-            counts: Counts::register(r, AGENT_COUNTERS),
+            counts: Counts::register(r, AgentStats::COUNTERS),
             live_peers: gauge(r, "live_peers", "Other agents live in this agent's roster"),
             in_flight: gauge(r, "sends_in_flight", "Sends awaiting the broker's acknowledgement"),
             supports_held: gauge(r, "supports_held", "Subjects on which this agent holds a support"),
@@ -283,13 +269,6 @@ pub(crate) struct ConsensusMetrics {
     pub(crate) consumer_lag: ConsumerLag,
 }
 
-/// The consensus counters exported besides decisions.
-pub(crate) const CONSENSUS_COUNTERS: &[(&str, &str)] = &[
-    ("ignored_inputs", "Inputs not applied (duplicates, late votes, non-voters)"),
-    ("dead_lettered", "Records dead-lettered (undecodable or not authenticated)"),
-    ("early_dropped", "Inputs for proposals never seen, dropped to keep their buffer bounded"),
-];
-
 impl ConsensusMetrics {
     pub(crate) fn register(metrics: &Metrics) -> Self {
         metrics.register("mesh_consensus", Vec::new(), |r| {
@@ -297,7 +276,7 @@ impl ConsensusMetrics {
             r.register("decisions", "Decisions published, by outcome", decisions.clone());
             Self {
                 decisions,
-                counts: Counts::register(r, CONSENSUS_COUNTERS),
+                counts: Counts::register(r, ConsensusStats::COUNTERS),
                 pending: gauge(r, "proposals_pending", "Proposals being voted on"),
                 early_buffered: gauge(r, "early_buffered", "Inputs read before their proposal, waiting for it"),
                 parked: gauge(r, "proposals_parked", "Proposals waiting for the roster to reach their epoch"),
@@ -341,21 +320,13 @@ pub(crate) struct StatusLabel {
     status: &'static str,
 }
 
-/// The topology counters exported.
-pub(crate) const TOPOLOGY_COUNTERS: &[(&str, &str)] = &[
-    ("messages_counted", "Tasks and responses counted into the graph"),
-    ("windows_applied", "Windows applied (one per decay tick)"),
-    ("windows_late", "Windows applied more than one decay interval + 100 ms after their tick"),
-    ("probes_returned", "The manager's own heartbeat probes read back"),
-];
-
 impl TopologyMetrics {
     pub(crate) fn register(metrics: &Metrics) -> Self {
         metrics.register("mesh_topology", Vec::new(), |r| {
             let agents = Family::<StatusLabel, Gauge>::default();
             r.register("agents", "Roster entries by status", agents.clone());
             Self {
-                counts: Counts::register(r, TOPOLOGY_COUNTERS),
+                counts: Counts::register(r, TopologyStats::COUNTERS),
                 agents,
                 edges: gauge(r, "edges", "Edges of the SlimeMold graph"),
                 mean_weight: fraction(r, "mean_weight", "Mean weight of the graph's edges (0 to 1)"),
@@ -367,13 +338,15 @@ impl TopologyMetrics {
         })
     }
 
-    pub(crate) fn set_gauges(&self, roster: [usize; 3], stats: &mesh_core::graph::GraphStats) {
+    /// The roster by status (live, left, dead) and the graph's gauges from its statistics hash, `stats`.
+    pub(crate) fn set_gauges(&self, roster: [usize; 3], stats: &TopologyStats) {
         for (status, n) in ["live", "left", "dead"].into_iter().zip(roster) {
             self.agents.get_or_create(&StatusLabel { status }).set(to_i64(n));
         }
-        self.edges.set(to_i64(stats.edges));
-        self.active_edges.set(to_i64(stats.active_edges));
-        self.mean_weight.set(stats.mean_weight);
+        let count = |n: Option<u64>| i64::try_from(n.unwrap_or_default()).unwrap_or(i64::MAX);
+        self.edges.set(count(stats.edges));
+        self.active_edges.set(count(stats.active_edges));
+        self.mean_weight.set(stats.mean_weight.unwrap_or_default());
     }
 }
 

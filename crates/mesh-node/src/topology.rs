@@ -269,8 +269,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 let pruned = fx.edges.iter().filter(|(_, e)| matches!(e, EdgeChange::Pruned { .. })).count();
                 metrics.edges_pruned.inc_by(pruned as u64);
                 publish_effects(&publisher, s.window.tick, fx, &shutdown, &mut outbox);
-                export_metrics(&mut metrics, &topology, &lateness, &probes);
-                redis.hash(stats(&topology, &lateness, &probes, None, now).to_fields());
+                let hash = stats(&topology, &lateness, &probes, None, now);
+                export_metrics(&mut metrics, &topology, &hash);
+                redis.hash(hash.to_fields());
                 readiness.status(&status_line(&topology));
                 snapshot_due |= snapshots.due(now);
                 // A window overdue while this one was in flight (a slow or absent broker) is sealed at once.
@@ -313,9 +314,10 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 {
                     tracing::warn!(window = seq, waited_ms = ms, "window {seq} waits for the changelog acknowledgement");
                 }
-                export_metrics(&mut metrics, &topology, &lateness, &probes);
+                let hash = stats(&topology, &lateness, &probes, waiting, now);
+                export_metrics(&mut metrics, &topology, &hash);
                 metrics.consumer_lag.set(reader.lag().into_iter().chain(hb_reader.lag()));
-                redis.hash(stats(&topology, &lateness, &probes, waiting, now).to_fields());
+                redis.hash(hash.to_fields());
             }
         }
     }
@@ -557,18 +559,12 @@ fn publish_effects<B: Bus>(
     }
 }
 
-/// Copies the counters and gauges into the Prometheus registry (with the stats).
-fn export_metrics(metrics: &mut TopologyMetrics, topology: &Topology, lateness: &Lateness, probes: &Probes) {
-    metrics.counts.sync(&[
-        ("messages_counted", topology.messages()),
-        ("windows_applied", lateness.windows),
-        ("windows_late", lateness.late),
-        ("probes_returned", probes.returned),
-    ]);
-    let stats = topology.graph().stats();
+/// Copies the counters and gauges into the Prometheus registry (with the stats, `hash`).
+fn export_metrics(metrics: &mut TopologyMetrics, topology: &Topology, hash: &TopologyStats) {
+    metrics.counts.sync(&hash.counter_values());
     let entries = topology.roster().all();
     let count = |status: MemberStatus| entries.iter().filter(|m| m.status == status).count();
-    metrics.set_gauges([count(MemberStatus::Live), count(MemberStatus::Left), count(MemberStatus::Dead)], &stats);
+    metrics.set_gauges([count(MemberStatus::Live), count(MemberStatus::Left), count(MemberStatus::Dead)], hash);
 }
 
 /// The statistics hash: how `mesh status`, `mesh bench` and `cargo xtask chaos` see the graph and whether the

@@ -78,12 +78,13 @@ impl FieldValue for String {
 }
 
 /// Declares a statistics hash: the struct, whose field names are the hash's field names (so each is written once),
-/// and its conversions to and from the store's field/value pairs, in declaration order.
+/// and its conversions to and from the store's field/value pairs, in declaration order. A field marked
+/// `as counter("help")` is also one of the process's Prometheus counters ([`TopologyStats::COUNTERS`]).
 macro_rules! stats_hash {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$field_meta:meta])* pub $field:ident: Option<$ty:ty>, )*
+            $( $(#[$field_meta:meta])* pub $field:ident: Option<$ty:ty> $(as counter($help:literal))?, )*
         }
     ) => {
         $(#[$meta])*
@@ -96,6 +97,20 @@ macro_rules! stats_hash {
             /// Every field name of the hash, in the order they are written: for documentation checks and tools
             /// that list them.
             pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// The fields marked `counter` (counts since the writer started), each with its help for Prometheus:
+            /// the process exports them as metrics of the same names, so a name exists once for both.
+            pub const COUNTERS: &'static [(&'static str, &'static str)] = &[$($((stringify!($field), $help),)?)*];
+
+            /// The values of [`Self::COUNTERS`] (0 for one not set), to copy into the metrics registry.
+            pub fn counter_values(&self) -> Vec<(&'static str, u64)> {
+                let mut values = Vec::with_capacity(Self::COUNTERS.len());
+                $($(
+                    let _help: &str = $help;
+                    values.push((stringify!($field), self.$field.unwrap_or_default()));
+                )?)*
+                values
+            }
 
             /// The field/value pairs to write (HSET) to the hash, the absent fields left out: a field written
             /// earlier on its own (an agent's `started_at_ms`) is kept, as HSET only sets the fields it is given.
@@ -151,7 +166,7 @@ stats_hash! {
         /// The roster's epoch.
         pub epoch: Option<u64>,
         /// Tasks and responses counted into the graph.
-        pub messages_counted: Option<u64>,
+        pub messages_counted: Option<u64> as counter("Tasks and responses counted into the graph"),
         /// Records counted into the window being recorded.
         pub open_window_records: Option<u64>,
         /// How long the window being recorded has waited for its acknowledgement; 0 when none does.
@@ -163,13 +178,14 @@ stats_hash! {
         /// The latest any window was applied after its tick, since start.
         pub window_late_max_ms: Option<u64>,
         /// Windows applied since start.
-        pub windows_applied: Option<u64>,
+        pub windows_applied: Option<u64> as counter("Windows applied (one per decay tick)"),
         /// Windows applied more than one decay interval + 100 ms after their tick.
-        pub windows_late: Option<u64>,
+        pub windows_late: Option<u64>
+            as counter("Windows applied more than one decay interval + 100 ms after their tick"),
         /// Round trip of the last probe on the heartbeats topic.
         pub probe_rtt_ms: Option<u64>,
         /// Probes read back: before the first, no death verdict can be given.
-        pub probes_returned: Option<u64>,
+        pub probes_returned: Option<u64> as counter("The manager's own heartbeat probes read back"),
         /// When the failure detector's clocks last started (ms since the Unix epoch).
         pub detector_clocks_since_ms: Option<u64>,
         /// When the manager wrote these statistics (ms since the Unix epoch).
@@ -203,11 +219,12 @@ stats_hash! {
         /// The newest roster epoch read.
         pub roster_epoch: Option<u64>,
         /// Inputs not applied (duplicates, late votes, non-voters).
-        pub ignored_inputs: Option<u64>,
+        pub ignored_inputs: Option<u64> as counter("Inputs not applied (duplicates, late votes, non-voters)"),
         /// Records dead-lettered.
-        pub dead_lettered: Option<u64>,
+        pub dead_lettered: Option<u64> as counter("Records dead-lettered (undecodable or not authenticated)"),
         /// Inputs for proposals never seen, dropped to keep their buffer bounded.
-        pub early_dropped: Option<u64>,
+        pub early_dropped: Option<u64>
+            as counter("Inputs for proposals never seen, dropped to keep their buffer bounded"),
         /// Inputs read before their proposal, waiting for it.
         pub early_buffered: Option<u64>,
         /// When the manager wrote these statistics (ms since the Unix epoch).
@@ -221,35 +238,35 @@ stats_hash! {
         /// The agent's role.
         pub role: Option<String>,
         /// Tasks sent to other agents.
-        pub tasks_sent: Option<u64>,
+        pub tasks_sent: Option<u64> as counter("Tasks sent to other agents"),
         /// Tasks handled (answered).
-        pub tasks_handled: Option<u64>,
+        pub tasks_handled: Option<u64> as counter("Tasks handled (answered)"),
         /// Responses sent.
         pub responses_sent: Option<u64>,
         /// Responses to this agent's tasks.
-        pub responses_received: Option<u64>,
+        pub responses_received: Option<u64> as counter("Responses to this agent's tasks"),
         /// Records read again and recognised by id.
-        pub duplicates: Option<u64>,
+        pub duplicates: Option<u64> as counter("Records read again (at-least-once delivery) and recognised by id"),
         /// Proposals made.
-        pub proposals: Option<u64>,
+        pub proposals: Option<u64> as counter("Proposals made"),
         /// Votes cast.
-        pub votes: Option<u64>,
+        pub votes: Option<u64> as counter("Votes cast"),
         /// Tasks not sent: no live agent of the role.
-        pub no_recipient: Option<u64>,
+        pub no_recipient: Option<u64> as counter("Tasks not sent: no live agent of the role"),
         /// Scenario ticks skipped before the agent was a member.
         pub not_member: Option<u64>,
         /// Tasks answered with an error.
-        pub errors_answered: Option<u64>,
+        pub errors_answered: Option<u64> as counter("Tasks answered with an error (an unknown task name)"),
         /// Tasks dead-lettered because no response can name them.
-        pub tasks_unanswerable: Option<u64>,
+        pub tasks_unanswerable: Option<u64> as counter("Tasks dead-lettered because no response can name them"),
         /// Sends the broker refused for good.
-        pub sends_refused: Option<u64>,
+        pub sends_refused: Option<u64> as counter("Sends the broker refused for good (dead-lettered)"),
         /// Heartbeat ticks skipped while one was unacknowledged.
-        pub heartbeats_skipped: Option<u64>,
+        pub heartbeats_skipped: Option<u64> as counter("Heartbeat ticks skipped while one was unacknowledged"),
         /// Records read that their writer did not tag (forged), ignored.
-        pub unauthenticated: Option<u64>,
+        pub unauthenticated: Option<u64> as counter("Records read that their writer did not tag (forged), ignored"),
         /// Tasks whose round trip went unmeasured.
-        pub round_trips_lost: Option<u64>,
+        pub round_trips_lost: Option<u64> as counter("Tasks whose round trip went unmeasured (too many awaited)"),
         /// Send-to-handling latency, µs: an HdrHistogram V2, base64 (`mesh_node::latency::Latency` decodes it).
         pub delivery_us: Option<String>,
         /// Task-to-response latency, µs, encoded like `delivery_us`.
@@ -301,6 +318,27 @@ mod tests {
             tick: Some(882_000_002),
             window: Some(39),
         }
+    }
+
+    #[test]
+    fn counters_are_fields_of_their_hash_and_read_their_values() {
+        for (fields, counters) in [
+            (TopologyStats::FIELDS, TopologyStats::COUNTERS),
+            (ConsensusStats::FIELDS, ConsensusStats::COUNTERS),
+            (AgentStats::FIELDS, AgentStats::COUNTERS),
+        ] {
+            assert!(!counters.is_empty());
+            for (name, help) in counters {
+                assert!(fields.contains(name), "{name} is a field");
+                assert!(!help.is_empty(), "{name} has a help text");
+            }
+        }
+        let stats = AgentStats { tasks_sent: Some(7), role: Some("sales".into()), ..AgentStats::default() };
+        let values = stats.counter_values();
+        assert_eq!(values.len(), AgentStats::COUNTERS.len());
+        assert!(values.contains(&("tasks_sent", 7)));
+        assert!(values.contains(&("votes", 0)), "a counter not set reads 0");
+        assert!(!values.iter().any(|(name, _)| *name == "role" || *name == "live_peers"), "gauges are not counters");
     }
 
     #[test]
