@@ -4,9 +4,10 @@
 
 use mesh_fixtures::LocalKafka;
 use mesh_kafka::EmbeddedKafka;
+use mesh_node::infrastructure::{KafkaSource, StoreSource};
 
 use super::error::Error;
-use super::options::{InfraChoice, Options};
+use super::options::Options;
 use super::plan::Plan;
 
 /// Where Kafka and Redis are, and the ones this run started (stopped when dropped).
@@ -17,7 +18,7 @@ pub(crate) struct Infra {
     /// Every Kafka node this run started (one, or a cluster's).
     pub(crate) broker_pids: Vec<i32>,
     pub(crate) redis_pid: Option<i32>,
-    _local: Option<(LocalKafka, mesh_fixtures::RedisServer)>,
+    _local: Option<(LocalKafka, Option<mesh_fixtures::RedisServer>)>,
     _embedded: Option<EmbeddedKafka>,
     /// The simulated hosts agents run on, if `--hosts` asked for them (removed after the servers stop).
     pub(crate) hosts: Option<Hosts>,
@@ -55,17 +56,20 @@ impl Infra {
         out
     }
 
-    /// Provides the infrastructure `opts` asks for.
+    /// Provides the infrastructure `opts` asks for, chosen by the rule `mesh up` shares
+    /// (`mesh_node::infrastructure::Infrastructure`).
     pub(crate) fn start(opts: &Options, plan: &Plan, mesh: &mesh_node::MeshConfig) -> Result<Self, Error> {
-        match (opts.infra, &opts.kafka) {
-            (Some(InfraChoice::Local), _) | (None, None) => Self::start_local(opts),
-            (None, Some(kafka)) => {
-                let kafka = kafka.clone();
-                let redis = opts.redis.clone().ok_or(Error::RedisNeeded)?;
+        let chosen = opts.infrastructure();
+        let label = chosen.label();
+        match &chosen.kafka {
+            KafkaSource::Local => Self::start_local(opts, &chosen.store),
+            KafkaSource::Given(kafka) => {
+                // Figures against a given Kafka are taken with the Redis the mesh would use, not a file store.
+                let StoreSource::Given(redis) = &chosen.store else { return Err(Error::RedisNeeded) };
                 Ok(Self {
-                    kafka,
-                    redis,
-                    label: "external",
+                    kafka: kafka.clone(),
+                    redis: redis.clone(),
+                    label,
                     broker_pids: Vec::new(),
                     redis_pid: None,
                     _local: None,
@@ -73,14 +77,19 @@ impl Infra {
                     hosts: None,
                 })
             }
-            (Some(InfraChoice::Embedded), _) => {
+            KafkaSource::Embedded => {
                 eprintln!("embedded mock broker: figures are not comparable with a real Kafka");
                 let embedded = EmbeddedKafka::start(&mesh_node::topic_specs(mesh)).map_err(Error::StartEmbedded)?;
-                let store = plan.state_dir.join("store");
+                let redis = match &chosen.store {
+                    StoreSource::Given(url) => url.clone(),
+                    StoreSource::Files | StoreSource::Local => {
+                        format!("file://{}", plan.state_dir.join("store").display())
+                    }
+                };
                 Ok(Self {
                     kafka: embedded.bootstrap(),
-                    redis: format!("file://{}", store.display()),
-                    label: "embedded",
+                    redis,
+                    label,
                     broker_pids: Vec::new(),
                     redis_pid: None,
                     _local: None,
@@ -91,8 +100,9 @@ impl Infra {
         }
     }
 
-    /// A real Kafka and redis-server on loopback, and the simulated hosts if asked for.
-    fn start_local(opts: &Options) -> Result<Self, Error> {
+    /// A real Kafka on loopback, a redis-server beside it unless `store` names a Redis, and the simulated hosts if
+    /// asked for (the plan allows them only with both started here).
+    fn start_local(opts: &Options, store: &StoreSource) -> Result<Self, Error> {
         mesh_fixtures::ensure_kafka_jars().map_err(Error::KafkaJars)?;
         let pid = |p: Option<u32>| p.and_then(|p| i32::try_from(p).ok());
         let network = if opts.hosts > 1 {
@@ -114,12 +124,13 @@ impl Infra {
                 advertised_host: addr,
             }])
         };
+        let and_redis = if matches!(store, StoreSource::Given(_)) { "" } else { " and redis-server" };
         if opts.brokers == 1 {
-            eprintln!("starting Apache Kafka (KRaft, single node) and redis-server on loopback for this run");
+            eprintln!("starting Apache Kafka (KRaft, single node){and_redis} on loopback for this run");
         } else {
             eprintln!(
-                "starting a {}-node Apache Kafka cluster (KRaft; every topic {} replicas) and redis-server on \
-                 loopback for this run",
+                "starting a {}-node Apache Kafka cluster (KRaft; every topic {} replicas){and_redis} on loopback for \
+                 this run",
                 opts.brokers,
                 opts.brokers.min(3)
             );
@@ -128,14 +139,20 @@ impl Infra {
         let mut kafka = LocalKafka::start(listeners).map_err(Error::StartKafka)?;
         let broker_pids = kafka.pids().into_iter().filter_map(|p| pid(Some(p))).collect();
         let bootstrap = kafka.bootstrap();
-        let redis = mesh_fixtures::RedisServer::start(mesh_fixtures::RedisOptions {
-            also_bind: bridge,
-            ..mesh_fixtures::RedisOptions::default()
-        })
-        .map_err(Error::StartRedis)?;
+        let (redis_url, redis) = match store {
+            StoreSource::Given(url) => (url.clone(), None),
+            StoreSource::Files | StoreSource::Local => {
+                let redis = mesh_fixtures::RedisServer::start(mesh_fixtures::RedisOptions {
+                    also_bind: bridge,
+                    ..mesh_fixtures::RedisOptions::default()
+                })
+                .map_err(Error::StartRedis)?;
+                (redis.url(), Some(redis))
+            }
+        };
         let hosts = match network {
             Some(network) => {
-                let redis = redis.url_also().unwrap_or_default();
+                let redis = redis.as_ref().and_then(mesh_fixtures::RedisServer::url_also).unwrap_or_default();
                 Some(Hosts { kafka: host_bootstrap(&kafka), redis, network })
             }
             None => None,
@@ -143,10 +160,10 @@ impl Infra {
         Ok(Self {
             hosts,
             kafka: bootstrap,
-            redis: redis.url(),
+            redis: redis_url,
             label: "local",
             broker_pids,
-            redis_pid: pid(redis.pid()),
+            redis_pid: pid(redis.as_ref().and_then(mesh_fixtures::RedisServer::pid)),
             _local: Some((kafka, redis)),
             _embedded: None,
         })

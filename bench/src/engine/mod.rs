@@ -30,5 +30,5 @@ mod stats;
 pub use baseline::baseline_config;
 pub use error::{Error, OptionsError};
 pub use fleet::WorkerReport;
-pub use options::{InfraChoice, MeshBinary, Options};
+pub use options::{MeshBinary, Options};
 pub use run::run;

@@ -5,14 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where Kafka and Redis come from when `kafka`/`redis` do not say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InfraChoice {
-    /// A real Apache Kafka and redis-server started for the run: the only figures worth comparing.
-    Local,
-    /// librdkafka's mock cluster and a file store: the harness runs anywhere, its figures are not comparable.
-    Embedded,
-}
+use mesh_node::infrastructure::{InfraKind, Infrastructure};
 
 /// One run's request, one field per `mesh bench` flag (see its `--help`), plus what only the binary knows
 /// ([`MeshBinary`]).
@@ -45,14 +38,14 @@ pub struct Options {
     /// How long start-up may take, as given.
     pub ramp_timeout: String,
     /// The infrastructure asked for, if any.
-    pub infra: Option<InfraChoice>,
+    pub infra: Option<InfraKind>,
     /// Kafka nodes of the local infrastructure.
     pub brokers: u32,
     /// Simulated hosts for the agents.
     pub hosts: u32,
     /// A Kafka to use instead of starting one.
     pub kafka: Option<String>,
-    /// The Redis to use with `kafka`.
+    /// A Redis to use instead of starting one (needed with `kafka`).
     pub redis: Option<String>,
     /// Run only the plain-Kafka baseline (`--baseline`).
     pub baseline_only: bool,
@@ -86,9 +79,9 @@ pub struct MeshBinary {
 }
 
 impl Options {
-    /// Whether the run starts its own Kafka and Redis: asked for, or the default when no Kafka is given. Only that
-    /// infrastructure can be sized (`--brokers`), reached from simulated hosts, or known to be cold.
-    pub(crate) fn local(&self) -> bool {
-        matches!((self.infra, &self.kafka), (Some(InfraChoice::Local), _) | (None, None))
+    /// Where Kafka and Redis come from: the rule `mesh up` shares, with a local Kafka and redis-server started for
+    /// the run as the default, because only a real broker's figures are worth comparing.
+    pub(crate) fn infrastructure(&self) -> Infrastructure {
+        Infrastructure::resolve(self.infra, self.kafka.as_deref(), self.redis.as_deref(), InfraKind::Local)
     }
 }

@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use mesh_node::infrastructure::{KafkaSource, StoreSource};
+
 use super::error::OptionsError;
 use super::options::Options;
 
@@ -81,11 +83,12 @@ impl Plan {
         if opts.agents_per_process == 0 || opts.agents_per_process > opts.agents {
             return Err(OptionsError::AgentsPerProcess { given: opts.agents_per_process });
         }
-        let local = opts.local();
-        if opts.brokers > 1 && !local {
+        // Only a Kafka started here can be sized; simulated hosts reach a Kafka and a Redis started here.
+        let infra = opts.infrastructure();
+        if opts.brokers > 1 && infra.kafka != KafkaSource::Local {
             return Err(OptionsError::Brokers { brokers: opts.brokers });
         }
-        if opts.hosts > 1 && !local {
+        if opts.hosts > 1 && (infra.kafka != KafkaSource::Local || infra.store != StoreSource::Local) {
             return Err(OptionsError::Hosts { hosts: opts.hosts });
         }
         let duration = parse_duration("--duration", &opts.duration)?;
@@ -118,7 +121,7 @@ impl Plan {
             broker_warmup: match &opts.broker_warmup {
                 Some(text) => parse_duration("--broker-warmup", text)?,
                 // Only a broker this run starts is known to be cold.
-                None if local => DEFAULT_BROKER_WARMUP,
+                None if infra.kafka == KafkaSource::Local => DEFAULT_BROKER_WARMUP,
                 None => Duration::ZERO,
             },
             ramp_timeout: parse_duration("--ramp-timeout", &opts.ramp_timeout)?,
@@ -177,7 +180,9 @@ impl Plan {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::engine::options::{InfraChoice, MeshBinary};
+    use mesh_node::infrastructure::InfraKind;
+
+    use crate::engine::options::MeshBinary;
 
     /// The options of `mesh bench` with no flags (the defaults its `--help` shows).
     pub(crate) fn defaults() -> Options {
@@ -265,7 +270,7 @@ pub(crate) mod tests {
             (
                 with(&|o| {
                     o.brokers = 3;
-                    o.infra = Some(InfraChoice::Embedded);
+                    o.infra = Some(InfraKind::Embedded);
                 }),
                 "--brokers 3",
             ),
@@ -280,7 +285,7 @@ pub(crate) mod tests {
             (
                 with(&|o| {
                     o.hosts = 3;
-                    o.infra = Some(InfraChoice::Embedded);
+                    o.infra = Some(InfraKind::Embedded);
                 }),
                 "--hosts 3",
             ),
@@ -292,16 +297,23 @@ pub(crate) mod tests {
         local.brokers = 3;
         local.hosts = 3;
         assert!(plan(&local).is_ok(), "the default infrastructure is local");
-        local.infra = Some(InfraChoice::Local);
+        local.infra = Some(InfraKind::Local);
         local.kafka = Some("127.0.0.1:9092".into());
         assert!(plan(&local).is_ok(), "--infra local wins over a --kafka");
+        let mut given_redis = defaults();
+        given_redis.redis = Some("redis://127.0.0.1".into());
+        given_redis.brokers = 3;
+        assert!(plan(&given_redis).is_ok(), "a local Kafka beside a given Redis can be sized");
+        given_redis.hosts = 3;
+        let err = plan(&given_redis).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("--hosts 3"), "simulated hosts reach only a Redis the run starts: {err}");
     }
 
     #[test]
     fn only_a_broker_the_run_starts_is_warmed_up_by_default() {
         assert_eq!(plan(&defaults()).expect("plan").broker_warmup, DEFAULT_BROKER_WARMUP);
         let mut embedded = defaults();
-        embedded.infra = Some(InfraChoice::Embedded);
+        embedded.infra = Some(InfraKind::Embedded);
         assert_eq!(plan(&embedded).expect("plan").broker_warmup, Duration::ZERO);
         let mut given = defaults();
         given.kafka = Some("127.0.0.1:9092".into());

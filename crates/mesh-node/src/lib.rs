@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod config;
 pub mod consensus;
+pub mod infrastructure;
 pub mod latency;
 mod latest_writer;
 pub mod metrics;

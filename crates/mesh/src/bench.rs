@@ -5,9 +5,9 @@
 //! engine refuses is a usage error (exit 2), anything else a failure of the run (exit 1).
 
 use anyhow::{Context, Result};
-use mesh_bench::engine::{self, InfraChoice, MeshBinary, Options};
+use mesh_bench::engine::{self, MeshBinary, Options};
 
-use crate::cli::{BenchArgs, BenchInfra};
+use crate::cli::{BenchArgs, InfraMode};
 
 /// The engine's options for `args`, with what only this binary knows.
 fn options(args: &BenchArgs, binary: MeshBinary) -> Options {
@@ -25,10 +25,7 @@ fn options(args: &BenchArgs, binary: MeshBinary) -> Options {
         messages_partitions: args.messages_partitions,
         decay_interval: args.decay_interval.clone(),
         ramp_timeout: args.ramp_timeout.clone(),
-        infra: args.infra.map(|i| match i {
-            BenchInfra::Local => InfraChoice::Local,
-            BenchInfra::Embedded => InfraChoice::Embedded,
-        }),
+        infra: args.infra.map(InfraMode::kind),
         brokers: args.brokers,
         hosts: args.hosts,
         kafka: args.kafka.clone(),
@@ -59,6 +56,8 @@ pub(crate) fn run(args: &BenchArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use mesh_node::infrastructure::InfraKind;
+
     use super::*;
 
     fn args(extra: &[&str]) -> BenchArgs {
@@ -102,7 +101,7 @@ mod tests {
         assert_eq!((o.agents, o.agents_per_process, o.brokers, o.hosts), (500, 1, 1, 1));
         assert_eq!((o.duration.as_str(), o.warmup.as_str(), o.decay_interval.as_str()), ("30s", "10s", "5s"));
         assert_eq!(o.ramp_timeout, "300s");
-        assert_eq!(o.infra, Some(InfraChoice::Embedded));
+        assert_eq!(o.infra, Some(InfraKind::Embedded));
         assert!(o.baseline_only && !o.no_baseline);
         assert!((o.proposals_per_sec - 2.0).abs() < 1e-12);
         assert_eq!(o.state_dir, std::path::Path::new(".mesh-bench"));

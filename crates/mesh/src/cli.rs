@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use mesh_node::infrastructure::InfraKind;
 
 /// Run AgentMesh Cortex for real: agents and the SlimeMold topology and Bee consensus managers as separate
 /// processes that meet only on Apache Kafka and Redis.
@@ -22,22 +23,25 @@ pub(crate) struct Cli {
     pub(crate) command: Command,
 }
 
-/// Where `mesh up` gets Kafka and Redis from.
+/// The Kafka and Redis `mesh up` or `mesh bench` starts itself (`--infra`); the rule that picks them when the flag
+/// is absent is `mesh_node::infrastructure::Infrastructure`'s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum InfraMode {
-    /// A Kafka-protocol broker inside the supervisor and a local snapshot store (when no Redis answers).
+    /// A Kafka-protocol broker inside `mesh` (librdkafka's mock cluster) and a snapshot store in files: runs
+    /// anywhere, keeps nothing, its figures are not comparable with a real Kafka's.
     Embedded,
-    /// A real Apache Kafka and redis-server, supervised like the services.
+    /// A real Apache Kafka (KRaft, from Maven Central jars) and redis-server on loopback.
     Local,
 }
 
-/// Where `mesh bench` gets Kafka and Redis from, when `--kafka`/`--redis` do not say.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum BenchInfra {
-    /// A real Apache Kafka (KRaft, from Maven Central jars) and redis-server on loopback, started for the run.
-    Local,
-    /// librdkafka's mock cluster inside `mesh bench` and a file store: runs anywhere, figures not comparable.
-    Embedded,
+impl InfraMode {
+    /// The same choice, for the rule.
+    pub(crate) fn kind(self) -> InfraKind {
+        match self {
+            Self::Embedded => InfraKind::Embedded,
+            Self::Local => InfraKind::Local,
+        }
+    }
 }
 
 /// How logs are written.
@@ -187,7 +191,7 @@ pub(crate) struct BenchArgs {
     /// `local`: a real Kafka and redis-server started for the run (the default without --kafka); `embedded`: a
     /// mock broker, for trying the harness only.
     #[arg(long, value_enum, conflicts_with_all = ["kafka", "redis"])]
-    pub(crate) infra: Option<BenchInfra>,
+    pub(crate) infra: Option<InfraMode>,
     /// With the local infrastructure: Kafka nodes. 1 (the default) is one broker; 3 is a replicated KRaft cluster
     /// (every topic three replicas, two in sync, writes acknowledged by two), to see what replication costs: the
     /// baseline runs on the same cluster.

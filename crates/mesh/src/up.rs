@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use mesh_kafka::EmbeddedKafka;
+use mesh_node::infrastructure::{InfraKind, Infrastructure, KafkaSource, StoreSource};
 use mesh_supervisor::{DeploymentSpec, InstanceLock, LaunchError, Options, Output, StateDir};
 
 use crate::cli::{InfraMode, UpArgs};
@@ -20,9 +21,13 @@ pub(crate) fn supervise(args: &UpArgs, file: &SettingsFile, config_path: Option<
     let dir = StateDir::new(absolute(&args.dir.state_dir)?);
     let lock = InstanceLock::acquire(&dir)?;
     let infra = settings::infra(&args.infra_args, file).map_err(crate::usage)?;
-    let local = args.infra == Some(InfraMode::Local);
-    let kafka_given = !local && args.infra.is_none() && (args.infra_args.kafka.is_some() || file.kafka.is_some());
-    let redis_given = !local && args.infra.is_none() && (args.infra_args.redis.is_some() || file.redis.is_some());
+    let chosen = Infrastructure::resolve(
+        args.infra.map(InfraMode::kind),
+        (args.infra_args.kafka.is_some() || file.kafka.is_some()).then_some(infra.kafka.as_str()),
+        (args.infra_args.redis.is_some() || file.redis.is_some()).then_some(infra.redis.as_str()),
+        InfraKind::Embedded,
+    );
+    let local = chosen.kafka == KafkaSource::Local;
     let mesh_exe = std::env::current_exe().context("failed to locate the mesh binary")?;
     let mut spec = deployment(args.file.as_deref(), &mesh_exe)?;
     check_brokers(args)?;
@@ -40,23 +45,22 @@ pub(crate) fn supervise(args: &UpArgs, file: &SettingsFile, config_path: Option<
         .enable_all()
         .build()
         .context("failed to start the async runtime")?;
-    let embedded = if kafka_given || local {
-        None
-    } else {
-        Some(
+    let embedded = match chosen.kafka {
+        KafkaSource::Embedded => Some(
             EmbeddedKafka::start(&mesh_node::topic_specs(&infra.mesh))
                 .context("failed to start the embedded broker")?,
-        )
+        ),
+        KafkaSource::Given(_) | KafkaSource::Local => None,
     };
-    let kafka = match (&local_infra, &embedded) {
-        (Some((k, _)), _) => k.clone(),
-        (None, Some(e)) => e.bootstrap(),
-        (None, None) => infra.kafka.clone(),
+    let kafka = match &chosen.kafka {
+        KafkaSource::Given(bootstrap) => bootstrap.clone(),
+        KafkaSource::Local => local_infra.as_ref().map(|(k, _)| k.clone()).unwrap_or_default(),
+        KafkaSource::Embedded => embedded.as_ref().map(EmbeddedKafka::bootstrap).unwrap_or_default(),
     };
     let (redis, redis_note) = if let Some((_, r)) = &local_infra {
         (r.clone(), None)
-    } else if redis_given {
-        (infra.redis.clone(), None)
+    } else if let StoreSource::Given(url) = &chosen.store {
+        (url.clone(), None)
     } else {
         // Never whatever answers on 6379: on a shared machine that may be anyone's Redis (or a trap).
         let store = dir.root().join("store");
@@ -71,13 +75,7 @@ pub(crate) fn supervise(args: &UpArgs, file: &SettingsFile, config_path: Option<
             Some(format!("snapshots go to {} (name a Redis with --redis to use one)", store.display())),
         )
     };
-    let infra_label = if embedded.is_some() {
-        "embedded"
-    } else if local {
-        "local"
-    } else {
-        "external"
-    };
+    let infra_label = chosen.label();
     let mut banner = Vec::new();
     if embedded.is_some() {
         banner.push(format!(
