@@ -45,7 +45,9 @@ pub(crate) fn typical_message_bytes() -> usize {
 }
 
 /// Creates a plain topic, giving a broker that does not answer 60 s.
-async fn ensure_topic(bus: &KafkaBus, kafka: &str, topic: TopicSpec) -> Result<(), Error> {
+async fn ensure_topic(infra: &Infra, bus: &KafkaBus, topic: TopicSpec) -> Result<(), Error> {
+    infra.create_on_embedded(std::slice::from_ref(&topic))?;
+    let kafka = &infra.kafka;
     let name = topic.name.clone();
     tokio::time::timeout(Duration::from_secs(60), bus.ensure_topics(&[topic]))
         .await
@@ -123,7 +125,7 @@ async fn plain_traffic(
         compacted: false,
         retention: Some(Duration::from_secs(3600)),
     };
-    ensure_topic(&bus, &infra.kafka, topic).await?;
+    ensure_topic(infra, &bus, topic).await?;
     let ticker = {
         let pb = pb.clone();
         tokio::spawn(async move {
@@ -194,7 +196,7 @@ pub(crate) fn run_fleet_baseline(
             compacted: false,
             retention: Some(Duration::from_secs(3600)),
         };
-        ensure_topic(&bus, &infra.kafka, spec).await
+        ensure_topic(infra, &bus, spec).await
     })?;
     let n = plan.baseline_processes;
     let pb = bar((plan.warmup + plan.duration).as_secs(), "baseline-n");

@@ -175,6 +175,9 @@ pub enum Error {
     /// librdkafka's mock cluster did not start.
     #[error("failed to start the embedded broker")]
     StartEmbedded(#[source] TransportError),
+    /// The embedded broker refused to create a topic.
+    #[error("failed to create topics on the embedded broker")]
+    EmbeddedTopics(#[source] TransportError),
     /// A Kafka client could not be made.
     #[error("failed to create a Kafka client for {kafka}")]
     KafkaClient {

@@ -19,7 +19,7 @@ pub(crate) struct Infra {
     pub(crate) broker_pids: Vec<i32>,
     pub(crate) redis_pid: Option<i32>,
     _local: Option<(LocalKafka, Option<mesh_fixtures::RedisServer>)>,
-    _embedded: Option<EmbeddedKafka>,
+    embedded: Option<EmbeddedKafka>,
     /// The simulated hosts agents run on, if `--hosts` asked for them (removed after the servers stop).
     pub(crate) hosts: Option<Hosts>,
 }
@@ -56,6 +56,15 @@ impl Infra {
         out
     }
 
+    /// Creates `topics` on the embedded broker, which does not answer the admin API; on any other broker they are
+    /// created by whoever reads or writes them (`Bus::ensure_topics`), so this does nothing.
+    pub(crate) fn create_on_embedded(&self, topics: &[mesh_transport::TopicSpec]) -> Result<(), Error> {
+        match &self.embedded {
+            Some(embedded) => embedded.create_topics(topics).map_err(Error::EmbeddedTopics),
+            None => Ok(()),
+        }
+    }
+
     /// Provides the infrastructure `opts` asks for, chosen by the rule `mesh up` shares
     /// (`mesh_node::infrastructure::Infrastructure`).
     pub(crate) fn start(opts: &Options, plan: &Plan, mesh: &mesh_node::MeshConfig) -> Result<Self, Error> {
@@ -73,7 +82,7 @@ impl Infra {
                     broker_pids: Vec::new(),
                     redis_pid: None,
                     _local: None,
-                    _embedded: None,
+                    embedded: None,
                     hosts: None,
                 })
             }
@@ -93,7 +102,7 @@ impl Infra {
                     broker_pids: Vec::new(),
                     redis_pid: None,
                     _local: None,
-                    _embedded: Some(embedded),
+                    embedded: Some(embedded),
                     hosts: None,
                 })
             }
@@ -165,7 +174,7 @@ impl Infra {
             broker_pids,
             redis_pid: pid(redis.as_ref().and_then(mesh_fixtures::RedisServer::pid)),
             _local: Some((kafka, redis)),
-            _embedded: None,
+            embedded: None,
         })
     }
 }

@@ -30,12 +30,7 @@ pub fn run(opts: &Options) -> Result<(), Error> {
         Some(path) => Some((path.as_path(), read_report(path)?)),
         None => None,
     };
-    let mesh = mesh_node::MeshConfig {
-        topics: TopicNames::new(plan.prefix.clone()),
-        messages_partitions: plan.partitions,
-        consensus_partitions: 4,
-        ..mesh_node::MeshConfig::default()
-    };
+    let mesh = mesh_config(&plan);
     std::fs::create_dir_all(&plan.state_dir)
         .map_err(|source| Error::CreateDir { path: plan.state_dir.clone(), source })?;
     let infra = Infra::start(opts, &plan, &mesh)?;
@@ -83,13 +78,16 @@ pub fn run(opts: &Options) -> Result<(), Error> {
         // After the traffic run, so that one always meets a fresh broker; a failure here loses only this figure.
         if plan.idle_phase {
             let idle_plan = plan.at_rate(0.0, "idle");
-            let measured = Deployment::start(&idle_plan, &infra, binary).and_then(|mut deployment| {
-                let outcome = runtime.block_on(measure_idle(&idle_plan, &infra, &mut deployment));
-                let stopped = deployment.stop();
-                let idle = outcome?;
-                stopped?;
-                Ok(idle)
-            });
+            let measured = infra
+                .create_on_embedded(&mesh_node::topic_specs(&mesh_config(&idle_plan)))
+                .and_then(|()| Deployment::start(&idle_plan, &infra, binary))
+                .and_then(|mut deployment| {
+                    let outcome = runtime.block_on(measure_idle(&idle_plan, &infra, &mut deployment));
+                    let stopped = deployment.stop();
+                    let idle = outcome?;
+                    stopped?;
+                    Ok(idle)
+                });
             match measured {
                 Ok(idle) => report.idle = Some(idle),
                 Err(e) => eprintln!("idle run failed, its figures are missing from the report: {}", Chain(&e)),
@@ -111,4 +109,14 @@ pub fn run(opts: &Options) -> Result<(), Error> {
     write_outputs(opts, &report)?;
     drop(infra);
     Ok(())
+}
+
+/// The mesh a plan deploys, as far as its topics go: what the embedded broker must have created for it.
+fn mesh_config(plan: &Plan) -> mesh_node::MeshConfig {
+    mesh_node::MeshConfig {
+        topics: TopicNames::new(plan.prefix.clone()),
+        messages_partitions: plan.partitions,
+        consensus_partitions: 4,
+        ..mesh_node::MeshConfig::default()
+    }
 }

@@ -1037,13 +1037,21 @@ impl EmbeddedKafka {
     pub fn start(topics: &[TopicSpec]) -> Result<Self, TransportError> {
         let cluster = rdkafka::mocking::MockCluster::new(1)
             .map_err(|e| TransportError::failed("starting the embedded kafka broker", e))?;
+        let embedded = Self { cluster };
+        embedded.create_topics(topics)?;
+        Ok(embedded)
+    }
+
+    /// Creates `topics` on the running broker, which does not answer the admin API's CreateTopics: how a second
+    /// deployment or a plain-Kafka baseline gets its topics on it (`mesh bench --infra embedded`).
+    pub fn create_topics(&self, topics: &[TopicSpec]) -> Result<(), TransportError> {
         for t in topics {
             #[expect(clippy::cast_possible_wrap, reason = "partition counts are small")]
-            cluster
+            self.cluster
                 .create_topic(&t.name, t.partitions as i32, 1)
                 .map_err(|e| TransportError::failed(format!("creating topic {} on the embedded broker", t.name), e))?;
         }
-        Ok(Self { cluster })
+        Ok(())
     }
 
     /// `host:port` of the broker.
