@@ -177,6 +177,19 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Its name on the wire (the `outcome` tag), which also labels it in metrics and on the live page.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+            Self::Expired => "expired",
+            Self::Inhibited { .. } => "inhibited",
+            Self::Refused { .. } => "refused",
+        }
+    }
+}
+
 /// A decision, published once per proposal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decision {
@@ -630,6 +643,20 @@ mod tests {
     use super::*;
     use crate::waggle::{DanceInputs, WaggleDance};
     use proptest::prelude::*;
+
+    #[test]
+    fn an_outcome_is_named_as_on_the_wire() {
+        for outcome in [
+            Outcome::Accepted,
+            Outcome::Rejected,
+            Outcome::Expired,
+            Outcome::Inhibited { by: ProposalId::new("p").expect("id") },
+            Outcome::Refused { reason: "r".into() },
+        ] {
+            let wire = serde_json::to_value(&outcome).expect("encodes");
+            assert_eq!(wire["outcome"], outcome.name());
+        }
+    }
 
     fn id(s: &str) -> AgentId {
         AgentId::new(s).expect("valid")

@@ -22,6 +22,20 @@ pub enum MemberStatus {
     Dead,
 }
 
+impl MemberStatus {
+    /// Every status, in the order reports list them.
+    pub const ALL: [Self; 3] = [Self::Live, Self::Left, Self::Dead];
+
+    /// Its name on the wire, which also labels it in metrics and on the live page.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Left => "left",
+            Self::Dead => "dead",
+        }
+    }
+}
+
 /// What an agent says about itself when it joins.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentProfile {
@@ -206,6 +220,13 @@ impl FailureDetector {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_status_is_named_as_on_the_wire() {
+        for status in MemberStatus::ALL {
+            assert_eq!(serde_json::to_value(status).expect("encodes"), status.name());
+        }
+    }
 
     fn id(s: &str) -> AgentId {
         AgentId::new(s).expect("valid")

@@ -758,8 +758,8 @@ impl<B: Bus> Agent<B> {
 
     /// Copies the counters and gauges into the Prometheus registry (every second, with the stats).
     fn export_metrics(&mut self) {
-        self.metrics.counts.sync(&self.counter_stats().counter_values());
-        self.metrics.set_gauges(self.live_peers(), self.in_flight.len(), self.voter.held());
+        self.metrics.mirror.sync(&self.stats_without_histograms().metric_values());
+        self.metrics.set_in_flight(self.in_flight.len());
     }
 
     /// The statistics hash, for the stats writer: without `started_at_ms`, written once at start and kept.
@@ -768,19 +768,19 @@ impl<B: Bus> Agent<B> {
             role: Some(self.config.role.to_string()),
             delivery_us: Some(self.delivery.encode()),
             round_trip_us: Some(self.round_trip.encode()),
-            live_peers: Some(self.live_peers() as u64),
-            in_flight: Some(self.in_flight.len() as u64),
-            supports_held: Some(self.voter.held() as u64),
             started_at_ms: None,
             updated_at_ms: Some(now_ms()),
-            ..self.counter_stats()
+            ..self.stats_without_histograms()
         }
     }
 
-    /// The statistics' counters alone: what the metrics copy every second, without encoding the histograms.
-    fn counter_stats(&self) -> AgentStats {
+    /// The statistics' counters and levels: what the metrics copy every second, without encoding the histograms.
+    fn stats_without_histograms(&self) -> AgentStats {
         let c = &self.counters;
         AgentStats {
+            live_peers: Some(self.live_peers() as u64),
+            in_flight: Some(self.in_flight.len() as u64),
+            supports_held: Some(self.voter.held() as u64),
             tasks_sent: Some(c.tasks_sent),
             tasks_handled: Some(c.tasks_handled),
             responses_sent: Some(c.responses_sent),

@@ -170,9 +170,9 @@ pub async fn run<B: Bus, S: SnapshotStore>(
                 }
                 if now.saturating_sub(last_stats) >= 1000 {
                     let stats = stats(&machine, &admission, &counters);
-                    metrics.counts.sync(&stats.counter_values());
+                    metrics.mirror.sync(&stats.metric_values());
                     metrics.consumer_lag.set(reader.lag());
-                    metrics.set_gauges(machine.pending(), machine.early_inputs(), admission.parked(), admission.epoch());
+                    metrics.set_pending(machine.pending());
                     redis.hash(stats.to_fields());
                     readiness.status(&format!("{} pending, {} decided", machine.pending(), machine.decided()));
                     last_stats = now;
@@ -217,15 +217,15 @@ struct Published {
 
 impl Counters {
     fn count(&mut self, published: &Published, metrics: &ConsensusMetrics) {
-        let (counter, label) = match published.outcome {
-            Outcome::Accepted => (&mut self.accepted, "accepted"),
-            Outcome::Rejected => (&mut self.rejected, "rejected"),
-            Outcome::Expired => (&mut self.expired, "expired"),
-            Outcome::Inhibited { .. } => (&mut self.inhibited, "inhibited"),
-            Outcome::Refused { .. } => (&mut self.refused, "refused"),
+        let counter = match published.outcome {
+            Outcome::Accepted => &mut self.accepted,
+            Outcome::Rejected => &mut self.rejected,
+            Outcome::Expired => &mut self.expired,
+            Outcome::Inhibited { .. } => &mut self.inhibited,
+            Outcome::Refused { .. } => &mut self.refused,
         };
         *counter += 1;
-        metrics.decided(label);
+        metrics.decided(published.outcome.name());
         let latency_ms = now_ms().saturating_sub(published.created_at_ms);
         #[expect(clippy::cast_precision_loss, reason = "milliseconds of a latency, far below 2^52")]
         metrics.decision_latency.observe(latency_ms as f64 / 1000.0);

@@ -16,7 +16,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use mesh_proto::read_model::{AgentStats, ConsensusStats, TopologyStats};
+use mesh_core::membership::MemberStatus;
+use mesh_proto::read_model::{AgentStats, ConsensusStats, MetricFields, MetricValues, TopologyStats};
 
 use crate::runtime::{NodeError, Shutdown};
 
@@ -118,33 +119,41 @@ fn prometheus_text(openmetrics: &str) -> String {
     out
 }
 
-/// Counters mirrored from a runtime's statistics hash (the fields it marks `counter`, under the same names): each
-/// sync adds what grew since the last.
-pub(crate) struct Counts {
+/// The metrics mirrored from a runtime's statistics hash (the fields it marks `counter`, `gauge` or `fraction`, under
+/// the same names): each sync sets the levels and adds to each counter what grew since the last.
+pub(crate) struct Mirror {
     counters: Vec<(&'static str, Counter, u64)>,
+    gauges: Vec<(&'static str, Gauge)>,
+    fractions: Vec<(&'static str, Gauge<f64, std::sync::atomic::AtomicU64>)>,
 }
 
-impl Counts {
-    fn register(registry: &mut Registry, names: &[(&'static str, &str)]) -> Self {
-        let counters = names
-            .iter()
-            .map(|(name, help)| {
-                let counter = Counter::default();
-                registry.register(*name, *help, counter.clone());
-                (*name, counter, 0)
-            })
-            .collect();
-        Self { counters }
+impl Mirror {
+    fn register(registry: &mut Registry, fields: MetricFields) -> Self {
+        Self {
+            counters: fields.counters.iter().map(|(name, help)| (*name, counter(registry, name, help), 0)).collect(),
+            gauges: fields.gauges.iter().map(|(name, help)| (*name, gauge(registry, name, help))).collect(),
+            fractions: fields.fractions.iter().map(|(name, help)| (*name, fraction(registry, name, help))).collect(),
+        }
     }
 
-    /// The runtime's counters now, by name (each a name registered): its statistics' `counter_values()`.
-    pub(crate) fn sync(&mut self, values: &[(&str, u64)]) {
-        for (name, value) in values {
+    /// The runtime's statistics now: their `metric_values()`, of the hash registered.
+    pub(crate) fn sync(&mut self, values: &MetricValues) {
+        for (name, value) in &values.counters {
             let found = self.counters.iter_mut().find(|(n, _, _)| n == name);
             debug_assert!(found.is_some(), "{name} is not a registered counter");
             if let Some((_, counter, last)) = found {
                 counter.inc_by(value.saturating_sub(*last));
                 *last = *value;
+            }
+        }
+        for (name, value) in &values.gauges {
+            if let Some((_, gauge)) = self.gauges.iter().find(|(n, _)| n == name) {
+                gauge.set(*value);
+            }
+        }
+        for (name, value) in &values.fractions {
+            if let Some((_, gauge)) = self.fractions.iter().find(|(n, _)| n == name) {
+                gauge.set(*value);
             }
         }
     }
@@ -216,10 +225,9 @@ fn to_i64(n: usize) -> i64 {
 
 /// An agent's metrics (prefix `mesh_agent`, label `agent`).
 pub(crate) struct AgentMetrics {
-    pub(crate) counts: Counts,
-    live_peers: Gauge,
+    /// The counters and levels of its statistics hash.
+    pub(crate) mirror: Mirror,
     in_flight: Gauge,
-    supports_held: Gauge,
     /// Send (by another agent) to handling here, of every task and response handled.
     pub(crate) delivery: Histogram,
     /// A task's intended send time to its response.
@@ -232,10 +240,8 @@ pub(crate) struct AgentMetrics {
 impl AgentMetrics {
     pub(crate) fn register(metrics: &Metrics, agent: &str) -> Self {
         metrics.register("mesh_agent", vec![("agent".into(), agent.into())], |r| Self {
-            counts: Counts::register(r, AgentStats::COUNTERS),
-            live_peers: gauge(r, "live_peers", "Other agents live in this agent's roster"),
+            mirror: Mirror::register(r, AgentStats::METRICS),
             in_flight: gauge(r, "sends_in_flight", "Sends awaiting the broker's acknowledgement"),
-            supports_held: gauge(r, "supports_held", "Subjects on which this agent holds a support"),
             delivery: histogram(r, "delivery", "Send (by another agent) to handling here, tasks and responses"),
             round_trip: histogram(r, "round_trip", "A task's intended send time to its response"),
             publish: histogram(r, "publish", "A send handed to the producer to its acknowledgement, retries included"),
@@ -243,10 +249,9 @@ impl AgentMetrics {
         })
     }
 
-    pub(crate) fn set_gauges(&self, live_peers: usize, in_flight: usize, supports_held: usize) {
-        self.live_peers.set(to_i64(live_peers));
+    /// Sends awaiting acknowledgement, exported live (the hash's `in_flight` is written only when it changes).
+    pub(crate) fn set_in_flight(&self, in_flight: usize) {
         self.in_flight.set(to_i64(in_flight));
-        self.supports_held.set(to_i64(supports_held));
     }
 }
 
@@ -259,11 +264,9 @@ pub(crate) struct OutcomeLabel {
 /// The consensus manager's metrics (prefix `mesh_consensus`).
 pub(crate) struct ConsensusMetrics {
     decisions: Family<OutcomeLabel, Counter>,
-    pub(crate) counts: Counts,
+    /// The counters and levels of its statistics hash.
+    pub(crate) mirror: Mirror,
     pending: Gauge,
-    early_buffered: Gauge,
-    parked: Gauge,
-    roster_epoch: Gauge,
     /// A proposal's creation (by its proposer's clock) to its decision being published.
     pub(crate) decision_latency: Histogram,
     pub(crate) consumer_lag: ConsumerLag,
@@ -276,11 +279,8 @@ impl ConsensusMetrics {
             r.register("decisions", "Decisions published, by outcome", decisions.clone());
             Self {
                 decisions,
-                counts: Counts::register(r, ConsensusStats::COUNTERS),
+                mirror: Mirror::register(r, ConsensusStats::METRICS),
                 pending: gauge(r, "proposals_pending", "Proposals being voted on"),
-                early_buffered: gauge(r, "early_buffered", "Inputs read before their proposal, waiting for it"),
-                parked: gauge(r, "proposals_parked", "Proposals waiting for the roster to reach their epoch"),
-                roster_epoch: gauge(r, "roster_epoch", "The newest roster epoch read"),
                 decision_latency: histogram(r, "decision_latency", "A proposal's creation to its decision"),
                 consumer_lag: ConsumerLag::register(r),
             }
@@ -292,21 +292,17 @@ impl ConsensusMetrics {
         self.decisions.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
-    pub(crate) fn set_gauges(&self, pending: usize, early_buffered: usize, parked: usize, roster_epoch: u64) {
+    /// Proposals being voted on (the hash calls them `pending`; the metric's name says what is pending).
+    pub(crate) fn set_pending(&self, pending: usize) {
         self.pending.set(to_i64(pending));
-        self.early_buffered.set(to_i64(early_buffered));
-        self.parked.set(to_i64(parked));
-        self.roster_epoch.set(i64::try_from(roster_epoch).unwrap_or(i64::MAX));
     }
 }
 
 /// The topology manager's metrics (prefix `mesh_topology`).
 pub(crate) struct TopologyMetrics {
-    pub(crate) counts: Counts,
+    /// The counters and levels of its statistics hash.
+    pub(crate) mirror: Mirror,
     agents: Family<StatusLabel, Gauge>,
-    edges: Gauge,
-    active_edges: Gauge,
-    mean_weight: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Edges decay took below the prune threshold.
     pub(crate) edges_pruned: Counter,
     pub(crate) consumer_lag: ConsumerLag,
@@ -326,27 +322,20 @@ impl TopologyMetrics {
             let agents = Family::<StatusLabel, Gauge>::default();
             r.register("agents", "Roster entries by status", agents.clone());
             Self {
-                counts: Counts::register(r, TopologyStats::COUNTERS),
+                mirror: Mirror::register(r, TopologyStats::METRICS),
                 agents,
-                edges: gauge(r, "edges", "Edges of the SlimeMold graph"),
-                mean_weight: fraction(r, "mean_weight", "Mean weight of the graph's edges (0 to 1)"),
                 edges_pruned: counter(r, "edges_pruned", "Edges decay took below the prune threshold"),
-                active_edges: gauge(r, "active_edges", "Edges that carried traffic since they were made"),
                 window_lateness: histogram(r, "window_lateness", "A window's tick to its being applied"),
                 consumer_lag: ConsumerLag::register(r),
             }
         })
     }
 
-    /// The roster by status (live, left, dead) and the graph's gauges from its statistics hash, `stats`.
-    pub(crate) fn set_gauges(&self, roster: [usize; 3], stats: &TopologyStats) {
-        for (status, n) in ["live", "left", "dead"].into_iter().zip(roster) {
-            self.agents.get_or_create(&StatusLabel { status }).set(to_i64(n));
+    /// How many roster entries have each status.
+    pub(crate) fn set_roster(&self, count: impl Fn(MemberStatus) -> usize) {
+        for status in MemberStatus::ALL {
+            self.agents.get_or_create(&StatusLabel { status: status.name() }).set(to_i64(count(status)));
         }
-        let count = |n: Option<u64>| i64::try_from(n.unwrap_or_default()).unwrap_or(i64::MAX);
-        self.edges.set(count(stats.edges));
-        self.active_edges.set(count(stats.active_edges));
-        self.mean_weight.set(stats.mean_weight.unwrap_or_default());
     }
 }
 
@@ -358,15 +347,26 @@ mod tests {
     fn counters_follow_the_runtime_and_the_text_is_openmetrics() {
         let metrics = Metrics::default();
         let agent = AgentMetrics::register(&metrics, "sales");
-        let mut counts = agent.counts;
-        counts.sync(&[("tasks_sent", 3), ("tasks_handled", 1)]);
-        counts.sync(&[("tasks_sent", 5), ("tasks_handled", 1)]);
+        let mut mirror = agent.mirror;
+        let stats = |sent, peers| AgentStats {
+            tasks_sent: Some(sent),
+            tasks_handled: Some(1),
+            live_peers: Some(peers),
+            ..AgentStats::default()
+        };
+        mirror.sync(&stats(3, 2).metric_values());
+        mirror.sync(&stats(5, 1).metric_values());
+        let topology = TopologyMetrics::register(&metrics);
+        let mut topology_mirror = topology.mirror;
+        topology_mirror.sync(&TopologyStats { mean_weight: Some(0.5), ..TopologyStats::default() }.metric_values());
         agent.delivery.observe(0.002);
         let consensus = ConsensusMetrics::register(&metrics);
         consensus.decided("accepted");
         let text = metrics.encode();
         assert!(text.contains("mesh_agent_tasks_sent_total{agent=\"sales\"} 5"), "{text}");
         assert!(text.contains("mesh_agent_tasks_handled_total{agent=\"sales\"} 1"), "{text}");
+        assert!(text.contains("mesh_agent_live_peers{agent=\"sales\"} 1\n"), "a level is set, not added: {text}");
+        assert!(text.contains("mesh_topology_mean_weight 0.5\n"), "{text}");
         assert!(text.contains("mesh_agent_delivery_seconds_count{agent=\"sales\"} 1"), "{text}");
         assert!(text.contains("mesh_consensus_decisions_total{outcome=\"accepted\"} 1"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");

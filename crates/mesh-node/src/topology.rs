@@ -561,10 +561,10 @@ fn publish_effects<B: Bus>(
 
 /// Copies the counters and gauges into the Prometheus registry (with the stats, `hash`).
 fn export_metrics(metrics: &mut TopologyMetrics, topology: &Topology, hash: &TopologyStats) {
-    metrics.counts.sync(&hash.counter_values());
+    metrics.mirror.sync(&hash.metric_values());
     let entries = topology.roster().all();
     let count = |status: MemberStatus| entries.iter().filter(|m| m.status == status).count();
-    metrics.set_gauges([count(MemberStatus::Live), count(MemberStatus::Left), count(MemberStatus::Dead)], hash);
+    metrics.set_roster(count);
 }
 
 /// The statistics hash: how `mesh status`, `mesh bench` and `cargo xtask chaos` see the graph and whether the

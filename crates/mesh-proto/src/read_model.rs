@@ -77,14 +77,44 @@ impl FieldValue for String {
     }
 }
 
+/// The fields of a statistics hash that its writer also exports as Prometheus metrics under the same names, each
+/// with its help text: so a name exists once for the hash, its readers and the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricFields {
+    /// Counts since the writer started (Prometheus counters).
+    pub counters: &'static [(&'static str, &'static str)],
+    /// Whole-number levels (gauges).
+    pub gauges: &'static [(&'static str, &'static str)],
+    /// Levels with a fraction (gauges of floating-point values).
+    pub fractions: &'static [(&'static str, &'static str)],
+}
+
+/// The values of a hash's [`MetricFields`] (0 for a field not set), in the same order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetricValues {
+    /// Each counter's value.
+    pub counters: Vec<(&'static str, u64)>,
+    /// Each whole-number level.
+    pub gauges: Vec<(&'static str, i64)>,
+    /// Each fractional level.
+    pub fractions: Vec<(&'static str, f64)>,
+}
+
 /// Declares a statistics hash: the struct, whose field names are the hash's field names (so each is written once),
 /// and its conversions to and from the store's field/value pairs, in declaration order. A field marked
-/// `as counter("help")` is also one of the process's Prometheus counters ([`TopologyStats::COUNTERS`]).
+/// `as counter("help")`, `as gauge("help")` or `as fraction("help")` is also one of the writer's Prometheus metrics
+/// ([`MetricFields`]).
 macro_rules! stats_hash {
     (
         $(#[$meta:meta])*
         pub struct $name:ident {
-            $( $(#[$field_meta:meta])* pub $field:ident: Option<$ty:ty> $(as counter($help:literal))?, )*
+            $(
+                $(#[$field_meta:meta])*
+                pub $field:ident: Option<$ty:ty>
+                $(as counter($counter:literal))?
+                $(as gauge($gauge:literal))?
+                $(as fraction($fraction:literal))?,
+            )*
         }
     ) => {
         $(#[$meta])*
@@ -98,17 +128,31 @@ macro_rules! stats_hash {
             /// that list them.
             pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
 
-            /// The fields marked `counter` (counts since the writer started), each with its help for Prometheus:
-            /// the process exports them as metrics of the same names, so a name exists once for both.
-            pub const COUNTERS: &'static [(&'static str, &'static str)] = &[$($((stringify!($field), $help),)?)*];
+            /// The fields the writer exports as metrics, by kind, with their help texts.
+            pub const METRICS: MetricFields = MetricFields {
+                counters: &[$($((stringify!($field), $counter),)?)*],
+                gauges: &[$($((stringify!($field), $gauge),)?)*],
+                fractions: &[$($((stringify!($field), $fraction),)?)*],
+            };
 
-            /// The values of [`Self::COUNTERS`] (0 for one not set), to copy into the metrics registry.
-            pub fn counter_values(&self) -> Vec<(&'static str, u64)> {
-                let mut values = Vec::with_capacity(Self::COUNTERS.len());
-                $($(
-                    let _help: &str = $help;
-                    values.push((stringify!($field), self.$field.unwrap_or_default()));
-                )?)*
+            /// The values of [`Self::METRICS`], to copy into the metrics registry.
+            pub fn metric_values(&self) -> MetricValues {
+                let mut values = MetricValues::default();
+                $(
+                    $(
+                        let _: &str = $counter;
+                        values.counters.push((stringify!($field), self.$field.unwrap_or_default()));
+                    )?
+                    $(
+                        let _: &str = $gauge;
+                        let level = i64::try_from(self.$field.unwrap_or_default()).unwrap_or(i64::MAX);
+                        values.gauges.push((stringify!($field), level));
+                    )?
+                    $(
+                        let _: &str = $fraction;
+                        values.fractions.push((stringify!($field), self.$field.unwrap_or_default()));
+                    )?
+                )*
                 values
             }
 
@@ -150,15 +194,15 @@ stats_hash! {
         /// Agents live in the roster.
         pub live_agents: Option<u64>,
         /// Directed edges present.
-        pub edges: Option<u64>,
+        pub edges: Option<u64> as gauge("Edges of the SlimeMold graph"),
         /// Edges at or above the initial weight: the paths in use.
-        pub active_edges: Option<u64>,
+        pub active_edges: Option<u64> as gauge("Edges that carried traffic since they were made"),
         /// Edges over those of the full mesh.
         pub density: Option<f64>,
         /// 1 - density: how much smaller than the full mesh the graph is.
         pub reduction_vs_full_mesh: Option<f64>,
         /// Mean edge weight.
-        pub mean_weight: Option<f64>,
+        pub mean_weight: Option<f64> as fraction("Mean weight of the graph's edges (0 to 1)"),
         /// Smallest edge weight.
         pub min_weight: Option<f64>,
         /// Largest edge weight.
@@ -215,9 +259,9 @@ stats_hash! {
         /// Proposals refused since start.
         pub refused: Option<u64>,
         /// Proposals waiting for the roster to reach their epoch.
-        pub proposals_parked: Option<u64>,
+        pub proposals_parked: Option<u64> as gauge("Proposals waiting for the roster to reach their epoch"),
         /// The newest roster epoch read.
-        pub roster_epoch: Option<u64>,
+        pub roster_epoch: Option<u64> as gauge("The newest roster epoch read"),
         /// Inputs not applied (duplicates, late votes, non-voters).
         pub ignored_inputs: Option<u64> as counter("Inputs not applied (duplicates, late votes, non-voters)"),
         /// Records dead-lettered.
@@ -226,7 +270,7 @@ stats_hash! {
         pub early_dropped: Option<u64>
             as counter("Inputs for proposals never seen, dropped to keep their buffer bounded"),
         /// Inputs read before their proposal, waiting for it.
-        pub early_buffered: Option<u64>,
+        pub early_buffered: Option<u64> as gauge("Inputs read before their proposal, waiting for it"),
         /// When the manager wrote these statistics (ms since the Unix epoch).
         pub updated_at_ms: Option<u64>,
     }
@@ -272,11 +316,11 @@ stats_hash! {
         /// Task-to-response latency, µs, encoded like `delivery_us`.
         pub round_trip_us: Option<String>,
         /// Other agents live in this agent's roster.
-        pub live_peers: Option<u64>,
+        pub live_peers: Option<u64> as gauge("Other agents live in this agent's roster"),
         /// Sends awaiting acknowledgement.
         pub in_flight: Option<u64>,
         /// Subjects on which this agent holds a support.
-        pub supports_held: Option<u64>,
+        pub supports_held: Option<u64> as gauge("Subjects on which this agent holds a support"),
         /// When this run of the agent started (ms since the Unix epoch): written once, on its own, at start, so a
         /// restart shows.
         pub started_at_ms: Option<u64>,
@@ -321,24 +365,34 @@ mod tests {
     }
 
     #[test]
-    fn counters_are_fields_of_their_hash_and_read_their_values() {
-        for (fields, counters) in [
-            (TopologyStats::FIELDS, TopologyStats::COUNTERS),
-            (ConsensusStats::FIELDS, ConsensusStats::COUNTERS),
-            (AgentStats::FIELDS, AgentStats::COUNTERS),
+    fn metric_fields_are_fields_of_their_hash_and_read_their_values() {
+        for (fields, metrics) in [
+            (TopologyStats::FIELDS, TopologyStats::METRICS),
+            (ConsensusStats::FIELDS, ConsensusStats::METRICS),
+            (AgentStats::FIELDS, AgentStats::METRICS),
         ] {
-            assert!(!counters.is_empty());
-            for (name, help) in counters {
+            assert!(!metrics.counters.is_empty() && !metrics.gauges.is_empty());
+            for (name, help) in metrics.counters.iter().chain(metrics.gauges).chain(metrics.fractions) {
                 assert!(fields.contains(name), "{name} is a field");
                 assert!(!help.is_empty(), "{name} has a help text");
             }
         }
-        let stats = AgentStats { tasks_sent: Some(7), role: Some("sales".into()), ..AgentStats::default() };
-        let values = stats.counter_values();
-        assert_eq!(values.len(), AgentStats::COUNTERS.len());
-        assert!(values.contains(&("tasks_sent", 7)));
-        assert!(values.contains(&("votes", 0)), "a counter not set reads 0");
-        assert!(!values.iter().any(|(name, _)| *name == "role" || *name == "live_peers"), "gauges are not counters");
+        let stats = AgentStats {
+            tasks_sent: Some(7),
+            live_peers: Some(3),
+            role: Some("sales".into()),
+            ..AgentStats::default()
+        };
+        let values = stats.metric_values();
+        assert_eq!(values.counters.len(), AgentStats::METRICS.counters.len());
+        assert!(values.counters.contains(&("tasks_sent", 7)));
+        assert!(values.counters.contains(&("votes", 0)), "a counter not set reads 0");
+        assert!(values.gauges.contains(&("live_peers", 3)));
+        assert!(!values.counters.iter().any(|(name, _)| *name == "live_peers"), "a level is not a counter");
+        let topology = TopologyStats { mean_weight: Some(0.25), edges: Some(12), ..TopologyStats::default() };
+        let values = topology.metric_values();
+        assert_eq!(values.fractions, vec![("mean_weight", 0.25)]);
+        assert!(values.gauges.contains(&("edges", 12)));
     }
 
     #[test]

@@ -12,7 +12,6 @@ use mesh_node::{AgentConfig, ConsensusConfig, MeshConfig, Shutdown, TopologyConf
 use mesh_proto::read_model::{AgentStats, ConsensusStats, TopologyStats, redis_keys};
 use mesh_sim::{MemoryBus, MemoryStore};
 use mesh_transport::SnapshotStore;
-use serde_json::{Value, json};
 
 use crate::cli::DemoArgs;
 
@@ -21,7 +20,20 @@ async fn hash(store: &MemoryStore, key: &str) -> Vec<(String, String)> {
     store.hgetall(key).await.unwrap_or_default()
 }
 
-async fn summary(store: &MemoryStore, prefix: &str) -> Value {
+/// What the demo shows each tick and prints at the end with `--json` (fields in the order the JSON has always listed
+/// them: alphabetical).
+#[derive(Debug, serde::Serialize)]
+struct Summary {
+    accepted: u64,
+    decided: u64,
+    edges: u64,
+    live_agents: u64,
+    mean_weight: f64,
+    reduction_vs_full_mesh: f64,
+    responses_received: u64,
+}
+
+async fn summary(store: &MemoryStore, prefix: &str) -> Summary {
     let topo = TopologyStats::from_fields(hash(store, &redis_keys::topology_stats(prefix)).await);
     let cons = ConsensusStats::from_fields(hash(store, &redis_keys::consensus_stats(prefix)).await);
     let mut answered = 0;
@@ -29,15 +41,15 @@ async fn summary(store: &MemoryStore, prefix: &str) -> Value {
         let agent = AgentStats::from_fields(hash(store, &redis_keys::agent_stats(prefix, role)).await);
         answered += agent.responses_received.unwrap_or(0);
     }
-    json!({
-        "live_agents": topo.live_agents.unwrap_or(0),
-        "edges": topo.edges.unwrap_or(0),
-        "reduction_vs_full_mesh": topo.reduction_vs_full_mesh.unwrap_or(0.0),
-        "mean_weight": topo.mean_weight.unwrap_or(0.0),
-        "responses_received": answered,
-        "decided": cons.decided.unwrap_or(0),
-        "accepted": cons.accepted.unwrap_or(0),
-    })
+    Summary {
+        accepted: cons.accepted.unwrap_or(0),
+        decided: cons.decided.unwrap_or(0),
+        edges: topo.edges.unwrap_or(0),
+        live_agents: topo.live_agents.unwrap_or(0),
+        mean_weight: topo.mean_weight.unwrap_or(0.0),
+        reduction_vs_full_mesh: topo.reduction_vs_full_mesh.unwrap_or(0.0),
+        responses_received: answered,
+    }
 }
 
 pub(crate) async fn run(args: &DemoArgs) -> Result<()> {
@@ -115,13 +127,13 @@ pub(crate) async fn run(args: &DemoArgs) -> Result<()> {
                 out,
                 "{:>4.0}s  {} live agents · {} edges (reduction vs full mesh {:.0}%, mean weight {:.2}) · {} tasks answered · {} decisions ({} accepted)",
                 start.elapsed().as_secs_f64(),
-                s["live_agents"],
-                s["edges"],
-                s["reduction_vs_full_mesh"].as_f64().unwrap_or(0.0) * 100.0,
-                s["mean_weight"].as_f64().unwrap_or(0.0),
-                s["responses_received"],
-                s["decided"],
-                s["accepted"],
+                s.live_agents,
+                s.edges,
+                s.reduction_vs_full_mesh * 100.0,
+                s.mean_weight,
+                s.responses_received,
+                s.decided,
+                s.accepted,
             )?;
         }
     }

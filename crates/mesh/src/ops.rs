@@ -11,7 +11,7 @@ use mesh_proto::read_model::{ConsensusStats, TopologyStats, redis_keys};
 use mesh_redis::AnyStore;
 use mesh_supervisor::{ControlError, ProcState, ProcessStatus, Request, StateDir, StateFile, child, control};
 use mesh_transport::SnapshotStore;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::{DownArgs, KeyArgs, KillArgs, LogsArgs, RestartArgs, StatusArgs};
 
@@ -88,14 +88,30 @@ fn fmt_duration(ms: u64) -> String {
     }
 }
 
-/// A count for `mesh status --json`: a number in floating point, as the report has always given them, or null when
-/// the manager has not written it (not yet, or a version without it), which the text report shows as `?`.
-#[expect(clippy::cast_precision_loss, reason = "counts and milliseconds, far below 2^52")]
-fn count_value(count: Option<u64>) -> Value {
-    count.map_or(Value::Null, |n| json!(n as f64))
+/// The mesh's health in `mesh status`, from the managers' statistics; `--json` prints it as it is. A count is a number
+/// in floating point, as the report has always given them, or null when the manager has not written it (not yet, or
+/// a version without it), which the text report shows as `?`.
+#[derive(Debug, serde::Serialize)]
+struct Health {
+    live_agents: Option<f64>,
+    edges: Option<f64>,
+    reduction_vs_full_mesh: Option<f64>,
+    window: Option<f64>,
+    window_late_ms: Option<f64>,
+    window_late_max_ms: Option<f64>,
+    oldest_open_window_ms: Option<f64>,
+    waiting_for: Option<String>,
+    pending_proposals: Option<f64>,
+    decided_proposals: Option<f64>,
 }
 
-async fn mesh_health(state: &StateFile, state_dir: &std::path::Path) -> Value {
+#[expect(clippy::cast_precision_loss, reason = "counts and milliseconds, far below 2^52")]
+fn count(value: Option<u64>) -> Option<f64> {
+    value.map(|n| n as f64)
+}
+
+/// The health, if the store answers within 3 s.
+async fn mesh_health(state: &StateFile, state_dir: &std::path::Path) -> Option<Health> {
     let probe = async {
         let url = crate::settings::store_url(state_dir, &state.redis);
         let store = AnyStore::connect(&url, crate::settings::store_ca(state_dir).as_deref()).await.ok()?;
@@ -103,20 +119,20 @@ async fn mesh_health(state: &StateFile, state_dir: &std::path::Path) -> Value {
             TopologyStats::from_fields(store.hgetall(&redis_keys::topology_stats(&state.topic_prefix)).await.ok()?);
         let cons =
             ConsensusStats::from_fields(store.hgetall(&redis_keys::consensus_stats(&state.topic_prefix)).await.ok()?);
-        Some(json!({
-            "live_agents": count_value(topo.live_agents),
-            "edges": count_value(topo.edges),
-            "reduction_vs_full_mesh": topo.reduction_vs_full_mesh.map_or(Value::Null, |r| json!(r)),
-            "window": count_value(topo.window),
-            "window_late_ms": count_value(topo.window_late_ms),
-            "window_late_max_ms": count_value(topo.window_late_max_ms),
-            "oldest_open_window_ms": count_value(topo.oldest_open_window_ms),
-            "waiting_for": topo.waiting_for.map_or(Value::Null, |w| json!(w)),
-            "pending_proposals": count_value(cons.pending),
-            "decided_proposals": count_value(cons.decided),
-        }))
+        Some(Health {
+            live_agents: count(topo.live_agents),
+            edges: count(topo.edges),
+            reduction_vs_full_mesh: topo.reduction_vs_full_mesh,
+            window: count(topo.window),
+            window_late_ms: count(topo.window_late_ms),
+            window_late_max_ms: count(topo.window_late_max_ms),
+            oldest_open_window_ms: count(topo.oldest_open_window_ms),
+            waiting_for: topo.waiting_for,
+            pending_proposals: count(cons.pending),
+            decided_proposals: count(cons.decided),
+        })
     };
-    tokio::time::timeout(Duration::from_secs(3), probe).await.ok().flatten().unwrap_or(Value::Null)
+    tokio::time::timeout(Duration::from_secs(3), probe).await.ok().flatten()
 }
 
 pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
@@ -202,35 +218,34 @@ pub(crate) async fn status(args: &StatusArgs) -> Result<bool> {
             p.status_line.as_deref().unwrap_or("")
         )?;
     }
-    if health.is_null() {
+    let Some(health) = health else {
         writeln!(out, "mesh: health unavailable (store {} not reachable or empty)", state.redis)?;
-    } else {
-        let f = |k: &str| health[k].as_f64().map_or("?".to_owned(), |v| format!("{v}"));
-        let reduction =
-            health["reduction_vs_full_mesh"].as_f64().map_or("?".to_owned(), |v| format!("{:.0}%", v * 100.0));
-        writeln!(
-            out,
-            "mesh: {} live agents · {} edges · reduction vs full mesh {} · proposals {} pending, {} decided",
-            f("live_agents"),
-            f("edges"),
-            reduction,
-            f("pending_proposals"),
-            f("decided_proposals")
-        )?;
-        // A stall is impossible to miss: how late the topology manager's windows are, and what it waits for.
-        writeln!(
-            out,
-            "topology: window {} applied {} ms after its tick (worst {} ms) · waiting for {}{}",
-            f("window"),
-            f("window_late_ms"),
-            f("window_late_max_ms"),
-            health["waiting_for"].as_str().unwrap_or("?"),
-            match health["oldest_open_window_ms"].as_f64() {
-                Some(ms) if ms > 0.0 => format!(" · oldest open window waiting {ms} ms"),
-                _ => String::new(),
-            }
-        )?;
-    }
+        return Ok(all_ready);
+    };
+    let f = |v: Option<f64>| v.map_or("?".to_owned(), |v| format!("{v}"));
+    let reduction = health.reduction_vs_full_mesh.map_or("?".to_owned(), |v| format!("{:.0}%", v * 100.0));
+    writeln!(
+        out,
+        "mesh: {} live agents · {} edges · reduction vs full mesh {} · proposals {} pending, {} decided",
+        f(health.live_agents),
+        f(health.edges),
+        reduction,
+        f(health.pending_proposals),
+        f(health.decided_proposals)
+    )?;
+    // A stall is impossible to miss: how late the topology manager's windows are, and what it waits for.
+    writeln!(
+        out,
+        "topology: window {} applied {} ms after its tick (worst {} ms) · waiting for {}{}",
+        f(health.window),
+        f(health.window_late_ms),
+        f(health.window_late_max_ms),
+        health.waiting_for.as_deref().unwrap_or("?"),
+        match health.oldest_open_window_ms {
+            Some(ms) if ms > 0.0 => format!(" · oldest open window waiting {ms} ms"),
+            _ => String::new(),
+        }
+    )?;
     Ok(all_ready)
 }
 

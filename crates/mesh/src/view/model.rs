@@ -4,9 +4,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use mesh_core::consensus::{Decision, Outcome, Proposal};
+use mesh_core::consensus::{Decision, Proposal};
 use mesh_core::graph::EdgeChange;
-use mesh_core::membership::MemberStatus;
 use mesh_core::topology::{Refusal, Topology};
 use mesh_core::{AgentId, ProposalId};
 use mesh_node::topology::ChangelogFollower;
@@ -181,7 +180,7 @@ impl Model {
         self.open.remove(&decision.proposal);
         self.open_order.retain(|id| id != &decision.proposal);
         self.early_votes.remove(&decision.proposal);
-        *self.outcomes.entry(outcome_name(&decision.outcome)).or_default() += 1;
+        *self.outcomes.entry(decision.outcome.name()).or_default() += 1;
         self.decisions.push_front((at_ms, decision));
         self.decisions.truncate(DECISIONS_SHOWN);
         self.version += 1;
@@ -204,7 +203,7 @@ impl Model {
         let mut frame = Frame { at_ms: now_ms, windows_refused: self.windows_refused, ..Frame::default() };
         if let Some(topology) = &self.topology {
             for member in topology.roster().all() {
-                let status = status_name(member.status);
+                let status = member.status.name();
                 *frame.roster.entry(status).or_default() += 1;
                 frame.members.push(MemberView {
                     id: member.profile.id.as_str().to_owned(),
@@ -260,7 +259,7 @@ impl Model {
                 id: d.proposal.as_str().to_owned(),
                 subject: d.subject.clone(),
                 action: d.action.clone(),
-                outcome: outcome_name(&d.outcome),
+                outcome: d.outcome.name(),
                 supports: d.supports,
                 against: d.against,
                 voters: d.voters,
@@ -279,24 +278,6 @@ impl Model {
             })
             .collect();
         frame
-    }
-}
-
-fn status_name(status: MemberStatus) -> &'static str {
-    match status {
-        MemberStatus::Live => "live",
-        MemberStatus::Left => "left",
-        MemberStatus::Dead => "dead",
-    }
-}
-
-fn outcome_name(outcome: &Outcome) -> &'static str {
-    match outcome {
-        Outcome::Accepted => "accepted",
-        Outcome::Rejected => "rejected",
-        Outcome::Expired => "expired",
-        Outcome::Inhibited { .. } => "inhibited",
-        Outcome::Refused { .. } => "refused",
     }
 }
 

@@ -157,7 +157,12 @@ async fn every_process_serves_metrics_that_promtool_accepts_and_prometheus_scrap
         (sample(&agent, "mesh_agent_tasks_handled_total")? > 0.0
             && sample(&agent, "mesh_agent_delivery_seconds_count")? > 0.0
             && sample(&consensus, "mesh_consensus_decisions_total")? > 0.0
-            && sample(&topology, "mesh_topology_messages_counted_total")? > 0.0)
+            && sample(&topology, "mesh_topology_messages_counted_total")? > 0.0
+            // Levels mirrored from the statistics hashes: the graph, its mean weight and each agent's peers.
+            && sample(&topology, "mesh_topology_edges")? > 0.0
+            && sample(&topology, "mesh_topology_mean_weight")? > 0.0
+            && sample(&agent, "mesh_agent_live_peers")? > 0.0
+            && sample(&consensus, "mesh_consensus_roster_epoch")? > 0.0)
             .then_some(())
     })
     .await;
