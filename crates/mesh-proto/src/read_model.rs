@@ -103,7 +103,7 @@ pub struct MetricValues {
 /// Declares a statistics hash: the struct, whose field names are the hash's field names (so each is written once),
 /// and its conversions to and from the store's field/value pairs, in declaration order. A field marked
 /// `as counter("help")`, `as gauge("help")` or `as fraction("help")` is also one of the writer's Prometheus metrics
-/// ([`MetricFields`]).
+/// ([`MetricFields`]), and its help is its documentation.
 macro_rules! stats_hash {
     (
         $(#[$meta:meta])*
@@ -120,7 +120,13 @@ macro_rules! stats_hash {
         $(#[$meta])*
         #[derive(Debug, Clone, Default, PartialEq)]
         pub struct $name {
-            $( $(#[$field_meta])* pub $field: Option<$ty>, )*
+            $(
+                $(#[$field_meta])*
+                $(#[doc = $counter])?
+                $(#[doc = $gauge])?
+                $(#[doc = $fraction])?
+                pub $field: Option<$ty>,
+            )*
         }
 
         impl $name {
@@ -193,15 +199,12 @@ stats_hash! {
         pub agents: Option<u64>,
         /// Agents live in the roster.
         pub live_agents: Option<u64>,
-        /// Directed edges present.
         pub edges: Option<u64> as gauge("Edges of the SlimeMold graph"),
-        /// Edges at or above the initial weight: the paths in use.
         pub active_edges: Option<u64> as gauge("Edges that carried traffic since they were made"),
         /// Edges over those of the full mesh.
         pub density: Option<f64>,
         /// 1 - density: how much smaller than the full mesh the graph is.
         pub reduction_vs_full_mesh: Option<f64>,
-        /// Mean edge weight.
         pub mean_weight: Option<f64> as fraction("Mean weight of the graph's edges (0 to 1)"),
         /// Smallest edge weight.
         pub min_weight: Option<f64>,
@@ -209,7 +212,6 @@ stats_hash! {
         pub max_weight: Option<f64>,
         /// The roster's epoch.
         pub epoch: Option<u64>,
-        /// Tasks and responses counted into the graph.
         pub messages_counted: Option<u64> as counter("Tasks and responses counted into the graph"),
         /// Records counted into the window being recorded.
         pub open_window_records: Option<u64>,
@@ -221,14 +223,11 @@ stats_hash! {
         pub window_late_ms: Option<u64>,
         /// The latest any window was applied after its tick, since start.
         pub window_late_max_ms: Option<u64>,
-        /// Windows applied since start.
         pub windows_applied: Option<u64> as counter("Windows applied (one per decay tick)"),
-        /// Windows applied more than one decay interval + 100 ms after their tick.
         pub windows_late: Option<u64>
             as counter("Windows applied more than one decay interval + 100 ms after their tick"),
         /// Round trip of the last probe on the heartbeats topic.
         pub probe_rtt_ms: Option<u64>,
-        /// Probes read back: before the first, no death verdict can be given.
         pub probes_returned: Option<u64> as counter("The manager's own heartbeat probes read back"),
         /// When the failure detector's clocks last started (ms since the Unix epoch).
         pub detector_clocks_since_ms: Option<u64>,
@@ -258,18 +257,12 @@ stats_hash! {
         pub inhibited: Option<u64>,
         /// Proposals refused since start.
         pub refused: Option<u64>,
-        /// Proposals waiting for the roster to reach their epoch.
         pub proposals_parked: Option<u64> as gauge("Proposals waiting for the roster to reach their epoch"),
-        /// The newest roster epoch read.
         pub roster_epoch: Option<u64> as gauge("The newest roster epoch read"),
-        /// Inputs not applied (duplicates, late votes, non-voters).
         pub ignored_inputs: Option<u64> as counter("Inputs not applied (duplicates, late votes, non-voters)"),
-        /// Records dead-lettered.
         pub dead_lettered: Option<u64> as counter("Records dead-lettered (undecodable or not authenticated)"),
-        /// Inputs for proposals never seen, dropped to keep their buffer bounded.
         pub early_dropped: Option<u64>
             as counter("Inputs for proposals never seen, dropped to keep their buffer bounded"),
-        /// Inputs read before their proposal, waiting for it.
         pub early_buffered: Option<u64> as gauge("Inputs read before their proposal, waiting for it"),
         /// When the manager wrote these statistics (ms since the Unix epoch).
         pub updated_at_ms: Option<u64>,
@@ -281,45 +274,30 @@ stats_hash! {
     pub struct AgentStats {
         /// The agent's role.
         pub role: Option<String>,
-        /// Tasks sent to other agents.
         pub tasks_sent: Option<u64> as counter("Tasks sent to other agents"),
-        /// Tasks handled (answered).
         pub tasks_handled: Option<u64> as counter("Tasks handled (answered)"),
         /// Responses sent.
         pub responses_sent: Option<u64>,
-        /// Responses to this agent's tasks.
         pub responses_received: Option<u64> as counter("Responses to this agent's tasks"),
-        /// Records read again and recognised by id.
         pub duplicates: Option<u64> as counter("Records read again (at-least-once delivery) and recognised by id"),
-        /// Proposals made.
         pub proposals: Option<u64> as counter("Proposals made"),
-        /// Votes cast.
         pub votes: Option<u64> as counter("Votes cast"),
-        /// Tasks not sent: no live agent of the role.
         pub no_recipient: Option<u64> as counter("Tasks not sent: no live agent of the role"),
         /// Scenario ticks skipped before the agent was a member.
         pub not_member: Option<u64>,
-        /// Tasks answered with an error.
         pub errors_answered: Option<u64> as counter("Tasks answered with an error (an unknown task name)"),
-        /// Tasks dead-lettered because no response can name them.
         pub tasks_unanswerable: Option<u64> as counter("Tasks dead-lettered because no response can name them"),
-        /// Sends the broker refused for good.
         pub sends_refused: Option<u64> as counter("Sends the broker refused for good (dead-lettered)"),
-        /// Heartbeat ticks skipped while one was unacknowledged.
         pub heartbeats_skipped: Option<u64> as counter("Heartbeat ticks skipped while one was unacknowledged"),
-        /// Records read that their writer did not tag (forged), ignored.
         pub unauthenticated: Option<u64> as counter("Records read that their writer did not tag (forged), ignored"),
-        /// Tasks whose round trip went unmeasured.
         pub round_trips_lost: Option<u64> as counter("Tasks whose round trip went unmeasured (too many awaited)"),
         /// Send-to-handling latency, µs: an HdrHistogram V2, base64 (`mesh_node::latency::Latency` decodes it).
         pub delivery_us: Option<String>,
         /// Task-to-response latency, µs, encoded like `delivery_us`.
         pub round_trip_us: Option<String>,
-        /// Other agents live in this agent's roster.
         pub live_peers: Option<u64> as gauge("Other agents live in this agent's roster"),
         /// Sends awaiting acknowledgement.
         pub in_flight: Option<u64>,
-        /// Subjects on which this agent holds a support.
         pub supports_held: Option<u64> as gauge("Subjects on which this agent holds a support"),
         /// When this run of the agent started (ms since the Unix epoch): written once, on its own, at start, so a
         /// restart shows.
