@@ -513,7 +513,11 @@ impl Bus for KafkaBus {
         let lags = Arc::new(std::sync::Mutex::new(Vec::new()));
         let fetches = FetchStates::default();
         let consumer: LagConsumer = cc
-            .create_with_context(LagContext { lags: Arc::clone(&lags), fetches: fetches.clone() })
+            .create_with_context(LagContext {
+                lags: Arc::clone(&lags),
+                fetches: fetches.clone(),
+                measures_lag: self.inner.config.lag_interval.is_some(),
+            })
             .map_err(|e| unreachable(&self.inner.config, &e))?;
         // Committed offsets are looked up here, so one reader can mix "committed or beginning" and "committed or
         // end" partitions (a consumer has a single reset policy); then the logical starts become offsets. Both are
@@ -738,14 +742,22 @@ type LagConsumer = StreamConsumer<LagContext>;
 struct LagContext {
     lags: Arc<std::sync::Mutex<Vec<PartitionLag>>>,
     fetches: FetchStates,
+    /// Whether the lag is measured ([`KafkaConfig::lag_interval`]); if not, the statistics only watch for a stuck
+    /// validation.
+    measures_lag: bool,
 }
 
 impl rdkafka::ClientContext for LagContext {
     /// Reads only what is watched from librdkafka's statistics: the fetch of each partition the reader fetches.
     /// rust-rdkafka's default decodes the whole document into owned maps, and a reader's document lists every
-    /// partition of every topic it knows: with 500 messages partitions (one per agent in `mesh bench --agents 500`),
-    /// that decoding was most of an idle agent's CPU (docs/bench.md).
+    /// partition of every topic it knows: 500 messages partitions in `mesh bench --agents 500`. A reader that does
+    /// not measure its lag decodes nothing unless some partition is waiting on its validation, which a search of the
+    /// bytes tells: decoding was a sixth of an idle agent's CPU even reading only the watched fields (docs/bench.md).
     fn stats_raw(&self, statistics: &[u8]) {
+        if !self.measures_lag && memchr::memmem::find(statistics, VALIDATING.as_bytes()).is_none() {
+            self.fetches.update(Vec::new(), Instant::now());
+            return;
+        }
         match serde_json::from_slice::<RawStatistics<'_>>(statistics) {
             Ok(raw) => self.observe(raw),
             Err(e) => tracing::warn!(error = %e, "librdkafka's statistics could not be read"),
@@ -1086,7 +1098,7 @@ mod tests {
     #[test]
     fn statistics_are_read_for_the_partitions_fetched_only() {
         use rdkafka::ClientContext as _;
-        let context = LagContext { lags: Arc::default(), fetches: FetchStates::default() };
+        let context = LagContext { lags: Arc::default(), fetches: FetchStates::default(), measures_lag: true };
         context.stats_raw(STATISTICS.as_bytes());
         let lags = context.lags.lock().map(|l| l.clone()).unwrap_or_default();
         assert_eq!(lags, vec![PartitionLag { topic: "messages".into(), partition: 0, records: 5 }]);
@@ -1102,6 +1114,19 @@ mod tests {
         // A document that cannot be read leaves the last states as they were.
         context.stats_raw(b"{\"topics\": 3}");
         assert!(context.fetches.of("messages", 0).is_some());
+    }
+
+    #[test]
+    fn a_reader_that_does_not_measure_lag_decodes_only_while_a_partition_validates() {
+        use rdkafka::ClientContext as _;
+        let context = LagContext { lags: Arc::default(), fetches: FetchStates::default(), measures_lag: false };
+        context.stats_raw(STATISTICS.as_bytes());
+        let (validating, _) = context.fetches.of("membership", 0).expect("a validating partition is seen");
+        assert_eq!(validating.state, VALIDATING);
+        let calm = STATISTICS.replace(VALIDATING, "active");
+        context.stats_raw(calm.as_bytes());
+        assert!(context.fetches.of("messages", 0).is_none(), "nothing is decoded when no partition validates");
+        assert!(context.fetches.of("membership", 0).is_none(), "and the wait is over");
     }
 
     fn state(partition: i32, state: &str, app_offset: i64, next_offset: i64) -> FetchState {
