@@ -125,6 +125,10 @@ pub struct Messages {
     pub end_to_end: Percentiles,
     /// Task sent to its response received.
     pub round_trip: Percentiles,
+    /// Tasks the agents' schedules wanted sent but shed, their send windows full: the part of the offered load the
+    /// broker could not take, which latency (of what was sent) does not show.
+    #[serde(default)]
+    pub shed: u64,
 }
 
 /// Bee consensus during the measured window.
@@ -410,6 +414,8 @@ impl Report {
             push("all agents live", m, "s", Better::Lower);
         }
         push("delivered", self.messages.delivered_per_s, "msg/s", Better::Higher);
+        #[expect(clippy::cast_precision_loss, reason = "a count for display")]
+        push("tasks shed (send windows full)", self.messages.shed as f64, "", Better::Lower);
         let lat = |p: &Percentiles| [("p50", p.p50_us), ("p90", p.p90_us), ("p99", p.p99_us), ("p99.9", p.p999_us)];
         for (q, v) in lat(&self.messages.end_to_end) {
             push(&format!("end-to-end {q}"), ms(v), "ms", Better::Lower);

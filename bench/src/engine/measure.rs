@@ -297,7 +297,7 @@ pub(crate) async fn measure_mesh(
     let state = deployment.state()?;
     let cpu_end = process_cpu(&state, infra);
 
-    let AgentSnapshot { delivered, delivery, round_trip, delivered_per_s, .. } = window;
+    let AgentSnapshot { delivered, delivery, round_trip, delivered_per_s, shed, .. } = window;
     // Each agent's count over the time between its two writes; over the bench's own window only if no agent wrote
     // twice (the counters were up to a second old at either end: a 10,000 msg/s run read as 9,831 that way).
     #[expect(clippy::cast_precision_loss, reason = "rates for display")]
@@ -307,6 +307,7 @@ pub(crate) async fn measure_mesh(
         delivered_per_s,
         end_to_end: Percentiles::of(delivery.histogram()),
         round_trip: Percentiles::of(round_trip.histogram()),
+        shed,
     };
     report.timeline = timeline;
     // Read back from a broker the run may have overloaded: a few tries, then the run keeps its other figures.

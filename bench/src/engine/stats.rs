@@ -23,6 +23,8 @@ pub(crate) struct AgentSnapshot {
     /// In a window (`AgentTotals::since`): `delivered` over the time between the two writes it is the difference
     /// of, so the rate does not depend on how old the counters were when the bench read them.
     pub(crate) delivered_per_s: f64,
+    /// Scenario tasks shed by the agent's send window (`tasks_shed`).
+    pub(crate) shed: u64,
     pub(crate) delivery: Latency,
     pub(crate) round_trip: Latency,
 }
@@ -45,6 +47,7 @@ impl AgentTotals {
             match start.agents.get(name) {
                 Some(begin) if begin.started_at_ms == end.started_at_ms => {
                     part.delivered = end.delivered.saturating_sub(begin.delivered);
+                    part.shed = end.shed.saturating_sub(begin.shed);
                     part.delivered_per_s =
                         per_second(part.delivered, end.updated_at_ms.saturating_sub(begin.updated_at_ms));
                     // Same incarnation: its histograms only grow, so the subtraction cannot fail; if it did, the
@@ -64,6 +67,7 @@ impl AgentTotals {
                 None => {}
             }
             window.delivered += part.delivered;
+            window.shed += part.shed;
             window.delivered_per_s += part.delivered_per_s;
             window.delivery.add(&part.delivery);
             window.round_trip.add(&part.round_trip);
@@ -90,6 +94,7 @@ pub(crate) async fn agent_totals(store: &AnyStore, plan: &Plan, with_histograms:
             started_at_ms: stats.started_at_ms.unwrap_or(0),
             updated_at_ms: stats.updated_at_ms.unwrap_or(0),
             delivered: stats.tasks_handled.unwrap_or(0) + stats.responses_received.unwrap_or(0),
+            shed: stats.tasks_shed.unwrap_or(0),
             ..AgentSnapshot::default()
         };
         if with_histograms {

@@ -11,6 +11,7 @@ pub mod graph;
 pub mod ids;
 pub mod membership;
 pub mod restart;
+pub mod send_window;
 pub mod topology;
 pub mod voter;
 pub mod waggle;

@@ -3,7 +3,10 @@
 //!
 //! Sends are pipelined: each is handed to the producer at once (so records keep their order per partition) and its
 //! acknowledgement is awaited alongside everything else, up to [`IN_FLIGHT_LIMIT`] at a time; the loop never waits
-//! for one send before the next. Delivery is still at least once: an input's offset is committed only once its
+//! for one send before the next. The agent's own tasks are also held to a congestion window
+//! ([`mesh_core::send_window`]): when the broker acknowledges slower than the schedule asks, ticks are shed (counted
+//! in `tasks_shed`) instead of queued behind retries, which is what turned 500 agents on two cores from slow into
+//! stopped. Delivery is still at least once: an input's offset is committed only once its
 //! answer (or vote) is acknowledged, and all offsets before it too, so a crash re-delivers; handling is idempotent
 //! because a message's id is remembered and an answer's id is derived from the task's (`{task id}.r`).
 //!
@@ -26,6 +29,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use mesh_core::consensus::Proposal;
 use mesh_core::membership::{AgentProfile, Member, MemberStatus};
+use mesh_core::send_window::{SendWindow, Settled, WindowConfig};
 use mesh_core::voter::{Preference, Voter};
 use mesh_core::waggle::WaggleDance;
 use mesh_core::{AgentId, MessageId, ProposalId};
@@ -161,7 +165,9 @@ enum Sent {
     Input(Ticket),
     /// A heartbeat: at most one is in flight (see the heartbeat tick).
     Heartbeat,
-    /// Anything else (a task, a join, a dead letter).
+    /// A task of the agent's own schedule: it holds a place in the send window until it settles.
+    Task,
+    /// Anything else (a join, a proposal, a dead letter).
     Other,
 }
 
@@ -196,6 +202,8 @@ struct Counters {
     sends_refused: u64,
     /// Heartbeat ticks skipped because the previous heartbeat was still unacknowledged.
     heartbeats_skipped: u64,
+    /// Scenario tasks not sent because the send window was full: the broker acknowledges slower than the schedule.
+    tasks_shed: u64,
     /// Records read that were not written by the writer they must have (with the deployment secret): ignored.
     unauthenticated: u64,
 }
@@ -223,6 +231,10 @@ struct Agent<B: Bus> {
     awaiting_ids: HashMap<String, u64>,
     /// A heartbeat is in flight (unacknowledged).
     heartbeat_pending: bool,
+    /// How many of its own tasks the agent may have unacknowledged: the schedule's brake when the broker falls behind.
+    window: SendWindow,
+    /// The monotonic origin of the window's clock.
+    started: tokio::time::Instant,
     /// The same counters and latencies, for Prometheus.
     metrics: AgentMetrics,
 }
@@ -299,6 +311,8 @@ pub async fn run<B: Bus, S: SnapshotStore>(
         awaiting: BTreeMap::new(),
         awaiting_ids: HashMap::new(),
         heartbeat_pending: false,
+        window: SendWindow::new(WindowConfig::default()),
+        started: tokio::time::Instant::now(),
         metrics: AgentMetrics::register(&mesh.metrics, id.as_str()),
     };
     let join = agent.join_envelope();
@@ -486,30 +500,38 @@ impl<B: Bus> Agent<B> {
             return;
         }
         if let Some(draft) = self.scenario.next_task() {
-            match self.pick(draft.to_role) {
-                Some(to) => {
-                    let body = TaskBody {
-                        from: self.config.id.clone(),
-                        to: to.clone(),
-                        task: draft.task.to_owned(),
-                        payload: draft.payload,
-                    };
-                    let env = self.publisher.envelope(Record::Task(body));
-                    let partition =
-                        partition_for(to.as_str().as_bytes(), self.publisher.partitions(TopicKind::Messages));
-                    let sending = self.publisher.start_send_to(
-                        TopicKind::Messages,
-                        partition,
-                        to.as_str(),
-                        &env,
-                        Some(intended_us),
-                        shutdown,
-                    );
-                    track(&mut self.in_flight, Sent::Other, sending);
-                    self.counters.tasks_sent += 1;
-                    self.await_answer(env.header.id, intended_us);
+            // The window first: a shed tick costs no look through the roster (500 members, every tick).
+            if !self.window.try_start() {
+                self.counters.tasks_shed += 1;
+            } else {
+                match self.pick(draft.to_role) {
+                    Some(to) => {
+                        let body = TaskBody {
+                            from: self.config.id.clone(),
+                            to: to.clone(),
+                            task: draft.task.to_owned(),
+                            payload: draft.payload,
+                        };
+                        let env = self.publisher.envelope(Record::Task(body));
+                        let partition =
+                            partition_for(to.as_str().as_bytes(), self.publisher.partitions(TopicKind::Messages));
+                        let sending = self.publisher.start_send_to(
+                            TopicKind::Messages,
+                            partition,
+                            to.as_str(),
+                            &env,
+                            Some(intended_us),
+                            shutdown,
+                        );
+                        track(&mut self.in_flight, Sent::Task, sending);
+                        self.counters.tasks_sent += 1;
+                        self.await_answer(env.header.id, intended_us);
+                    }
+                    None => {
+                        self.window.cancel();
+                        self.counters.no_recipient += 1;
+                    }
                 }
-                None => self.counters.no_recipient += 1,
             }
         }
         if let Some(draft) = self.scenario.next_proposal() {
@@ -551,6 +573,14 @@ impl<B: Bus> Agent<B> {
         if result.is_ok() {
             self.metrics.publish.observe(took.as_secs_f64());
         }
+        if matches!(sent, Sent::Task) {
+            let settled = match result {
+                Ok(_) => Settled::Acknowledged { took_ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX) },
+                Err(_) => Settled::Failed,
+            };
+            let now_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            self.window.settle(now_ms, settled);
+        }
         match (sent, result) {
             (Sent::Input(ticket), Ok(_)) => self.progress.finish(&ticket),
             (Sent::Heartbeat, result) => {
@@ -570,7 +600,7 @@ impl<B: Bus> Agent<B> {
             // Otherwise only a shutdown ends a send's retries: the input stays uncommitted and is handled again after
             // a restart.
             (_, Err(e)) => tracing::debug!(error = %e, "a send ended without an acknowledgement"),
-            (Sent::Other, Ok(_)) => {}
+            (Sent::Task | Sent::Other, Ok(_)) => {}
         }
     }
 
@@ -794,6 +824,8 @@ impl<B: Bus> Agent<B> {
             tasks_unanswerable: Some(c.tasks_unanswerable),
             sends_refused: Some(c.sends_refused),
             heartbeats_skipped: Some(c.heartbeats_skipped),
+            tasks_shed: Some(c.tasks_shed),
+            send_window: Some(u64::from(self.window.size())),
             unauthenticated: Some(c.unauthenticated),
             round_trips_lost: Some(c.round_trips_lost),
             ..AgentStats::default()

@@ -289,6 +289,9 @@ stats_hash! {
         pub tasks_unanswerable: Option<u64> as counter("Tasks dead-lettered because no response can name them"),
         pub sends_refused: Option<u64> as counter("Sends the broker refused for good (dead-lettered)"),
         pub heartbeats_skipped: Option<u64> as counter("Heartbeat ticks skipped while one was unacknowledged"),
+        pub tasks_shed: Option<u64>
+            as counter("Scenario tasks not sent: the send window was full (the broker acknowledged too slowly)"),
+        pub send_window: Option<u64> as gauge("Own tasks this agent may have unacknowledged at once (AIMD window)"),
         pub unauthenticated: Option<u64> as counter("Records read that their writer did not tag (forged), ignored"),
         pub round_trips_lost: Option<u64> as counter("Tasks whose round trip went unmeasured (too many awaited)"),
         /// Send-to-handling latency, µs: an HdrHistogram V2, base64 (`mesh_node::latency::Latency` decodes it).
