@@ -76,6 +76,14 @@ pub struct RunConfig {
     /// which the baseline runs on too (absent in reports written before it existed: 1).
     #[serde(default = "one_node")]
     pub kafka_nodes: u32,
+    /// Niceness the agent processes and the N-process baseline's workers ran at (absent in reports written before
+    /// it existed: 0, the bench's own).
+    #[serde(default)]
+    pub client_nice: i8,
+    /// Whether they ran in a CPU cgroup of their own, with the broker and Redis in another of the same weight (absent
+    /// before: no).
+    #[serde(default)]
+    pub client_cgroup: bool,
     /// Simulated hosts (network namespaces) the agent processes were spread over; 1: none (absent before: 1).
     #[serde(default = "one_node")]
     pub hosts: u32,
@@ -482,7 +490,7 @@ impl Report {
         let mut s = format!(
             "mesh bench: {} agents in {} processes ({} per process), {} infrastructure{}, {:.0} s measured after {:.0} s \
              warm-up\n  offered {:.0} msg/s ({} tasks/s per agent, answered), {} proposals/s, {} message partitions, \
-             decay every {} ms, {} cores\n\n",
+             decay every {} ms, {} cores{}\n\n",
             c.agents,
             c.agent_processes,
             c.agents_per_process,
@@ -503,6 +511,11 @@ impl Report {
             c.messages_partitions,
             c.decay_interval_ms,
             c.cores,
+            match (c.client_nice, c.client_cgroup) {
+                (0, _) => String::new(),
+                (n, false) => format!(", clients at nice {n}"),
+                (n, true) => format!(", clients at nice {n} in a CPU cgroup beside the servers'"),
+            },
         );
         s.push_str(&format!("  {:<34} {:>12}\n", "figure", "value"));
         for f in self.figures() {

@@ -222,6 +222,8 @@ pub(crate) fn run_fleet_baseline(
         warmup: plan.warmup,
         duration: plan.duration,
         fetch_wait: binary.fetch_wait,
+        nice: plan.client_nice,
+        cgroup: plan.client_cgroup.as_deref(),
     };
     let run = fleet::run(&spec, interrupted);
     ticking.store(false, std::sync::atomic::Ordering::SeqCst);

@@ -274,6 +274,8 @@ fn deployment_file(plan: &Plan, host: Option<(u32, u32)>) -> DeploymentFile {
             depends_on,
             watchdog: Some("120s".into()),
             ready_timeout: Some("300s".into()),
+            nice: (plan.client_nice != 0).then_some(i32::from(plan.client_nice)),
+            cgroup: plan.client_cgroup.as_ref().map(|d| d.display().to_string()),
             ..FileProcess::default()
         });
     }
@@ -302,6 +304,16 @@ mod tests {
         assert_eq!(process(&spec, "agent-b0499").depends_on, ["topology", "consensus", "agent-b0449"], "waves");
         assert_eq!(process(&spec, "agent-b0000").depends_on, ["topology", "consensus"], "the first wave");
         assert_eq!(process(&spec, "agent-b0000").ready_timeout, Duration::from_secs(300));
+        assert_eq!(process(&spec, "agent-b0499").nice, Some(19), "agents yield the CPU to the broker");
+        assert_eq!(process(&spec, "topology").nice, None, "the managers run at the bench's own priority");
+    }
+
+    #[test]
+    fn client_nice_0_leaves_the_agents_at_the_benchs_own_priority() {
+        let mut opts = defaults();
+        opts.client_nice = 0;
+        let spec = spec(&deployment_file(&plan(&opts).expect("plan"), None));
+        assert!(spec.processes.iter().all(|p| p.nice.is_none()));
     }
 
     #[test]

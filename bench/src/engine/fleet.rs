@@ -54,6 +54,10 @@ pub(crate) struct FleetSpec<'a> {
     pub(crate) warmup: Duration,
     pub(crate) duration: Duration,
     pub(crate) fetch_wait: Duration,
+    /// Niceness of every worker (the mesh's agents run at the same).
+    pub(crate) nice: i8,
+    /// The cgroup every worker starts in (the agents' too).
+    pub(crate) cgroup: Option<&'a Path>,
 }
 
 /// Starts the workers, lets them run, merges what they report. Workers are killed (by PID) if the caller gives up.
@@ -72,7 +76,17 @@ pub(crate) fn run(spec: &FleetSpec<'_>, interrupted: impl Fn() -> bool) -> Resul
         }
     };
     for index in 0..spec.workers {
-        let child = Command::new(spec.program)
+        let mut cmd = Command::new(spec.program);
+        if spec.nice != 0 {
+            mesh_supervisor::child::at_nice(&mut cmd, spec.nice);
+        }
+        if let Some(dir) = spec.cgroup
+            && let Err(source) = mesh_supervisor::child::in_cgroup(&mut cmd, dir)
+        {
+            stop_all(&mut children);
+            return Err(Error::StartWorker { index, source });
+        }
+        let child = cmd
             .arg("bench-worker")
             .args(["--kafka", spec.kafka, "--topic", spec.topic])
             .args(["--partitions", &spec.partitions.to_string()])

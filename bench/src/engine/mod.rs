@@ -10,6 +10,7 @@
 //! version and fetch-wait defaults) comes in as [`MeshBinary`].
 
 mod baseline;
+mod cgroup;
 mod consensus;
 mod cost;
 mod deploy;

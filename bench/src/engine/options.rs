@@ -25,6 +25,8 @@ pub struct Options {
     pub rate: Option<String>,
     /// Workers of the N-process baseline; `None` for one per agent process.
     pub baseline_processes: Option<usize>,
+    /// Niceness of the agent processes and the N-process baseline's workers.
+    pub client_nice: i8,
     /// Measure an idle deployment after the traffic run.
     pub idle: bool,
     /// CPU profiles over the window (needs `report`).

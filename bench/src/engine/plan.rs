@@ -62,6 +62,10 @@ pub(crate) struct Plan {
     pub(crate) peak_search: bool,
     /// Worker processes of the N-process baseline (0 or 1: none).
     pub(crate) baseline_processes: usize,
+    /// Niceness of the client processes (agents, baseline workers).
+    pub(crate) client_nice: i8,
+    /// The cgroup of low CPU weight they start in, once the run has made it.
+    pub(crate) client_cgroup: Option<PathBuf>,
     /// A run with no traffic after the traffic run, for the idle cost.
     pub(crate) idle_phase: bool,
     /// CPU profiles over the measured window.
@@ -138,6 +142,8 @@ impl Plan {
             baseline_processes: opts
                 .baseline_processes
                 .unwrap_or_else(|| opts.agents.div_ceil(opts.agents_per_process.max(1))),
+            client_nice: opts.client_nice,
+            client_cgroup: None,
             idle_phase: opts.idle,
             profile: opts.profile,
             probe_pruning: !peak_search,
@@ -194,6 +200,7 @@ pub(crate) mod tests {
             broker_warmup: None,
             rate: None,
             baseline_processes: None,
+            client_nice: 19,
             idle: false,
             profile: false,
             proposals_per_sec: 2.0,

@@ -6,6 +6,7 @@
 use mesh_proto::TopicNames;
 
 use super::baseline::{run_baseline, run_fleet_baseline, typical_message_bytes, warm_broker};
+use super::cgroup::RunCgroups;
 use super::deploy::Deployment;
 use super::error::{Chain, Error, OptionsError};
 use super::infra::Infra;
@@ -30,10 +31,34 @@ pub fn run(opts: &Options) -> Result<(), Error> {
         Some(path) => Some((path.as_path(), read_report(path)?)),
         None => None,
     };
+    // Made before the infrastructure, so dropped after it: a cgroup can go only once its processes have.
+    let cgroups = if plan.client_nice > 0 {
+        match RunCgroups::create() {
+            Ok(cgroups) => {
+                plan.client_cgroup = Some(cgroups.clients().to_path_buf());
+                Some(cgroups)
+            }
+            Err(why) => {
+                eprintln!(
+                    "warning: the client processes run at nice {} but share the CPU with the broker thread by thread \
+                     ({why}): hundreds of them on this machine may starve it (run as root to avoid it)",
+                    plan.client_nice
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mesh = mesh_config(&plan);
     std::fs::create_dir_all(&plan.state_dir)
         .map_err(|source| Error::CreateDir { path: plan.state_dir.clone(), source })?;
     let infra = Infra::start(opts, &plan, &mesh)?;
+    if let Some(cgroups) = &cgroups
+        && let Err(why) = cgroups.adopt_servers(infra.broker_pids.iter().copied().chain(infra.redis_pid))
+    {
+        eprintln!("warning: the broker and Redis share the CPU with the clients' cgroup as a whole ({why})");
+    }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(Error::Runtime)?;
 
@@ -56,6 +81,8 @@ pub fn run(opts: &Options) -> Result<(), Error> {
             broker_warmup_s: plan.broker_warmup.as_secs_f64(),
             kafka_nodes: opts.brokers,
             hosts: opts.hosts,
+            client_nice: plan.client_nice,
+            client_cgroup: plan.client_cgroup.is_some(),
             task_rate_per_agent: plan.task_rate,
             offered_msgs_per_s: plan.offered_msgs_per_s,
             proposals_per_s: plan.proposals_per_s,

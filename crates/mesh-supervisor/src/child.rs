@@ -24,6 +24,47 @@ pub fn in_new_session(cmd: &mut Command) -> &mut Command {
     }
 }
 
+/// Makes `cmd` start at scheduling niceness `nice` (`setpriority` between fork and exec; every thread it starts
+/// inherits it). Raising niceness needs no privilege; lowering it below the caller's needs `CAP_SYS_NICE`, and the
+/// spawn then fails with that error.
+pub fn at_nice(cmd: &mut Command, nice: i8) -> &mut Command {
+    #[expect(unsafe_code, reason = "setpriority must run in the child between fork and exec")]
+    // SAFETY: setpriority is a plain system call (async-signal-safe) on the calling process, which touches no memory
+    // of the parent; errno is read right after it in the same thread.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpriority(libc::PRIO_PROCESS, 0, i32::from(nice)) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    }
+}
+
+/// Makes `cmd` start inside the cgroup `dir` (it writes `0`, meaning itself, to `dir/cgroup.procs` between fork and
+/// exec, so everything it runs is accounted there from its first instruction). Works alike with cgroup v1 and v2;
+/// the spawn fails with the write's error when the directory is missing or not writable.
+pub fn in_cgroup<'a>(cmd: &'a mut Command, dir: &Path) -> std::io::Result<&'a mut Command> {
+    let procs = std::ffi::CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "a cgroup path holds a NUL byte"))?;
+    #[expect(unsafe_code, reason = "joining a cgroup must happen in the child between fork and exec")]
+    // SAFETY: open, write and close are async-signal-safe system calls; the path was allocated before the fork and
+    // the closure allocates nothing.
+    unsafe {
+        Ok(cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let error = std::io::Error::last_os_error();
+            libc::close(fd);
+            if written == 1 { Ok(()) } else { Err(error) }
+        }))
+    }
+}
+
 /// A freshly spawned child: its pid (= process group id) and its output pipes.
 pub struct Spawned {
     /// PID of the leader; also its process group id.
@@ -50,6 +91,12 @@ pub fn spawn(spec: &ProcessSpec, notify_socket: &Path, env: &BTreeMap<String, St
         .process_group(0);
     if let Some(w) = spec.watchdog {
         cmd.env("WATCHDOG_USEC", w.as_micros().to_string());
+    }
+    if let Some(nice) = spec.nice {
+        at_nice(&mut cmd, nice);
+    }
+    if let Some(dir) = &spec.cgroup {
+        in_cgroup(&mut cmd, dir)?;
     }
     let parent = std::process::id();
     #[expect(unsafe_code, reason = "pre_exec is the only way to set the parent-death signal of a child")]
@@ -182,5 +229,24 @@ mod tests {
         assert!(start_ticks(me).is_some());
         let (_cpu, rss) = usage(me).expect("usage");
         assert!(rss > 0);
+    }
+
+    #[test]
+    fn a_child_started_at_a_niceness_runs_at_it_and_a_missing_cgroup_fails_the_spawn() {
+        let mut cmd = Command::new("sleep");
+        cmd.arg("5");
+        let mut child = at_nice(&mut cmd, 7).spawn().expect("sleep starts");
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).expect("stat");
+        // Field 19 is the nice value; the command name (field 2) has no spaces here.
+        let nice: Vec<&str> = stat.split_whitespace().collect();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(nice[18], "7", "{stat}");
+        let mut cmd = Command::new("true");
+        let err = in_cgroup(&mut cmd, Path::new("/nonexistent/mesh-cgroup"))
+            .expect("a path")
+            .spawn()
+            .expect_err("no such cgroup");
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
     }
 }

@@ -55,6 +55,15 @@ pub struct ProcessSpec {
     /// For processes that do not speak sd_notify (a Kafka broker, redis-server): READY once this address accepts
     /// a TCP connection.
     pub ready_tcp: Option<std::net::SocketAddr>,
+    /// Scheduling niceness to start it at (-20..=19, as `nice(1)`; `None` inherits the supervisor's). Hundreds of
+    /// client processes on the machine that also runs the broker starve the broker's threads of CPU unless they
+    /// yield to it (`mesh bench` starts its agents at 19).
+    pub nice: Option<i8>,
+    /// A cgroup directory to start it in (it must exist and its `cgroup.procs` be writable; `None`: the
+    /// supervisor's own). Niceness only orders threads within one scheduling group (with autogroup, within one
+    /// session), so a CPU share that holds against every other process on the machine needs a cgroup: `mesh bench`
+    /// starts its agents in one, beside another that holds the broker.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// The whole deployment, in a valid start order.
@@ -107,6 +116,12 @@ pub struct FileProcess {
     /// READY once this address accepts a connection (for processes without sd_notify).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_tcp: Option<String>,
+    /// Scheduling niceness, -20..=19.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nice: Option<i32>,
+    /// An existing cgroup directory to start it in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     /// First restart delay.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub initial_backoff: Option<String>,
@@ -220,6 +235,17 @@ impl DeploymentSpec {
                         })
                     })
                     .transpose()?,
+                nice: p
+                    .nice
+                    .map(|n| {
+                        i8::try_from(n).ok().filter(|n| (-20..=19).contains(n)).ok_or_else(|| {
+                            SpecError::Invalid(format!(
+                                "process {name:?}: nice = {n} is out of range; use -20 (most favoured) to 19 (least)"
+                            ))
+                        })
+                    })
+                    .transpose()?,
+                cgroup: p.cgroup.map(PathBuf::from),
                 name,
             });
         }
@@ -309,6 +335,8 @@ impl DeploymentSpec {
             stop_timeout: Duration::from_secs(10),
             watchdog: Some(Duration::from_secs(30)),
             ready_tcp: None,
+            nice: None,
+            cgroup: None,
         }
     }
 
@@ -326,6 +354,8 @@ impl DeploymentSpec {
             stop_timeout: Duration::from_secs(20),
             watchdog: None,
             ready_tcp: Some(ready_tcp),
+            nice: None,
+            cgroup: None,
         }
     }
 
@@ -383,6 +413,21 @@ mod tests {
         assert_eq!(agent.command, ["/bin/mesh", "agent", "--name", "a \"b\""], "quotes survive the writing");
         assert_eq!(agent.restart.initial_backoff_ms, 200);
         assert_eq!(spec.processes[0].watchdog, Some(Duration::from_secs(20)));
+    }
+
+    #[test]
+    fn nice_is_read_within_its_range_and_a_value_outside_names_the_field() {
+        let file = |nice: i32| format!("[[process]]\nname = \"a\"\ncommand = [\"mesh\", \"agent\"]\nnice = {nice}\n");
+        let spec = DeploymentSpec::parse(&file(19), Path::new("/bin/mesh")).expect("valid");
+        assert_eq!(spec.processes[0].nice, Some(19));
+        assert_eq!(
+            DeploymentSpec::parse(&file(-20), Path::new("/bin/mesh")).expect("valid").processes[0].nice,
+            Some(-20)
+        );
+        for bad in [20, -21, 300] {
+            let err = DeploymentSpec::parse(&file(bad), Path::new("/bin/mesh")).expect_err("out of range").to_string();
+            assert!(err.contains("\"a\"") && err.contains(&format!("nice = {bad}")) && err.contains("-20"), "{err}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ fn options(args: &BenchArgs, binary: MeshBinary) -> Options {
         broker_warmup: args.broker_warmup.clone(),
         rate: args.rate.clone(),
         baseline_processes: args.baseline_processes,
+        client_nice: args.client_nice,
         idle: args.idle,
         profile: args.profile,
         proposals_per_sec: args.proposals_per_sec,
