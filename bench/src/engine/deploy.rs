@@ -275,7 +275,8 @@ fn deployment_file(plan: &Plan, host: Option<(u32, u32)>) -> DeploymentFile {
             watchdog: Some("120s".into()),
             ready_timeout: Some("300s".into()),
             nice: (plan.client_nice != 0).then_some(i32::from(plan.client_nice)),
-            cgroup: plan.client_cgroup.as_ref().map(|d| d.display().to_string()),
+            // Not on a simulated host: `ip netns exec` mounts a sysfs of its own, without the cgroup hierarchy.
+            cgroup: plan.client_cgroup.as_ref().filter(|_| host.is_none()).map(|d| d.display().to_string()),
             ..FileProcess::default()
         });
     }
@@ -306,6 +307,19 @@ mod tests {
         assert_eq!(process(&spec, "agent-b0000").ready_timeout, Duration::from_secs(300));
         assert_eq!(process(&spec, "agent-b0499").nice, Some(19), "agents yield the CPU to the broker");
         assert_eq!(process(&spec, "topology").nice, None, "the managers run at the bench's own priority");
+    }
+
+    #[test]
+    fn agents_start_in_the_clients_cgroup_except_on_a_simulated_host() {
+        let mut opts = defaults();
+        opts.hosts = 2;
+        let mut plan = plan(&opts).expect("plan");
+        plan.client_cgroup = Some(PathBuf::from("/sys/fs/cgroup/cpu/mesh-bench-1-clients"));
+        let whole = spec(&deployment_file(&plan, None));
+        assert_eq!(process(&whole, "agent-b0007").cgroup, plan.client_cgroup);
+        assert_eq!(process(&whole, "consensus").cgroup, None, "the managers stay outside");
+        let host = spec(&deployment_file(&plan, Some((1, 2))));
+        assert!(host.processes.iter().all(|p| p.cgroup.is_none()), "`ip netns exec` has no cgroup hierarchy");
     }
 
     #[test]

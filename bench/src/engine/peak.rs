@@ -1,7 +1,8 @@
 //! `--rate max`: the offered rate stepped up, a fresh deployment and the one-process baseline at each step, until
-//! neither sustains the rate. The report's main figures are those of the highest rate the mesh sustained.
+//! neither sustains the rate. The report's main figures are those of the highest rate the mesh sustained, with the
+//! N-process baseline run once more at that rate, so both ratios come from the run.
 
-use super::baseline::run_baseline;
+use super::baseline::{run_baseline, run_fleet_baseline};
 use super::deploy::Deployment;
 use super::error::Error;
 use super::infra::Infra;
@@ -24,13 +25,19 @@ pub(crate) fn run_peak_search(
 ) -> Result<Peak, Error> {
     let mut peak = Peak::default();
     let mut mesh_done = false;
-    let mut best: Option<Report> = None;
+    let mut best: Option<(Report, Plan)> = None;
     for rate in PEAK_RATES {
         check_interrupted()?;
         let step_plan = plan.peak_step(rate);
         eprintln!("peak search: {rate:.0} msg/s offered");
         let mut step = PeakStep { offered_msgs_per_s: rate, mesh_ran: !mesh_done, ..PeakStep::default() };
-        let mut sub = Report { config: report.config.clone(), ..Report::default() };
+        // The step's own rate, pacing and window: the report's header quotes the best step's.
+        let mut config = report.config.clone();
+        config.offered_msgs_per_s = step_plan.offered_msgs_per_s;
+        config.task_rate_per_agent = step_plan.task_rate;
+        config.duration_s = step_plan.duration.as_secs_f64();
+        config.warmup_s = step_plan.warmup.as_secs_f64();
+        let mut sub = Report { config, ..Report::default() };
         if !mesh_done {
             let mut deployment = Deployment::start(&step_plan, infra, binary)?;
             let outcome = runtime.block_on(measure_mesh(&step_plan, infra, &mut deployment, &mut sub, None));
@@ -63,7 +70,7 @@ pub(crate) fn run_peak_search(
         if step.mesh_sustained {
             peak.mesh_peak_msgs_per_s = peak.mesh_peak_msgs_per_s.max(step.mesh_delivered_per_s);
             sub.baseline = Some(b);
-            best = Some(sub);
+            best = Some((sub, step_plan));
         } else {
             mesh_done = true;
         }
@@ -77,8 +84,13 @@ pub(crate) fn run_peak_search(
         }
     }
     peak.ratio = peak_ratio(&peak);
-    if let Some(best) = best {
-        report.config.offered_msgs_per_s = best.config.offered_msgs_per_s;
+    if let Some((best, best_plan)) = best {
+        if best_plan.baseline_processes > 1 {
+            check_interrupted()?;
+            eprintln!("N-process baseline at the mesh's peak, {:.0} msg/s", best_plan.offered_msgs_per_s);
+            report.baseline_processes = Some(run_fleet_baseline(infra, &best_plan, payload_bytes, binary)?);
+        }
+        report.config = best.config;
         report.join = best.join;
         report.messages = best.messages;
         report.consensus = best.consensus;

@@ -64,7 +64,7 @@ pub(crate) struct Plan {
     pub(crate) baseline_processes: usize,
     /// Niceness of the client processes (agents, baseline workers).
     pub(crate) client_nice: i8,
-    /// The cgroup of low CPU weight they start in, once the run has made it.
+    /// The CPU cgroup they start in, once the run has made it (docs/bench.md).
     pub(crate) client_cgroup: Option<PathBuf>,
     /// A run with no traffic after the traffic run, for the idle cost.
     pub(crate) idle_phase: bool,
