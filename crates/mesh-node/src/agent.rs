@@ -500,43 +500,44 @@ impl<B: Bus> Agent<B> {
             return;
         }
         if let Some(draft) = self.scenario.next_task() {
-            // The window first: a shed tick costs no look through the roster (500 members, every tick).
-            if !self.window.try_start() {
-                self.counters.tasks_shed += 1;
-            } else {
-                match self.pick(draft.to_role) {
-                    Some(to) => {
-                        let body = TaskBody {
-                            from: self.config.id.clone(),
-                            to: to.clone(),
-                            task: draft.task.to_owned(),
-                            payload: draft.payload,
-                        };
-                        let env = self.publisher.envelope(Record::Task(body));
-                        let partition =
-                            partition_for(to.as_str().as_bytes(), self.publisher.partitions(TopicKind::Messages));
-                        let sending = self.publisher.start_send_to(
-                            TopicKind::Messages,
-                            partition,
-                            to.as_str(),
-                            &env,
-                            Some(intended_us),
-                            shutdown,
-                        );
-                        track(&mut self.in_flight, Sent::Task, sending);
-                        self.counters.tasks_sent += 1;
-                        self.await_answer(env.header.id, intended_us);
-                    }
-                    None => {
-                        self.window.cancel();
-                        self.counters.no_recipient += 1;
-                    }
-                }
-            }
+            self.send_task(draft, intended_us, shutdown);
         }
         if let Some(draft) = self.scenario.next_proposal() {
             self.propose(draft, shutdown);
         }
+    }
+
+    /// A task to a live agent of the draft's role, if the send window has room for it: a shed tick costs no look
+    /// through the roster (500 members, every tick).
+    fn send_task(&mut self, draft: crate::scenario::TaskDraft, intended_us: u64, shutdown: &Shutdown) {
+        if !self.window.try_start() {
+            self.counters.tasks_shed += 1;
+            return;
+        }
+        let Some(to) = self.pick(draft.to_role) else {
+            self.window.cancel();
+            self.counters.no_recipient += 1;
+            return;
+        };
+        let body = TaskBody {
+            from: self.config.id.clone(),
+            to: to.clone(),
+            task: draft.task.to_owned(),
+            payload: draft.payload,
+        };
+        let env = self.publisher.envelope(Record::Task(body));
+        let partition = partition_for(to.as_str().as_bytes(), self.publisher.partitions(TopicKind::Messages));
+        let sending = self.publisher.start_send_to(
+            TopicKind::Messages,
+            partition,
+            to.as_str(),
+            &env,
+            Some(intended_us),
+            shutdown,
+        );
+        track(&mut self.in_flight, Sent::Task, sending);
+        self.counters.tasks_sent += 1;
+        self.await_answer(env.header.id, intended_us);
     }
 
     fn propose(&mut self, draft: crate::scenario::ProposalDraft, shutdown: &Shutdown) {
