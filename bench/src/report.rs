@@ -512,7 +512,8 @@ impl Report {
             c.decay_interval_ms,
             c.cores,
             match (c.client_nice, c.client_cgroup) {
-                (0, _) => String::new(),
+                (0, false) => String::new(),
+                (0, true) => ", clients in a CPU cgroup beside the servers'".to_owned(),
                 (n, false) => format!(", clients at nice {n}"),
                 (n, true) => format!(", clients at nice {n} in a CPU cgroup beside the servers'"),
             },

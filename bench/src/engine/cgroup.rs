@@ -6,9 +6,8 @@
 //! own, so the run splits the CPU between two cgroups of the same weight: the broker and Redis in one, the clients
 //! in the other. The managers stay outside both, as the bench itself does. Niceness alone cannot do this: with
 //! autogroup (the default of most kernels) a nice value only orders threads within one session, and the
-//! supervisor's session is not the broker's. Measured at 500 agents on two cores (docs/bench.md): equal weights
-//! gave the broker about half a core against the clients' 1.4; the clients' cgroup at 16 shares gave the broker
-//! 1.4 cores and starved the agents instead. Both want most of the machine; neither weight makes it enough.
+//! supervisor's session is not the broker's. Neither weight gives both sides enough on two cores: the measurements
+//! are in docs/bench.md ("The clients and the broker share two cores").
 
 use std::path::{Path, PathBuf};
 

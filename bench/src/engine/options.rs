@@ -27,6 +27,8 @@ pub struct Options {
     pub baseline_processes: Option<usize>,
     /// Niceness of the agent processes and the N-process baseline's workers.
     pub client_nice: i8,
+    /// Put the clients, and the broker and Redis, in CPU cgroups of their own when the bench can (as root).
+    pub client_cgroup: bool,
     /// Measure an idle deployment after the traffic run.
     pub idle: bool,
     /// CPU profiles over the window (needs `report`).

@@ -201,6 +201,7 @@ pub(crate) mod tests {
             rate: None,
             baseline_processes: None,
             client_nice: 19,
+            client_cgroup: true,
             idle: false,
             profile: false,
             proposals_per_sec: 2.0,

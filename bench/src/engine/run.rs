@@ -32,7 +32,7 @@ pub fn run(opts: &Options) -> Result<(), Error> {
         None => None,
     };
     // Made before the infrastructure, so dropped after it: a cgroup can go only once its processes have.
-    let cgroups = if plan.client_nice > 0 {
+    let cgroups = if opts.client_cgroup {
         match RunCgroups::create() {
             Ok(cgroups) => {
                 plan.client_cgroup = Some(cgroups.clients().to_path_buf());
@@ -40,9 +40,8 @@ pub fn run(opts: &Options) -> Result<(), Error> {
             }
             Err(why) => {
                 eprintln!(
-                    "warning: the client processes run at nice {} but share the CPU with the broker thread by thread \
-                     ({why}): hundreds of them on this machine may starve it (run as root to avoid it)",
-                    plan.client_nice
+                    "warning: the client processes share the CPU with the broker thread by thread ({why}): hundreds \
+                     of them on this machine may starve it (run as root, or --no-client-cgroup to silence this)"
                 );
                 None
             }
@@ -134,6 +133,8 @@ pub fn run(opts: &Options) -> Result<(), Error> {
     finish(&mut report);
     print(&report, compare.as_ref().map(|(path, old)| (*path, old)));
     write_outputs(opts, &report)?;
+    // The clients first, as on an early return: any still held by a task would log the broker's going as an outage.
+    drop(runtime);
     drop(infra);
     Ok(())
 }

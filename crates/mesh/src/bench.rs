@@ -20,6 +20,7 @@ fn options(args: &BenchArgs, binary: MeshBinary) -> Options {
         rate: args.rate.clone(),
         baseline_processes: args.baseline_processes,
         client_nice: args.client_nice,
+        client_cgroup: !args.no_client_cgroup,
         idle: args.idle,
         profile: args.profile,
         proposals_per_sec: args.proposals_per_sec,
@@ -106,5 +107,20 @@ mod tests {
         assert!(o.baseline_only && !o.no_baseline);
         assert!((o.proposals_per_sec - 2.0).abs() < 1e-12);
         assert_eq!(o.state_dir, std::path::Path::new(".mesh-bench"));
+        assert_eq!((o.client_nice, o.client_cgroup), (19, true));
+    }
+
+    #[test]
+    fn nice_and_the_cgroups_are_turned_off_apart() {
+        let binary = || MeshBinary {
+            program: "mesh".into(),
+            version: "0".into(),
+            fetch_wait: crate::settings::DEFAULT_FETCH_WAIT,
+            embedded_fetch_wait: crate::settings::EMBEDDED_FETCH_WAIT.to_owned(),
+        };
+        let o = options(&args(&["--client-nice", "0"]), binary());
+        assert_eq!((o.client_nice, o.client_cgroup), (0, true));
+        let o = options(&args(&["--no-client-cgroup"]), binary());
+        assert_eq!((o.client_nice, o.client_cgroup), (19, false));
     }
 }

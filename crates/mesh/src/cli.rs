@@ -168,13 +168,17 @@ pub(crate) struct BenchArgs {
     /// [default: as many as the mesh's agent processes; 0 skips it].
     #[arg(long, value_name = "N")]
     pub(crate) baseline_processes: Option<usize>,
-    /// Niceness of the client processes (the agents and the N-process baseline's workers), -20..=19. Above 0 they
-    /// also share one CPU cgroup, and the broker and Redis another of the same weight, when the bench can make them
-    /// (as root). The broker stands for a cluster on machines of its own: with neither, hundreds of clients on one
-    /// machine starve its threads of CPU until it fences itself.
+    /// Niceness of the client processes (the agents and the N-process baseline's workers), -20..=19; 0 leaves them
+    /// at the bench's own. The broker stands for a cluster on machines of its own: hundreds of clients on one
+    /// machine at the same priority starve its threads of CPU until it fences itself.
     #[arg(long, default_value_t = 19, value_name = "N", allow_hyphen_values = true,
           value_parser = clap::value_parser!(i8).range(-20..=19))]
     pub(crate) client_nice: i8,
+    /// Leave the clients and the servers in the bench's own CPU cgroup. By default (as root) the clients share one
+    /// cgroup and the broker and Redis another of the same weight: nice alone does not order threads across sessions
+    /// on a kernel with autogroup.
+    #[arg(long)]
+    pub(crate) no_client_cgroup: bool,
     /// Before the traffic run, a run of the same deployment with no traffic, to measure what idle agents cost.
     #[arg(long)]
     pub(crate) idle: bool,
