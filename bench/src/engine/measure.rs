@@ -275,6 +275,10 @@ pub(crate) async fn measure_mesh(
         pb.set_position(window_start.elapsed().as_secs());
         pb.set_message(format!("{rate:.0} msg/s delivered"));
     }
+    // Read at once: what follows (the profiles written, 500 agents' counters read back) is the bench's own work, and
+    // on an overloaded machine it took longer than the window itself, whose CPU it then doubled.
+    let state = deployment.state()?;
+    let cpu_end = process_cpu(&state, infra);
     // Pruning seen by the end of the window counts; with the probe on, so does pruning seen until its deadline.
     let prune_deadline = mesh_built + plan.decay_interval * (PRUNED_AFTER_INTERVALS + 2) + Duration::from_secs(5);
     let watch_until = if plan.probe_pruning { prune_deadline.max(Instant::now()) } else { Instant::now() };
@@ -294,8 +298,6 @@ pub(crate) async fn measure_mesh(
     if restarted > 0 {
         eprintln!("warning: {restarted} agents restarted during the window; their figures count from their restart");
     }
-    let state = deployment.state()?;
-    let cpu_end = process_cpu(&state, infra);
 
     let AgentSnapshot { delivered, delivery, round_trip, delivered_per_s, shed, .. } = window;
     // Each agent's count over the time between its two writes; over the bench's own window only if no agent wrote
